@@ -1,0 +1,100 @@
+"""The catalog: walq's system of record, one row per (server, WAL).
+
+States: ``claimed`` (found by a scan, being worked on until ``deadline``),
+``archived`` (stored durably and committed), ``failed`` (parked: needs an
+operator's retry). Implementations: SqliteCatalog (embedded) and
+PostgresCatalog (fleet); tests/test_catalog_contract.py runs both.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class WalState(enum.StrEnum):
+    CLAIMED = "claimed"
+    ARCHIVED = "archived"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedInfo:
+    """What a commit records about a stored WAL."""
+
+    size: int  # uncompressed bytes
+    stored_size: int
+    codec: str
+    encryption: str  # 'none' | 'gpg'
+    checksum: str  # sha256 hex of the uncompressed bytes
+    storage_key: str
+    mtime: float
+    prepare_seconds: float = 0.0
+    store_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WalRecord:
+    server: str
+    name: str
+    state: WalState
+    source_path: str | None
+    size: int | None
+    stored_size: int | None
+    codec: str | None
+    encryption: str | None
+    checksum: str | None
+    storage_key: str | None
+    mtime: float | None
+    claimed_at: float | None
+    deadline: float | None
+    archived_at: float | None
+    prepare_seconds: float | None
+    store_seconds: float | None
+    attempts: int
+    last_error: str | None
+
+    COLUMNS = ["server", "name", "state", "source_path", "size", "stored_size", "codec", "encryption", "checksum", "storage_key", "mtime", "claimed_at", "deadline", "archived_at", "prepare_seconds", "store_seconds", "attempts", "last_error"]
+
+
+class Catalog(Protocol):
+    def claim(self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False) -> bool:
+        """Claim a WAL for work. True for a new row, for a claim past its deadline,
+        or (``steal``: the caller holds the only lock) any claimed row.
+        False while another worker's claim is live, or once archived/failed."""
+        ...
+
+    def extend(self, server: str, name: str, timeout: float) -> None:
+        """Push a live claim's deadline forward (progress heartbeat)."""
+        ...
+
+    def release(self, server: str, name: str, error: str) -> None:
+        """Transient failure: keep the row claimable by the next scan, count the attempt."""
+        ...
+
+    def mark_failed(self, server: str, name: str, error: str, source_path: str | None = None) -> None:
+        """Permanent failure: park the WAL with its reason (creates the row if needed)."""
+        ...
+
+    def mark_archived(self, server: str, name: str, info: ArchivedInfo, fence: int | None = None) -> None:
+        """Commit. Raises FencedError when ``fence`` is older than one already seen."""
+        ...
+
+    def get(self, server: str, name: str) -> WalRecord | None: ...
+
+    def records(self, server: str, state: WalState | None = None) -> list[WalRecord]: ...
+
+    def archived_names(self, server: str) -> list[str]: ...
+
+    def counts(self, server: str) -> dict[str, int]: ...
+
+    def reset_failed(self, server: str, names: list[str] | None = None) -> list[str]:
+        """Make failed WALs claimable again; returns the names reset."""
+        ...
+
+    def get_meta(self, server: str, key: str) -> str | None: ...
+
+    def set_meta(self, server: str, key: str, value: str) -> None: ...
+
+    def close(self) -> None: ...

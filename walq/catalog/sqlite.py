@@ -1,0 +1,198 @@
+"""SQLite catalog for embedded mode: one file under ``home``, no server needed."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from walq.catalog.base import ArchivedInfo, WalRecord, WalState
+from walq.errors import ConfigError, FencedError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS wal (
+    server TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    source_path TEXT,
+    size INTEGER,
+    stored_size INTEGER,
+    codec TEXT,
+    encryption TEXT,
+    checksum TEXT,
+    storage_key TEXT,
+    mtime REAL,
+    claimed_at REAL,
+    deadline REAL,
+    archived_at REAL,
+    prepare_seconds REAL,
+    store_seconds REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (server, name)
+);
+CREATE INDEX IF NOT EXISTS wal_state ON wal (server, state);
+CREATE TABLE IF NOT EXISTS fence (server TEXT PRIMARY KEY, token INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (server TEXT, key TEXT, value TEXT, PRIMARY KEY (server, key));
+"""
+
+_SELECT = "SELECT " + ", ".join(WalRecord.COLUMNS) + " FROM wal"
+
+
+def _record(row: tuple) -> WalRecord:
+    values = list(row)
+    values[2] = WalState(values[2])
+    return WalRecord(*values)
+
+
+class SqliteCatalog:
+    """Catalog in a SQLite file; every write is its own short transaction."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        try:
+            if readonly:
+                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(f"catalog {self.path}: {exc}") from exc
+
+    def _write(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        return self.db.execute(sql, params)
+
+    def claim(self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False) -> bool:
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute("SELECT state, deadline FROM wal WHERE server=? AND name=?", (server, name)).fetchone()
+            if row is None:
+                self.db.execute(
+                    "INSERT INTO wal (server, name, state, source_path, claimed_at, deadline) VALUES (?,?,?,?,?,?)",
+                    (server, name, WalState.CLAIMED, source_path, now, now + timeout),
+                )
+                claimed = True
+            elif row[0] == WalState.CLAIMED and (steal or (row[1] or 0) <= now):
+                self.db.execute(
+                    "UPDATE wal SET source_path=?, claimed_at=?, deadline=? WHERE server=? AND name=?",
+                    (source_path, now, now + timeout, server, name),
+                )
+                claimed = True
+            else:
+                claimed = False
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return claimed
+
+    def extend(self, server: str, name: str, timeout: float) -> None:
+        self._write(
+            "UPDATE wal SET deadline=? WHERE server=? AND name=? AND state=?",
+            (time.time() + timeout, server, name, WalState.CLAIMED),
+        )
+
+    def release(self, server: str, name: str, error: str) -> None:
+        self._write(
+            "UPDATE wal SET deadline=?, attempts=attempts+1, last_error=? WHERE server=? AND name=? AND state=?",
+            (time.time(), error, server, name, WalState.CLAIMED),
+        )
+
+    def mark_failed(self, server: str, name: str, error: str, source_path: str | None = None) -> None:
+        self._write(
+            "INSERT INTO wal (server, name, state, source_path, attempts, last_error) VALUES (?,?,?,?,1,?) "
+            "ON CONFLICT (server, name) DO UPDATE SET state=excluded.state, attempts=wal.attempts+1, "
+            "last_error=excluded.last_error, source_path=COALESCE(excluded.source_path, wal.source_path) "
+            "WHERE wal.state != 'archived'",
+            (server, name, WalState.FAILED, source_path, error),
+        )
+
+    def mark_archived(self, server: str, name: str, info: ArchivedInfo, fence: int | None = None) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if fence is not None:
+                row = self.db.execute("SELECT token FROM fence WHERE server=?", (server,)).fetchone()
+                if row is not None and fence < row[0]:
+                    raise FencedError(f"commit of {name} refused: fencing token {fence} is older than {row[0]}")
+                self.db.execute(
+                    "INSERT INTO fence (server, token) VALUES (?, ?) ON CONFLICT (server) DO UPDATE SET token=excluded.token",
+                    (server, fence),
+                )
+            self.db.execute(
+                "INSERT INTO wal (server, name, state) VALUES (?, ?, ?) ON CONFLICT (server, name) DO NOTHING",
+                (server, name, WalState.ARCHIVED),
+            )
+            self.db.execute(
+                "UPDATE wal SET state=?, size=?, stored_size=?, codec=?, encryption=?, checksum=?, storage_key=?, "
+                "mtime=?, archived_at=?, prepare_seconds=?, store_seconds=?, deadline=NULL, last_error=NULL "
+                "WHERE server=? AND name=?",
+                (
+                    WalState.ARCHIVED, info.size, info.stored_size, info.codec, info.encryption, info.checksum,
+                    info.storage_key, info.mtime, time.time(), info.prepare_seconds, info.store_seconds,
+                    server, name,
+                ),
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def get(self, server: str, name: str) -> WalRecord | None:
+        row = self.db.execute(_SELECT + " WHERE server=? AND name=?", (server, name)).fetchone()
+        return _record(row) if row else None
+
+    def records(self, server: str, state: WalState | None = None) -> list[WalRecord]:
+        if state is None:
+            rows = self.db.execute(_SELECT + " WHERE server=? ORDER BY name", (server,))
+        else:
+            rows = self.db.execute(_SELECT + " WHERE server=? AND state=? ORDER BY name", (server, state))
+        return [_record(r) for r in rows]
+
+    def archived_names(self, server: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT name FROM wal WHERE server=? AND state=? ORDER BY name", (server, WalState.ARCHIVED)
+        )
+        return [r[0] for r in rows]
+
+    def counts(self, server: str) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, count(*) FROM wal WHERE server=? GROUP BY state", (server,))
+        counts = {s.value: 0 for s in WalState}
+        counts.update(dict(rows.fetchall()))
+        return counts
+
+    def reset_failed(self, server: str, names: list[str] | None = None) -> list[str]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if names is None:
+                found = [r[0] for r in self.db.execute(
+                    "SELECT name FROM wal WHERE server=? AND state=?", (server, WalState.FAILED))]
+            else:
+                found = [n for n in names if self.db.execute(
+                    "SELECT 1 FROM wal WHERE server=? AND name=? AND state=?", (server, n, WalState.FAILED)).fetchone()]
+            now = time.time()
+            self.db.executemany(
+                "UPDATE wal SET state=?, deadline=?, claimed_at=? WHERE server=? AND name=?",
+                [(WalState.CLAIMED, now, now, server, n) for n in found],
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return sorted(found)
+
+    def get_meta(self, server: str, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE server=? AND key=?", (server, key)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, server: str, key: str, value: str) -> None:
+        self._write(
+            "INSERT INTO meta (server, key, value) VALUES (?,?,?) ON CONFLICT (server, key) DO UPDATE SET value=excluded.value",
+            (server, key, value),
+        )
+
+    def close(self) -> None:
+        self.db.close()

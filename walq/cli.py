@@ -1,0 +1,300 @@
+"""The ``walq`` command: a thin layer over walq's modules (design.md's CLI contract).
+
+Exit codes: 0 success; 1 the command's own "not OK" (failed WALs, not found,
+check failed); 2 bad configuration, bad argument or an error. Every error is
+one line on stderr naming the file, key or argument concerned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from walq.config import Config, load_config
+from walq.errors import ConfigError, DuplicateWalError, NotFoundError, WalqError
+
+EXIT_OK, EXIT_NOT_OK, EXIT_ERROR = 0, 1, 2
+
+
+class Progress:
+    """A one-line progress bar on a terminal, one plain line per WAL otherwise."""
+
+    def __init__(self, stream=sys.stdout) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.started = time.monotonic()
+        self.raw_bytes = 0
+
+    def __call__(self, server: str, outcome, done: int, total: int) -> None:
+        self.raw_bytes += outcome.size
+        if self.tty:
+            elapsed = max(time.monotonic() - self.started, 1e-6)
+            width = 30
+            filled = int(width * done / max(total, 1))
+            bar = "#" * filled + "-" * (width - filled)
+            self.stream.write(
+                f"\r{server} [{bar}] {done}/{total} {done / elapsed:6.1f} WAL/s "
+                f"{self.raw_bytes / elapsed / 1e6:7.1f} MB/s"
+            )
+            if not outcome.ok:
+                self.stream.write(f"\n{server} {outcome.name} {outcome.status}: {outcome.message}\n")
+            if done == total:
+                self.stream.write("\n")
+        else:
+            detail = f" {outcome.message}" if outcome.message else ""
+            sizes = f" {outcome.size}->{outcome.stored_size}" if outcome.status == "archived" else ""
+            self.stream.write(f"{server} {outcome.name} {outcome.status}{sizes}{detail}\n")
+        self.stream.flush()
+
+
+def cmd_archive(config: Config, args: argparse.Namespace) -> int:
+    from walq.archiver import archive
+
+    runs = archive(config, args.servers or None, Progress())
+    status = EXIT_OK
+    for run in runs:
+        if run.busy:
+            print(f"{run.server}: another walq archive holds the lock; skipped")
+            continue
+        for path in run.unknown:
+            print(f"{run.server}: unknown file moved to {path}", file=sys.stderr)
+        archived = sum(1 for o in run.outcomes if o.status == "archived")
+        dups = sum(1 for o in run.outcomes if o.status == "duplicate")
+        print(
+            f"{run.server}: {archived} archived, {dups} duplicate(s) dropped, "
+            f"{len(run.failed)} failed, {len(run.unknown)} unknown"
+        )
+        if not run.ok:
+            status = EXIT_NOT_OK
+    return status
+
+
+def cmd_put_wal(config: Config, args: argparse.Namespace) -> int:
+    from walq.putwal import put_wal
+
+    try:
+        put_wal(config, args.server, Path(args.path))
+    except DuplicateWalError as exc:
+        print(f"walq: {exc}", file=sys.stderr)
+        return EXIT_NOT_OK
+    return EXIT_OK
+
+
+def cmd_get_wal(config: Config, args: argparse.Namespace) -> int:
+    from walq.restore import get_wal
+
+    try:
+        get_wal(config, args.server, args.walname, Path(args.dest), prefetch=args.prefetch)
+    except NotFoundError as exc:
+        print(f"walq: {exc}", file=sys.stderr)
+        return EXIT_NOT_OK
+    return EXIT_OK
+
+
+def _servers(config: Config, name: str | None):
+    return [config.server(name)] if name else list(config.servers.values())
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    from walq.catalog import open_catalog
+    from walq.status import server_status
+
+    catalog = open_catalog(config)
+    try:
+        data = [server_status(catalog, s) for s in _servers(config, args.server)]
+    finally:
+        catalog.close()
+    extra = _fleet_status(config)
+    if args.json:
+        print(json.dumps({"servers": data, **extra}, indent=2))
+        return EXIT_OK
+    for st in data:
+        print(f"Server {st['server']}:")
+        print(f"  watermark:        {st['watermark'] or '-'}")
+        last_at = st["last_archived_at"]
+        age = f" ({time.time() - last_at:.0f}s ago)" if last_at else ""
+        print(f"  last archived:    {st['last_archived'] or '-'}{age}")
+        print(f"  archived:         {st['archived']}   in flight: {st['claimed']}")
+        q = st["queued"]
+        print(f"  queued:           {q['incoming']} incoming, {q['streaming']} streaming; lag {st['lag_seconds']}s")
+        print(f"  rates:            {st['rates']['last_minute']}/min, {st['rates']['last_hour']}/hour")
+        print(f"  gaps:             {len(st['gaps'])}" + "".join(f"\n    {a}..{b}" for a, b in st["gaps"]))
+        print(f"  failed:           {len(st['failed'])}" + "".join(f"\n    {f['name']}: {f['error']}" for f in st["failed"]))
+        print(f"  errors/ files:    {st['errors_dir_files']}")
+    for key, value in extra.items():
+        print(f"{key}: {json.dumps(value)}")
+    return EXIT_OK
+
+
+def _fleet_status(config: Config) -> dict[str, object]:
+    """Queue depths and in-flight WALs in fleet mode (walq.fleet_status, if present)."""
+    if not config.fleet:
+        return {}
+    try:
+        from walq.fleet_status import fleet_status
+    except ImportError:
+        return {}
+    return fleet_status(config)
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    from walq.catalog import open_catalog
+    from walq.status import run_checks
+
+    catalog = open_catalog(config)
+    all_ok = True
+    try:
+        for server in _servers(config, args.server):
+            for result in run_checks(config, server, catalog):
+                all_ok &= result.ok
+                detail = f" ({result.detail})" if result.detail else ""
+                print(f"{server.name}: {result.name}: {'OK' if result.ok else 'FAILED'}{detail}")
+    finally:
+        catalog.close()
+    return EXIT_OK if all_ok else EXIT_NOT_OK
+
+
+def cmd_list(config: Config, args: argparse.Namespace) -> int:
+    from walq.catalog import WalState, open_catalog
+
+    server = config.server(args.server)
+    catalog = open_catalog(config)
+    try:
+        rows = catalog.records(server.name, WalState.FAILED if args.failed else None)
+    finally:
+        catalog.close()
+    if args.json:
+        print(json.dumps([{c: getattr(r, c) for c in r.COLUMNS} for r in rows], indent=2))
+        return EXIT_OK
+    print(f"{'name':<40} {'state':<9} {'size':>10} {'stored':>10} {'codec':<7} {'enc':<5} {'tries':>5}  error")
+    for r in rows:
+        print(
+            f"{r.name:<40} {r.state:<9} {r.size or '':>10} {r.stored_size or '':>10} "
+            f"{r.codec or '':<7} {r.encryption or '':<5} {r.attempts:>5}  {r.last_error or ''}"
+        )
+    return EXIT_OK
+
+
+def cmd_retry(config: Config, args: argparse.Namespace) -> int:
+    from walq.retry import retry
+
+    if not args.walnames and not args.all_failed:
+        raise ConfigError("retry: name WAL files or pass --all-failed")
+    names = None if args.all_failed else args.walnames
+    reset, runs = retry(config, args.server, names)
+    print(f"{args.server}: {len(reset)} WAL(s) re-driven: {' '.join(reset) or '-'}")
+    if runs is not None:
+        return cmd_archive_report(runs)
+    return EXIT_OK
+
+
+def cmd_archive_report(runs) -> int:
+    return EXIT_OK if all(r.ok for r in runs) else EXIT_NOT_OK
+
+
+def cmd_verify(config: Config, args: argparse.Namespace) -> int:
+    from walq.catalog import open_catalog
+    from walq.storage import open_storage
+    from walq.verify import verify
+
+    server = config.server(args.server)
+    catalog = open_catalog(config)
+    try:
+        report = verify(server, catalog, open_storage(server))
+    finally:
+        catalog.close()
+    for problem in report.problems:
+        print(f"{server.name}: {problem}")
+    print(f"{server.name}: {report.checked} WAL(s) read back, {len(report.problems)} problem(s)")
+    return EXIT_OK if report.ok else EXIT_NOT_OK
+
+
+def cmd_receive_wal(config: Config, args: argparse.Namespace) -> int:
+    from walq.receiver import receive_wal
+
+    return receive_wal(config, args.server, create_slot=args.create_slot, reset=args.reset)
+
+
+def cmd_switch_wal(config: Config, args: argparse.Namespace) -> int:
+    from walq.postgres import switch_wal
+
+    print(switch_wal(config.server(args.server), force=args.force))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="walq", description="WAL archiving for PostgreSQL fleets")
+    parser.add_argument("--config", help="config file (default $WALQ_CONFIG, then ./walq.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("archive", help="archive everything pending now (embedded mode)")
+    p.add_argument("servers", nargs="*", metavar="SERVER")
+    p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser("put-wal", help="archive_command: copy PATH into incoming atomically")
+    p.add_argument("server")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_put_wal)
+
+    p = sub.add_parser("get-wal", help="restore_command: write WALNAME to DEST")
+    p.add_argument("server")
+    p.add_argument("walname")
+    p.add_argument("dest")
+    p.add_argument("--prefetch", type=int, default=0, metavar="N")
+    p.set_defaults(func=cmd_get_wal)
+
+    p = sub.add_parser("status", help="watermark, lag, gaps, failures")
+    p.add_argument("server", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("check", help="one OK/FAILED line per check")
+    p.add_argument("server", nargs="?")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("list", help="catalog rows")
+    p.add_argument("server")
+    p.add_argument("--failed", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("retry", help="re-drive failed WALs")
+    p.add_argument("server")
+    p.add_argument("walnames", nargs="*", metavar="WALNAME")
+    p.add_argument("--all-failed", action="store_true")
+    p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("verify", help="read the archive back: continuity and checksums")
+    p.add_argument("server")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("receive-wal", help="supervise pg_receivewal into the streaming dir")
+    p.add_argument("server")
+    p.add_argument("--create-slot", action="store_true")
+    p.add_argument("--reset", action="store_true")
+    p.set_defaults(func=cmd_receive_wal)
+
+    p = sub.add_parser("switch-wal", help="ask the server to switch WAL")
+    p.add_argument("server")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_switch_wal)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        return args.func(config, args)
+    except WalqError as exc:
+        print(f"walq: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The TOML configuration contract (design.md), validated by pydantic.
+
+Precedence: WALQ_* environment variables over the TOML file over defaults.
+Nested keys use '__': ``WALQ_SERVERS__PG1__COMPRESSION=lz4``. Unknown keys
+and bad values are refused with one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
+
+from walq.codecs import CODEC_NAMES
+from walq.errors import ConfigError
+
+SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+CompressionName = Literal["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"]
+assert set(CompressionName.__args__) == set(CODEC_NAMES)  # type: ignore[attr-defined]
+
+
+def check_server_name(name: str) -> str:
+    """Server names become path components and Redis keys: no '/', no '..'."""
+    if not SERVER_NAME_RE.match(name) or ".." in name:
+        raise ConfigError(
+            f"server name {name!r} is invalid: use letters, digits, '_', '-', '.' (no '/' or '..')"
+        )
+    return name
+
+
+class ServerConfig(BaseModel):
+    """One archived PostgreSQL server. Directory defaults are filled from ``home``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""  # filled from the table key
+    conninfo: str | None = None
+    incoming_dir: Path | None = None
+    streaming_dir: Path | None = None
+    errors_dir: Path | None = None
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_profile: str | None = None
+    s3_sse: Literal["AES256", "aws:kms"] | None = None
+    s3_sse_kms_key_id: str | None = None
+    s3_storage_class: str | None = None
+    s3_tags: dict[str, str] = Field(default_factory=dict)
+    s3_multipart_threshold: Annotated[int, Field(ge=5 << 20)] = 100 << 20
+    compression: CompressionName = "zstd"
+    compression_level: int | None = None
+    encryption: Literal["none", "gpg"] = "none"
+    encryption_key_id: str | None = None
+    encryption_passphrase_command: str | None = None
+    batch_size: Annotated[int, Field(ge=0)] = 0
+    system_identifier: Annotated[int, Field(ge=0)] = 0
+    slot_name: str | None = None
+    pg_receivewal_path: str = "pg_receivewal"
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("file://") or v.startswith("s3://")):
+            raise ValueError("must start with file:// or s3://")
+        return v
+
+    @field_validator("slot_name")
+    @classmethod
+    def _slot(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9a-z_]{1,63}", v):
+            raise ValueError("must match [0-9a-z_]+ (PostgreSQL slot names)")
+        return v
+
+    @model_validator(mode="after")
+    def _encryption_needs_key(self) -> ServerConfig:
+        if self.encryption == "gpg" and not self.encryption_key_id:
+            raise ValueError("encryption = 'gpg' needs encryption_key_id")
+        if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
+            raise ValueError("s3_sse_kms_key_id needs s3_sse = 'aws:kms'")
+        return self
+
+    @property
+    def local_wals_dir(self) -> Path | None:
+        """The wals/ directory for file:// storage, None for S3."""
+        assert self.storage_url is not None
+        if self.storage_url.startswith("file://"):
+            return Path(self.storage_url.removeprefix("file://"))
+        return None
+
+    def safe_dict(self) -> dict[str, object]:
+        """Settings without secrets, for status output and logs."""
+        data = self.model_dump(mode="json")
+        if data.get("conninfo"):
+            data["conninfo"] = re.sub(r"(password\s*=\s*)(\S+)", r"\1********", data["conninfo"])
+            data["conninfo"] = re.sub(r"(://[^:/@]+:)([^@]+)@", r"\1********@", data["conninfo"])
+        return data
+
+
+class Config(BaseSettings):
+    """The whole configuration; ``servers`` maps server names to their settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WALQ_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    home: Path = Path("/var/lib/walq")
+    broker_url: str | None = None
+    lock_url: str | None = None
+    catalog_url: str | None = None
+    spool_dir: Path | None = None
+    scan_interval: Annotated[float, Field(gt=0)] = 10.0
+    claim_timeout: Annotated[float, Field(gt=0)] = 600.0
+    lock_ttl: Annotated[float, Field(gt=0)] = 60.0
+    archive_workers: Annotated[int, Field(ge=0)] = 0  # 0: one per CPU
+    servers: dict[str, ServerConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Config:
+        filled: dict[str, ServerConfig] = {}
+        for name, server in self.servers.items():
+            try:
+                check_server_name(name)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            base = self.home / name
+            filled[name] = server.model_copy(
+                update={
+                    "name": name,
+                    "incoming_dir": server.incoming_dir or base / "incoming",
+                    "streaming_dir": server.streaming_dir or base / "streaming",
+                    "errors_dir": server.errors_dir or base / "errors",
+                    "storage_url": server.storage_url or f"file://{base / 'wals'}",
+                }
+            )
+        object.__setattr__(self, "servers", filled)
+        if self.spool_dir is None:
+            object.__setattr__(self, "spool_dir", self.home / "spool")
+        return self
+
+    @property
+    def fleet(self) -> bool:
+        return bool(self.broker_url)
+
+    @property
+    def effective_lock_url(self) -> str | None:
+        return self.lock_url or self.broker_url
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.home / "catalog.sqlite"
+
+    def server(self, name: str) -> ServerConfig:
+        """Look a server up by name; the error names the configured ones."""
+        check_server_name(name)
+        try:
+            return self.servers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.servers)) or "none"
+            raise ConfigError(f"unknown server {name!r} (configured: {known})") from None
+
+
+def _format_validation(source: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {err['input']!r})"
+        parts.append(f"{loc}: {msg}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("WALQ_CONFIG"):
+        return Path(env)
+    return Path("walq.toml")
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the configuration, raising ConfigError with one clear line."""
+    toml_path = resolve_config_path(path)
+    if not toml_path.is_file():
+        raise ConfigError(
+            f"config file {str(toml_path)!r} not found (pass --config, set WALQ_CONFIG or create ./walq.toml)"
+        )
+
+    class _FromFile(Config):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def]
+            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+    try:
+        return _FromFile()
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(str(toml_path), exc)) from None
+    except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"{toml_path}: {exc}") from None

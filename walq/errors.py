@@ -1,0 +1,64 @@
+"""One exception tree for walq, so callers (CLI, Celery tasks) decide by type.
+
+    WalqError
+    ├── ConfigError            bad configuration or command-line argument (exit 2)
+    ├── NotFoundError          a WAL the archive does not hold (get-wal exit 1)
+    ├── TransientError         retry later: storage unreachable, lock busy, I/O hiccup
+    │   ├── LockBusyError      another writer holds the server lock
+    │   └── StorageError       storage backend failed in a way that may heal
+    └── PermanentError         retrying the same input cannot help: park the WAL
+        ├── InvalidWalError    the file is not a valid WAL for its name / cluster
+        ├── DuplicateWalError  the archive holds a different copy of this WAL
+        ├── FencedError        a stale lock holder tried to commit
+        └── IntegrityError     stored bytes do not match their checksum
+"""
+
+from __future__ import annotations
+
+
+class WalqError(Exception):
+    """Root of every error walq raises on purpose."""
+
+
+class ConfigError(WalqError):
+    """Configuration or argument problem; the message names the key or argument."""
+
+
+class NotFoundError(WalqError):
+    """The requested WAL is not in the archive."""
+
+
+class TransientError(WalqError):
+    """The operation may succeed if retried later."""
+
+
+class LockBusyError(TransientError):
+    """Another process holds the server's lock."""
+
+
+class StorageError(TransientError):
+    """The storage backend failed (unreachable, unwritable, throttled)."""
+
+
+class PermanentError(WalqError):
+    """Retrying the same input cannot succeed."""
+
+
+class InvalidWalError(PermanentError):
+    """The file's content does not match what its name promises."""
+
+
+class DuplicateWalError(PermanentError):
+    """A different copy of this WAL is already archived."""
+
+
+class FencedError(PermanentError):
+    """A commit carried a fencing token older than one already seen."""
+
+
+class IntegrityError(PermanentError):
+    """Stored bytes do not match the checksum taken before compression."""
+
+
+class AlreadyStoredError(WalqError):
+    """Raised by storage backends when a conditional write finds the WAL present."""

@@ -1,0 +1,347 @@
+"""The steps of archiving one WAL, each a plain function.
+
+``prepare`` (validate + checksum + compress into the spool) is CPU work and
+runs in a process pool or a Celery prefork worker; ``encrypt`` likewise;
+``store`` and ``commit`` are I/O and run under the server's fenced lock. The
+embedded archiver and the Celery tasks call exactly these functions, passing
+only names and spool paths between them, never payloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from walq.catalog.base import ArchivedInfo, Catalog, WalRecord, WalState
+from walq.codecs import (
+    CHUNK_SIZE,
+    DETECT_BYTES,
+    compress_chunks,
+    decompress_chunks,
+    detect,
+    get_codec,
+)
+from walq.config import ServerConfig
+from walq.errors import (
+    AlreadyStoredError,
+    DuplicateWalError,
+    InvalidWalError,
+    StorageError,
+    TransientError,
+)
+from walq.fsutil import fsync_dir
+from walq.readback import plain_chunks
+from walq.scan import move_to_errors
+from walq.storage.base import PutRequest, Storage, StoredObject
+from walq.wal import (
+    LONG_HEADER_SIZE,
+    WalKind,
+    parse_wal_name,
+    validate_backup_label,
+    validate_history,
+    validate_segment_header,
+)
+
+MAX_TEXT_WAL = 1 << 20  # history and backup files are small text
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareJob:
+    """Everything a worker needs to prepare one WAL; JSON-friendly on purpose."""
+
+    server: str
+    name: str
+    source: str
+    origin: str
+    spool_dir: str
+    codec: str
+    level: int | None = None
+    seg_size: int | None = None
+    system_identifier: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated WAL and its payload in the spool, ready to store."""
+
+    server: str
+    name: str
+    source: str
+    origin: str
+    payload: str
+    codec: str
+    encrypted: bool
+    size: int
+    checksum: str
+    mtime: float
+    sysid: int | None
+    seg_size: int | None
+    prepare_seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {f: getattr(self, f) for f in self.__slots__}  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Prepared:
+        return cls(**data)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one WAL, for progress output and exit codes."""
+
+    name: str
+    status: str  # archived | duplicate | rejected | failed | skipped
+    message: str = ""
+    size: int = 0
+    stored_size: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("archived", "duplicate", "skipped")
+
+
+def _open_source(source: str) -> tuple[int, os.stat_result]:
+    """Open without following symlinks and insist on a regular file."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the name is a symlink
+            raise InvalidWalError(f"{source} is a symlink; walq never follows links") from None
+        raise TransientError(f"cannot read {source}: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise InvalidWalError(f"{source} is not a regular file")
+    return fd, st
+
+
+def spool_path(spool_dir: str, name: str, suffix: str) -> Path:
+    return Path(spool_dir) / f"{name}{suffix}"
+
+
+def prepare(job: PrepareJob) -> Prepared:
+    """Validate, checksum and compress one WAL into the spool, reading it once."""
+    started = time.perf_counter()
+    wal = parse_wal_name(job.name)
+    fd, st = _open_source(job.source)
+    with os.fdopen(fd, "rb") as src:
+        first = src.read(CHUNK_SIZE)
+        in_codec = detect(first[:DETECT_BYTES])
+        if in_codec is None and wal.kind in (WalKind.SEGMENT, WalKind.PARTIAL):
+            # Plain segment: reject before spending CPU on compression.
+            if st.st_size == 0:
+                raise InvalidWalError("empty file (0 bytes)")
+            validate_segment_header(
+                first[:LONG_HEADER_SIZE], wal, st.st_size,
+                expected_seg_size=job.seg_size, system_identifier=job.system_identifier,
+            )
+        out_codec = in_codec or job.codec
+        final = spool_path(job.spool_dir, job.name, get_codec(out_codec).extension or ".none")
+        part = final.with_name(f".{final.name}.part")
+        hasher = hashlib.sha256()
+        size = 0
+        head = b""
+        text = bytearray()
+
+        def accounted(pieces):
+            nonlocal size, head, text
+            for piece in pieces:
+                hasher.update(piece)
+                size, head, text = _account(piece, size, head, text, wal.kind)
+                yield piece
+
+        def written(chunks, out):
+            for chunk in chunks:
+                out.write(chunk)
+                yield chunk
+
+        try:
+            Path(job.spool_dir).mkdir(parents=True, exist_ok=True)
+            with open(part, "wb") as out:
+                if in_codec:
+                    # Already compressed by the producer: keep its bytes as they are
+                    # (Barman's rule); decompress only to checksum and validate.
+                    for _ in accounted(decompress_chunks(written(_chain(first, src), out), in_codec)):
+                        pass
+                else:
+                    for piece in compress_chunks(accounted(_chain(first, src)), out_codec, job.level):
+                        out.write(piece)
+        except InvalidWalError:
+            part.unlink(missing_ok=True)
+            raise
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            raise TransientError(f"cannot prepare {job.name}: {exc}") from exc
+        except Exception as exc:  # corrupt compressed input surfaces as codec errors
+            part.unlink(missing_ok=True)
+            raise InvalidWalError(f"cannot decompress {in_codec} content: {exc}") from exc
+
+    sysid = seg_size = None
+    try:
+        if wal.kind in (WalKind.SEGMENT, WalKind.PARTIAL):
+            hdr = validate_segment_header(
+                head, wal, size, expected_seg_size=job.seg_size, system_identifier=job.system_identifier
+            )
+            sysid, seg_size = hdr.sysid, hdr.seg_size
+        elif wal.kind is WalKind.HISTORY:
+            validate_history(bytes(text))
+        else:
+            validate_backup_label(bytes(text))
+    except InvalidWalError:
+        part.unlink(missing_ok=True)
+        raise
+    os.rename(part, final)
+    return Prepared(
+        server=job.server, name=job.name, source=job.source, origin=job.origin,
+        payload=str(final), codec=out_codec, encrypted=False, size=size,
+        checksum=hasher.hexdigest(), mtime=st.st_mtime, sysid=sysid, seg_size=seg_size,
+        prepare_seconds=time.perf_counter() - started,
+    )
+
+
+def _chain(first: bytes, src):
+    if first:
+        yield first
+    while chunk := src.read(CHUNK_SIZE):
+        yield chunk
+
+
+def _account(piece: bytes, size: int, head: bytes, text: bytearray, kind: WalKind):
+    if len(head) < LONG_HEADER_SIZE:
+        head += piece[: LONG_HEADER_SIZE - len(head)]
+    if kind in (WalKind.HISTORY, WalKind.BACKUP):
+        if len(text) + len(piece) > MAX_TEXT_WAL:
+            raise InvalidWalError(f"a {kind} file larger than {MAX_TEXT_WAL} bytes is not plausible")
+        text += piece
+    return size + len(piece), head, text
+
+
+def encrypt(prepared: Prepared, server: ServerConfig) -> Prepared:
+    """Encrypt the spool payload when the server asks for it; pass through otherwise."""
+    if server.encryption != "gpg":
+        return prepared
+    from walq.crypto import encrypt_file
+
+    src = Path(prepared.payload)
+    dst = src.with_name(src.name + ".gpg")
+    encrypt_file(src, dst, server)
+    src.unlink(missing_ok=True)
+    return replace(prepared, payload=str(dst), encrypted=True)
+
+
+def check_identity(catalog: Catalog, server: ServerConfig, prepared: Prepared) -> None:
+    """Enforce (and on first sight learn) the cluster's system identifier and segment size."""
+    if prepared.sysid is None:
+        return
+    known = server.system_identifier or int(catalog.get_meta(server.name, "system_identifier") or 0)
+    if known and known != prepared.sysid:
+        raise InvalidWalError(
+            f"system identifier {prepared.sysid} differs from this server's {known} (WAL from another cluster)"
+        )
+    if not known:
+        catalog.set_meta(server.name, "system_identifier", str(prepared.sysid))
+    if prepared.seg_size and not catalog.get_meta(server.name, "wal_segment_size"):
+        catalog.set_meta(server.name, "wal_segment_size", str(prepared.seg_size))
+
+
+def stored_checksum(storage: Storage, obj: StoredObject, server: ServerConfig, record: WalRecord | None) -> str:
+    """sha256 of the uncompressed bytes of a stored object (metadata if kept, else read back)."""
+    if record is not None and record.checksum and record.state is WalState.ARCHIVED:
+        return record.checksum
+    if kept := storage.stored_checksum(obj):
+        return kept
+    hasher = hashlib.sha256()
+    for piece in plain_chunks(storage, obj, server):
+        hasher.update(piece)
+    return hasher.hexdigest()
+
+
+def store(storage: Storage, prepared: Prepared) -> tuple[StoredObject, bool]:
+    """Conditional write. Returns (object, adopted): adopted means an identical copy
+    was already stored (a crash between store and commit), so nothing new was written."""
+    request = PutRequest(
+        name=prepared.name, payload=Path(prepared.payload), codec=prepared.codec,
+        encrypted=prepared.encrypted, mtime=prepared.mtime, checksum=prepared.checksum,
+    )
+    try:
+        return storage.put(request), False
+    except AlreadyStoredError:
+        existing = storage.find(prepared.name)
+        if existing is None:
+            raise StorageError(f"{prepared.name} reported present but cannot be found") from None
+        return existing, True
+
+
+def commit(
+    catalog: Catalog,
+    storage: Storage,
+    server: ServerConfig,
+    prepared: Prepared,
+    obj: StoredObject,
+    *,
+    adopted: bool,
+    fence: int | None,
+    store_seconds: float = 0.0,
+) -> None:
+    """Record the WAL as archived (fenced), write Barman's xlogdb line, then remove the source."""
+    if adopted:
+        existing = stored_checksum(storage, obj, server, None)
+        if existing != prepared.checksum:
+            raise DuplicateWalError(
+                f"{prepared.name} is already stored with different content (sha256 {existing[:12]}… vs {prepared.checksum[:12]}…)"
+            )
+    info = ArchivedInfo(
+        size=prepared.size, stored_size=obj.size, codec=prepared.codec,
+        encryption="gpg" if prepared.encrypted else "none", checksum=prepared.checksum,
+        storage_key=obj.key, mtime=prepared.mtime, prepare_seconds=prepared.prepare_seconds,
+        store_seconds=store_seconds,
+    )
+    catalog.mark_archived(server.name, prepared.name, info, fence)
+    if not (adopted and storage.has_commit_record(prepared.name)):
+        storage.record_commit(obj, prepared.mtime, prepared.codec, prepared.encrypted)
+    remove_source(Path(prepared.source))
+    Path(prepared.payload).unlink(missing_ok=True)
+
+
+def remove_source(path: Path) -> None:
+    """Unlink the source and make the removal durable (only ever after a commit)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)
+
+
+def handle_already_archived(
+    catalog: Catalog, storage: Storage, server: ServerConfig, prepared: Prepared, record: WalRecord
+) -> Outcome:
+    """Barman's duplicate rules, decided by the checksum of the uncompressed bytes."""
+    Path(prepared.payload).unlink(missing_ok=True)
+    if record.checksum == prepared.checksum:
+        if not storage.has_commit_record(prepared.name):
+            obj = storage.find(prepared.name)
+            if obj is not None:  # a crash between catalog commit and xlogdb append
+                storage.record_commit(obj, record.mtime or prepared.mtime, record.codec or "none", record.encryption == "gpg")
+        remove_source(Path(prepared.source))
+        return Outcome(prepared.name, "duplicate", "identical copy already archived; source removed", prepared.size)
+    target = move_to_errors(Path(prepared.source), server.errors_dir, "duplicate")  # type: ignore[arg-type]
+    return Outcome(
+        prepared.name, "rejected",
+        f"different copy of an archived WAL moved to {target}", prepared.size,
+    )
+
+
+def reject(catalog: Catalog, server: ServerConfig, name: str, source: str, reason: str, suffix: str = "error") -> Outcome:
+    """Park a bad file in errors/ and the catalog; nothing else is touched."""
+    src = Path(source)
+    target = None
+    if src.exists() or src.is_symlink():
+        target = move_to_errors(src, server.errors_dir, suffix)  # type: ignore[arg-type]
+    catalog.mark_failed(server.name, name, reason, str(target) if target else source)
+    where = f"; moved to {target}" if target else ""
+    return Outcome(name, "rejected", f"{reason}{where}")

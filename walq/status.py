@@ -1,0 +1,118 @@
+"""status and check: what an operator needs to know before a disaster.
+
+status reports, per server, the watermark (highest WAL with nothing missing
+below it), the last archived WAL and its age, gaps, failed WALs, what is still
+queued in incoming/ and streaming/, and recent rates. check turns the same
+facts into one OK/FAILED line per condition.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from walq.catalog import Catalog, WalState
+from walq.config import Config, ServerConfig
+from walq.continuity import continuity
+from walq.errors import WalqError
+from walq.storage import open_storage
+
+
+def pending_files(directory: Path | None) -> list[Path]:
+    if directory is None:
+        return []
+    try:
+        return sorted(
+            Path(e.path) for e in os.scandir(directory)
+            if not e.name.startswith(".") and not e.name.endswith(".tmp")
+        )
+    except FileNotFoundError:
+        return []
+
+
+def server_status(catalog: Catalog, server: ServerConfig, now: float | None = None) -> dict[str, object]:
+    now = now or time.time()
+    archived = catalog.records(server.name, WalState.ARCHIVED)
+    failed = catalog.records(server.name, WalState.FAILED)
+    counts = catalog.counts(server.name)
+    seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0)
+    cont = continuity([r.name for r in archived], seg_size) if seg_size and archived else None
+    last = max(archived, key=lambda r: r.archived_at or 0, default=None)
+    incoming = pending_files(server.incoming_dir)
+    streaming = pending_files(server.streaming_dir)
+    oldest = min((p.stat().st_mtime for p in incoming if p.exists()), default=None)
+    return {
+        "server": server.name,
+        "watermark": cont.watermark if cont else None,
+        "timelines": [
+            {"tli": t.tli, "first": t.first, "last": t.last, "watermark": t.watermark, "segments": t.count}
+            for t in (cont.timelines if cont else [])
+        ],
+        "last_archived": last.name if last else None,
+        "last_archived_at": last.archived_at if last else None,
+        "lag_seconds": round(now - oldest, 1) if oldest else 0.0,
+        "gaps": [list(g) for g in (cont.gaps if cont else [])],
+        "archived": counts.get("archived", 0),
+        "claimed": counts.get("claimed", 0),
+        "failed": [{"name": r.name, "error": r.last_error, "attempts": r.attempts} for r in failed],
+        "queued": {"incoming": len(incoming), "streaming": len(streaming)},
+        "errors_dir_files": len(pending_files(server.errors_dir)),
+        "rates": {
+            "last_minute": sum(1 for r in archived if (r.archived_at or 0) > now - 60),
+            "last_hour": sum(1 for r in archived if (r.archived_at or 0) > now - 3600),
+        },
+        "system_identifier": catalog.get_meta(server.name, "system_identifier"),
+        "wal_segment_size": seg_size or None,
+        "storage_url": server.storage_url,
+    }
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+def _writable(path: Path | None) -> None:
+    assert path is not None
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".walq-check-{uuid.uuid4().hex}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
+CheckFn = Callable[[Config, ServerConfig, Catalog], CheckResult]
+EXTRA_CHECKS: list[CheckFn] = []  # PostgreSQL-side checks register here (walq.postgres)
+
+
+def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[CheckResult]:
+    results: list[CheckResult] = []
+
+    def attempt(name: str, fn: Callable[[], object]) -> None:
+        try:
+            detail = fn()
+            results.append(CheckResult(name, True, detail if isinstance(detail, str) else ""))
+        except (WalqError, OSError) as exc:
+            results.append(CheckResult(name, False, str(exc)))
+
+    attempt("storage", lambda: open_storage(server).check())
+    for key in ("incoming_dir", "streaming_dir", "errors_dir"):
+        attempt(f"{key} writable", lambda k=key: _writable(getattr(server, k)))
+    status = server_status(catalog, server)
+    gaps = status["gaps"]
+    results.append(CheckResult("no gaps", not gaps, f"{len(gaps)} gap(s): {gaps[:3]}" if gaps else ""))
+    failed = status["failed"]
+    results.append(CheckResult(
+        "no failed WALs", not failed,
+        f"{len(failed)} failed, first {failed[0]['name']}: {failed[0]['error']}" if failed else "",
+    ))
+    errs = status["errors_dir_files"]
+    results.append(CheckResult("errors directory empty", not errs, f"{errs} file(s) in {server.errors_dir}" if errs else ""))
+    for extra in EXTRA_CHECKS:
+        results.extend([extra(config, server, catalog)])
+    return results

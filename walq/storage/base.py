@@ -1,0 +1,78 @@
+"""The one storage protocol both backends (local, s3) implement.
+
+Backends store opaque payload files (already compressed/encrypted by the
+pipeline) under Barman's naming, never overwrite, and stream them back.
+Contract tests in tests/test_storage_contract.py run against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """A payload in storage: which WAL, where, how big, and how it was encoded."""
+
+    name: str  # the WAL name, e.g. 000000010000000000000007 or 00000002.history
+    key: str  # backend-specific location (relative path or S3 key)
+    size: int  # bytes as stored
+    codec: str | None = None  # None when the backend cannot tell without reading
+    encrypted: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PutRequest:
+    """What the pipeline hands to storage for one WAL."""
+
+    name: str
+    payload: Path  # spool file holding the bytes to store
+    codec: str
+    encrypted: bool
+    mtime: float
+    checksum: str  # sha256 of the uncompressed WAL, stored as metadata where possible
+
+
+class Storage(Protocol):
+    """Where archived WAL lives. Implementations: LocalStorage, S3Storage."""
+
+    url: str
+
+    def find(self, name: str) -> StoredObject | None:
+        """The stored object for this WAL whatever its extension, or None."""
+        ...
+
+    def put(self, request: PutRequest) -> StoredObject:
+        """Store durably without ever overwriting; raise AlreadyStoredError if present."""
+        ...
+
+    def open(self, obj: StoredObject) -> BinaryIO:
+        """A binary stream of the stored bytes."""
+        ...
+
+    def list(self) -> Iterator[StoredObject]:
+        """Every WAL object in the archive, in name order."""
+        ...
+
+    def record_commit(self, obj: StoredObject, mtime: float, codec: str, encrypted: bool) -> None:
+        """Make the commit visible to Barman's tools (xlogdb line locally; nothing on S3)."""
+        ...
+
+    def has_commit_record(self, name: str) -> bool:
+        """Whether record_commit already ran for this WAL (crash recovery)."""
+        ...
+
+    def check(self) -> None:
+        """Raise StorageError unless the storage is reachable and writable."""
+        ...
+
+    def cleanup(self) -> int:
+        """Remove temporary files a crashed writer left; return how many."""
+        ...
+
+    def stored_checksum(self, obj: StoredObject) -> str | None:
+        """The sha256 of the uncompressed WAL if the backend kept it, else None."""
+        ...

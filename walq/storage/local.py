@@ -1,0 +1,174 @@
+"""Local storage in Barman's exact layout (wal-reference.md section 3).
+
+``<wals>/<TTTTTTTTXXXXXXXX>/<name>`` for segments, .partial and .backup files,
+``<wals>/<TTTTTTTT>.history`` for history files, every payload under its bare
+WAL name whatever the codec or encryption, and ``<wals>/<server>-xlog.db``
+with one ``name size mtime compression encryption`` line per archived WAL.
+
+Writes are hard links from a fully written, fsynced temporary file, so a
+second copy of a WAL can never replace the first (link(2) refuses EEXIST).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from walq.errors import AlreadyStoredError, StorageError
+from walq.fsutil import fsync_dir, makedirs_durable
+from walq.storage.base import PutRequest, StoredObject
+from walq.wal import WAL_NAME_RE, WalKind, parse_wal_name
+
+HASH_DIR_RE = re.compile(r"^[0-9A-Fa-f]{16}$")
+TMP_DIR = ".walq-tmp"  # dot-directory: invisible to Barman's globs
+
+
+class LocalStorage:
+    """Archive WAL into a Barman ``wals/`` directory on a local file system."""
+
+    def __init__(self, root: Path, server: str) -> None:
+        self.root = Path(root)
+        self.server = server
+        self.url = f"file://{self.root}"
+        self.xlogdb = self.root / f"{server}-xlog.db"
+
+    def path_for(self, name: str) -> Path:
+        wal = parse_wal_name(name)
+        if wal.kind is WalKind.HISTORY:
+            return self.root / name
+        return self.root / wal.hash_dir / name
+
+    def key_for(self, name: str) -> str:
+        return str(self.path_for(name).relative_to(self.root))
+
+    def find(self, name: str) -> StoredObject | None:
+        path = self.path_for(name)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot stat {path}: {exc.strerror}") from exc
+        return StoredObject(name, self.key_for(name), st.st_size)
+
+    def put(self, request: PutRequest) -> StoredObject:
+        final = self.path_for(request.name)
+        try:
+            makedirs_durable(final.parent)
+            tmp = self._stage(request)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                raise AlreadyStoredError(f"{final} already exists") from None
+            finally:
+                tmp.unlink(missing_ok=True)
+            fsync_dir(final.parent)
+            size = final.stat().st_size
+        except AlreadyStoredError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot write {final}: {exc.strerror or exc}") from exc
+        return StoredObject(request.name, self.key_for(request.name), size, request.codec, request.encrypted)
+
+    def _stage(self, request: PutRequest) -> Path:
+        """A durable copy of the payload on this file system, with the WAL's mtime."""
+        tmp_dir = self.root / TMP_DIR
+        makedirs_durable(tmp_dir)
+        tmp = tmp_dir / f"{request.name}.{uuid.uuid4().hex}"
+        try:
+            os.link(request.payload, tmp)  # same file system: no copy at all
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            shutil.copyfile(request.payload, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.utime(tmp, (request.mtime, request.mtime))
+        return tmp
+
+    def open(self, obj: StoredObject) -> BinaryIO:
+        try:
+            return open(self.root / obj.key, "rb")  # noqa: SIM115 - caller closes
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.root / obj.key}: {exc.strerror}") from exc
+
+    def list(self) -> Iterator[StoredObject]:
+        try:
+            entries = sorted(os.scandir(self.root), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False) and HASH_DIR_RE.match(entry.name):
+                for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
+                    if WAL_NAME_RE.match(sub.name) and sub.is_file(follow_symlinks=False):
+                        yield StoredObject(sub.name, f"{entry.name}/{sub.name}", sub.stat().st_size)
+            elif entry.name.endswith(".history") and WAL_NAME_RE.match(entry.name):
+                yield StoredObject(entry.name, entry.name, entry.stat().st_size)
+
+    def record_commit(self, obj: StoredObject, mtime: float, codec: str, encrypted: bool) -> None:
+        compression = codec if codec != "none" else "None"
+        line = f"{obj.name}\t{obj.size}\t{mtime!r}\t{compression}\t{'gpg' if encrypted else 'None'}\n"
+        try:
+            fd = os.open(self.xlogdb, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StorageError(f"cannot append to {self.xlogdb}: {exc.strerror}") from exc
+
+    def has_commit_record(self, name: str) -> bool:
+        try:
+            with open(self.xlogdb, "rb") as f:
+                prefix = name.encode() + b"\t"
+                return any(line.startswith(prefix) for line in f)
+        except FileNotFoundError:
+            return False
+
+    def xlogdb_lines(self) -> list[list[str]]:
+        try:
+            with open(self.xlogdb) as f:
+                return [line.split() for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def check(self) -> None:
+        try:
+            makedirs_durable(self.root)
+            probe = self.root / TMP_DIR
+            makedirs_durable(probe)
+            test = probe / f"check.{uuid.uuid4().hex}"
+            test.write_bytes(b"walq")
+            test.unlink()
+        except OSError as exc:
+            raise StorageError(f"storage {self.root} is not writable: {exc.strerror or exc}") from exc
+
+    def cleanup(self) -> int:
+        tmp_dir = self.root / TMP_DIR
+        removed = 0
+        try:
+            for entry in os.scandir(tmp_dir):
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            pass
+        return removed
+
+    def stored_checksum(self, obj: StoredObject) -> str | None:
+        return None

@@ -1,0 +1,266 @@
+"""WAL file names, segment arithmetic and long-page-header validation.
+
+Name rules follow Barman's single acceptance pattern (so walq routes the same
+files the same way); header rules follow PostgreSQL's xlog_internal.h, which
+Barman never checks. See shared/docs/wal-reference.md sections 1 and 2.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import struct
+from dataclasses import dataclass
+
+from walq.errors import InvalidWalError, WalqError
+
+WAL_NAME_RE = re.compile(
+    r"^([0-9A-Fa-f]{8})(?:([0-9A-Fa-f]{8})([0-9A-Fa-f]{8})"
+    r"(?:\.[0-9A-Fa-f]{8}\.backup|\.partial)?|\.history)$"
+)
+
+MIN_SEG_SIZE = 1 << 20
+MAX_SEG_SIZE = 1 << 30
+DEFAULT_SEG_SIZE = 16 << 20
+
+# XLOG_PAGE_MAGIC per PostgreSQL major version; a new major only needs a row.
+PAGE_MAGIC_BY_VERSION: dict[int, int] = {
+    10: 0xD097,
+    11: 0xD098,
+    12: 0xD101,
+    13: 0xD106,
+    14: 0xD10D,
+    15: 0xD110,
+    16: 0xD113,
+    17: 0xD116,
+    18: 0xD118,
+}
+KNOWN_PAGE_MAGICS = frozenset(PAGE_MAGIC_BY_VERSION.values())
+
+XLP_LONG_HEADER = 0x0002
+XLP_ALL_FLAGS = 0x000F
+LONG_HEADER = struct.Struct("<HHIQI4xQII")  # 40 bytes, little-endian hosts
+LONG_HEADER_SIZE = LONG_HEADER.size
+
+
+class WalNameError(WalqError, ValueError):
+    """A string is not a WAL file name."""
+
+
+class WalKind(enum.StrEnum):
+    SEGMENT = "segment"
+    HISTORY = "history"
+    BACKUP = "backup"
+    PARTIAL = "partial"
+
+
+@dataclass(frozen=True, slots=True)
+class WalName:
+    """A parsed WAL file name; ``log``/``seg`` are 0 for history files."""
+
+    name: str
+    kind: WalKind
+    tli: int
+    log: int
+    seg: int
+
+    @property
+    def segment(self) -> str:
+        """The 24-character segment name this file belongs to ('' for history)."""
+        return "" if self.kind is WalKind.HISTORY else self.name[:24]
+
+    @property
+    def hash_dir(self) -> str:
+        """Barman's hash directory: TLI+log in upper case, '' for history files."""
+        return "" if self.kind is WalKind.HISTORY else self.name[:16].upper()
+
+    @property
+    def is_segment(self) -> bool:
+        return self.kind is WalKind.SEGMENT
+
+
+def parse_wal_name(name: str) -> WalName:
+    """Parse a WAL basename; raise WalNameError naming the string otherwise."""
+    match = WAL_NAME_RE.match(name)
+    if match is None:
+        raise WalNameError(f"{name!r} is not a WAL file name")
+    tli = int(match.group(1), 16)
+    if tli == 0:
+        raise WalNameError(f"{name!r} has timeline 0, which PostgreSQL never uses")
+    if name.endswith(".history"):
+        return WalName(name, WalKind.HISTORY, tli, 0, 0)
+    log, seg = int(match.group(2), 16), int(match.group(3), 16)
+    if name.endswith(".backup"):
+        kind = WalKind.BACKUP
+    elif name.endswith(".partial"):
+        kind = WalKind.PARTIAL
+    else:
+        kind = WalKind.SEGMENT
+    return WalName(name, kind, tli, log, seg)
+
+
+def is_wal_name(name: str) -> bool:
+    try:
+        parse_wal_name(name)
+    except WalNameError:
+        return False
+    return True
+
+
+def check_seg_size(seg_size: int) -> int:
+    if seg_size < MIN_SEG_SIZE or seg_size > MAX_SEG_SIZE or seg_size & (seg_size - 1):
+        raise WalqError(f"segment size {seg_size} is not a power of two from 1 MiB to 1 GiB")
+    return seg_size
+
+
+def segments_per_log(seg_size: int) -> int:
+    """How many segments one 'log' (xlogid) holds: 2^32 / S."""
+    return (1 << 32) // check_seg_size(seg_size)
+
+
+def segment_number(wal: WalName | str, seg_size: int) -> int:
+    """Absolute segment number (segno) of a segment, partial or backup name."""
+    w = parse_wal_name(wal) if isinstance(wal, str) else wal
+    if w.kind is WalKind.HISTORY:
+        raise WalNameError(f"{w.name!r} is a history file and has no segment number")
+    per_log = segments_per_log(seg_size)
+    if w.seg >= per_log:
+        raise WalNameError(f"{w.name!r}: segment index {w.seg:X} is out of range for {seg_size} byte segments")
+    return w.log * per_log + w.seg
+
+
+def segment_name(tli: int, segno: int, seg_size: int) -> str:
+    per_log = segments_per_log(seg_size)
+    return f"{tli:08X}{segno // per_log:08X}{segno % per_log:08X}"
+
+
+def next_segment(name: str, seg_size: int) -> str:
+    w = parse_wal_name(name)
+    return segment_name(w.tli, segment_number(w, seg_size) + 1, seg_size)
+
+
+def previous_segment(name: str, seg_size: int) -> str:
+    w = parse_wal_name(name)
+    segno = segment_number(w, seg_size)
+    if segno == 0:
+        raise WalNameError(f"{name!r} is the first segment; it has no predecessor")
+    return segment_name(w.tli, segno - 1, seg_size)
+
+
+def lsn_to_segment(tli: int, lsn: int, seg_size: int) -> str:
+    return segment_name(tli, lsn // check_seg_size(seg_size), seg_size)
+
+
+def parse_lsn(text: str) -> int:
+    """Parse PostgreSQL's '%X/%X' LSN notation."""
+    hi, _, lo = text.partition("/")
+    try:
+        return (int(hi, 16) << 32) | int(lo, 16)
+    except ValueError:
+        raise WalqError(f"{text!r} is not an LSN") from None
+
+
+@dataclass(frozen=True, slots=True)
+class PageHeader:
+    """The long page header at offset 0 of every segment."""
+
+    magic: int
+    info: int
+    tli: int
+    pageaddr: int
+    rem_len: int
+    sysid: int
+    seg_size: int
+    blcksz: int
+
+    @classmethod
+    def unpack(cls, head: bytes) -> PageHeader:
+        if len(head) < LONG_HEADER_SIZE:
+            raise InvalidWalError(f"only {len(head)} bytes, shorter than a WAL page header")
+        return cls(*LONG_HEADER.unpack_from(head, 0))
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def validate_segment_header(
+    head: bytes,
+    wal: WalName,
+    file_size: int,
+    *,
+    expected_seg_size: int | None = None,
+    system_identifier: int | None = None,
+) -> PageHeader:
+    """Check a segment's long header against its name, size and cluster.
+
+    Raises InvalidWalError with a message saying exactly what does not match;
+    returns the header so the caller can learn sysid and segment size.
+    """
+    hdr = PageHeader.unpack(head)
+    if hdr.magic == 0 and not any(head[:LONG_HEADER_SIZE]):
+        raise InvalidWalError("page header is all zeros (never-written or zero-filled file)")
+    if hdr.magic not in KNOWN_PAGE_MAGICS:
+        raise InvalidWalError(f"unknown WAL page magic 0x{hdr.magic:04X} (not PostgreSQL 10-18 WAL)")
+    if not hdr.info & XLP_LONG_HEADER or hdr.info & ~XLP_ALL_FLAGS:
+        raise InvalidWalError(f"bad page flags 0x{hdr.info:04X} in the first page")
+    if not (MIN_SEG_SIZE <= hdr.seg_size <= MAX_SEG_SIZE and _power_of_two(hdr.seg_size)):
+        raise InvalidWalError(f"header segment size {hdr.seg_size} is not a power of two from 1 MiB to 1 GiB")
+    if not (1024 <= hdr.blcksz <= 65536 and _power_of_two(hdr.blcksz)):
+        raise InvalidWalError(f"header WAL block size {hdr.blcksz} is invalid")
+    if expected_seg_size and hdr.seg_size != expected_seg_size:
+        raise InvalidWalError(
+            f"segment size {hdr.seg_size} differs from this server's {expected_seg_size}"
+        )
+    if file_size != hdr.seg_size:
+        raise InvalidWalError(
+            f"file is {file_size} bytes but its header says segments are {hdr.seg_size} (truncated or padded copy)"
+        )
+    expected_addr = segment_number(wal, hdr.seg_size) * hdr.seg_size
+    if hdr.pageaddr != expected_addr:
+        raise InvalidWalError(
+            f"page address {hdr.pageaddr >> 32:X}/{hdr.pageaddr & 0xFFFFFFFF:X} does not match the name "
+            f"(expected {expected_addr >> 32:X}/{expected_addr & 0xFFFFFFFF:X}: recycled or renamed segment)"
+        )
+    if hdr.tli == 0 or hdr.tli > wal.tli:
+        raise InvalidWalError(f"header timeline {hdr.tli} is above the name's timeline {wal.tli}")
+    if system_identifier and hdr.sysid != system_identifier:
+        raise InvalidWalError(
+            f"system identifier {hdr.sysid} differs from this server's {system_identifier} "
+            "(WAL from another cluster)"
+        )
+    return hdr
+
+
+def validate_history(content: bytes) -> None:
+    """A history file: text lines 'parentTLI<TAB>LSN<TAB>reason', at least one."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidWalError("history file is not text") from None
+    valid = 0
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3 or not fields[0].strip().isdigit():
+            raise InvalidWalError(f"history line {lineno} is not 'parentTLI<TAB>LSN<TAB>reason'")
+        parse_lsn(fields[1].strip())
+        valid += 1
+    if not valid:
+        raise InvalidWalError("history file has no timeline line")
+
+
+def validate_backup_label(content: bytes) -> None:
+    """A backup history file is short text naming its start WAL location."""
+    if b"START WAL LOCATION" not in content:
+        raise InvalidWalError("backup history file lacks 'START WAL LOCATION'")
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidWalError("backup history file is not text") from None
+
+
+def sort_key(name: str) -> str:
+    """Barman's order: plain byte order of the name (LSN order per timeline)."""
+    return name
