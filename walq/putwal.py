@@ -16,7 +16,7 @@ from pathlib import Path
 from walq.config import Config
 from walq.errors import ConfigError, DuplicateWalError, TransientError
 from walq.fsutil import fsync_dir, makedirs_durable
-from walq.wal import parse_wal_name
+from walq.wal import WalNameError, parse_wal_name
 
 
 def _sha256(path: Path) -> str:
@@ -31,7 +31,10 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
     """Copy ``source`` into the server's incoming/; returns 'stored' or 'identical'."""
     server = config.server(server_name)
     name = source.name
-    parse_wal_name(name)
+    try:
+        parse_wal_name(name)
+    except WalNameError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     if not source.is_file():
         raise ConfigError(f"{source}: not a regular file")
     incoming = server.incoming_dir
