@@ -1,0 +1,211 @@
+"""Real fleet parts for tests: a private redis-server, a throwaway catalog database,
+Celery worker / beat / Flower processes started as subprocesses.
+
+Each helper waits for readiness on a condition with a deadline and is stopped
+(by its own pid) at teardown. A private redis-server keeps the shared one on
+6379 untouched, and lets the Redis-restart test kill and restart it at will.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from tests.services.pg import free_port, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+CELERY = VENV_BIN / "celery"
+ADMIN_URL = os.environ.get("WALQ_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+class RedisServer:
+    """A redis-server of our own, without persistence (like the machines' Redis)."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+
+        def up() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_for(up, 30, f"redis-server on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()  # no persistence: nothing to flush, a crash is the point
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.port, db=db)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def catalog_db() -> Iterator[str]:
+    """A throwaway PostgreSQL database ``walq_test_<random>``, dropped at the end."""
+    name = f"walq_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def fresh_schema_url(catalog_db: str) -> str:
+    """A private schema inside the session database (search_path), for test isolation."""
+    schema = f"s_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(catalog_db, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{catalog_db}?options=-csearch_path%3D{schema}"
+
+
+@dataclass
+class Proc:
+    """One fleet process (worker, beat or flower) and its log."""
+
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+@dataclass
+class Fleet:
+    """Starts celery processes against one walq config; stops them all at teardown."""
+
+    config_path: Path
+    logdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    procs: list[Proc] = field(default_factory=list)
+
+    def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {**os.environ, "WALQ_CONFIG": str(self.config_path), "PYTHONPATH": str(REPO), **self.env}
+        env.update(extra or {})
+        return env
+
+    def _spawn(self, name: str, args: list[str], extra: dict[str, str] | None = None) -> Proc:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        log = self.logdir / f"{name}.log"
+        out = open(log, "ab")  # noqa: SIM115 - owned by the child
+        popen = subprocess.Popen(
+            [str(CELERY), "-A", "workers", *args], cwd=REPO, env=self._env(extra),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        out.close()
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, name: str, *, concurrency: int = 1, pool: str = "prefork",
+               queues: str = "walq.scan,walq.cpu,walq.io", extra: dict[str, str] | None = None,
+               wait: bool = True) -> Proc:
+        proc = self._spawn(name, [
+            "worker", "-n", f"{name}@%h", "--pool", pool, "--concurrency", str(concurrency), "-Q", queues,
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+        ], extra)
+        if wait:
+            wait_for(lambda: proc_ready(proc), 90, f"worker {name} to be ready:\n{proc.output()[-2000:]}", 0.2)
+        return proc
+
+    def beat(self, name: str = "beat") -> Proc:
+        schedule = self.logdir / f"{name}-schedule"
+        proc = self._spawn(name, ["beat", "--loglevel", "INFO", "-s", str(schedule)])
+        wait_for(lambda: "beat: Starting" in proc.output() or not proc.alive(), 60, f"{name} to start", 0.2)
+        assert proc.alive(), proc.output()
+        return proc
+
+    def flower(self, port: int, basic_auth: str) -> Proc:
+        proc = self._spawn(
+            "flower", ["flower", f"--port={port}", "--address=127.0.0.1"],
+            {"FLOWER_BASIC_AUTH": basic_auth},
+        )
+        return proc
+
+    def stop(self, proc: Proc, sig: int = signal.SIGTERM, grace: float = 20) -> None:
+        if proc.alive():
+            try:
+                os.killpg(proc.pid, signal.SIGCONT)
+                os.killpg(proc.pid, sig)
+                proc.popen.wait(timeout=grace)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                pass
+        if proc.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.popen.wait(timeout=30)
+        else:  # the pool children of a dead worker: its process group, by id
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {p.name}\n{p.output()[-6000:]}" for p in self.procs)
+
+
+def proc_ready(proc: Proc) -> bool:
+    if not proc.alive():
+        raise AssertionError(f"{proc.name} exited:\n{proc.output()[-4000:]}")
+    return " ready." in proc.output()
+
+
+def which_celery() -> str:
+    found = shutil.which("celery", path=str(VENV_BIN))
+    assert found, "celery is not installed in the virtualenv"
+    return found

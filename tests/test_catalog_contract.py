@@ -1,0 +1,124 @@
+"""One contract, every catalog: SqliteCatalog and PostgresCatalog must agree."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services.fleet import catalog_db, fresh_schema_url  # noqa: F401 - fixture
+from walq.catalog.base import ArchivedInfo, Catalog, WalState
+from walq.catalog.postgres import PostgresCatalog
+from walq.catalog.sqlite import SqliteCatalog
+from walq.errors import FencedError
+
+W1, W2, W3 = "000000010000000000000001", "000000010000000000000002", "000000010000000000000003"
+INFO = ArchivedInfo(size=16, stored_size=8, codec="zstd", encryption="none", checksum="ab" * 32,
+                    storage_key="0000000100000000/" + W1, mtime=1.5)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    if request.param == "sqlite":
+        cat: Catalog = SqliteCatalog(tmp_path / "catalog.sqlite")
+    else:
+        cat = PostgresCatalog(fresh_schema_url(request.getfixturevalue("catalog_db")))
+    yield cat
+    cat.close()
+
+
+def test_claim_once_until_deadline(catalog: Catalog) -> None:
+    assert catalog.claim("pg1", W1, "/in/" + W1, 60)
+    assert not catalog.claim("pg1", W1, "/in/" + W1, 60), "a live claim is not given twice"
+    assert catalog.claim("pg1", W1, "/in/" + W1, 60, steal=True)
+    assert catalog.claim("pg2", W1, "/in/" + W1, 60), "servers are independent"
+    assert catalog.get("pg1", W1).state is WalState.CLAIMED
+
+
+def test_stalled_claim_is_reclaimable(catalog: Catalog) -> None:
+    assert catalog.claim("pg1", W1, "/in/" + W1, 0.0)
+    assert catalog.claim("pg1", W1, "/in/" + W1, 60), "a claim past its deadline is given again"
+    catalog.extend("pg1", W1, 60)
+    assert not catalog.claim("pg1", W1, "/in/" + W1, 60)
+
+
+def test_release_counts_attempt_and_reopens(catalog: Catalog) -> None:
+    catalog.claim("pg1", W1, "/in/" + W1, 60)
+    catalog.release("pg1", W1, "storage unreachable")
+    rec = catalog.get("pg1", W1)
+    assert rec.attempts == 1 and rec.last_error == "storage unreachable"
+    assert catalog.claim("pg1", W1, "/in/" + W1, 60)
+
+
+def test_archive_and_fence(catalog: Catalog) -> None:
+    catalog.claim("pg1", W1, "/in/" + W1, 60)
+    catalog.mark_archived("pg1", W1, INFO, fence=5)
+    rec = catalog.get("pg1", W1)
+    assert rec.state is WalState.ARCHIVED and rec.checksum == INFO.checksum and rec.deadline is None
+    assert not catalog.claim("pg1", W1, "/in/" + W1, 60), "archived WALs are never claimed again"
+    catalog.mark_archived("pg1", W2, INFO, fence=5)  # the same holder commits again
+    with pytest.raises(FencedError):
+        catalog.mark_archived("pg1", W3, INFO, fence=4)
+    assert catalog.get("pg1", W3) is None, "a fenced commit writes nothing"
+    catalog.mark_archived("pg2", W3, INFO, fence=1)  # fences are per server
+    assert catalog.archived_names("pg1") == [W1, W2]
+
+
+def test_failed_and_reset(catalog: Catalog) -> None:
+    catalog.claim("pg1", W1, "/in/" + W1, 60)
+    catalog.mark_failed("pg1", W1, "bad header", "/errors/x")
+    catalog.mark_failed("pg1", W2, "unwritable")
+    catalog.mark_archived("pg1", W3, INFO)
+    catalog.mark_failed("pg1", W3, "late")  # never demotes an archived WAL
+    assert [r.name for r in catalog.records("pg1", WalState.FAILED)] == [W1, W2]
+    assert catalog.get("pg1", W1).source_path == "/errors/x"
+    assert catalog.counts("pg1") == {"claimed": 0, "archived": 1, "failed": 2}
+    assert not catalog.claim("pg1", W1, "/in/" + W1, 60), "failed WALs wait for an operator"
+    assert catalog.reset_failed("pg1", [W2, W3]) == [W2]
+    assert catalog.reset_failed("pg1") == [W1]
+    assert catalog.claim("pg1", W1, "/in/" + W1, 60)
+    assert catalog.get("pg1", W3).state is WalState.ARCHIVED
+
+
+def test_meta(catalog: Catalog) -> None:
+    assert catalog.get_meta("pg1", "system_identifier") is None
+    catalog.set_meta("pg1", "system_identifier", "42")
+    catalog.set_meta("pg1", "system_identifier", "43")
+    assert catalog.get_meta("pg1", "system_identifier") == "43"
+    assert catalog.get_meta("pg2", "system_identifier") is None
+
+
+def test_postgres_claims_race(catalog_db: str) -> None:  # noqa: F811
+    """Eight threads with their own pools race for 50 WALs: each is claimed exactly once."""
+    url = fresh_schema_url(catalog_db)
+    catalogs = [PostgresCatalog(url, max_size=1) for _ in range(8)]
+    names = [f"0000000100000000000000{i:02X}" for i in range(50)]
+    won: list[str] = []
+    lock = threading.Lock()
+
+    def run(cat: PostgresCatalog) -> None:
+        for name in names:
+            if cat.claim("pg1", name, "/in/" + name, 60):
+                with lock:
+                    won.append(name)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in catalogs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for c in catalogs:
+        c.close()
+    assert sorted(won) == names
+
+
+def test_postgres_migrate_is_idempotent(catalog_db: str) -> None:  # noqa: F811
+    url = fresh_schema_url(catalog_db)
+    first = PostgresCatalog(url)
+    assert first.schema_version() == len(__import__("walq.catalog.postgres", fromlist=["x"]).MIGRATIONS)
+    second = PostgresCatalog(url)
+    assert second.migrate() == first.schema_version()
+    first.close()
+    second.close()

@@ -1,0 +1,232 @@
+"""PostgreSQL catalog for the fleet: many workers on many hosts, one system of record.
+
+Same contract as SqliteCatalog (walq/catalog/base.py). Times come from the
+database clock, so deadlines mean the same thing on every worker host. Claims
+are single statements (``INSERT ... ON CONFLICT DO UPDATE ... WHERE``), so two
+scans racing for one WAL cannot both win. The fence row is locked ``FOR UPDATE``
+in the commit's transaction, so a stale token is refused where the write happens.
+The schema is created or migrated on first use and by ``walq catalog init``.
+"""
+
+from __future__ import annotations
+
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from walq.catalog.base import ArchivedInfo, WalRecord, WalState
+from walq.errors import ConfigError, FencedError, TransientError
+
+# One entry per schema version; never edit a shipped entry, append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS walq_wal (
+        server text NOT NULL,
+        name text NOT NULL,
+        state text NOT NULL,
+        source_path text,
+        size bigint,
+        stored_size bigint,
+        codec text,
+        encryption text,
+        checksum text,
+        storage_key text,
+        mtime double precision,
+        claimed_at double precision,
+        deadline double precision,
+        archived_at double precision,
+        prepare_seconds double precision,
+        store_seconds double precision,
+        attempts integer NOT NULL DEFAULT 0,
+        last_error text,
+        PRIMARY KEY (server, name)
+    );
+    CREATE INDEX IF NOT EXISTS walq_wal_state ON walq_wal (server, state);
+    CREATE TABLE IF NOT EXISTS walq_fence (server text PRIMARY KEY, token bigint NOT NULL);
+    CREATE TABLE IF NOT EXISTS walq_meta (
+        server text NOT NULL, key text NOT NULL, value text, PRIMARY KEY (server, key)
+    );
+    """,
+]
+SCHEMA_LOCK = 0x77616C71  # pg_advisory_xact_lock key: 'walq'
+NOW = "extract(epoch from clock_timestamp())::double precision"
+_SELECT = "SELECT " + ", ".join(WalRecord.COLUMNS) + " FROM walq_wal"
+
+
+def _record(row: tuple) -> WalRecord:
+    values = list(row)
+    values[2] = WalState(values[2])
+    return WalRecord(*values)
+
+
+class PostgresCatalog:
+    """Catalog in a PostgreSQL database; a small connection pool per process.
+
+    Create it after a fork (Celery's worker_process_init), never before: a
+    pool's sockets must not be shared between processes.
+    """
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, migrate: bool = True) -> None:
+        self.url = url
+        try:
+            self.pool = ConnectionPool(
+                url, min_size=min_size, max_size=max_size, open=True, timeout=30,
+                kwargs={"autocommit": True}, name="walq-catalog",
+            )
+            self.pool.wait(timeout=30)
+        except Exception as exc:  # noqa: BLE001 - any failure here is a config problem to report
+            raise ConfigError(f"catalog_url: cannot connect: {exc}") from exc
+        if migrate:
+            self.migrate()
+
+    # -- schema -------------------------------------------------------------
+    def schema_version(self) -> int:
+        with self.pool.connection() as conn:
+            exists = conn.execute("SELECT to_regclass('walq_schema') IS NOT NULL").fetchone()[0]
+            if not exists:
+                return 0
+            row = conn.execute("SELECT max(version) FROM walq_schema").fetchone()
+            return int(row[0] or 0)
+
+    def migrate(self) -> int:
+        """Bring the schema to the newest version (idempotent, safe when run concurrently)."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS walq_schema (version integer PRIMARY KEY)")
+            current = conn.execute("SELECT coalesce(max(version), 0) FROM walq_schema").fetchone()[0]
+            for version, ddl in enumerate(MIGRATIONS, 1):
+                if version > current:
+                    conn.execute(sql.SQL(ddl))  # type: ignore[arg-type]
+                    conn.execute("INSERT INTO walq_schema (version) VALUES (%s)", (version,))
+        return len(MIGRATIONS)
+
+    # -- helpers ------------------------------------------------------------
+    def _exec(self, query: str, params: tuple = ()) -> list[tuple]:
+        try:
+            with self.pool.connection() as conn:
+                cur = conn.execute(query, params)  # type: ignore[arg-type]
+                return cur.fetchall() if cur.description else []
+        except pg_errors.OperationalError as exc:
+            raise TransientError(f"catalog unavailable: {exc}") from exc
+
+    # -- the Catalog protocol ------------------------------------------------
+    def claim(self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False) -> bool:
+        rows = self._exec(
+            f"INSERT INTO walq_wal AS w (server, name, state, source_path, claimed_at, deadline) "
+            f"VALUES (%s, %s, 'claimed', %s, {NOW}, {NOW} + %s) "
+            f"ON CONFLICT (server, name) DO UPDATE SET source_path = EXCLUDED.source_path, "
+            f"claimed_at = EXCLUDED.claimed_at, deadline = EXCLUDED.deadline "
+            f"WHERE w.state = 'claimed' AND (%s OR coalesce(w.deadline, 0) <= EXCLUDED.claimed_at) "
+            f"RETURNING 1",
+            (server, name, source_path, timeout, steal),
+        )
+        return bool(rows)
+
+    def extend(self, server: str, name: str, timeout: float) -> None:
+        self._exec(
+            f"UPDATE walq_wal SET deadline = {NOW} + %s WHERE server = %s AND name = %s AND state = 'claimed'",
+            (timeout, server, name),
+        )
+
+    def release(self, server: str, name: str, error: str) -> None:
+        self._exec(
+            f"UPDATE walq_wal SET deadline = {NOW}, attempts = attempts + 1, last_error = %s "
+            f"WHERE server = %s AND name = %s AND state = 'claimed'",
+            (error, server, name),
+        )
+
+    def mark_failed(self, server: str, name: str, error: str, source_path: str | None = None) -> None:
+        self._exec(
+            "INSERT INTO walq_wal AS w (server, name, state, source_path, attempts, last_error) "
+            "VALUES (%s, %s, 'failed', %s, 1, %s) "
+            "ON CONFLICT (server, name) DO UPDATE SET state = 'failed', attempts = w.attempts + 1, "
+            "last_error = EXCLUDED.last_error, source_path = coalesce(EXCLUDED.source_path, w.source_path), "
+            "deadline = NULL WHERE w.state <> 'archived'",
+            (server, name, source_path, error),
+        )
+
+    def mark_archived(self, server: str, name: str, info: ArchivedInfo, fence: int | None = None) -> None:
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                if fence is not None:
+                    conn.execute(
+                        "INSERT INTO walq_fence (server, token) VALUES (%s, %s) ON CONFLICT (server) DO NOTHING",
+                        (server, fence),
+                    )
+                    newest = conn.execute(
+                        "SELECT token FROM walq_fence WHERE server = %s FOR UPDATE", (server,)
+                    ).fetchone()[0]
+                    if fence < newest:
+                        raise FencedError(
+                            f"commit of {name} refused: fencing token {fence} is older than {newest}"
+                        )
+                    conn.execute("UPDATE walq_fence SET token = %s WHERE server = %s", (fence, server))
+                conn.execute(
+                    f"INSERT INTO walq_wal AS w (server, name, state, size, stored_size, codec, encryption, "
+                    f"checksum, storage_key, mtime, archived_at, prepare_seconds, store_seconds) "
+                    f"VALUES (%s, %s, 'archived', %s, %s, %s, %s, %s, %s, %s, {NOW}, %s, %s) "
+                    f"ON CONFLICT (server, name) DO UPDATE SET state = 'archived', size = EXCLUDED.size, "
+                    f"stored_size = EXCLUDED.stored_size, codec = EXCLUDED.codec, "
+                    f"encryption = EXCLUDED.encryption, checksum = EXCLUDED.checksum, "
+                    f"storage_key = EXCLUDED.storage_key, mtime = EXCLUDED.mtime, "
+                    f"archived_at = EXCLUDED.archived_at, prepare_seconds = EXCLUDED.prepare_seconds, "
+                    f"store_seconds = EXCLUDED.store_seconds, deadline = NULL, last_error = NULL",
+                    (
+                        server, name, info.size, info.stored_size, info.codec, info.encryption,
+                        info.checksum, info.storage_key, info.mtime, info.prepare_seconds, info.store_seconds,
+                    ),
+                )
+        except pg_errors.OperationalError as exc:
+            raise TransientError(f"catalog unavailable: {exc}") from exc
+
+    def get(self, server: str, name: str) -> WalRecord | None:
+        rows = self._exec(_SELECT + " WHERE server = %s AND name = %s", (server, name))
+        return _record(rows[0]) if rows else None
+
+    def records(self, server: str, state: WalState | None = None) -> list[WalRecord]:
+        if state is None:
+            rows = self._exec(_SELECT + " WHERE server = %s ORDER BY name", (server,))
+        else:
+            rows = self._exec(_SELECT + " WHERE server = %s AND state = %s ORDER BY name", (server, str(state)))
+        return [_record(r) for r in rows]
+
+    def archived_names(self, server: str) -> list[str]:
+        rows = self._exec(
+            "SELECT name FROM walq_wal WHERE server = %s AND state = 'archived' ORDER BY name", (server,)
+        )
+        return [r[0] for r in rows]
+
+    def counts(self, server: str) -> dict[str, int]:
+        counts = {s.value: 0 for s in WalState}
+        rows = self._exec("SELECT state, count(*) FROM walq_wal WHERE server = %s GROUP BY state", (server,))
+        counts.update({state: int(n) for state, n in rows})
+        return counts
+
+    def reset_failed(self, server: str, names: list[str] | None = None) -> list[str]:
+        if names is None:
+            rows = self._exec(
+                f"UPDATE walq_wal SET state = 'claimed', deadline = {NOW}, claimed_at = {NOW} "
+                f"WHERE server = %s AND state = 'failed' RETURNING name",
+                (server,),
+            )
+        else:
+            rows = self._exec(
+                f"UPDATE walq_wal SET state = 'claimed', deadline = {NOW}, claimed_at = {NOW} "
+                f"WHERE server = %s AND state = 'failed' AND name = ANY(%s) RETURNING name",
+                (server, list(names)),
+            )
+        return sorted(r[0] for r in rows)
+
+    def get_meta(self, server: str, key: str) -> str | None:
+        rows = self._exec("SELECT value FROM walq_meta WHERE server = %s AND key = %s", (server, key))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, server: str, key: str, value: str) -> None:
+        self._exec(
+            "INSERT INTO walq_meta (server, key, value) VALUES (%s, %s, %s) "
+            "ON CONFLICT (server, key) DO UPDATE SET value = EXCLUDED.value",
+            (server, key, value),
+        )
+
+    def close(self) -> None:
+        self.pool.close()

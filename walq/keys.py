@@ -1,0 +1,32 @@
+"""Every Redis key walq uses, named in one place (arq's constants.py habit).
+
+Nothing else in walq builds a key string inline, so an operator can list,
+inspect or delete walq's state with ``redis-cli --scan --pattern 'walq:*'``.
+Celery's own keys (queues named in QUEUES, ``unacked``, ``celery-task-meta-*``)
+belong to kombu/Celery and are only read here.
+"""
+
+from __future__ import annotations
+
+PREFIX = "walq"
+
+# Celery queues: scanning, CPU work (compress, encrypt), I/O work (store, commit).
+SCAN_QUEUE = "walq.scan"
+CPU_QUEUE = "walq.cpu"
+IO_QUEUE = "walq.io"
+QUEUES = (SCAN_QUEUE, CPU_QUEUE, IO_QUEUE)
+
+# kombu's Redis transport keeps unacknowledged deliveries in this hash.
+KOMBU_UNACKED = "unacked"
+# kombu's priority sub-queues are named "<queue>\x06\x16<priority>".
+KOMBU_PRIORITY_SEP = "\x06\x16"
+
+
+def lock(server: str, purpose: str) -> str:
+    """The lock key: its value names the holder (host:pid:uuid)."""
+    return f"{PREFIX}:lock:{server}:{purpose}"
+
+
+def fence(server: str, purpose: str) -> str:
+    """The highest fencing token handed out for this lock (grows only)."""
+    return f"{PREFIX}:fence:{server}:{purpose}"
