@@ -142,6 +142,29 @@ class Cluster:
     def current_wal(self) -> str:
         return self.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
 
+    def restore_from(self, backup: Path, conf: dict[str, str], signal: str = "recovery.signal") -> Cluster:
+        """Make this cluster a copy of a base backup set up for archive recovery."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        chown_postgres(self.root)
+        self._run(["cp", "-a", str(backup), str(self.data)])
+        self.configure({
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.root}'",
+            "archive_mode": "off",
+            **conf,
+        })
+        self._run(["touch", str(self.data / signal)])
+        return self
+
+    def wait_promoted(self, timeout: float = 120) -> None:
+        wait_for(lambda: self.psql("SELECT pg_is_in_recovery()") == "f", timeout, "recovery to finish")
+
+    def wait_archived(self, wal: str, timeout: float = 60) -> None:
+        """Wait until PostgreSQL's archiver reports ``wal`` (or a later one) archived."""
+        wait_for(lambda: (self.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") or "") >= wal,
+                 timeout, f"{wal} to be archived")
+
     def accounts_fingerprint(self) -> tuple[int, str]:
         """Row count and an md5 over pgbench_accounts in key order: equal data, equal value."""
         out = self.psql(

@@ -1,0 +1,60 @@
+"""Point-in-time recovery through walq: archive_command = put-wal, restore_command = get-wal.
+
+A real cluster produces WAL under pgbench; a base backup is restored twice,
+once to a named restore point and once to the end of the archive, and each
+must reach exactly the data the primary had at that moment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import WalqHome, walq_command
+from tests.services.pg import Cluster
+
+
+def test_pitr_to_restore_point_and_to_end(walq_home: WalqHome, cluster_factory, workdir: Path,
+                                          walq_runnable_by_postgres) -> None:
+    walq_home.run("status", as_pg=True)  # home owned by the postgres user, as in production
+    primary = cluster_factory("primary", conf={
+        "archive_mode": "on",
+        "archive_command": f"'{walq_command(walq_home, 'put-wal pg1 %p')}'",
+    })
+    primary.start()
+    primary.pgbench_init(1)
+    primary.basebackup(workdir / "base")
+    primary.pgbench(400)
+    primary.psql("SELECT pg_create_restore_point('walq_rp1')")
+    at_restore_point = primary.accounts_fingerprint()
+    primary.pgbench(400)
+    at_end = primary.accounts_fingerprint()
+    assert at_end != at_restore_point
+    last = primary.switch_wal()
+    primary.wait_archived(last)
+    primary.stop()
+
+    res = walq_home.run("archive", as_pg=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert walq_home.run("verify", "pg1", as_pg=True).returncode == 0
+
+    restore_cmd = f"'{walq_command(walq_home, 'get-wal pg1 %f %p --prefetch 4')}'"
+    to_point = Cluster(workdir / "to_point").restore_from(workdir / "base", {
+        "restore_command": restore_cmd,
+        "recovery_target_name": "'walq_rp1'",
+        "recovery_target_action": "'promote'",
+    })
+    to_point.start()
+    try:
+        to_point.wait_promoted()
+        assert to_point.accounts_fingerprint() == at_restore_point
+    finally:
+        to_point.stop("immediate")
+
+    to_end = Cluster(workdir / "to_end").restore_from(workdir / "base", {"restore_command": restore_cmd})
+    to_end.start()
+    try:
+        to_end.wait_promoted()
+        assert to_end.accounts_fingerprint() == at_end
+        assert "restored log file" in to_end.log()
+    finally:
+        to_end.stop("immediate")
