@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Test-only: Barman's cloud tools (barman-cloud-wal-restore) in their own venv,
+# .venv-barman, so they never mix with walq's dependencies. Idempotent; prints
+# the path of barman-cloud-wal-restore on success.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${WALQ_BARMAN_VENV:-.venv-barman}"
+spec="${WALQ_BARMAN_SPEC:-barman[cloud]>=3.12,<4}"
+py=python3
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
+  py=/usr/bin/python3
+fi
+stamp="$venv/.walq-barman-$(printf '%s' "$spec" | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+  printf '*\n' > "$venv/.gitignore"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$spec" >&2
+  "$venv/bin/barman-cloud-wal-restore" --version >&2
+  touch "$stamp"
+fi
+echo "$PWD/$venv/bin/barman-cloud-wal-restore"

