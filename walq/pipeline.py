@@ -295,9 +295,12 @@ def commit(
             raise DuplicateWalError(
                 f"{prepared.name} is already stored with different content (sha256 {existing[:12]}… vs {prepared.checksum[:12]}…)"
             )
+    # An adopted object may predate a codec change (S3 keys say which codec it is).
+    codec = obj.codec if adopted and obj.codec else prepared.codec
+    encrypted = obj.encrypted if adopted and obj.encrypted is not None else prepared.encrypted
     info = ArchivedInfo(
-        size=prepared.size, stored_size=obj.size, codec=prepared.codec,
-        encryption="gpg" if prepared.encrypted else "none", checksum=prepared.checksum,
+        size=prepared.size, stored_size=obj.size, codec=codec,
+        encryption="gpg" if encrypted else "none", checksum=prepared.checksum,
         storage_key=obj.key, mtime=prepared.mtime, prepare_seconds=prepared.prepare_seconds,
         store_seconds=store_seconds,
     )

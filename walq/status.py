@@ -101,6 +101,10 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
             results.append(CheckResult(name, False, str(exc)))
 
     attempt("storage", lambda: open_storage(server).check())
+    if server.encryption == "gpg":
+        from walq.crypto import check_key
+
+        attempt("encryption key", lambda: check_key(server))
     for key in ("incoming_dir", "streaming_dir", "errors_dir"):
         attempt(f"{key} writable", lambda k=key: _writable(getattr(server, k)))
     status = server_status(catalog, server)
