@@ -12,9 +12,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from walq.config import Config, load_config
 from walq.errors import ConfigError, DuplicateWalError, NotFoundError, WalqError
+
+if TYPE_CHECKING:
+    from walq.config import Config
 
 EXIT_OK, EXIT_NOT_OK, EXIT_ERROR = 0, 1, 2
 
@@ -124,9 +127,36 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
         print(f"  gaps:             {len(st['gaps'])}" + "".join(f"\n    {a}..{b}" for a, b in st["gaps"]))
         print(f"  failed:           {len(st['failed'])}" + "".join(f"\n    {f['name']}: {f['error']}" for f in st["failed"]))
         print(f"  errors/ files:    {st['errors_dir_files']}")
+        _print_streaming(st)
     for key, value in extra.items():
         print(f"{key}: {json.dumps(value)}")
     return EXIT_OK
+
+
+def _print_streaming(st: dict) -> None:
+    """Receiver state and PostgreSQL's view (walq.status.streaming_status)."""
+    rec = st.get("receiver") or {}
+    if rec.get("running"):
+        print(f"  receiver:         {rec['state']} (pid {rec['pid']}, pg_receivewal {rec.get('child_pid') or '-'}, "
+              f"{rec.get('restarts', 0)} restart(s))")
+    elif rec:
+        last = f"; last: {rec['last_message']}" if rec.get("last_message") else ""
+        print(f"  receiver:         {rec.get('state', 'stopped')}{last}")
+    pg = st.get("postgres")
+    if not pg:
+        return
+    if not pg.get("reachable"):
+        print(f"  postgres:         unreachable: {pg.get('error')}")
+        return
+    print(f"  postgres:         {pg['version']}, current WAL {pg['current_wal'] or '-'} ({pg['current_lsn']})")
+    slot = pg.get("slot")
+    lag = pg.get("replication_lag_bytes")
+    if slot:
+        state = "active" if slot["active"] else "inactive"
+        print(f"  slot:             {slot['name']} {state}, retaining {slot['retained_bytes'] or 0} bytes")
+    print(f"  replication lag:  {'-' if lag is None else f'{lag} bytes'}")
+    if pg.get("archiver_failing"):
+        print(f"  archive_command:  FAILING (last failed {pg['archiver_last_failed_wal']})")
 
 
 def _fleet_status(config: Config) -> dict[str, object]:
@@ -285,8 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from walq.fastpath import spool_hit
+
+    if (served := spool_hit(sys.argv[1:] if argv is None else argv)) is not None:
+        return served
     args = build_parser().parse_args(argv)
     try:
+        from walq.config import load_config
+
         config = load_config(args.config)
         return args.func(config, args)
     except WalqError as exc:
