@@ -161,6 +161,10 @@ def archive_server(
         storage.cleanup()
         catalog = open_catalog(config)
         try:
+            if server.conninfo:
+                from walq.postgres import learn_identity
+
+                learn_identity(catalog, server)  # the sysid is known before the first WAL
             batch = scan(server)
             run.unknown = [str(p) for p in batch.unknown]
             run.skipped = batch.skipped

@@ -58,8 +58,12 @@ class ServerConfig(BaseModel):
     encryption_passphrase_command: str | None = None
     batch_size: Annotated[int, Field(ge=0)] = 0
     system_identifier: Annotated[int, Field(ge=0)] = 0
-    slot_name: str | None = None
+    slot_name: str | None = None  # default walq_<server> (walq.postgres.default_slot_name)
     pg_receivewal_path: str = "pg_receivewal"
+    # What `walq check` expects of this server (Barman's keys): WAL arrives through
+    # archive_command (archiver) and/or pg_receivewal (streaming_archiver).
+    archiver: bool = True
+    streaming_archiver: bool = False
 
     @field_validator("storage_url")
     @classmethod
@@ -116,6 +120,11 @@ class Config(BaseSettings):
     claim_timeout: Annotated[float, Field(gt=0)] = 600.0
     lock_ttl: Annotated[float, Field(gt=0)] = 60.0
     archive_workers: Annotated[int, Field(ge=0)] = 0  # 0: one per CPU
+    # Fleet task retries: transient errors back off exponentially (with jitter) up to
+    # task_retry_backoff_max seconds; after task_max_retries the WAL is marked failed.
+    task_max_retries: Annotated[int, Field(ge=0)] = 8
+    task_retry_backoff: Annotated[float, Field(gt=0)] = 2.0
+    task_retry_backoff_max: Annotated[float, Field(gt=0)] = 300.0
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -34,7 +34,40 @@ def pending_files(directory: Path | None) -> list[Path]:
         return []
 
 
-def server_status(catalog: Catalog, server: ServerConfig, now: float | None = None) -> dict[str, object]:
+def streaming_status(server: ServerConfig, with_postgres: bool = True) -> dict[str, object]:
+    """The receiver's recorded state and, with a conninfo, PostgreSQL's view (slot, lag, archiver)."""
+    from walq.postgres import PostgresError, fetch_info, slot_name
+    from walq.receiver import receiver_state
+
+    data: dict[str, object] = {"receiver": receiver_state(server)}
+    if not (with_postgres and server.conninfo):
+        return data
+    try:
+        info = fetch_info(server)
+    except (PostgresError, WalqError) as exc:
+        data["postgres"] = {"reachable": False, "error": str(exc)}
+        return data
+    slot = info.slot(slot_name(server))
+    data["postgres"] = {
+        "reachable": True,
+        "version": info.version,
+        "system_identifier": info.system_identifier,
+        "current_lsn": info.current_lsn,
+        "current_wal": info.current_wal,
+        "archive_mode": info.archive_mode,
+        "archiver_failed_count": info.archiver.failed_count,
+        "archiver_last_failed_wal": info.archiver.last_failed_wal,
+        "archiver_failing": info.archiver.failing,
+        "slot": {"name": slot.name, "active": slot.active, "retained_bytes": slot.retained_bytes}
+        if slot else None,
+        "replication_lag_bytes": info.replication_lag_bytes,
+    }
+    return data
+
+
+def server_status(
+    catalog: Catalog, server: ServerConfig, now: float | None = None, with_postgres: bool = True
+) -> dict[str, object]:
     now = now or time.time()
     archived = catalog.records(server.name, WalState.ARCHIVED)
     failed = catalog.records(server.name, WalState.FAILED)
@@ -68,6 +101,7 @@ def server_status(catalog: Catalog, server: ServerConfig, now: float | None = No
         "system_identifier": catalog.get_meta(server.name, "system_identifier"),
         "wal_segment_size": seg_size or None,
         "storage_url": server.storage_url,
+        **streaming_status(server, with_postgres),
     }
 
 
@@ -86,7 +120,7 @@ def _writable(path: Path | None) -> None:
     probe.unlink()
 
 
-CheckFn = Callable[[Config, ServerConfig, Catalog], CheckResult]
+CheckFn = Callable[[Config, ServerConfig, Catalog], "CheckResult | list[CheckResult]"]
 EXTRA_CHECKS: list[CheckFn] = []  # PostgreSQL-side checks register here (walq.postgres)
 
 
@@ -107,7 +141,7 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
         attempt("encryption key", lambda: check_key(server))
     for key in ("incoming_dir", "streaming_dir", "errors_dir"):
         attempt(f"{key} writable", lambda k=key: _writable(getattr(server, k)))
-    status = server_status(catalog, server)
+    status = server_status(catalog, server, with_postgres=False)
     gaps = status["gaps"]
     results.append(CheckResult("no gaps", not gaps, f"{len(gaps)} gap(s): {gaps[:3]}" if gaps else ""))
     failed = status["failed"]
@@ -117,6 +151,9 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
     ))
     errs = status["errors_dir_files"]
     results.append(CheckResult("errors directory empty", not errs, f"{errs} file(s) in {server.errors_dir}" if errs else ""))
+    import walq.pgchecks  # noqa: F401  (registers the PostgreSQL-side checks on first use)
+
     for extra in EXTRA_CHECKS:
-        results.extend([extra(config, server, catalog)])
+        found = extra(config, server, catalog)
+        results.extend(found if isinstance(found, list) else [found])
     return results

@@ -1,0 +1,288 @@
+"""walq receive-wal end to end: a real pg_receivewal streaming a real cluster.
+
+The clusters here run with archive_mode = off: the receiver is the only way
+WAL reaches walq, so a PITR restore from the archive proves the streaming
+path (receiver + the scan's keep-last rule + archive) loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.conftest import WALQ, WalqHome, walq_command
+from tests.services.pg import Cluster, chown_postgres, wait_for
+from walq.receiver import STATE_FILE, truncate_wrong_partial
+from walq.wal import parse_wal_name
+
+SEG = 1 << 20
+
+
+class Receiver:
+    """``walq receive-wal SERVER`` running in the background, its output in a log file."""
+
+    def __init__(self, home: WalqHome, server: str = "pg1") -> None:
+        self.home = home
+        self.server = server
+        self.log_path = home.root / f"receiver-{server}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def streaming(self) -> Path:
+        return self.home.server_dir(self.server) / "streaming"
+
+    def start(self) -> Receiver:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [str(WALQ), "--config", str(self.home.config_path), "receive-wal", self.server],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return self
+
+    def state(self) -> dict:
+        try:
+            return json.loads((self.streaming / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()
+        except OSError:
+            return ""
+
+    def wait_streaming(self, timeout: float = 120, not_child: int | None = None) -> int:
+        """Wait until pg_receivewal reports streaming (optionally a child other than ``not_child``)."""
+
+        def ready():
+            st = self.state()
+            assert self.proc is not None and self.proc.poll() is None, f"receiver exited:\n{self.log()}"
+            child = st.get("child_pid")
+            partial = any(n.endswith(".partial") for n in os.listdir(self.streaming))
+            if st.get("state") == "streaming" and child and child != not_child and partial:
+                return child
+            return None
+
+        return wait_for(ready, timeout, f"the receiver to stream\n{self.log()}")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=90)
+
+    def __enter__(self) -> Receiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+
+
+def streaming_home(make_home, cluster: Cluster, **settings: object) -> WalqHome:
+    server = {"conninfo": cluster.conninfo, "archiver": False, "streaming_archiver": True,
+              "compression": "gzip", **settings}
+    home = make_home({"pg1": server})
+    home.run("receive-wal", "pg1", "--create-slot", check=True)
+    return home
+
+
+def close_segment(cluster: Cluster, streaming: Path) -> str:
+    """Switch WAL and wait until the closed segment is complete in streaming/ with a newer
+    .partial beside it (so the keep-last rule no longer holds it back)."""
+    closed = cluster.switch_wal()
+
+    def settled() -> bool:
+        names = sorted(os.listdir(streaming))
+        newer = [n for n in names if n.endswith(".partial") and n[:24] > closed]
+        if closed in names and newer:
+            return True
+        cluster.psql("SELECT txid_current()")  # a commit record opens the next segment
+        return False
+
+    wait_for(settled, 120, f"{closed} to be complete in {streaming}", interval=0.5)
+    return closed
+
+
+def status(home: WalqHome) -> dict:
+    res = home.run("status", "pg1", "--json", check=True)
+    return json.loads(res.stdout)["servers"][0]
+
+
+def archive_through(home: WalqHome, last: str) -> dict:
+    """Run walq archive; the archive must hold every segment up to ``last`` with no gap."""
+    res = home.run("archive", "pg1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    st = status(home)
+    assert st["gaps"] == [], st["gaps"]
+    assert st["failed"] == []
+    assert st["watermark"] is not None and st["watermark"] >= last, (st["watermark"], last)
+    return st
+
+
+def restore_from_archive(cluster_root: Path, source: Cluster, home: WalqHome, conf: dict[str, str] | None = None) -> Cluster:
+    """A cluster recovered from ``source``'s base backup (taken earlier into cluster_root/data)."""
+    restored = Cluster(cluster_root)
+    chown_postgres(home.root)
+    restored.configure({
+        "port": str(restored.port),
+        "unix_socket_directories": f"'{restored.root}'",
+        "restore_command": f"'{walq_command(home, 'get-wal', 'pg1', '%f', '%p')}'",
+        "archive_mode": "off",
+        **(conf or {}),
+    })
+    restored._run(["touch", str(restored.data / "recovery.signal")])
+    restored.start()
+    wait_for(lambda: restored.psql("SELECT pg_is_in_recovery()") == "f", 180,
+             f"the restored cluster to finish recovery\n{restored.log()}", interval=0.5)
+    return restored
+
+
+def take_backup(source: Cluster, root: Path) -> None:
+    root.mkdir(parents=True)
+    os.chmod(root, 0o755)
+    chown_postgres(root)
+    source.basebackup(root / "data")
+
+
+def test_streamed_archive_restores_to_the_same_data(cluster_factory, make_home, workdir, walq_runnable_by_postgres):
+    src = cluster_factory("src").start()
+    assert src.psql("SHOW archive_mode") == "off"
+    home = streaming_home(make_home, src)
+    with Receiver(home) as rec:
+        rec.wait_streaming()
+        src.pgbench_init(1)
+        take_backup(src, workdir / "restored")
+        src.pgbench(300)
+        expected = src.accounts_fingerprint()
+        last = close_segment(src, rec.streaming)
+        st = archive_through(home, last)
+        # the keep-last rule: the newest .partial stays for pg_receivewal
+        left = sorted(os.listdir(rec.streaming))
+        assert [n for n in left if not n.startswith(".")] and all(
+            n.endswith(".partial") for n in left if not n.startswith(".")
+        ), left
+        assert st["receiver"]["running"] and st["receiver"]["state"] == "streaming"
+        assert st["postgres"]["slot"]["active"] is True
+        assert st["postgres"]["replication_lag_bytes"] is not None
+        assert rec.stop() == 0
+    assert rec.state()["state"] == "stopped"
+    restored = restore_from_archive(workdir / "restored", src, home)
+    try:
+        assert restored.accounts_fingerprint() == expected
+    finally:
+        restored.stop("immediate")
+
+
+def test_receiver_survives_kill_and_cluster_restart(cluster_factory, make_home, workdir, walq_runnable_by_postgres):
+    src = cluster_factory("src").start()
+    home = streaming_home(make_home, src)
+    rec = Receiver(home).start()
+    try:
+        child = rec.wait_streaming()
+        first = sorted(n for n in os.listdir(rec.streaming) if n.endswith(".partial"))[0][:24]
+        src.pgbench_init(1)
+        take_backup(src, workdir / "restored")
+
+        # 1. pg_receivewal killed with -9: the supervisor starts another one.
+        os.kill(child, signal.SIGKILL)
+        child = rec.wait_streaming(not_child=child)
+        assert rec.state()["restarts"] >= 1
+        assert rec.state()["last_exit_code"] == -signal.SIGKILL
+
+        # 2. Only one receiver per server: a second one is refused at once.
+        second = home.run("receive-wal", "pg1", timeout=60)
+        assert second.returncode == 1 and "already running" in second.stderr
+
+        # 3. The cluster restarts while streaming: the receiver reconnects by itself.
+        src.pgbench(200)
+        src.stop("fast")
+        src.start()
+        child = rec.wait_streaming(not_child=child, timeout=180)
+        src.pgbench(200)
+
+        # 4. The supervisor itself killed with -9: its child goes too (no orphan holds
+        #    the slot) and a new supervisor resumes from the slot.
+        os.kill(rec.proc.pid, signal.SIGKILL)
+        rec.proc.wait(timeout=30)
+        wait_for(lambda: not Path(f"/proc/{child}").exists() or
+                 "zombie" in Path(f"/proc/{child}/status").read_text().lower(), 60, "the orphaned pg_receivewal to exit")
+        rec = Receiver(home).start()
+        child = rec.wait_streaming(not_child=child)
+        active_pid = src.psql("SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'walq_pg1'")
+        assert int(active_pid) > 0  # the walsender serving our slot
+        src.pgbench(200)
+        expected = src.accounts_fingerprint()
+        last = close_segment(src, rec.streaming)
+        archive_through(home, last)
+    finally:
+        rec.stop()
+    names = [r for r in json.loads(home.run("list", "pg1", "--json", check=True).stdout) if r["state"] == "archived"]
+    segments = sorted(r["name"] for r in names if len(r["name"]) == 24)
+    assert segments[0] <= first and segments[-1] >= last
+    wanted = {f"{1:08X}{0:08X}{i:08X}" for i in range(parse_wal_name(first).seg, parse_wal_name(last).seg + 1)}
+    assert wanted <= set(segments), sorted(wanted - set(segments))
+    assert home.run("verify", "pg1").returncode == 0
+    # Nothing lost: the backup taken before the kills, replayed from the archive, has all of it.
+    restored = restore_from_archive(workdir / "restored", src, home)
+    try:
+        assert restored.accounts_fingerprint() == expected
+    finally:
+        restored.stop("immediate")
+
+
+def test_wrong_size_partial_is_truncated(tmp_path):
+    streaming = tmp_path / "streaming"
+    streaming.mkdir()
+    (streaming / "000000010000000000000003").write_bytes(b"\1" * SEG)
+    (streaming / "000000010000000000000004.partial").write_bytes(b"\0" * SEG)
+    (streaming / "000000010000000000000005.partial").write_bytes(b"\0" * 4096)
+    note = truncate_wrong_partial(streaming, SEG)
+    assert note and "000000010000000000000005.partial" in note
+    assert (streaming / "000000010000000000000005.partial").stat().st_size == 0
+    assert (streaming / "000000010000000000000004.partial").stat().st_size == SEG
+    assert truncate_wrong_partial(streaming, SEG) is None  # 0 bytes is fine
+
+
+def test_receiver_truncates_and_resumes_a_wrong_size_partial(cluster_factory, make_home):
+    src = cluster_factory("src").start()
+    home = streaming_home(make_home, src)
+    current = src.current_wal()
+    streaming = home.server_dir() / "streaming"
+    streaming.mkdir(parents=True, exist_ok=True)
+    partial = streaming / f"{current}.partial"
+    partial.write_bytes(b"\0" * 12345)
+    with Receiver(home) as rec:
+        rec.wait_streaming()
+        assert "truncated" in rec.log()
+        wait_for(lambda: partial.exists() and partial.stat().st_size == SEG, 60, "pg_receivewal to re-pad the partial")
+
+
+def test_reset(cluster_factory, make_home):
+    src = cluster_factory("src").start()
+    home = streaming_home(make_home, src)
+    streaming = home.server_dir() / "streaming"
+    streaming.mkdir(parents=True, exist_ok=True)
+    current = src.current_wal()
+
+    ahead = streaming / "000000010000000000000FF0.partial"
+    ahead.write_bytes(b"")
+    res = home.run("receive-wal", "pg1", "--reset")
+    assert res.returncode == 1 and "ahead of PostgreSQL" in res.stderr
+    assert sorted(os.listdir(streaming)) == [ahead.name]  # nothing changed
+    ahead.unlink()
+
+    old = streaming / "000000010000000000000001.partial"
+    old.write_bytes(b"\0" * SEG)
+    res = home.run("receive-wal", "pg1", "--reset")
+    assert res.returncode == 0, res.stderr
+    assert not old.exists()
+    reset_to = streaming / f"{current}.partial"  # the slot has no restart_lsn yet: current
+    assert reset_to.exists() and reset_to.stat().st_size == 0
+
+    res = home.run("receive-wal", "pg1", "--reset")
+    assert res.returncode == 0 and "Nothing to do" in res.stdout

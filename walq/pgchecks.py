@@ -1,0 +1,100 @@
+"""PostgreSQL-side checks for ``walq check`` (registered in walq.status.EXTRA_CHECKS).
+
+What is checked depends on how WAL reaches walq, using Barman's keys:
+``archiver`` (archive_command, the default) checks archive_mode, that
+archive_command calls walq for this server, and that PostgreSQL's archiver is
+not currently failing; ``streaming_archiver`` checks the replication slot
+(present and active) and that ``walq receive-wal`` runs. Every server with a
+conninfo gets "PostgreSQL reachable" and "system identifier matches". A
+server without conninfo gets one informative OK line and nothing else.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from walq.catalog import Catalog
+from walq.config import Config, ServerConfig
+from walq.errors import WalqError
+from walq.postgres import PgInfo, fetch_info, mask_conninfo, slot_name
+from walq.receiver import receiver_state
+from walq.status import EXTRA_CHECKS, CheckResult
+
+
+def _archive_command_uses_walq(command: str, server: str) -> bool:
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    calls_walq = any(w == "walq" or w.endswith("/walq") for w in words)
+    return calls_walq and "put-wal" in words and server in words
+
+
+def _postgres_checks(server: ServerConfig, info: PgInfo, catalog: Catalog) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    if server.archiver:
+        mode_ok = info.archive_mode in ("on", "always")
+        results.append(CheckResult("archive_mode on", mode_ok, f"archive_mode = {info.archive_mode}"))
+        cmd = mask_conninfo(info.archive_command) or "(empty)"
+        results.append(CheckResult(
+            "archive_command uses walq", _archive_command_uses_walq(info.archive_command, server.name),
+            f"archive_command = {cmd}" if not _archive_command_uses_walq(info.archive_command, server.name) else "",
+        ))
+        arch = info.archiver
+        detail = (
+            f"{arch.failed_count} failure(s) since the stats reset, last {arch.last_failed_wal}"
+            if arch.failed_count else ""
+        )
+        results.append(CheckResult("no archiver failures", not arch.failing, detail))
+    if server.streaming_archiver:
+        name = slot_name(server)
+        slot = info.slot(name)
+        if slot is None:
+            results.append(CheckResult("replication slot", False, f"slot '{name}' does not exist "
+                                       f"(walq receive-wal --create-slot {server.name})"))
+        else:
+            results.append(CheckResult(
+                "replication slot", slot.active,
+                f"slot '{name}' active, retaining {slot.retained_bytes or 0} bytes" if slot.active
+                else f"slot '{name}' is not active (no receiver connected)",
+            ))
+    known = server.system_identifier or int(catalog.get_meta(server.name, "system_identifier") or 0)
+    if not known:
+        results.append(CheckResult("system identifier matches", True,
+                                   f"{info.system_identifier} (not yet recorded in the archive)"))
+    else:
+        results.append(CheckResult(
+            "system identifier matches", known == info.system_identifier,
+            f"PostgreSQL {info.system_identifier}, archive {known}" if known != info.system_identifier else str(known),
+        ))
+    return results
+
+
+def _receiver_check(server: ServerConfig) -> CheckResult:
+    state = receiver_state(server)
+    if state["running"]:
+        return CheckResult("receiver running", True, f"pid {state['pid']}, {state['state']}")
+    detail = f"walq receive-wal {server.name} is not running"
+    if state.get("last_message"):
+        detail += f"; last: {state['last_message']}"
+    return CheckResult("receiver running", False, detail)
+
+
+def postgres_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[CheckResult]:
+    if not server.conninfo:
+        return [CheckResult("PostgreSQL", True, "not checked: no conninfo")]
+    results: list[CheckResult] = []
+    try:
+        info = fetch_info(server)
+    except WalqError as exc:
+        results.append(CheckResult("PostgreSQL reachable", False, str(exc)))
+    else:
+        results.append(CheckResult("PostgreSQL reachable", True, f"PostgreSQL {info.version}"))
+        results.extend(_postgres_checks(server, info, catalog))
+    if server.streaming_archiver:
+        results.append(_receiver_check(server))
+    return results
+
+
+if postgres_checks not in EXTRA_CHECKS:
+    EXTRA_CHECKS.append(postgres_checks)

@@ -1,0 +1,445 @@
+"""Supervising pg_receivewal into a server's streaming directory.
+
+One receiver per server, ever: the supervisor holds the ``receive-wal`` file
+lock for its whole life. It runs ``pg_receivewal --no-loop`` on the server's
+replication slot (wal-reference.md section 7), and when the child exits (the
+server restarted, the network dropped, someone killed it) it starts it again
+after an exponential backoff capped at ``BACKOFF_CAP`` seconds. Before every
+start, a newest ``.partial`` of the wrong size is truncated to 0 bytes, which
+pg_receivewal accepts and re-pads. SIGTERM or SIGINT stops the child cleanly
+(SIGINT makes pg_receivewal flush and exit) and then the supervisor; if the
+supervisor itself dies, the kernel sends the child SIGINT (PR_SET_PDEATHSIG),
+so no orphan keeps the slot busy.
+
+The supervisor records its state in ``<streaming_dir>/.walq-receive-wal.json``
+(a dot-file: invisible to the scan, to Barman and to pg_receivewal), which
+``walq status`` and ``walq check`` read. Secrets never reach a command line or
+a log line: the password travels in PGPASSWORD and messages are masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from walq.config import Config, ServerConfig
+from walq.errors import ConfigError, LockBusyError, WalqError
+from walq.fsutil import makedirs_durable
+from walq.locks import FileLock
+from walq.postgres import (
+    PostgresError,
+    connect,
+    current_position,
+    mask_conninfo,
+    require_conninfo,
+    slot_name,
+    slot_restart_lsn,
+)
+from walq.wal import WalKind, WalNameError, lsn_to_segment, parse_lsn, parse_wal_name
+
+STATE_FILE = ".walq-receive-wal.json"
+LOCK_PURPOSE = "receive-wal"
+APPLICATION_NAME = "walq_receive_wal"
+BACKOFF_START = 1.0  # seconds before the first restart
+BACKOFF_CAP = 60.0  # never wait longer than this between restarts
+STABLE_AFTER = 60.0  # a child that ran this long resets the backoff
+STOP_GRACE = 30.0  # seconds a child gets to exit after SIGINT before SIGKILL
+
+EXIT_OK, EXIT_NOT_OK = 0, 1
+
+
+# ---------------------------------------------------------------- state file
+
+
+def state_path(server: ServerConfig) -> Path:
+    assert server.streaming_dir is not None
+    return server.streaming_dir / STATE_FILE
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process start time in clock ticks (field 22 of /proc/PID/stat): guards against PID reuse."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return data.rsplit(")", 1)[1].split()[19]
+
+
+def read_state(server: ServerConfig) -> dict[str, Any] | None:
+    try:
+        return json.loads(state_path(server).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_state(server: ServerConfig, state: dict[str, Any]) -> None:
+    path = state_path(server)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(state, indent=2))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:  # status is informative; never stop streaming for it
+        _log(server, f"cannot write {path}: {exc.strerror}")
+
+
+def receiver_state(server: ServerConfig) -> dict[str, Any]:
+    """The recorded state plus ``running``: the supervisor process recorded there is alive."""
+    state = read_state(server) or {}
+    pid = state.get("pid")
+    running = bool(pid) and state.get("state") != "stopped" and _proc_start(int(pid)) == state.get("pid_start")
+    child = state.get("child_pid")
+    child_alive = bool(child) and running and _proc_start(int(child)) == state.get("child_start")
+    return {
+        "running": running,
+        "state": (state.get("state") if running else "stopped") if state else "never started",
+        "pid": pid if running else None,
+        "child_pid": child if child_alive else None,
+        "slot": state.get("slot"),
+        "started_at": state.get("started_at"),
+        "restarts": state.get("restarts", 0),
+        "last_exit_code": state.get("last_exit_code"),
+        "last_exit_at": state.get("last_exit_at"),
+        "last_message": state.get("last_message"),
+    }
+
+
+def _log(server: ServerConfig, message: str) -> None:
+    print(f"walq receive-wal {server.name}: {mask_conninfo(message)}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- pg_receivewal
+
+
+def find_pg_receivewal(server: ServerConfig) -> str:
+    """The configured binary, found on PATH or in PostgreSQL's bindir."""
+    configured = server.pg_receivewal_path
+    if os.sep in configured:
+        if os.access(configured, os.X_OK):
+            return configured
+    elif found := shutil.which(configured):
+        return found
+    else:
+        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{configured}"),
+                            key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+        if candidates:
+            return str(candidates[-1])
+    raise ConfigError(f"servers.{server.name}.pg_receivewal_path: {configured!r} not found or not executable")
+
+
+def client_major(binary: str) -> int | None:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"\)\s+(\d+)", out)
+    return int(match.group(1)) if match else None
+
+
+def replication_dsn(server: ServerConfig) -> tuple[str, dict[str, str]]:
+    """The --dbname value (no password) and the environment carrying the password."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(require_conninfo(server))
+    except Exception as exc:  # psycopg.ProgrammingError on a malformed string
+        raise ConfigError(f"servers.{server.name}.conninfo: {mask_conninfo(str(exc))}") from None
+    env = dict(os.environ)
+    password = params.pop("password", None)
+    if password:
+        env["PGPASSWORD"] = str(password)
+    params["dbname"] = "replication"
+    params["replication"] = "true"
+    params.setdefault("application_name", APPLICATION_NAME)
+    return make_conninfo(**{k: str(v) for k, v in params.items()}), env
+
+
+def build_command(server: ServerConfig, binary: str) -> tuple[list[str], dict[str, str]]:
+    """pg_receivewal's command line (wal-reference.md 7); never --compress."""
+    dsn, env = replication_dsn(server)
+    argv = [
+        binary, f"--dbname={dsn}", "--verbose", "--no-loop", "--no-password",
+        f"--directory={server.streaming_dir}", f"--slot={slot_name(server)}",
+    ]
+    return argv, env
+
+
+def _death_signal_setter():  # type: ignore[no-untyped-def]
+    """A preexec_fn asking the kernel to SIGINT the child when the supervisor dies.
+
+    libc is loaded here, in the parent: the function that runs between fork and
+    exec only makes the one system call."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_pdeathsig() -> None:
+        prctl(1, int(signal.SIGINT))  # PR_SET_PDEATHSIG
+
+    return set_pdeathsig
+
+
+# ---------------------------------------------------------------- directory rules
+
+
+def _streamed(directory: Path) -> list[tuple[str, WalKind]]:
+    found = []
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        try:
+            wal = parse_wal_name(name)
+        except WalNameError:
+            continue
+        if wal.kind in (WalKind.SEGMENT, WalKind.PARTIAL):
+            found.append((name, wal.kind))
+    return found
+
+
+def truncate_wrong_partial(directory: Path, seg_size: int) -> str | None:
+    """Truncate the newest ``.partial`` to 0 bytes when its size is neither 0 nor the segment size."""
+    partials = [n for n, kind in _streamed(directory) if kind is WalKind.PARTIAL]
+    if not partials:
+        return None
+    path = directory / partials[-1]
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    if size in (0, seg_size):
+        return None
+    with open(path, "r+b") as fh:
+        fh.truncate(0)
+        os.fsync(fh.fileno())
+    return f"truncated {path.name} ({size} bytes, segments are {seg_size}) to 0 bytes"
+
+
+def reset_streaming(server: ServerConfig) -> tuple[bool, str]:
+    """``--reset`` (wal-reference.md 7): point the streaming directory at the slot's restart position.
+
+    Returns (ok, message). Refuses, changing nothing, when the directory is ahead of PostgreSQL.
+    """
+    assert server.streaming_dir is not None
+    lsn, current = current_position(server)
+    tli = int(current[:8], 16)
+    seg_size = _segment_size(server)
+    exists, restart_lsn = slot_restart_lsn(server, slot_name(server))
+    restart = lsn_to_segment(tli, parse_lsn(restart_lsn), seg_size) if exists and restart_lsn else current
+    files = _streamed(server.streaming_dir)
+    if not files:
+        return True, "Nothing to do: the streaming directory is empty"
+    newest, kind = files[-1]
+    base = newest.removesuffix(".partial")
+    if base == restart:
+        return True, f"Nothing to do: {newest} is already the restart position"
+    if base > current:
+        return False, (
+            f"{newest} is ahead of PostgreSQL (current WAL {current} at {lsn}); refusing to reset"
+        )
+    if kind is WalKind.PARTIAL:
+        (server.streaming_dir / newest).unlink()
+    (server.streaming_dir / f"{restart}.partial").touch()
+    return True, f"Reset: removed {newest if kind is WalKind.PARTIAL else 'nothing'}, created empty {restart}.partial"
+
+
+def _segment_size(server: ServerConfig) -> int:
+    with connect(server) as conn:
+        row = conn.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()
+    return int(row[0])
+
+
+def ensure_slot(server: ServerConfig) -> str:
+    """Create the physical replication slot if it does not exist (like pg_receivewal --create-slot)."""
+    binary = find_pg_receivewal(server)
+    name = slot_name(server)
+    exists, _ = slot_restart_lsn(server, name)
+    if exists:
+        return f"Replication slot '{name}' already exists"
+    dsn, env = replication_dsn(server)
+    res = subprocess.run(
+        [binary, f"--dbname={dsn}", "--no-password", "--create-slot", "--if-not-exists", f"--slot={name}"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    if res.returncode != 0:
+        raise PostgresError(f"{server.name}: cannot create slot '{name}': {mask_conninfo(res.stderr.strip())}")
+    return f"Replication slot '{name}' created"
+
+
+# ---------------------------------------------------------------- supervision
+
+
+class Supervisor:
+    """Run pg_receivewal until told to stop, restarting it with a capped exponential backoff."""
+
+    def __init__(self, server: ServerConfig) -> None:
+        self.server = server
+        self.binary = find_pg_receivewal(server)
+        self.preexec = _death_signal_setter()
+        self.stopping = False
+        self.child: subprocess.Popen[str] | None = None
+        self.seg_size = 0
+        self.state: dict[str, Any] = {
+            "server": server.name, "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
+            "started_at": time.time(), "state": "starting", "slot": slot_name(server),
+            "child_pid": None, "child_start": None, "restarts": 0,
+            "last_exit_code": None, "last_exit_at": None, "last_message": None,
+        }
+
+    def _save(self, **changes: Any) -> None:
+        self.state.update(changes)
+        _write_state(self.server, self.state)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+        child = self.child
+        if child is not None and child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGINT)
+
+    def preflight(self) -> None:
+        """Slot present and versions compatible; unreachable PostgreSQL is left to the restart loop."""
+        try:
+            with connect(self.server) as conn:
+                version_num, seg = conn.execute(
+                    "SELECT current_setting('server_version_num')::int, "
+                    "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')"
+                ).fetchone()
+                slot = conn.execute(
+                    "SELECT slot_type FROM pg_replication_slots WHERE slot_name = %s", (slot_name(self.server),)
+                ).fetchone()
+        except PostgresError as exc:
+            _log(self.server, f"{exc}; will keep trying")
+            return
+        self.seg_size = int(seg)
+        client = client_major(self.binary)
+        if client is not None and client < version_num // 10000:
+            raise ConfigError(
+                f"servers.{self.server.name}.pg_receivewal_path: pg_receivewal {client} is older than "
+                f"PostgreSQL {version_num // 10000}; use a client at least as new as the server"
+            )
+        if slot is None:
+            raise ConfigError(
+                f"replication slot '{slot_name(self.server)}' does not exist on {self.server.name}: "
+                f"run 'walq receive-wal --create-slot {self.server.name}' first"
+            )
+        if slot[0] != "physical":
+            raise ConfigError(f"replication slot '{slot_name(self.server)}' is not a physical slot")
+
+    def _refresh_seg_size(self) -> None:
+        if self.seg_size:
+            return
+        with contextlib.suppress(PostgresError, WalqError):
+            self.seg_size = _segment_size(self.server)
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def run_once(self) -> int:
+        """Start pg_receivewal, relay its messages until it exits, return its exit code."""
+        self._refresh_seg_size()
+        if self.seg_size:
+            assert self.server.streaming_dir is not None
+            if note := truncate_wrong_partial(self.server.streaming_dir, self.seg_size):
+                _log(self.server, note)
+        argv, env = build_command(self.server, self.binary)
+        self.child = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env, text=True, errors="replace", preexec_fn=self.preexec,
+        )
+        self._save(state="running", child_pid=self.child.pid, child_start=_proc_start(self.child.pid),
+                   child_started_at=time.time())
+        if self.stopping:  # a signal arrived while we were starting it
+            self.child.send_signal(signal.SIGINT)
+        assert self.child.stderr is not None
+        for line in self.child.stderr:
+            line = line.rstrip()
+            if not line:
+                continue
+            _log(self.server, line)
+            if "starting log streaming" in line:
+                self._save(state="streaming", last_message=mask_conninfo(line))
+            elif "error" in line.lower() or "fatal" in line.lower():
+                self._save(last_message=mask_conninfo(line))
+        try:
+            code = self.child.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            code = self.child.wait()
+        return code
+
+    def run(self) -> int:
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        backoff = BACKOFF_START
+        try:
+            self._save()
+            while not self.stopping:
+                started = time.monotonic()
+                code = self.run_once()
+                why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+                self._save(last_exit_code=code, last_exit_at=time.time(), child_pid=None, child_start=None)
+                if self.stopping:
+                    break
+                if time.monotonic() - started >= STABLE_AFTER:
+                    backoff = BACKOFF_START
+                _log(self.server, f"pg_receivewal ended ({why}); restarting in {backoff:.0f}s")
+                self._save(state="waiting", restarts=self.state["restarts"] + 1,
+                           last_message=f"pg_receivewal ended ({why})")
+                self._wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP)
+        finally:
+            self._save(state="stopped", child_pid=None, child_start=None, stopped_at=time.time())
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+        _log(self.server, "stopped")
+        return EXIT_OK
+
+
+def receive_wal(config: Config, server_name: str, create_slot: bool = False, reset: bool = False) -> int:
+    """``walq receive-wal``: create the slot, reset the directory, or supervise the receiver.
+
+    ``--create-slot`` and ``--reset`` do their one job and return (Barman's
+    behaviour); without them this runs until SIGTERM/SIGINT and returns 0.
+    """
+    server = config.server(server_name)
+    require_conninfo(server)
+    assert server.streaming_dir is not None
+    try:
+        makedirs_durable(server.streaming_dir)
+    except OSError as exc:
+        raise ConfigError(f"servers.{server.name}.streaming_dir: cannot create {server.streaming_dir}: {exc.strerror}") from None
+    if create_slot:
+        print(ensure_slot(server))
+        return EXIT_OK
+    lock = FileLock(config.home, server.name, LOCK_PURPOSE)
+    try:
+        lock.acquire()
+    except LockBusyError:
+        state = receiver_state(server)
+        who = f" (pid {state['pid']})" if state.get("pid") else ""
+        print(f"walq: a receiver for {server.name} is already running{who}", file=sys.stderr)
+        return EXIT_NOT_OK
+    try:
+        if reset:
+            ok, message = reset_streaming(server)
+            print(message, file=sys.stdout if ok else sys.stderr)
+            return EXIT_OK if ok else EXIT_NOT_OK
+        supervisor = Supervisor(server)
+        supervisor.preflight()
+        return supervisor.run()
+    finally:
+        lock.release()
