@@ -209,3 +209,59 @@ def which_celery() -> str:
     found = shutil.which("celery", path=str(VENV_BIN))
     assert found, "celery is not installed in the virtualenv"
     return found
+
+
+# -- a walq home wired for the fleet ------------------------------------------------------
+
+FAST = {
+    "scan_interval": 1.0,
+    "claim_timeout": 20.0,
+    "lock_ttl": 3.0,
+    "task_max_retries": 3,
+    "task_retry_backoff": 0.2,
+    "task_retry_backoff_max": 1.0,
+}
+
+
+def fleet_settings(redis_url: str, catalog_url: str, **overrides: object) -> dict[str, object]:
+    """Top-level config keys for a test fleet: private Redis, private catalog schema, short timers."""
+    return {"broker_url": f"{redis_url}/0", "lock_url": f"{redis_url}/1", "catalog_url": catalog_url,
+            **FAST, **overrides}
+
+
+@pytest.fixture
+def fleet_factory(tmp_path: Path) -> Iterator:
+    """Factory: a Fleet for a config file; every process it started is stopped at teardown."""
+    fleets: list[Fleet] = []
+
+    def make(config_path: Path, **env: str) -> Fleet:
+        fleet = Fleet(config_path, tmp_path / f"logs{len(fleets)}", dict(env))
+        fleets.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        fleet.stop_all()
+
+
+def xlogdb_names(wals_dir: Path, server: str = "pg1") -> list[str]:
+    try:
+        return [line.split()[0] for line in (wals_dir / f"{server}-xlog.db").read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def stored_names(wals_dir: Path) -> list[str]:
+    """WAL payloads in a Barman wals/ directory (hash dirs and history files)."""
+    names = []
+    for path in wals_dir.rglob("*"):
+        if path.is_file() and ".walq-tmp" not in path.parts and not path.name.endswith("-xlog.db"):
+            names.append(path.name)
+    return sorted(names)
+
+
+def pending(directory: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,102 @@
+"""The Celery app, built from walq's config: queues, routing, reliability, beat.
+
+- JSON only (never pickle): task arguments are names and paths an operator can
+  read in Flower, and nothing a worker receives can execute code.
+- ``acks_late`` + ``task_reject_on_worker_lost``: a killed worker's message goes
+  back to the queue; prefetch 1 so one slow WAL never hides others behind it.
+- Redis ``visibility_timeout`` well past the longest stage (claim_timeout), so a
+  slow stage is not redelivered while it still runs.
+- Three queues so pools are sized per kind of work: ``walq.scan``, ``walq.cpu``
+  (compress, encrypt: prefork) and ``walq.io`` (store, commit: threads/gevent).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from walq import keys
+from walq.config import Config, load_config
+
+ROUTES = {
+    "walq.scan_server": keys.SCAN_QUEUE,
+    "walq.retry_wal": keys.SCAN_QUEUE,
+    "walq.retry_failed": keys.SCAN_QUEUE,
+    "walq.compress": keys.CPU_QUEUE,
+    "walq.encrypt": keys.CPU_QUEUE,
+    "walq.store": keys.IO_QUEUE,
+    "walq.commit": keys.IO_QUEUE,
+}
+
+
+def visibility_timeout(config: Config) -> int:
+    """Longer than any stage can legitimately run (stages renew claims every claim_timeout)."""
+    return int(max(3600, 3 * config.claim_timeout))
+
+
+def beat_schedule(config: Config) -> dict[str, dict[str, object]]:
+    """walq.scan_server for every server every scan_interval seconds; stale ticks expire."""
+    return {
+        f"scan {name}": {
+            "task": "walq.scan_server",
+            "schedule": config.scan_interval,
+            "args": (name,),
+            "options": {"expires": max(2 * config.scan_interval, 5.0)},
+        }
+        for name in sorted(config.servers)
+    }
+
+
+def make_app(config: Config) -> Celery:
+    if not config.broker_url:
+        raise SystemExit("walq: broker_url is not set in the config; the fleet needs a Redis broker")
+    celery = Celery("walq", broker=config.broker_url, backend=config.broker_url, include=["workers.tasks"])
+    transport = {"visibility_timeout": visibility_timeout(config)}
+    celery.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_queues=[Queue(q) for q in keys.QUEUES],
+        task_default_queue=keys.SCAN_QUEUE,
+        task_routes=ROUTES,
+        task_track_started=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        result_expires=3600,
+        beat_schedule=beat_schedule(config),
+        timezone="UTC",
+    )
+    return celery
+
+
+def refuse_flower_without_auth() -> None:
+    """Our configs never run Flower open: it can apply tasks over HTTP."""
+    argv = sys.argv[1:]
+    if "flower" in argv and not (os.environ.get("FLOWER_BASIC_AUTH") or any(a.startswith("--basic-auth") or a.startswith("--auth") for a in argv)):
+        raise SystemExit("walq: refusing to start Flower without authentication (set FLOWER_BASIC_AUTH=user:password)")
+
+
+config = load_config()
+app = make_app(config)
+
+
+@worker_process_init.connect
+def _fresh_clients(**_: object) -> None:
+    """After the prefork fork: never reuse the parent's sockets (catalog pool, Redis)."""
+    from workers import tasks
+
+    tasks.reset_runtime()
