@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${WALQ_BARMAN_VENV:-.venv-barman}"
-spec="${WALQ_BARMAN_SPEC:-barman[cloud]>=3.12,<4}"
+spec="${WALQ_BARMAN_SPEC:-barman[cloud,snappy,zstandard,lz4]>=3.12,<4}"
 py=python3
 if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
   py=/usr/bin/python3

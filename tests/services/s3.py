@@ -289,3 +289,20 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def barman_cloud_restore() -> str:
+    """barman-cloud-wal-restore from its own venv (scripts/barman-venv.sh), never walq's."""
+    res = subprocess.run([str(REPO / "scripts" / "barman-venv.sh")], capture_output=True, text=True, timeout=900)
+    if res.returncode != 0:
+        raise RuntimeError(f"scripts/barman-venv.sh failed:\n{res.stderr[-2000:]}")
+    return res.stdout.strip().splitlines()[-1]
+
+
+def s3_settings(bucket: Bucket, prefix: str = "fleet", endpoint: str | None = None, **extra: object) -> dict[str, object]:
+    """A server table for a walq config that archives into ``bucket``."""
+    return {"storage_url": bucket.url(prefix), "s3_endpoint_url": endpoint or bucket.endpoint, **extra}
