@@ -81,7 +81,7 @@ def test_barman_prefetch_history_and_not_found(
     history_text = f"{tli}\t0/{int(names[1][16:], 16):X}00000\tno recovery target specified\n"
     (home.incoming() / history).write_text(history_text)
     home.run("archive", check=True)
-    assert f"deep/er/pg1/wals/{history}.zst" in s3_bucket.keys()
+    assert f"deep/er/pg1/wals/{history}.zst" in set(s3_bucket.keys())
     spool = workdir / "spool"
     dest = workdir / names[0]
     out = barman_restore(barman_cloud_restore, s3_bucket, names[0], dest, "-p", "3",
