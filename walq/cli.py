@@ -225,6 +225,21 @@ def cmd_archive_report(runs) -> int:
     return EXIT_OK if all(r.ok for r in runs) else EXIT_NOT_OK
 
 
+def cmd_catalog_init(config: Config, args: argparse.Namespace) -> int:
+    """Create or migrate the catalog's schema (also done on first use)."""
+    from walq.catalog import open_catalog
+
+    catalog = open_catalog(config)
+    try:
+        migrate = getattr(catalog, "migrate", None)
+        version = migrate() if migrate else None
+    finally:
+        catalog.close()
+    where = "PostgreSQL catalog (catalog_url)" if config.catalog_url else f"SQLite catalog {config.catalog_path}"
+    print(f"{where} ready" + (f", schema version {version}" if version else ""))
+    return EXIT_OK
+
+
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     from walq.catalog import open_catalog
     from walq.storage import open_storage
@@ -296,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("walnames", nargs="*", metavar="WALNAME")
     p.add_argument("--all-failed", action="store_true")
     p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("catalog", help="catalog maintenance")
+    catalog_sub = p.add_subparsers(dest="catalog_command", required=True)
+    c = catalog_sub.add_parser("init", help="create or migrate the catalog schema")
+    c.set_defaults(func=cmd_catalog_init)
 
     p = sub.add_parser("verify", help="read the archive back: continuity and checksums")
     p.add_argument("server")

@@ -1,0 +1,86 @@
+"""End to end in fleet mode: a real cluster's WAL archived by three Celery worker
+processes (private Redis, PostgreSQL catalog), each WAL exactly once, catalog and
+storage in agreement, and a point-in-time restore through ``walq get-wal``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import WalqHome, walq_command
+from tests.services.fleet import (  # noqa: F401 - fixtures
+    catalog_db,
+    fleet_factory,
+    fleet_settings,
+    fresh_schema_url,
+    pending,
+    redis_server,
+    stored_names,
+    xlogdb_names,
+)
+from tests.services.pg import Cluster, chown_postgres, wait_for
+from walq.catalog import WalState, open_catalog
+
+
+def test_three_workers_archive_real_wal_once_and_pitr_restores(
+    make_home, cluster_factory, workdir: Path, redis_server, catalog_db, fleet_factory,  # noqa: F811
+    walq_runnable_by_postgres,
+) -> None:
+    home: WalqHome = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
+    assert home.run("catalog", "init").returncode == 0
+    home.run("status", as_pg=True)  # the home belongs to the postgres user, as in production
+    fleet = fleet_factory(home.config_path)
+    for name in ("w1", "w2", "w3"):
+        fleet.worker(name)
+    fleet.beat()
+
+    primary = cluster_factory("primary", conf={
+        "archive_mode": "on",
+        "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'",
+    })
+    primary.start()
+    primary.pgbench_init(1)
+    primary.basebackup(workdir / "base")
+    primary.pgbench(1500)
+    expected = primary.accounts_fingerprint()
+    last = primary.switch_wal()
+    primary.wait_archived(last, timeout=120)
+    primary.stop()
+
+    catalog = open_catalog(home.config)
+    try:
+        def settled() -> bool:
+            return not pending(home.incoming()) and catalog.counts("pg1")["claimed"] == 0
+
+        try:
+            wait_for(settled, 180, "the fleet to archive everything", 0.25)
+        except TimeoutError:
+            raise AssertionError(fleet.logs()) from None
+        archived = catalog.archived_names("pg1")
+        assert last in archived
+        assert len(archived) >= 10, archived
+        assert catalog.records("pg1", WalState.FAILED) == []
+        # exactly once: one payload, one xlogdb line, one catalog row per WAL
+        assert sorted(xlogdb_names(home.wals())) == archived
+        assert stored_names(home.wals()) == archived
+        committed_by = [p.name for p in fleet.procs
+                        if p.name.startswith("w") and "walq.commit[" in p.output()]
+        assert len(committed_by) >= 2, f"work did not spread over the workers: {committed_by}"
+    finally:
+        catalog.close()
+
+    status = home.run("status", "--json", check=True)
+    data = json.loads(status.stdout)
+    assert data["servers"][0]["watermark"] is not None
+    assert set(data["queues"]) == {"walq.scan", "walq.cpu", "walq.io"}
+
+    chown_postgres(home.root)
+    assert home.run("verify", "pg1", as_pg=True).returncode == 0
+    restore_cmd = f"'{walq_command(home, 'get-wal pg1 %f %p')}'"
+    restored = Cluster(workdir / "restored").restore_from(workdir / "base", {"restore_command": restore_cmd})
+    restored.start()
+    try:
+        restored.wait_promoted()
+        assert restored.accounts_fingerprint() == expected
+    finally:
+        restored.stop("immediate")
