@@ -43,7 +43,7 @@ def gpg_binary() -> str:
 
 
 def _base_args() -> list[str]:
-    return [gpg_binary(), "--batch", "--yes", "--no-tty", "--quiet"]
+    return [gpg_binary(), "--batch", "--yes", "--no-tty"]
 
 
 def _summary(stderr: bytes) -> str:

@@ -1,0 +1,149 @@
+"""GPG encryption with a real gpg and a throwaway key (tests/services/gpg.py).
+
+Locally the encrypted WAL keeps its bare name and is detected as PGP data, as
+Barman does it; on S3 it gets ``.gpg`` after the codec extension. Either way
+plain ``gpg --decrypt`` followed by the codec's own tool gives the original
+segment, and walq get-wal decrypts with encryption_passphrase_command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WalqHome
+from tests.services.gpg import PASSPHRASE, GpgKey, gpg_env, gpg_key  # noqa: F401
+from tests.services.s3 import Bucket, s3_bucket, s3_server, s3_settings  # noqa: F401
+from walq.catalog import open_catalog
+from walq.codecs import get_codec
+from walq.wal import parse_wal_name
+
+TOOLS = {"gzip": ["gzip", "-dc"], "bzip2": ["bzip2", "-dc"], "xz": ["xz", "-dc"],
+         "zstd": ["zstd", "-dc"], "lz4": ["lz4", "-dc"]}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def gpg_settings(key: GpgKey, **extra: object) -> dict[str, object]:
+    return {"encryption": "gpg", "encryption_key_id": key.fingerprint,
+            "encryption_passphrase_command": key.passphrase_command, **extra}
+
+
+def plain_gpg_then_tool(key: GpgKey, blob: bytes, codec: str) -> bytes:
+    """What a user who left walq would run: gpg --decrypt, then the codec's own tool."""
+    dec = key.gpg("--pinentry-mode", "loopback", "--passphrase-fd", "0", "--decrypt",
+                  input=PASSPHRASE.encode() + b"\n" + blob)
+    data = dec.stdout
+    if codec == "none":
+        return data
+    if shutil.which(TOOLS[codec][0]) is None:
+        pytest.skip(f"{TOOLS[codec][0]} not installed")
+    return subprocess.run(TOOLS[codec], input=data, capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
+def test_local_gpg_bare_name_pgp_data_and_plain_gpg(codec: str, gpg_env: GpgKey, make_home, wal_corpus,
+                                                     workdir: Path) -> None:
+    home: WalqHome = make_home({"pg1": gpg_settings(gpg_env, compression=codec)}, archive_workers=1)
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:2])
+    home.run("archive", check=True)
+    for name in names:
+        stored = home.wals() / parse_wal_name(name).hash_dir / name  # bare name, as Barman
+        blob = stored.read_bytes()
+        if shutil.which("file"):
+            kind = subprocess.run(["file", "--brief", str(stored)], capture_output=True, text=True).stdout.upper()
+            assert "PGP" in kind and "ENCRYPTED" in kind, kind  # Barman's detection
+        assert PASSPHRASE.encode() not in blob
+        assert sha(plain_gpg_then_tool(gpg_env, blob, codec)) == sha(wal_corpus.path(name).read_bytes())
+    xlogdb = (home.wals() / "pg1-xlog.db").read_text().splitlines()
+    assert [line.split("\t")[3:] for line in xlogdb] == [[codec, "gpg"]] * 2
+    out = workdir / "restored"
+    res = home.run("get-wal", "pg1", names[1], str(out))
+    assert res.returncode == 0, res.stderr
+    assert sha(out.read_bytes()) == sha(wal_corpus.path(names[1]).read_bytes())
+    assert home.run("verify", "pg1", check=True).returncode == 0
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "bzip2", "xz", "zstd", "lz4"])
+def test_s3_gpg_key_suffix_and_plain_gpg(codec: str, gpg_env: GpgKey, s3_bucket: Bucket, make_home, wal_corpus,
+                                         workdir: Path) -> None:
+    home = make_home({"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression=codec))}, archive_workers=1)
+    name = wal_corpus.segments[3]
+    wal_corpus.copy_into(home.incoming(), [name])
+    home.run("archive", check=True)
+    key = f"fleet/pg1/wals/{parse_wal_name(name).hash_dir}/{name}{get_codec(codec).extension}.gpg"
+    assert s3_bucket.keys() == [key]
+    blob = s3_bucket.get(key)
+    original = wal_corpus.path(name).read_bytes()
+    assert sha(plain_gpg_then_tool(gpg_env, blob, codec)) == sha(original)
+    out = workdir / "restored"
+    res = home.run("get-wal", "pg1", name, str(out))
+    assert res.returncode == 0, res.stderr
+    assert out.read_bytes() == original
+
+
+def test_s3_encrypted_duplicate_is_judged_by_plain_checksum(gpg_env: GpgKey, s3_bucket: Bucket, make_home,
+                                                            wal_corpus) -> None:
+    """gpg output differs on every run; the plain sha256 still recognises the same WAL."""
+    home = make_home({"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression="zstd"))}, archive_workers=1)
+    name = wal_corpus.segments[4]
+    wal_corpus.copy_into(home.incoming(), [name])
+    home.run("archive", check=True)
+    before = s3_bucket.keys()
+    # Same WAL again, after a crash lost the catalog row: fresh catalog, same bucket.
+    (home.home / "catalog.sqlite").unlink()
+    wal_corpus.copy_into(home.incoming(), [name])
+    res = home.run("archive")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not (home.incoming() / name).exists() and list(home.errors().iterdir()) == []
+    assert s3_bucket.keys() == before
+
+
+def test_get_wal_with_wrong_passphrase_fails_clearly(gpg_env: GpgKey, make_home, wal_corpus, workdir: Path) -> None:
+    home = make_home({"pg1": gpg_settings(gpg_env, compression="lz4")}, archive_workers=1)
+    name = wal_corpus.segments[5]
+    wal_corpus.copy_into(home.incoming(), [name])
+    home.run("archive", check=True)
+    wrong = workdir / "wrong"
+    wrong.write_text("not-the-passphrase-xyzzy\n")
+    home = make_home({"pg1": gpg_settings(gpg_env, compression="lz4",
+                                          encryption_passphrase_command=f"cat {wrong}")}, archive_workers=1)
+    res = home.run("get-wal", "pg1", name, str(workdir / "out"))
+    assert res.returncode == 2
+    assert "Bad passphrase" in res.stderr
+    assert "xyzzy" not in res.stderr + res.stdout and PASSPHRASE not in res.stderr + res.stdout
+    assert not (workdir / "out").exists()
+    check = home.run("check", "pg1")
+    assert check.returncode == 1 and "encryption key: FAILED" in check.stdout
+
+
+def test_check_reports_a_usable_key(gpg_env: GpgKey, make_home) -> None:
+    home = make_home({"pg1": gpg_settings(gpg_env)})
+    res = home.run("check", "pg1")
+    assert "pg1: encryption key: OK" in res.stdout, res.stdout + res.stderr
+    assert PASSPHRASE not in res.stdout + res.stderr
+
+
+def test_unusable_key_leaves_every_source_in_place(gpg_env: GpgKey, make_home, wal_corpus) -> None:
+    home = make_home({"pg1": {"encryption": "gpg", "encryption_key_id": "nobody@example.invalid",
+                              "compression": "zstd"}}, archive_workers=1)
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:3])
+    res = home.run("archive")
+    assert res.returncode == 1
+    assert "nobody@example.invalid" in res.stdout + res.stderr
+    assert sorted(p.name for p in home.incoming().iterdir()) == names
+    assert not (home.wals() / parse_wal_name(names[0]).hash_dir / names[0]).exists()
+    check = home.run("check", "pg1")
+    assert check.returncode == 1 and "encryption key: FAILED" in check.stdout
+    assert "missing or unusable" in check.stdout
+    catalog = open_catalog(home.config)
+    try:
+        assert catalog.archived_names("pg1") == []
+    finally:
+        catalog.close()
