@@ -133,7 +133,8 @@ class Fleet:
     procs: list[Proc] = field(default_factory=list)
 
     def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {**os.environ, "WALQ_CONFIG": str(self.config_path), "PYTHONPATH": str(REPO), **self.env}
+        env = {**os.environ, "WALQ_CONFIG": str(self.config_path), "PYTHONPATH": str(REPO),
+               "PYTHONUNBUFFERED": "1", **self.env}
         env.update(extra or {})
         return env
 
@@ -195,8 +196,9 @@ class Fleet:
         for proc in reversed(self.procs):
             self.stop(proc)
 
-    def logs(self) -> str:
-        return "\n".join(f"===== {p.name}\n{p.output()[-6000:]}" for p in self.procs)
+    def logs(self, tail: int = 6000) -> str:
+        """Every process's log (the last ``tail`` characters of each; 0 for all of it)."""
+        return "\n".join(f"===== {p.name}\n{p.output()[-tail:] if tail else p.output()}" for p in self.procs)
 
 
 def proc_ready(proc: Proc) -> bool:
@@ -265,3 +267,31 @@ def pending(directory: Path) -> list[str]:
         return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
     except FileNotFoundError:
         return []
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter from /proc (R, S, T for stopped, Z), None once the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def assert_archived_once(home, catalog, names: list[str], server: str = "pg1") -> None:  # noqa: ANN001
+    """Every WAL archived, exactly once: one catalog row, one payload, one xlogdb line; sources gone."""
+    from walq.catalog import WalState
+
+    assert catalog.archived_names(server) == names
+    assert catalog.records(server, WalState.FAILED) == []
+    lines = xlogdb_names(home.wals(server))
+    assert sorted(lines) == names, f"xlogdb lines: {len(lines)} for {len(names)} WAL"
+    assert stored_names(home.wals(server)) == names
+    assert pending(home.incoming(server)) == []

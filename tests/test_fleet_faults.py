@@ -1,0 +1,157 @@
+"""Faults in a running fleet: kill -9 in every stage, a lock holder frozen past its
+TTL, Redis restarted mid-run, two beat processes. Real Redis, real PostgreSQL
+catalog, real Celery worker processes; after each run every WAL is archived
+exactly once and none is lost.
+
+Where a stage must be hit exactly, walq.fleet.fault_point makes the worker that
+reaches it stop itself with a real SIGSTOP and publish its pid; the test then
+sends the real signal (SIGKILL, or SIGCONT later) from outside.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.services.fleet import (  # noqa: F401 - fixtures
+    assert_archived_once,
+    catalog_db,
+    fleet_factory,
+    fleet_settings,
+    fresh_schema_url,
+    process_state,
+    read_pid,
+    redis_server,
+)
+from tests.services.pg import wait_for
+from walq import keys
+from walq.catalog import open_catalog
+
+
+@pytest.fixture
+def fleet_home(make_home, redis_server, catalog_db):  # noqa: F811
+    def make(**overrides: object):
+        return make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db), **overrides))
+
+    return make
+
+
+def _wait_archived(catalog, fleet, names: list[str], timeout: float = 180) -> None:  # noqa: ANN001
+    try:
+        wait_for(lambda: catalog.archived_names("pg1") == names and catalog.counts("pg1")["claimed"] == 0,
+                 timeout, "every WAL to be archived", 0.25)
+    except TimeoutError:
+        raise AssertionError(f"archived {len(catalog.archived_names('pg1'))}/{len(names)}\n{fleet.logs()}") from None
+
+
+def _frozen_at(fault_dir: Path, stage: str, fleet) -> int:  # noqa: ANN001
+    try:
+        pid = wait_for(lambda: read_pid(fault_dir / f"{stage}.pid"), 90, f"a worker to reach {stage}", 0.1)
+        wait_for(lambda: process_state(pid) == "T", 30, f"pid {pid} to stop", 0.05)
+    except TimeoutError:
+        raise AssertionError(fleet.logs()) from None
+    return pid
+
+
+@pytest.mark.parametrize("stage", ["compress", "encrypt", "store", "commit"])
+def test_kill_9_in_each_stage_loses_nothing(stage: str, fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:  # noqa: F811
+    home = fleet_home()
+    faults = workdir / "faults"
+    faults.mkdir()
+    (faults / stage).touch()
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:8])
+    fleet = fleet_factory(home.config_path, WALQ_FAULT_DIR=str(faults))
+    fleet.worker("w1")
+    fleet.worker("w2")
+    fleet.beat()
+    pid = _frozen_at(faults, stage, fleet)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: process_state(pid) in (None, "Z"), 30, f"pid {pid} to die")
+    catalog = open_catalog(home.config)
+    try:
+        _wait_archived(catalog, fleet, names)
+        assert_archived_once(home, catalog, names)
+    finally:
+        catalog.close()
+    logs = fleet.logs(tail=0)
+    assert "WorkerLostError" in logs or "exited prematurely" in logs, "the kill went unnoticed"
+
+
+def test_frozen_lock_holder_is_fenced_and_writes_nothing_twice(fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:  # noqa: F811
+    home = fleet_home(lock_ttl=2.0, claim_timeout=120.0)
+    faults = workdir / "faults"
+    faults.mkdir()
+    (faults / "commit").touch()
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:8])
+    fleet = fleet_factory(home.config_path, WALQ_FAULT_DIR=str(faults))
+    fleet.worker("w1")
+    fleet.worker("w2")
+    fleet.beat()
+    pid = _frozen_at(faults, "commit", fleet)  # inside commit, holding the lock, token taken
+    catalog = open_catalog(home.config)
+    locks = fleet_redis(home)
+    try:
+        frozen_holder = locks.get(keys.lock("pg1", "commit"))
+        assert frozen_holder and f":{pid}:" in frozen_holder.decode(), "the frozen worker holds the lock"
+        before = set(catalog.archived_names("pg1"))
+        # The lock expires (no extension from a stopped process) and another worker commits.
+        wait_for(lambda: set(catalog.archived_names("pg1")) - before, 90, "another worker to commit", 0.1)
+        assert locks.get(keys.lock("pg1", "commit")) != frozen_holder
+        os.kill(pid, signal.SIGCONT)
+        _wait_archived(catalog, fleet, names)
+        assert_archived_once(home, catalog, names)
+    finally:
+        catalog.close()
+        os.kill(pid, signal.SIGCONT) if process_state(pid) == "T" else None
+    assert re.search(r"refused: fencing token \d+ is older than \d+", fleet.logs(tail=0)), fleet.logs()
+
+
+def test_redis_restart_mid_run_recovers_on_next_scans(fleet_home, wal_corpus, fleet_factory, redis_server) -> None:  # noqa: F811
+    home = fleet_home(claim_timeout=6.0)
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:30])
+    fleet = fleet_factory(home.config_path)
+    fleet.worker("w1")
+    fleet.worker("w2")
+    fleet.beat()
+    catalog = open_catalog(home.config)
+    try:
+        wait_for(lambda: len(catalog.archived_names("pg1")) >= 2, 90, "the run to be under way", 0.05)
+        redis_server.restart()  # no persistence: queued and unacked messages, locks, fences are gone
+        assert not redis_server.client().keys("*")
+        _wait_archived(catalog, fleet, names, timeout=240)
+        assert_archived_once(home, catalog, names)
+    finally:
+        catalog.close()
+
+
+def test_two_beats_enqueue_each_wal_once(fleet_home, wal_corpus, fleet_factory) -> None:  # noqa: F811
+    home = fleet_home()
+    fleet = fleet_factory(home.config_path)
+    fleet.worker("w1")
+    fleet.worker("w2")
+    b1 = fleet.beat("beat1")
+    b2 = fleet.beat("beat2")
+    for beat in (b1, b2):  # both are ticking before any WAL arrives
+        wait_for(lambda b=beat: "Sending due task scan pg1" in b.output(), 60, f"{beat.name} to send a scan")
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:20])
+    catalog = open_catalog(home.config)
+    try:
+        _wait_archived(catalog, fleet, names)
+        assert_archived_once(home, catalog, names)
+    finally:
+        catalog.close()
+    chains: dict[str, set[str]] = {}
+    for match in re.finditer(r"walq\.compress\[pg1\.([0-9A-F]{24})\.compress\.([0-9a-f]{8})\] received", fleet.logs(tail=0)):
+        chains.setdefault(match.group(1), set()).add(match.group(2))
+    assert sorted(chains) == names
+    assert all(len(ids) == 1 for ids in chains.values()), {k: v for k, v in chains.items() if len(v) > 1}
+
+
+def fleet_redis(home):  # noqa: ANN001
+    import redis
+
+    return redis.Redis.from_url(home.config.effective_lock_url)
