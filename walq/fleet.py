@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from walq.archiver import ensure_server_dirs, prepare_job
+from walq.archiver import prepare_job
 from walq.catalog import Catalog, WalState, open_catalog
 from walq.config import Config, ServerConfig
 from walq.errors import (
@@ -47,6 +47,7 @@ from walq.errors import (
     TransientError,
     WalqError,
 )
+from walq.fsutil import makedirs_durable
 from walq.locks import RedisLock, ServerLock, open_lock
 from walq.pipeline import (
     Outcome,
@@ -304,7 +305,7 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
     except LockBusyError:
         return []
     try:
-        ensure_server_dirs(config, server)
+        _ensure_dirs(config, server)
         _sweep_spool(config, server)
         batch = scan(server)
         jobs, leftovers = [], []
@@ -320,6 +321,17 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
         return jobs
     finally:
         lock.release()
+
+
+def _ensure_dirs(config: Config, server: ServerConfig) -> None:
+    """The source, errors and spool dirs (storage is the store stage's business: an
+    unwritable archive must fail that WAL's store, visibly, not every scan)."""
+    for key, path in (("incoming_dir", server.incoming_dir), ("streaming_dir", server.streaming_dir),
+                      ("errors_dir", server.errors_dir), ("spool_dir", config.spool_dir)):
+        try:
+            makedirs_durable(path)  # type: ignore[arg-type]
+        except OSError as exc:
+            raise TransientError(f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}") from None
 
 
 def _sweep_spool(config: Config, server: ServerConfig) -> None:

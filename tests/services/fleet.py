@@ -295,3 +295,42 @@ def assert_archived_once(home, catalog, names: list[str], server: str = "pg1") -
     assert sorted(lines) == names, f"xlogdb lines: {len(lines)} for {len(names)} WAL"
     assert stored_names(home.wals(server)) == names
     assert pending(home.incoming(server)) == []
+
+
+def http(method: str, url: str, body: object | None = None, auth: str | None = None) -> tuple[int, object]:
+    """A small JSON HTTP client (urllib) returning (status, decoded body or text)."""
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, ConnectionError):
+        return 0, None
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def celery_client(config_path: Path):  # noqa: ANN201
+    """A bare Celery client (JSON only) for sending tasks by name, like an operator's script."""
+    from celery import Celery
+
+    from walq.config import load_config
+
+    config = load_config(config_path)
+    client = Celery("walq-test-client", broker=config.broker_url, backend=config.broker_url)
+    client.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"],
+                       result_serializer="json")
+    return client
