@@ -49,7 +49,8 @@ DEFAULT_MAX_ATTEMPTS = 5
 
 # Error codes whose server message is not echoed (may mention the identity).
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken",
-               "InvalidToken", "TokenRefreshRequired", "UnrecognizedClientException"}
+               "InvalidToken", "TokenRefreshRequired", "UnrecognizedClientException",
+               "403", "Forbidden"}
 _PRECONDITION = {"PreconditionFailed", "412"}
 _CONFLICT = {"ConditionalRequestConflict", "409"}
 _NOT_IMPLEMENTED = {"NotImplemented", "501"}
@@ -377,10 +378,9 @@ class S3Storage:
         return True
 
     def check(self) -> None:
-        """Reachable (HEAD bucket), listable, and writable (a probe object outside wals/)."""
+        """Reachable and listable (LIST wals/), and writable (a probe object outside wals/)."""
         client = self.client
-        with self._errors("head bucket", ""):
-            client.head_bucket(Bucket=self.bucket)
+        # LIST rather than HEAD bucket: its error body names the problem (NoSuchBucket, ...).
         with self._errors("list", self.base):
             client.list_objects_v2(Bucket=self.bucket, Prefix=self.base, MaxKeys=1)
         probe = f"{self.server_prefix}.walq-check-{uuid.uuid4().hex}"
