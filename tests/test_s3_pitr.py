@@ -1,0 +1,88 @@
+"""Point-in-time recovery from GPG-encrypted, zstd-compressed WAL on S3, through walq get-wal.
+
+Everything runs as the postgres OS user, as in production: put-wal from
+archive_command, ``walq archive`` to SeaweedFS with a named AWS profile (a
+credentials file, no keys in the environment or the config), and get-wal from
+restore_command decrypting with encryption_passphrase_command.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WalqHome, walq_command
+from tests.services.gpg import make_key
+from tests.services.pg import Cluster, as_postgres, chown_postgres
+from tests.services.s3 import ACCESS_KEY, SECRET_KEY, Bucket, s3_bucket, s3_server, s3_settings  # noqa: F401
+
+
+def test_pitr_from_encrypted_compressed_wal_on_s3(
+    make_home, s3_bucket: Bucket, cluster_factory, workdir: Path, walq_runnable_by_postgres,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keyroot = workdir / "gpg"
+    keyroot.mkdir()
+    key = make_key(keyroot, as_pg=True)
+    creds = workdir / "aws-credentials"
+    creds.write_text(f"[walqtest]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+    os.chmod(creds, 0o600)
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    env = {"AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_CONFIG_FILE": "/dev/null", "GNUPGHOME": str(key.home)}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    prefix = " ".join(f"{k}={v}" for k, v in env.items())
+
+    home: WalqHome = make_home({"pg1": s3_settings(
+        s3_bucket, compression="zstd", s3_profile="walqtest", s3_region="us-east-1",
+        encryption="gpg", encryption_key_id=key.fingerprint,
+        encryption_passphrase_command=key.passphrase_command,
+    )}, archive_workers=1)
+    chown_postgres(workdir)
+    try:
+        assert home.run("check", "pg1", as_pg=True).stdout.count("OK") >= 2
+        primary = cluster_factory("primary", conf={
+            "archive_mode": "on",
+            "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'",
+        })
+        primary.start()
+        primary.pgbench_init(1)
+        primary.basebackup(workdir / "base")
+        primary.pgbench(400)
+        primary.psql("SELECT pg_create_restore_point('walq_s3_rp')")
+        at_restore_point = primary.accounts_fingerprint()
+        primary.pgbench(400)
+        assert primary.accounts_fingerprint() != at_restore_point
+        last = primary.switch_wal()
+        primary.wait_archived(last)
+        primary.stop()
+
+        res = home.run("archive", as_pg=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert list(home.incoming().iterdir()) == []
+        keys = s3_bucket.keys()
+        segments = [k for k in keys if not k.endswith(".backup.zst.gpg") and ".history" not in k]
+        assert len(segments) >= 3 and all(k.endswith(".zst.gpg") for k in keys), keys
+        res = home.run("verify", "pg1", as_pg=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+
+        restore_cmd = f"'env {prefix} {walq_command(home, 'get-wal pg1 %f %p --prefetch 4')}'"
+        to_point = Cluster(workdir / "to_point").restore_from(workdir / "base", {
+            "restore_command": restore_cmd,
+            "recovery_target_name": "'walq_s3_rp'",
+            "recovery_target_action": "'promote'",
+        })
+        to_point.start()
+        try:
+            to_point.wait_promoted()
+            assert to_point.accounts_fingerprint() == at_restore_point
+            assert "restored log file" in to_point.log()
+        finally:
+            to_point.stop("immediate")
+    finally:
+        subprocess.run([*as_postgres(), "env", f"GNUPGHOME={key.home}", "gpgconf", "--kill", "gpg-agent"],
+                       capture_output=True, timeout=30)
