@@ -190,3 +190,37 @@ def test_storage_keys_follow_hash_dirs(s3_bucket: Bucket) -> None:
         "pg1/wals/0000000100000000/00000001000000000000000A.00000028.backup.xz"
     assert st.key_for("00000002.history", "snappy", True) == "pg1/wals/00000002.history.snappy.gpg"
     assert st.key_for(seg, "none", False) == f"pg1/wals/0000000100000000/{seg}"
+
+
+def test_server_without_conditional_writes_falls_back_to_list_check(s3_bucket: Bucket, workdir: Path) -> None:
+    """A server answering 501 to If-None-Match: walq LISTs for the WAL and never overwrites."""
+    from walq.config import ServerConfig
+    from walq.errors import AlreadyStoredError
+    from walq.storage import PutRequest
+    from walq.storage.s3 import S3Storage
+
+    with FaultProxy(s3_bucket.server.ports["s3"], every=0, refuse_conditional=True) as proxy:
+        st = S3Storage(ServerConfig(name="pg1", storage_url=s3_bucket.url(), s3_endpoint_url=proxy.endpoint))
+        name = "000000010000000000000001"
+        first = workdir / "first"
+        first.write_bytes(b"first copy")
+        obj = st.put(PutRequest(name, first, "none", False, 0.0, "aa" * 32))
+        assert proxy.injected == 1
+        second = workdir / "second"
+        second.write_bytes(b"second copy")
+        with pytest.raises(AlreadyStoredError):
+            st.put(PutRequest(name, second, "gzip", False, 0.0, "bb" * 32))
+        assert s3_bucket.keys() == [obj.key]
+        assert s3_bucket.get(obj.key) == b"first copy"
+
+
+def test_one_client_per_process_reused_and_reset_after_fork(s3_bucket: Bucket) -> None:
+    from walq.config import ServerConfig
+    from walq.storage.s3 import S3Storage, reset_clients
+
+    cfg = ServerConfig(name="pg1", storage_url=s3_bucket.url(), s3_endpoint_url=s3_bucket.endpoint)
+    a, b = S3Storage(cfg), S3Storage(cfg.model_copy(update={"name": "pg2"}))
+    old = a.client
+    assert old is b.client
+    reset_clients()
+    assert S3Storage(cfg).client is not old

@@ -223,8 +223,10 @@ def s3_bucket(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> Iterator
 class FaultProxy:
     """Loopback HTTP proxy that answers 503 SlowDown to every Nth request."""
 
-    def __init__(self, upstream_port: int, every: int = 3, status: int = 503) -> None:
+    def __init__(self, upstream_port: int, every: int = 3, status: int = 503,
+                 refuse_conditional: bool = False) -> None:
         self.upstream_port = upstream_port
+        self.refuse_conditional = refuse_conditional  # 501 for If-None-Match, like older S3 servers
         self.every = every
         self.status = status
         self.count = 0
@@ -241,6 +243,18 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if proxy.refuse_conditional and self.headers.get("If-None-Match"):
+                    with proxy.lock:
+                        proxy.injected += 1
+                    msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>'
+                           b"<Message>A header you provided implies functionality that is not implemented"
+                           b"</Message></Error>")
+                    self.send_response(501)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
                 with proxy.lock:
                     proxy.count += 1
                     fail = proxy.every > 0 and proxy.count % proxy.every == 0
