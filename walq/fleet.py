@@ -240,7 +240,7 @@ class StoredArgs(PreparedArgs):
 def parse_args(model: type[BaseModel], config: Config, data: Any) -> Any:
     """Validate a task's JSON argument; one clear line on failure, nothing touched."""
     if not isinstance(data, dict):
-        raise TaskArgumentError(f"{model.__name__}: expected a JSON object, got {type(data).__name__}")
+        raise TaskArgumentError(f"refused: {model.__name__} expects a JSON object, got {type(data).__name__}")
     try:
         return model.model_validate(data, context={"config": config})
     except ValidationError as exc:

@@ -15,6 +15,16 @@ SCAN_QUEUE = "walq.scan"
 CPU_QUEUE = "walq.cpu"
 IO_QUEUE = "walq.io"
 QUEUES = (SCAN_QUEUE, CPU_QUEUE, IO_QUEUE)
+# Which queue each task goes to (workers.app routes with it; clients sending by name too).
+TASK_QUEUES = {
+    "walq.scan_server": SCAN_QUEUE,
+    "walq.retry_wal": SCAN_QUEUE,
+    "walq.retry_failed": SCAN_QUEUE,
+    "walq.compress": CPU_QUEUE,
+    "walq.encrypt": CPU_QUEUE,
+    "walq.store": IO_QUEUE,
+    "walq.commit": IO_QUEUE,
+}
 
 # kombu's Redis transport keeps unacknowledged deliveries in this hash.
 KOMBU_UNACKED = "unacked"

@@ -22,15 +22,7 @@ from kombu import Queue
 from walq import keys
 from walq.config import Config, load_config
 
-ROUTES = {
-    "walq.scan_server": keys.SCAN_QUEUE,
-    "walq.retry_wal": keys.SCAN_QUEUE,
-    "walq.retry_failed": keys.SCAN_QUEUE,
-    "walq.compress": keys.CPU_QUEUE,
-    "walq.encrypt": keys.CPU_QUEUE,
-    "walq.store": keys.IO_QUEUE,
-    "walq.commit": keys.IO_QUEUE,
-}
+ROUTES = keys.TASK_QUEUES
 
 
 def visibility_timeout(config: Config) -> int:

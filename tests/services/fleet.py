@@ -327,10 +327,11 @@ def celery_client(config_path: Path):  # noqa: ANN201
     """A bare Celery client (JSON only) for sending tasks by name, like an operator's script."""
     from celery import Celery
 
+    from walq import keys
     from walq.config import load_config
 
     config = load_config(config_path)
     client = Celery("walq-test-client", broker=config.broker_url, backend=config.broker_url)
     client.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"],
-                       result_serializer="json")
+                       result_serializer="json", task_routes=dict(keys.TASK_QUEUES))
     return client
