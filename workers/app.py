@@ -21,6 +21,7 @@ from kombu import Queue
 
 from walq import keys
 from walq.config import Config, load_config
+from walq.errors import WalqError
 
 ROUTES = keys.TASK_QUEUES
 
@@ -82,7 +83,14 @@ def refuse_flower_without_auth() -> None:
         raise SystemExit("walq: refusing to start Flower without authentication (set FLOWER_BASIC_AUTH=user:password)")
 
 
-config = load_config()
+def _load() -> Config:
+    try:
+        return load_config()
+    except WalqError as exc:  # one line, like the walq CLI, not a traceback from an import
+        raise SystemExit(f"walq: {exc}") from None
+
+
+config = _load()
 app = make_app(config)
 
 

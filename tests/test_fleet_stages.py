@@ -1,0 +1,95 @@
+"""walq.fleet without a broker: the scan's claim decisions and the four stages,
+called directly (SQLite catalog, file lock), as the Celery tasks call them."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import WalqHome
+from tests.services.fleet import xlogdb_names
+from tests.services.pg import wait_for
+from walq import fleet
+from walq.catalog import WalState
+from walq.errors import FencedError
+
+
+def _run_chain(rt: fleet.Runtime, job: dict) -> fleet.Outcome:
+    prepared = fleet.encrypt_stage(rt, fleet.compress_stage(rt, job))
+    return fleet.commit_stage(rt, fleet.store_stage(rt, prepared))
+
+
+@pytest.fixture
+def home(make_home) -> WalqHome:
+    return make_home(claim_timeout=0.5)
+
+
+def test_scan_claims_once_and_reenqueues_only_stalled(home: WalqHome, wal_corpus) -> None:
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:3])
+    rt = fleet.Runtime(home.config)
+    jobs = fleet.scan_server(rt, "pg1")
+    assert [j["wal"] for j in jobs] == names
+    assert fleet.scan_server(rt, "pg1") == [], "claimed WALs are not enqueued twice"
+    # progress (a stage starting) keeps a claim alive; only the others stall and come back
+    again = wait_for(lambda: (rt.catalog.extend("pg1", names[0], 60), fleet.scan_server(rt, "pg1"))[1],
+                     10, "stalled claims to be re-enqueued")
+    assert [j["wal"] for j in again] == names[1:]
+    rt.close()
+
+
+def test_stages_archive_and_a_second_chain_is_harmless(home: WalqHome, wal_corpus) -> None:
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:2])
+    rt = fleet.Runtime(home.config)
+    jobs = fleet.scan_server(rt, "pg1")
+    first = fleet.compress_stage(rt, jobs[0])
+    stored = fleet.store_stage(rt, fleet.encrypt_stage(rt, first))
+    # a duplicate chain for the same WAL (a re-enqueue after a stall) runs to the end first
+    duplicate = dict(jobs[0], chain="f" * 32)
+    assert _run_chain(rt, duplicate).status == "archived"
+    assert fleet.commit_stage(rt, stored).status == "duplicate"
+    assert _run_chain(rt, jobs[1]).status == "archived"
+    assert rt.catalog.archived_names("pg1") == names
+    assert xlogdb_names(home.wals()) == names
+    assert list(home.incoming().iterdir()) == []
+    assert not any((home.home / "spool" / "pg1").iterdir()), "chain spools are cleaned up"
+    rt.close()
+
+
+def test_stale_fence_is_refused_and_writes_nothing(home: WalqHome, wal_corpus) -> None:
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:1])
+    rt = fleet.Runtime(home.config)
+    job = fleet.scan_server(rt, "pg1")[0]
+    stored = fleet.store_stage(rt, fleet.encrypt_stage(rt, fleet.compress_stage(rt, job)))
+    rt.catalog.mark_archived("pg9", "000000010000000000000001", _info(), fence=1)  # other server: no effect
+    lock = rt.lock("pg1", "commit")
+    newer = lock.acquire() + 1000
+    lock.release()
+    rt.catalog.mark_archived("pg1", "00000001000000000000FFFF", _info(), fence=newer)  # a newer holder
+    with pytest.raises(FencedError):
+        fleet.commit_stage(rt, stored)
+    assert rt.catalog.get("pg1", names[0]).state is WalState.CLAIMED
+    assert xlogdb_names(home.wals()) == []
+    assert (home.incoming() / names[0]).exists()
+    rt.close()
+
+
+def test_give_up_marks_failed_with_reason_and_retry_reclaims(home: WalqHome, wal_corpus) -> None:
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:1])
+    rt = fleet.Runtime(home.config)
+    job = fleet.scan_server(rt, "pg1")[0]
+    fleet.give_up(rt, job, OSError("disk on fire"), 9)
+    record = rt.catalog.get("pg1", names[0])
+    assert record.state is WalState.FAILED and "gave up after 9 attempts: disk on fire" in record.last_error
+    assert fleet.scan_server(rt, "pg1") == [], "failed WALs wait for an operator"
+    retried = fleet.retry_wal(rt, "pg1", names[0])
+    assert retried and retried["wal"] == names[0]
+    assert _run_chain(rt, retried).status == "archived"
+    rt.close()
+
+
+def _info():
+    from walq.catalog import ArchivedInfo
+
+    return ArchivedInfo(size=1, stored_size=1, codec="none", encryption="none", checksum="0" * 64,
+                        storage_key="k", mtime=time.time())
