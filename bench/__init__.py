@@ -1,0 +1,1 @@
+"""walq benchmark harness (bench-only; not part of the walq package)."""

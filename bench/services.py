@@ -1,0 +1,114 @@
+"""Services the benchmark starts on loopback: SeaweedFS S3 (HTTP and HTTPS), and for
+the fleet a private Redis and a throwaway catalog database.
+
+The S3 server is the test helper (tests/services/s3.py) with an HTTPS listener
+added, because pgBackRest only talks TLS to S3; walq and barman-cloud use its
+plain-HTTP port, as the test suite does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+from tests.services.pg import free_port, wait_for
+from tests.services.s3 import SSE_KEY, SeaweedS3, weed_binary
+
+
+class BenchS3(SeaweedS3):
+    """SeaweedS3 plus ``-s3.port.https`` with a self-signed certificate for 127.0.0.1."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.https_port = free_port()
+        self.cert = root / "s3.crt"
+        self.key = root / "s3.key"
+
+    def _make_cert(self) -> None:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+             "-keyout", str(self.key), "-out", str(self.cert)],
+            check=True, capture_output=True,
+        )
+
+    def start(self, timeout: float = 90) -> BenchS3:
+        self._make_cert()
+        p = self.ports
+        cmd = [
+            weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-dir={self.data}", f"-master.port={p['master']}", f"-volume.port={p['volume']}",
+            f"-filer.port={p['filer']}", "-s3", f"-s3.port={p['s3']}", f"-s3.config={self.config}",
+            f"-s3.port.https={self.https_port}", f"-s3.cert.file={self.cert}", f"-s3.key.file={self.key}",
+            *(f"-{k}.port.grpc={v}" for k, v in self.grpc_ports.items()),
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=512", "-volume.max=400", "-s3.iam=false",
+        ]
+        env = dict(os.environ, WEED_S3_SSE_KEY=SSE_KEY)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env=env)
+        wait_for(self._ready, timeout, f"SeaweedFS S3 on {self.endpoint} (log {self.log})", interval=0.2)
+        return self
+
+    def bucket(self, prefix: str = "bench") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def drop_bucket(self, name: str) -> None:
+        client = self.client()
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    client.delete_objects(Bucket=name, Delete={"Objects": keys})
+            client.delete_bucket(Bucket=name)
+        except Exception:  # noqa: BLE001 - best effort: the whole server is removed at the end
+            pass
+
+    def pids(self) -> list[int]:
+        """The weed process (for its CPU, reported separately: it is the store, not a client)."""
+        return [self.proc.pid] if self.proc is not None and self.proc.poll() is None else []
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime+stime of one process and its reaped children, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(x) for x in fields[11:15]) / ticks
+
+
+class CatalogDB:
+    """A throwaway database on the machine's PostgreSQL for the fleet catalog."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.name = f"walq_bench_{uuid.uuid4().hex[:10]}"
+
+    def __enter__(self) -> CatalogDB:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.admin_url.rsplit("/", 1)[0] + "/" + self.name
+
+    def fresh_schema(self) -> str:
+        from tests.services.fleet import fresh_schema_url
+
+        return fresh_schema_url(self.url)
+
+    def __exit__(self, *exc: object) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
