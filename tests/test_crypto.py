@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import WalqHome
 from tests.services.gpg import PASSPHRASE, GpgKey, gpg_env, gpg_key  # noqa: F401
-from tests.services.s3 import Bucket, s3_bucket, s3_server, s3_settings  # noqa: F401
+from tests.services.s3 import Bucket, barman_cloud_restore, s3_bucket, s3_server, s3_settings  # noqa: F401
 from walq.catalog import open_catalog
 from walq.codecs import get_codec
 from walq.wal import parse_wal_name
@@ -147,3 +147,18 @@ def test_unusable_key_leaves_every_source_in_place(gpg_env: GpgKey, make_home, w
         assert catalog.archived_names("pg1") == []
     finally:
         catalog.close()
+
+
+def test_barman_cloud_does_not_serve_gpg_objects(gpg_env: GpgKey, s3_bucket: Bucket, make_home, wal_corpus,
+                                                 barman_cloud_restore: str, workdir: Path) -> None:
+    """What the README says: Barman's cloud restore cannot read (and so never serves) .gpg objects."""
+    home = make_home({"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression="zstd"))}, archive_workers=1)
+    name = wal_corpus.segments[6]
+    wal_corpus.copy_into(home.incoming(), [name])
+    home.run("archive", check=True)
+    res = subprocess.run(
+        [barman_cloud_restore, "--cloud-provider", "aws-s3", "--endpoint-url", s3_bucket.endpoint,
+         s3_bucket.url(), "pg1", name, str(workdir / name)],
+        capture_output=True, text=True, env=s3_bucket.server.env(), timeout=180,
+    )
+    assert res.returncode == 1 and not (workdir / name).exists()
