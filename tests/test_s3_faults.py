@@ -224,3 +224,12 @@ def test_one_client_per_process_reused_and_reset_after_fork(s3_bucket: Bucket) -
     assert old is b.client
     reset_clients()
     assert S3Storage(cfg).client is not old
+
+
+def test_check_writes_its_probe_with_the_sse_settings(s3_bucket: Bucket, make_home) -> None:
+    """A bucket policy may demand SSE; check's probe carries it (and so tries a KMS key too)."""
+    home = make_home({"pg1": s3_settings(s3_bucket, s3_sse="AES256")})
+    assert "pg1: storage: OK" in home.run("check", "pg1").stdout
+    home = make_home({"pg1": s3_settings(s3_bucket, s3_sse="aws:kms", s3_sse_kms_key_id="alias/none")})
+    res = home.run("check", "pg1")  # SeaweedFS here has no KMS: the probe is refused
+    assert res.returncode == 1 and "pg1: storage: FAILED (S3 write probe" in res.stdout, res.stdout

@@ -261,9 +261,9 @@ class S3Storage:
             self._put_single(key, request.payload, extra)
         return StoredObject(request.name, key, size, request.codec, request.encrypted)
 
-    def _extra_args(self, request: PutRequest) -> dict[str, Any]:
+    def _extra_args(self, request: PutRequest | None) -> dict[str, Any]:
         s = self.server
-        extra: dict[str, Any] = {"Metadata": {CHECKSUM_META: request.checksum}}
+        extra: dict[str, Any] = {"Metadata": {CHECKSUM_META: request.checksum}} if request else {}
         if s.s3_sse:
             extra["ServerSideEncryption"] = s.s3_sse
             if s.s3_sse_kms_key_id:
@@ -384,8 +384,9 @@ class S3Storage:
         with self._errors("list", self.base):
             client.list_objects_v2(Bucket=self.bucket, Prefix=self.base, MaxKeys=1)
         probe = f"{self.server_prefix}.walq-check-{uuid.uuid4().hex}"
-        with self._errors("write probe", probe):
-            client.put_object(Bucket=self.bucket, Key=probe, Body=b"walq check\n", IfNoneMatch="*")
+        sse = {k: v for k, v in self._extra_args(None).items() if k.startswith(("ServerSide", "SSE"))}
+        with self._errors("write probe", probe):  # with the SSE settings, so a KMS key is tried too
+            client.put_object(Bucket=self.bucket, Key=probe, Body=b"walq check\n", IfNoneMatch="*", **sse)
         with suppress(Exception):  # a bucket may forbid deletes (object lock); the write proved enough
             client.delete_object(Bucket=self.bucket, Key=probe)
 
