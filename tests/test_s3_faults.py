@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import uuid
@@ -66,14 +67,13 @@ def assert_all_archived_and_exact(home: WalqHome, names: list[str], corpus, work
 def own_s3(monkeypatch: pytest.MonkeyPatch):
     """A private SeaweedFS this test may kill and restart."""
     root = _fresh_dir("s3own")
-    server = SeaweedS3(root).start()
-    set_aws_env(monkeypatch)
+    server = SeaweedS3(root)
     try:
+        server.start()
+        set_aws_env(monkeypatch)
         yield server
     finally:
         server.kill()
-        import shutil
-
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -94,7 +94,11 @@ class SeaweedS3:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
-        wait_for(self._ready, timeout, f"SeaweedFS S3 on {self.endpoint} (log {self.log})", interval=0.2)
+        try:
+            wait_for(self._ready, timeout, f"SeaweedFS S3 on {self.endpoint} (log {self.log})", interval=0.2)
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def _ready(self) -> bool:
@@ -197,15 +201,30 @@ def _fresh_root(prefix: str) -> Path:
     return _fresh_dir(prefix)
 
 
+_shared: SeaweedS3 | None = None
+
+
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[SeaweedS3]:
-    root = _fresh_root("s3")
-    server = SeaweedS3(root).start()
-    try:
-        yield server
-    finally:
-        server.kill()
-        shutil.rmtree(root, ignore_errors=True)
+def s3_server(request: pytest.FixtureRequest) -> SeaweedS3:
+    """One server for the whole session, however many test modules import this fixture
+    (each importing module gets its own fixture definition, hence the module global)."""
+    global _shared
+    if _shared is None or _shared.proc is None or _shared.proc.poll() is not None:
+        root = _fresh_root("s3")
+        try:
+            server = _shared = SeaweedS3(root).start()
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+
+        def stop() -> None:
+            global _shared
+            server.kill()
+            shutil.rmtree(root, ignore_errors=True)
+            _shared = None
+
+        request.addfinalizer(stop)
+    return _shared
 
 
 @pytest.fixture
