@@ -107,5 +107,9 @@ def test_multipart_above_threshold(storage: Storage, workdir: Path) -> None:
     obj = storage.find(SEG)
     assert obj is not None and obj.size == len(data)
     assert hashlib.sha256(read_all(storage, obj)).digest() == hashlib.sha256(data).digest()
+    if storage.url.startswith("s3://"):  # a multipart ETag is "<md5 of md5s>-<parts>"
+        etag = storage.client.head_object(Bucket=storage.bucket, Key=obj.key)["ETag"]
+        assert etag.strip('"').endswith("-2"), etag
+        assert storage.stored_checksum(obj) == hashlib.sha256(data).hexdigest()
     with pytest.raises(AlreadyStoredError):
         storage.put(request(workdir, SEG, data))
