@@ -35,11 +35,13 @@ def _postgres_checks(server: ServerConfig, info: PgInfo, catalog: Catalog) -> li
     if server.archiver:
         mode_ok = info.archive_mode in ("on", "always")
         results.append(CheckResult("archive_mode on", mode_ok, f"archive_mode = {info.archive_mode}"))
-        cmd = mask_conninfo(info.archive_command) or "(empty)"
-        results.append(CheckResult(
-            "archive_command uses walq", _archive_command_uses_walq(info.archive_command, server.name),
-            f"archive_command = {cmd}" if not _archive_command_uses_walq(info.archive_command, server.name) else "",
-        ))
+        if mode_ok:  # with archive_mode off PostgreSQL shows archive_command as "(disabled)"
+            uses = _archive_command_uses_walq(info.archive_command, server.name)
+            cmd = mask_conninfo(info.archive_command) or "(empty)"
+            results.append(CheckResult(
+                "archive_command uses walq", uses,
+                "" if uses else f"archive_command = {cmd} (expected: walq put-wal {server.name} %p)",
+            ))
         arch = info.archiver
         detail = (
             f"{arch.failed_count} failure(s) since the stats reset, last {arch.last_failed_wal}"

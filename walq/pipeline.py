@@ -141,7 +141,9 @@ def prepare(job: PrepareJob) -> Prepared:
                 expected_seg_size=job.seg_size, system_identifier=job.system_identifier,
             )
         out_codec = in_codec or job.codec
-        final = spool_path(job.spool_dir, job.name, get_codec(out_codec).extension or ".none")
+        # The origin is part of the spool name: the same WAL from streaming/ and incoming/
+        # can be prepared at the same time (wal-reference 9.10) and must not share a file.
+        final = spool_path(job.spool_dir, f"{job.name}.{job.origin}", get_codec(out_codec).extension or ".none")
         part = final.with_name(f".{final.name}.part")
         hasher = hashlib.sha256()
         size = 0

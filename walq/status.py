@@ -30,7 +30,7 @@ def pending_files(directory: Path | None) -> list[Path]:
             Path(e.path) for e in os.scandir(directory)
             if not e.name.startswith(".") and not e.name.endswith(".tmp")
         )
-    except FileNotFoundError:
+    except OSError:  # missing, not a directory, unreadable: check reports it, status goes on
         return []
 
 
