@@ -162,3 +162,34 @@ def test_barman_cloud_does_not_serve_gpg_objects(gpg_env: GpgKey, s3_bucket: Buc
         capture_output=True, text=True, env=s3_bucket.server.env(), timeout=180,
     )
     assert res.returncode == 1 and not (workdir / name).exists()
+
+
+def test_decrypt_streams_and_stops_cleanly(gpg_env: GpgKey, workdir: Path) -> None:
+    """In-process: 6 MiB through gpg both ways in bounded pieces; a reader that stops early
+    leaves no gpg behind; the passphrase command runs once per process."""
+    import os
+
+    from walq.config import ServerConfig
+    from walq.crypto import decrypt_chunks, encrypt_file, forget_passphrases
+
+    counter = workdir / "runs"
+    cfg = ServerConfig(name="pg1", encryption="gpg", encryption_key_id=gpg_env.fingerprint,
+                       encryption_passphrase_command=f"echo x >> {counter}; {gpg_env.passphrase_command}")
+    forget_passphrases()
+    src, dst = workdir / "plain", workdir / "plain.gpg"
+    data = os.urandom(6 << 20)
+    src.write_bytes(data)
+    encrypt_file(src, dst, cfg)
+    assert dst.read_bytes()[0] in (0x84, 0x85, 0xC1) and data[:4096] not in dst.read_bytes()
+
+    def chunks():
+        with open(dst, "rb") as f:
+            while piece := f.read(1 << 20):
+                yield piece
+
+    pieces = list(decrypt_chunks(chunks(), cfg))
+    assert max(len(p) for p in pieces) <= 256 << 10 and b"".join(pieces) == data
+    gen = decrypt_chunks(chunks(), cfg)
+    assert next(gen)
+    gen.close()  # kills gpg; must not hang or leak
+    assert counter.read_text().count("x") == 1
