@@ -169,6 +169,8 @@ def test_streamed_archive_restores_to_the_same_data(cluster_factory, make_home, 
         assert st["receiver"]["running"] and st["receiver"]["state"] == "streaming"
         assert st["postgres"]["slot"]["active"] is True
         assert st["postgres"]["replication_lag_bytes"] is not None
+        text = home.run("status", "pg1", check=True).stdout
+        assert "receiver:         streaming" in text and "replication lag:" in text, text
         assert rec.stop() == 0
     assert rec.state()["state"] == "stopped"
     restored = restore_from_archive(workdir / "restored", src, home)
