@@ -71,15 +71,33 @@ def test_compose_services_and_commands(compose: dict, fleet_config: Path) -> Non
     assert dockerfile.is_file()
 
 
+def entry_points(command: str) -> list[list[str]]:
+    """The walq/celery command lines in a Procfile entry, also inside a small shell snippet."""
+    found, current = [], None
+    for token in shlex.split(command.replace(";", " ; ")):
+        if current is None and token in ("celery", "walq"):
+            current = [token]
+        elif current is not None and token in (";", "fi", "then", "else", "&&", "||"):
+            found.append(current)
+            current = None
+        elif current is not None:
+            current.append(token)
+    if current:
+        found.append(current)
+    return found
+
+
 def test_procfile_entries(fleet_config: Path) -> None:
     entries = {}
     for line in PROCFILE.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, command = line.split(":", 1)
-            entries[name] = shlex.split(command)
+            entries[name] = entry_points(command)
     assert {"cpu", "io", "beat", "flower"} <= set(entries)
-    for argv in entries.values():
-        _check_command(argv, fleet_config)
+    for name, argvs in entries.items():
+        assert argvs, f"Procfile entry {name} runs neither walq nor celery"
+        for argv in argvs:
+            _check_command(argv, fleet_config)
     assert "FLOWER_BASIC_AUTH" in PROCFILE.read_text()
 
 
