@@ -17,7 +17,7 @@ import os
 import struct
 
 from tests.conftest import walq_command
-from tests.services.pg import Cluster, wait_for
+from tests.services.pg import Cluster, chown_postgres, wait_for
 from tests.test_receiver import restore_from_archive, take_backup
 from walq.wal import lsn_to_segment, parse_lsn, parse_wal_name
 
@@ -114,3 +114,57 @@ def test_timeline_switch_is_archived_and_restorable(cluster_factory, make_home, 
     finally:
         c.stop("immediate")
     assert not os.path.exists(home.incoming() / closed_b)
+
+
+def test_streamed_standby_promotion_archives_both_timelines(cluster_factory, make_home, workdir):
+    """pg_receivewal on a standby follows its promotion: the old timeline's last file stays
+    .partial and is archived under that name (it is no longer the newest), the history
+    file lands in the root of wals/, and the new timeline is archived and served."""
+    from tests.test_receiver import Receiver, close_segment
+
+    primary = cluster_factory("primary").start()
+    primary.pgbench_init(1)
+    standby = Cluster(workdir / "standby")
+    standby.root.mkdir()
+    os.chmod(standby.root, 0o755)
+    chown_postgres(standby.root)
+    primary._run(["pg_basebackup", "-h", str(primary.root), "-p", str(primary.port), "-U", "postgres",
+                  "-D", str(standby.data), "-X", "stream", "-R", "--no-sync", "-c", "fast"])
+    standby.configure({"port": str(standby.port), "unix_socket_directories": f"'{standby.root}'"})
+    standby.start()
+    try:
+        wait_for(lambda: standby.psql("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") == "1",
+                 120, "the standby to stream", interval=0.2)
+        home = make_home({"pg1": {"conninfo": standby.conninfo, "archiver": False, "streaming_archiver": True}})
+        home.run("receive-wal", "pg1", "--create-slot", check=True)
+        with Receiver(home) as rec:
+            rec.wait_streaming()
+            primary.pgbench(200)
+            primary.switch_wal()
+            primary.pgbench(100)
+            primary.stop()  # a clean shutdown sends the standby everything
+            standby._run([str(standby.bindir / "pg_ctl"), "-D", str(standby.data), "-w", "promote"])
+            wait_for(lambda: standby.psql("SELECT pg_is_in_recovery()") == "f", 120, "the promotion")
+            standby.pgbench(100)
+            closed = close_segment(standby, rec.streaming)
+            assert closed.startswith("00000002")
+            files = sorted(n for n in os.listdir(rec.streaming) if not n.startswith("."))
+            old_partials = [n for n in files if n.startswith("00000001") and n.endswith(".partial")]
+            assert len(old_partials) == 1 and "00000002.history" in files, files
+            res = home.run("archive", "pg1")
+            assert res.returncode == 0, res.stdout + res.stderr
+            left = [n for n in os.listdir(rec.streaming) if not n.startswith(".")]
+            assert len(left) == 1 and left[0].startswith("00000002") and left[0].endswith(".partial"), left
+    finally:
+        standby.stop("immediate")
+    wals = home.wals()
+    assert (wals / "00000002.history").is_file()
+    old = old_partials[0]
+    assert (wals / old[:16] / old).is_file()  # archived under its .partial name
+    assert (wals / closed[:16] / closed).is_file()
+    out = workdir / "out"
+    out.mkdir()
+    for name in ("00000002.history", closed):
+        assert home.run("get-wal", "pg1", name, str(out / name)).returncode == 0
+    assert header_tli(out / closed) == 2
+    assert home.run("verify", "pg1").returncode == 0
