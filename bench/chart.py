@@ -20,6 +20,8 @@ def main(src: str, dest: str) -> None:
     with open(src) as f:
         data = json.loads(f.read())
     rows = [s for s in data["series"] if s.get("seg_per_s")]
+    if not rows:
+        return
     rows.sort(key=lambda s: (ORDER.index(s["scenario"]) if s["scenario"] in ORDER else 9, s["codec"], s["tool"]))
     labels = [f"{TITLES.get(s['scenario'], s['scenario'])} · {s['codec']} · {s['tool']}" for s in rows]
     values = [s["seg_per_s"] for s in rows]

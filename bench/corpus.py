@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:
 
 from tests.services.pg import Cluster, chown_postgres, wait_for  # noqa: E402
 
-CACHE = REPO / "bench" / ".cache"
+CACHE = Path(os.environ.get("WALQ_BENCH_CACHE") or REPO / "bench" / ".cache")
 SEG_MB = 16
 
 
@@ -78,11 +78,12 @@ def make(segments: int, log=print) -> Corpus:
         corpus = Corpus(found / "wal", data["segments"], data["system_identifier"], data["seg_size"], found / "pgdata")
         return corpus.take(segments)
     base = CACHE / f"corpus-{SEG_MB}m-{segments}"
+    manifest = base / "manifest.json"
     shutil.rmtree(base, ignore_errors=True)
     work = base / "build"
     archive = work / "archive"
     archive.mkdir(parents=True)
-    os.chmod(CACHE, 0o755)
+    os.chmod(CACHE, 0o755)  # the cluster runs as the postgres user
     os.chmod(base, 0o755)
     chown_postgres(work)
     cluster = Cluster(work / "c")

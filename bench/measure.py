@@ -7,8 +7,9 @@ starts is put into it before it execs, and children inherit it, so daemons
 not waited for. Where the cgroup cannot be made, CPU falls back to
 ``RUSAGE_CHILDREN`` deltas (exact for waited children only; the run says so).
 
-Peak RSS: a sampler thread reads ``VmHWM`` of every process in the cgroup every
-20 ms, and ``wait4`` gives the exact ``ru_maxrss`` of each direct child.
+Peak RSS: a sampler thread reads ``VmHWM`` (the high-water mark of resident
+memory, kept by the kernel per process) of every process in the cgroup every
+20 ms; the largest process's value is reported.
 The benchmark process itself is never in the cgroup.
 """
 
@@ -132,7 +133,7 @@ class Meter:
         return subprocess.Popen(cmd, preexec_fn=self._preexec(), **kw)  # noqa: PLW1509
 
     def wait(self, proc: subprocess.Popen, label: str = "") -> int:
-        """wait4 the child: exact ru_maxrss for it; returns the exit code."""
+        """Reap the child (wait4); returns its exit code."""
         _, status, ru = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         self.wait_maxrss.append((ru.ru_maxrss * 1024, label or os.path.basename(str(proc.args[0]))))
@@ -196,7 +197,9 @@ class Meter:
             r0, r1 = self._ru0, self._ru1
             cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
             source = "rusage"
-        peaks = list(self.peaks.values()) + self.wait_maxrss
+        # wait4's ru_maxrss is not used: Linux carries the parent's RSS at fork time
+        # into the child's maximum across exec, so it would report this process's size.
+        peaks = list(self.peaks.values())
         peak, by = max(peaks, default=(0, ""))
         procs: dict[str, int] = {}
         for value, label in peaks:

@@ -293,11 +293,16 @@ def pgbackrest_push(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False
 # -- walq fleet ---------------------------------------------------------------------------
 
 
-FLEET_WORKERS = (
-    # name, pool, concurrency, queues: CPU stages on a prefork pool (one process per
-    # core), store/commit/scan on a thread pool in a second worker.
-    ("cpu", "prefork", 2, "walq.cpu"),
-    ("io", "threads", 4, "walq.scan,walq.io"),
+# name, pool, concurrency, queues. One prefork worker serving all three queues
+# with two processes per core: the chain's stages wait on Redis and PostgreSQL
+# round trips, so one process per core leaves the cores idle (measured: 2 CPU +
+# 4 I/O threads in two workers, 3+8, 3+2, 4, 6 and 8 processes). Override with
+# WALQ_BENCH_FLEET="cpu:prefork:2:walq.cpu io:threads:4:walq.scan,walq.io".
+FLEET_WORKERS = tuple(
+    (n, pool, int(c), q) for n, pool, c, q in (
+        w.split(":") for w in os.environ.get(
+            "WALQ_BENCH_FLEET", "fleet:prefork:4:walq.scan,walq.cpu,walq.io").split()
+    )
 )
 
 

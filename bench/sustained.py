@@ -55,7 +55,8 @@ def run(ctx: Ctx, rate: float = 10.0, seconds: float | None = None, scan_interva
     cluster.initdb(wal_segsize_mb=16, conf={
         "archive_mode": "on",
         "archive_command": f"'{WALQ} --config {cfg} put-wal live %p'",
-        "checkpoint_timeout": "30s", "max_wal_size": "256MB", "synchronous_commit": "off",
+        "checkpoint_timeout": "30s", "max_wal_size": "256MB", "min_wal_size": "64MB",
+        "synchronous_commit": "off",
     })
     cluster.start()
     cluster.pgbench_init(scale=5)
