@@ -91,3 +91,28 @@ def test_flower_refuses_to_start_without_auth(make_home, redis_server, catalog_d
     proc.popen.wait(timeout=60)
     assert proc.popen.returncode != 0
     assert "refusing to start Flower without authentication" in proc.output()
+
+
+def test_cli_retry_in_fleet_mode_redrives_through_the_next_scan(
+    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory,  # noqa: F811
+) -> None:
+    blocked = workdir / "archive-volume"
+    blocked.write_text("not a directory\n")
+    home = make_home(
+        {"pg1": {"storage_url": f"file://{blocked}/wals"}},
+        **fleet_settings(redis_server.url, fresh_schema_url(catalog_db), task_max_retries=0),
+    )
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:2])
+    fleet = fleet_factory(home.config_path)
+    fleet.worker("w1")
+    fleet.beat()
+    catalog = open_catalog(home.config)
+    try:
+        wait_for(lambda: [r.name for r in catalog.records("pg1", WalState.FAILED)] == names, 120,
+                 "both WALs to fail", 0.2)
+        blocked.unlink()
+        res = home.run("retry", "pg1", "--all-failed", check=True)
+        assert "2 WAL(s) re-driven" in res.stdout and "next scan" in res.stdout
+        wait_for(lambda: catalog.archived_names("pg1") == names, 120, "the re-driven WALs", 0.2)
+    finally:
+        catalog.close()

@@ -216,6 +216,8 @@ def cmd_retry(config: Config, args: argparse.Namespace) -> int:
     names = None if args.all_failed else args.walnames
     reset, runs = retry(config, args.server, names)
     print(f"{args.server}: {len(reset)} WAL(s) re-driven: {' '.join(reset) or '-'}")
+    if config.fleet and reset:
+        print(f"{args.server}: the next scan (within {config.scan_interval:g}s) enqueues them")
     if runs is not None:
         return cmd_archive_report(runs)
     return EXIT_OK
