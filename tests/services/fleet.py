@@ -217,7 +217,7 @@ def which_celery() -> str:
 
 FAST = {
     "scan_interval": 1.0,
-    "claim_timeout": 20.0,
+    "claim_timeout": 60.0,
     "lock_ttl": 3.0,
     "task_max_retries": 3,
     "task_retry_backoff": 0.2,
