@@ -81,6 +81,30 @@ def test_kill_9_in_each_stage_loses_nothing(stage: str, fleet_home, wal_corpus, 
     assert "WorkerLostError" in logs or "exited prematurely" in logs, "the kill went unnoticed"
 
 
+def test_kill_9_of_a_whole_worker_is_recovered_by_the_scans(fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:  # noqa: F811
+    """The worker's main process dies too: its unacked message waits for the visibility
+    timeout, so the catalog claim's deadline is what brings the WAL back."""
+    home = fleet_home(claim_timeout=6.0)
+    faults = workdir / "faults"
+    faults.mkdir()
+    (faults / "store").touch()
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:8])
+    fleet = fleet_factory(home.config_path, WALQ_FAULT_DIR=str(faults))
+    w1 = fleet.worker("w1")
+    w2 = fleet.worker("w2")
+    fleet.beat()
+    pid = _frozen_at(faults, "store", fleet)
+    victim = next(w for w in (w1, w2) if os.getpgid(pid) == w.pid)
+    os.killpg(victim.pid, signal.SIGKILL)  # main process and pool child, by process group id
+    victim.popen.wait(timeout=30)
+    catalog = open_catalog(home.config)
+    try:
+        _wait_archived(catalog, fleet, names)
+        assert_archived_once(home, catalog, names)
+    finally:
+        catalog.close()
+
+
 def test_frozen_lock_holder_is_fenced_and_writes_nothing_twice(fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:  # noqa: F811
     home = fleet_home(lock_ttl=2.0, claim_timeout=120.0)
     faults = workdir / "faults"
