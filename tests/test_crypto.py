@@ -78,7 +78,7 @@ def test_s3_gpg_key_suffix_and_plain_gpg(codec: str, gpg_env: GpgKey, s3_bucket:
     wal_corpus.copy_into(home.incoming(), [name])
     home.run("archive", check=True)
     key = f"fleet/pg1/wals/{parse_wal_name(name).hash_dir}/{name}{get_codec(codec).extension}.gpg"
-    assert s3_bucket.keys() == [key]
+    assert s3_bucket.object_keys() == [key]
     blob = s3_bucket.get(key)
     original = wal_corpus.path(name).read_bytes()
     assert sha(plain_gpg_then_tool(gpg_env, blob, codec)) == sha(original)
@@ -95,14 +95,14 @@ def test_s3_encrypted_duplicate_is_judged_by_plain_checksum(gpg_env: GpgKey, s3_
     name = wal_corpus.segments[4]
     wal_corpus.copy_into(home.incoming(), [name])
     home.run("archive", check=True)
-    before = s3_bucket.keys()
+    before = s3_bucket.object_keys()
     # Same WAL again, after a crash lost the catalog row: fresh catalog, same bucket.
     (home.home / "catalog.sqlite").unlink()
     wal_corpus.copy_into(home.incoming(), [name])
     res = home.run("archive")
     assert res.returncode == 0, res.stdout + res.stderr
     assert not (home.incoming() / name).exists() and list(home.errors().iterdir()) == []
-    assert s3_bucket.keys() == before
+    assert s3_bucket.object_keys() == before
 
 
 def test_get_wal_with_wrong_passphrase_fails_clearly(gpg_env: GpgKey, make_home, wal_corpus, workdir: Path) -> None:

@@ -57,7 +57,7 @@ def test_barman_cloud_wal_restore_reads_each_codec(
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:2])
     res = home.run("archive", check=True)
     assert "2 archived" in res.stdout
-    assert s3_bucket.keys() == sorted(expected_key(n, codec) for n in names)
+    assert s3_bucket.object_keys() == sorted(expected_key(n, codec) for n in names)
     assert list(home.incoming().iterdir()) == []
     for name in names:
         dest = workdir / "restored" / name
@@ -81,7 +81,7 @@ def test_barman_prefetch_history_and_not_found(
     history_text = f"{tli}\t0/{int(names[1][16:], 16):X}00000\tno recovery target specified\n"
     (home.incoming() / history).write_text(history_text)
     home.run("archive", check=True)
-    assert f"deep/er/pg1/wals/{history}.zst" in set(s3_bucket.keys())
+    assert f"deep/er/pg1/wals/{history}.zst" in s3_bucket.object_keys()
     spool = workdir / "spool"
     dest = workdir / names[0]
     out = barman_restore(barman_cloud_restore, s3_bucket, names[0], dest, "-p", "3",
@@ -105,7 +105,7 @@ def test_codec_change_keeps_one_key_and_duplicates_follow_the_rule(
     home = make_home({"pg1": s3_settings(s3_bucket, compression="lz4")}, archive_workers=1)
     wal_corpus.copy_into(home.incoming(), [seg])
     home.run("archive", check=True)
-    assert s3_bucket.keys() == [expected_key(seg, "lz4")]
+    assert s3_bucket.object_keys() == [expected_key(seg, "lz4")]
 
     # The operator switches to zstd and the same WAL arrives again (identical bytes).
     home = make_home({"pg1": s3_settings(s3_bucket, compression="zstd")}, archive_workers=1)
@@ -114,7 +114,7 @@ def test_codec_change_keeps_one_key_and_duplicates_follow_the_rule(
     assert res.returncode == 0, res.stdout + res.stderr
     assert "1 duplicate(s) dropped" in res.stdout
     assert not (home.incoming() / seg).exists()
-    assert s3_bucket.keys() == [expected_key(seg, "lz4")]  # never a second key for one WAL
+    assert s3_bucket.object_keys() == [expected_key(seg, "lz4")]  # never a second key for one WAL
 
     # A different copy of the same WAL (valid header, one byte changed in the body).
     data = bytearray(wal_corpus.path(seg).read_bytes())
@@ -125,7 +125,7 @@ def test_codec_change_keeps_one_key_and_duplicates_follow_the_rule(
     assert not (home.incoming() / seg).exists()
     parked = [p.name for p in home.errors().iterdir()]
     assert len(parked) == 1 and parked[0].startswith(seg) and parked[0].endswith(".duplicate")
-    assert s3_bucket.keys() == [expected_key(seg, "lz4")]
+    assert s3_bucket.object_keys() == [expected_key(seg, "lz4")]
     out = barman_restore(barman_cloud_restore, s3_bucket, seg, workdir / seg)
     assert out.returncode == 0 and sha(workdir / seg) == sha(wal_corpus.path(seg))
 
@@ -144,7 +144,7 @@ def test_adopts_an_identical_object_written_by_another_codec(
     wal_corpus.copy_into(home.incoming(), [seg])
     res = home.run("archive")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert s3_bucket.keys() == [expected_key(seg, "gzip")]
+    assert s3_bucket.object_keys() == [expected_key(seg, "gzip")]
     catalog = open_catalog(home.config)
     try:
         record = catalog.get("pg1", seg)
@@ -242,4 +242,4 @@ def test_server_verifies_the_upload_checksum(s3_bucket: Bucket, workdir: Path, m
     monkeypatch.setattr(s3mod, "_sha256_b64", lambda p: real(p)[:-4] + ("AAA=" if not real(p).endswith("AAA=") else "BBB="))
     with pytest.raises(StorageError):
         storage.put(PutRequest("000000010000000000000001", payload, "none", False, 0.0, "ef" * 32))
-    assert s3_bucket.keys() == []
+    assert s3_bucket.object_keys() == []

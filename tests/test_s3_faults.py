@@ -88,7 +88,7 @@ def test_s3_killed_mid_batch_then_restarted(own_s3: SeaweedS3, make_home, wal_co
     proc = subprocess.Popen([str(WALQ), "--config", str(home.config_path), "archive"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        wait_for(lambda: proc.poll() is not None or bool(bucket.keys()), 120, "the first upload")
+        wait_for(lambda: proc.poll() is not None or bool(bucket.object_keys()), 120, "the first upload")
         # Freeze walq so the server dies while the batch is surely unfinished.
         os.killpg(proc.pid, signal.SIGSTOP)
         own_s3.kill()
@@ -111,7 +111,7 @@ def test_s3_killed_mid_batch_then_restarted(own_s3: SeaweedS3, make_home, wal_co
     res = home.run("archive")
     assert res.returncode == 0, res.stdout + res.stderr
     assert_all_archived_and_exact(home, names, wal_corpus, workdir)
-    assert len(bucket.keys()) == len(names)
+    assert len(bucket.object_keys()) == len(names)
 
 
 @pytest.mark.parametrize("status", [503, 500])
@@ -125,7 +125,7 @@ def test_injected_server_errors_are_retried(status: int, s3_bucket: Bucket, make
         assert res.returncode == 0, res.stdout + res.stderr
         assert proxy.injected >= 3
         assert_all_archived_and_exact(home, names, wal_corpus, workdir)
-    assert len(s3_bucket.keys()) == len(names)
+    assert len(s3_bucket.object_keys()) == len(names)
 
 
 def _assert_refused_cleanly(home: WalqHome, names: list[str], expect: str) -> None:
@@ -148,7 +148,7 @@ def test_wrong_credentials(s3_bucket: Bucket, make_home, wal_corpus, monkeypatch
     home = make_home({"pg1": s3_settings(s3_bucket, compression="zstd")}, archive_workers=1)
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:2])
     _assert_refused_cleanly(home, names, "credentials were refused")
-    assert s3_bucket.keys() == []
+    assert s3_bucket.object_keys() == []
 
 
 def test_missing_bucket(s3_server: SeaweedS3, make_home, wal_corpus, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,7 +173,7 @@ def test_check_passes_on_a_healthy_bucket(s3_bucket: Bucket, make_home) -> None:
     home = make_home({"pg1": s3_settings(s3_bucket)})
     res = home.run("check", "pg1")
     assert "pg1: storage: OK" in res.stdout, res.stdout + res.stderr
-    assert s3_bucket.keys() == []  # the write probe is removed
+    assert s3_bucket.object_keys() == []  # the write probe is removed
 
 
 def test_storage_keys_follow_hash_dirs(s3_bucket: Bucket) -> None:
@@ -210,7 +210,7 @@ def test_server_without_conditional_writes_falls_back_to_list_check(s3_bucket: B
         second.write_bytes(b"second copy")
         with pytest.raises(AlreadyStoredError):
             st.put(PutRequest(name, second, "gzip", False, 0.0, "bb" * 32))
-        assert s3_bucket.keys() == [obj.key]
+        assert s3_bucket.object_keys() == [obj.key]
         assert s3_bucket.get(obj.key) == b"first copy"
 
 

@@ -64,7 +64,7 @@ def test_pitr_from_encrypted_compressed_wal_on_s3(
         res = home.run("archive", as_pg=True)
         assert res.returncode == 0, res.stdout + res.stderr
         assert list(home.incoming().iterdir()) == []
-        keys = s3_bucket.keys()
+        keys = s3_bucket.object_keys()
         segments = [k for k in keys if not k.endswith(".backup.zst.gpg") and ".history" not in k]
         assert len(segments) >= 3 and all(k.endswith(".zst.gpg") for k in keys), keys
         res = home.run("verify", "pg1", as_pg=True)

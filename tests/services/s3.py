@@ -87,9 +87,14 @@ class SeaweedS3:
             f"-filer.port={p['filer']}", "-s3", f"-s3.port={p['s3']}", f"-s3.config={self.config}",
             *(f"-{k}.port.grpc={v}" for k, v in self.grpc_ports.items()),
             "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=64", "-volume.max=200", "-s3.iam=false",
+            "-master.volumeSizeLimitMB=64", "-volume.max=1000", "-s3.iam=false",
         ]
-        env = dict(os.environ, WEED_S3_SSE_KEY=SSE_KEY)  # enables SSE-S3 (AES256)
+        env = dict(
+            os.environ,
+            WEED_S3_SSE_KEY=SSE_KEY,  # enables SSE-S3 (AES256)
+            # One volume per bucket instead of seven: a bucket per test soon exhausts -volume.max.
+            WEED_MASTER_VOLUME_GROWTH_COPY_1="1",
+        )
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
@@ -168,7 +173,7 @@ class Bucket:
     def url(self, prefix: str = "fleet") -> str:
         return f"s3://{self.name}/{prefix}" if prefix else f"s3://{self.name}"
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def object_keys(self, prefix: str = "") -> list[str]:
         client = self.server.client()
         keys: list[str] = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
@@ -233,10 +238,18 @@ def s3_bucket(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> Iterator
     name = f"walq-{uuid.uuid4().hex[:12]}"
     s3_server.client().create_bucket(Bucket=name)
     set_aws_env(monkeypatch)
-    yield Bucket(s3_server, name)
+    bucket = Bucket(s3_server, name)
+    yield bucket
     from walq.storage.s3 import reset_clients
 
     reset_clients()
+    try:  # free the bucket's volume (best effort: a test may have stopped the server)
+        client = s3_server.client()
+        for key in bucket.object_keys():
+            client.delete_object(Bucket=name, Key=key)
+        client.delete_bucket(Bucket=name)
+    except Exception:
+        pass
 
 
 class FaultProxy:
