@@ -4,6 +4,7 @@ called directly (SQLite catalog, file lock), as the Celery tasks call them."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,19 @@ def _info():
 
     return ArchivedInfo(size=1, stored_size=1, codec="none", encryption="none", checksum="0" * 64,
                         storage_key="k", mtime=time.time())
+
+
+def test_a_superseded_chain_stops_quietly(home: WalqHome, wal_corpus) -> None:
+    """A chain whose spool was swept must not fail the WAL another chain now owns."""
+    import shutil
+
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:1])
+    rt = fleet.Runtime(home.config)
+    job = fleet.scan_server(rt, "pg1")[0]
+    prepared = fleet.compress_stage(rt, job)
+    shutil.rmtree(Path(prepared["payload"]).parent)
+    with pytest.raises(fleet.AlreadyDone):
+        fleet.store_stage(rt, prepared)
+    assert rt.catalog.get("pg1", names[0]).state is WalState.CLAIMED
+    assert (home.incoming() / names[0]).exists()
+    rt.close()

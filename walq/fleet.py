@@ -413,6 +413,7 @@ def encrypt_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     """Encrypt the spool payload when the server asks for it (CPU)."""
     args: PreparedArgs = parse_args(PreparedArgs, rt.config, data)
     server = rt.config.server(args.server)
+    _payload_present(args)
     rt.catalog.extend(server.name, args.wal, rt.config.claim_timeout)
     prepared = encrypt(args.prepared(), server)
     fault_point("encrypt")
@@ -427,6 +428,7 @@ def store_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     record = rt.catalog.get(server.name, args.wal)
     if record is not None and record.state is WalState.ARCHIVED:
         return _dump(args, already_archived=True)  # commit drops or parks the copy
+    _payload_present(args)
     prepared = args.prepared()
     check_identity(rt.catalog, server, prepared)
     started = time.perf_counter()
@@ -464,6 +466,13 @@ def commit_stage(rt: Runtime, data: Any) -> Outcome:
         lock.release()
     shutil.rmtree(args.spool(rt.config), ignore_errors=True)
     return outcome
+
+
+def _payload_present(args: PreparedArgs) -> None:
+    """A chain whose spool was swept (it stalled for two claim timeouts) has been
+    superseded by a re-enqueued one: stop it quietly rather than fail the WAL."""
+    if not Path(args.payload).exists():
+        raise AlreadyDone(f"{args.wal}: spool payload {args.payload} is gone; a newer chain owns this WAL")
 
 
 def _prepared_fields(prepared: Prepared) -> dict[str, Any]:
