@@ -38,7 +38,7 @@ def test_fleet_archives_to_s3_with_prefork_and_thread_pools(
         except TimeoutError:
             raise AssertionError(fleet.logs()) from None
         assert catalog.records("pg1", WalState.FAILED) == []
-        keys = [k for k in s3_bucket.keys("fleet/pg1/wals/") if k.endswith(".lz4")]
+        keys = [k for k in s3_bucket.object_keys("fleet/pg1/wals/") if k.endswith(".lz4")]
         assert sorted(k.rsplit("/", 1)[1].removesuffix(".lz4") for k in keys) == names
     finally:
         catalog.close()
