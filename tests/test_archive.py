@@ -294,3 +294,20 @@ def test_precompressed_incoming_keeps_its_codec(walq_home: WalqHome, wal_corpus)
     dest = walq_home.root / "out"
     walq_home.run("get-wal", "pg1", name, str(dest), check=True)
     assert dest.read_bytes() == wal_corpus.path(name).read_bytes()
+
+
+def test_codec_none_stores_the_read_inode_without_a_second_copy(make_home, wal_corpus) -> None:
+    """compression = none: the archived file is the very inode walq read and checksummed
+    (a hard link, no second copy written), byte-identical, and get-wal verifies it."""
+    home = make_home({"pg1": {"compression": "none"}})
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:3])
+    inodes = {n: (home.incoming() / n).stat().st_ino for n in names}
+    home.run("archive", check=True)
+    for name in names:
+        stored = home.wals() / name[:16] / name
+        assert stored.stat().st_ino == inodes[name] and stored.stat().st_nlink == 1
+        assert not (home.incoming() / name).exists()
+        dest = home.root / f"out-{name}"
+        home.run("get-wal", "pg1", name, str(dest), check=True)
+        assert dest.read_bytes() == wal_corpus.path(name).read_bytes()
+    assert not [p for p in (home.home / "spool").rglob("*") if p.is_file()]

@@ -164,15 +164,22 @@ def prepare(job: PrepareJob) -> Prepared:
 
         try:
             Path(job.spool_dir).mkdir(parents=True, exist_ok=True)
-            with open(part, "wb") as out:
-                if in_codec:
-                    # Already compressed by the producer: keep its bytes as they are
-                    # (Barman's rule); decompress only to checksum and validate.
-                    for _ in accounted(decompress_chunks(written(_chain(first, src), out), in_codec)):
-                        pass
-                else:
-                    for piece in compress_chunks(accounted(_chain(first, src)), out_codec, job.level):
-                        out.write(piece)
+            if in_codec is None and out_codec == "none":
+                # Stored as it is: checksum and validate, then link the very inode we
+                # read into the spool instead of writing a second copy of it.
+                for _ in accounted(_chain(first, src)):
+                    pass
+                _link_or_copy(src, job.source, part)
+            else:
+                with open(part, "wb") as out:
+                    if in_codec:
+                        # Already compressed by the producer: keep its bytes as they are
+                        # (Barman's rule); decompress only to checksum and validate.
+                        for _ in accounted(decompress_chunks(written(_chain(first, src), out), in_codec)):
+                            pass
+                    else:
+                        for piece in compress_chunks(accounted(_chain(first, src)), out_codec, job.level):
+                            out.write(piece)
         except InvalidWalError:
             part.unlink(missing_ok=True)
             raise
@@ -204,6 +211,27 @@ def prepare(job: PrepareJob) -> Prepared:
         checksum=hasher.hexdigest(), mtime=st.st_mtime, sysid=sysid, seg_size=seg_size,
         prepare_seconds=time.perf_counter() - started,
     )
+
+
+def _link_or_copy(src, source: str, part: Path) -> None:
+    """Hard-link the file we read at ``part``; copy it from the same descriptor when
+    linking is impossible (another file system) or the name no longer points at the
+    inode we read. A stale ``part`` is removed first, never opened: it may be a link."""
+    part.unlink(missing_ok=True)
+    opened = os.fstat(src.fileno())
+    try:
+        os.link(source, part, follow_symlinks=False)
+    except OSError:
+        pass
+    else:
+        linked = os.lstat(part)
+        if (linked.st_dev, linked.st_ino) == (opened.st_dev, opened.st_ino):
+            return
+        part.unlink()
+    src.seek(0)
+    with open(part, "xb") as out:  # exclusive: an existing file is never truncated
+        while chunk := src.read(CHUNK_SIZE):
+            out.write(chunk)
 
 
 def _chain(first: bytes, src):
