@@ -257,11 +257,13 @@ def evaluate(b: Bench) -> list[dict[str, object]]:
 
 
 def ratio_for(b: Bench, key: str, results: list[dict[str, object]]) -> str:
-    parts = []
-    for r in results:
-        if r["other"] == key and r["ratio"] is not None:
-            parts.append(f"{r['ratio']:.2f}×")
-    return ", ".join(dict.fromkeys(parts))
+    """walq ÷ this row, for each walq row compared with it (named when there are several)."""
+    parts = [(str(r["walq"]).split("|")[1].removeprefix("walq "), r["ratio"])
+             for r in results if r["other"] == key and r["ratio"] is not None]
+    parts = list(dict.fromkeys(parts))
+    if len(parts) == 1:
+        return f"{parts[0][1]:.2f}×"
+    return ", ".join(f"{name} {ratio:.2f}×" for name, ratio in parts)
 
 
 def table(b: Bench, results: list[dict[str, object]], markdown: bool) -> str:
