@@ -307,6 +307,10 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
     try:
         _ensure_dirs(config, server)
         _sweep_spool(config, server)
+        if server.conninfo and not server.system_identifier and not rt.catalog.get_meta(server.name, "system_identifier"):
+            from walq.postgres import learn_identity
+
+            learn_identity(rt.catalog, server)  # until known: the first WAL is checked too
         batch = scan(server)
         jobs, leftovers = [], []
         for wal in batch.wals:
