@@ -80,8 +80,10 @@ class Series:
         rss = max(r.sample.peak_rss for r in self.runs)
         by = max(self.runs, key=lambda r: r.sample.peak_rss).sample.peak_rss_by
         raw = self.runs[0].raw_bytes
+        store = [float(r.extra["store_cpu_s"]) / r.segments for r in self.runs if r.extra.get("store_cpu_s") is not None]
         return {
             "scenario": self.scenario, "tool": self.tool, "codec": self.codec, "segments": seg,
+            "store_cpu_s_per_seg": statistics.median(store) if store else None,
             "rounds": len(self.runs), "seg_per_s": statistics.median(rates),
             "seg_per_s_min": min(rates), "seg_per_s_max": max(rates),
             "mb_per_s": statistics.median(rates) * raw / seg / 1e6,
@@ -276,6 +278,8 @@ def table(b: Bench, results: list[dict[str, object]], markdown: bool) -> str:
             rows.append([s.scenario, s.tool, s.codec, f"not available: {d['error']}", "", "", "", ""])
             continue
         cpu = f"{d['cpu_s_per_seg']:.3f}" if d["cpu_s_per_seg"] is not None else "?"
+        if d.get("store_cpu_s_per_seg") is not None:
+            cpu += f" (+{d['store_cpu_s_per_seg']:.3f} S3)"
         rows.append([
             s.scenario, s.tool, s.codec,
             f"{d['seg_per_s']:.1f} ({d['seg_per_s_min']:.1f}–{d['seg_per_s_max']:.1f})",

@@ -130,9 +130,11 @@ def walq_archive(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False, k
     cfg = write_walq_config(d, {"pg1": walq_server(codec, level, **extra)})
     incoming = d / "home" / "pg1" / "incoming"
     n = len(ctx.corpus.link_into(incoming))
+    store0 = _store_cpu(ctx) if s3 else 0.0
     with Meter() as m:
         m.run([str(WALQ), "--config", str(cfg), "archive"], env=env, label="walq archive")
         m.stop_clock()
+    store = _store_cpu(ctx) - store0 if s3 else None
     m.close()
     left = [p for p in incoming.iterdir() if not p.name.startswith(".")]
     if left:
@@ -145,11 +147,21 @@ def walq_archive(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False, k
         count, stored = tree_bytes(d / "home" / "pg1" / "wals", skip=("xlog.db",))
         _expect(count, n, "walq")
     run = Run("walq", n, n * ctx.corpus.seg_size, stored, m.sample())
+    if store is not None:
+        run.extra["store_cpu_s"] = store
     if keep:
         run.extra.update(config=str(cfg), bucket=bucket, dir=str(d))
     else:
         _cleanup(ctx, d, bucket)
     return run
+
+
+def _store_cpu(ctx: Ctx) -> float:
+    """CPU seconds SeaweedFS has used so far (it shares the cores, outside the cgroup)."""
+    from bench.services import process_cpu_seconds
+
+    pids = ctx.s3.pids() if ctx.s3 is not None else []  # type: ignore[union-attr]
+    return sum(process_cpu_seconds(p) for p in pids)
 
 
 def _s3_sizes(ctx: Ctx, bucket: str | None, prefix: str) -> dict[str, int]:
@@ -215,15 +227,17 @@ def barman_cloud_archive(ctx: Ctx, codec: str, level: int | None) -> Run:
             "--endpoint-url", ctx.s3.endpoint, *([flag] if flag else []),  # type: ignore[union-attr]
             *(["--compression-level", str(level)] if flag and level is not None else []),
             f"s3://{bucket}/bc", "pg1"]
+    store0 = _store_cpu(ctx)
     with Meter() as m:
         for name in corpus.segments:
             m.run([*base, str(src / name)], env=env, label="barman-cloud-wal-archive")
         m.stop_clock()
+    store = _store_cpu(ctx) - store0
     m.close()
     sizes = _s3_sizes(ctx, bucket, "bc/")
     _expect(len(sizes), n, "barman-cloud-wal-archive")
     _cleanup(ctx, d, bucket)
-    return Run("barman-cloud", n, n * corpus.seg_size, sum(sizes.values()), m.sample())
+    return Run("barman-cloud", n, n * corpus.seg_size, sum(sizes.values()), m.sample(), {"store_cpu_s": store})
 
 
 # -- pgBackRest -----------------------------------------------------------------------------
@@ -271,6 +285,7 @@ def pgbackrest_push(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False
     n = len(ctx.corpus.link_into(wal))
     for name in ctx.corpus.segments:
         (status / f"{name}.ready").touch()
+    store0 = _store_cpu(ctx) if s3 else 0.0
     with Meter() as m:
         for name in ctx.corpus.segments:
             m.run([*pgbr, "archive-push", str(wal / name)], label="pgbackrest archive-push")
@@ -280,6 +295,7 @@ def pgbackrest_push(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False
         deadline = time.monotonic() + 60
         while m.pids() and time.monotonic() < deadline:
             time.sleep(0.05)
+    store = _store_cpu(ctx) - store0 if s3 else None
     m.close()
     if s3:
         sizes = _s3_sizes(ctx, bucket, "pgbr/archive/")
@@ -287,7 +303,8 @@ def pgbackrest_push(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False
         sizes = {str(p): p.stat().st_size for p in (d / "repo" / "archive").rglob("0*") if p.is_file()}
     _expect(len(sizes), n, f"pgbackrest archive-push (logs {d / 'log'})")
     _cleanup(ctx, d, bucket)
-    return Run("pgbackrest", n, n * ctx.corpus.seg_size, sum(sizes.values()), m.sample())
+    return Run("pgbackrest", n, n * ctx.corpus.seg_size, sum(sizes.values()), m.sample(),
+               {"store_cpu_s": store} if store is not None else {})
 
 
 # -- walq fleet ---------------------------------------------------------------------------
