@@ -311,6 +311,22 @@ def targets_text(results: list[dict[str, object]], markdown: bool) -> str:
     return "\n".join(lines)
 
 
+def sustained_text(results: dict, markdown: bool) -> str:
+    lines = []
+    for label, r in results.items():
+        p = "- " if markdown else "  "
+        if "error" in r:
+            lines.append(f"{p}{label}: not available: {r['error']}")
+            continue
+        verdict = "holds" if r["lag_p99_s"] is not None and r["lag_p99_s"] < 2 and r["not_archived"] == 0 else "MISSED"
+        lines.append(
+            f"{p}{label}: {r['fed_segments']} segments at {r['achieved_rate']}/s for {r['fed_seconds']} s (+ pgbench's own "
+            f"{r['live_pgbench_segments']}): archive lag p50 {r['lag_p50_s']} s, p99 {r['lag_p99_s']} s, max {r['lag_max_s']} s; "
+            f"at most {r['max_waiting_in_incoming']} files waiting in incoming; {r['cpu_s_per_segment']} CPU s/segment; "
+            f"peak RSS per worker process {max(r['peak_rss_mib_by_process'].values(), default=0)} MiB — {verdict}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="16 segments, 1 round: a smoke test in a few minutes")
@@ -361,14 +377,19 @@ def main(argv: list[str] | None = None) -> int:
         if "sustained" in only:
             from bench import sustained
 
-            b.log("sustained load: pgbench + incoming WAL at 10 segments/s, archived by the fleet")
-            try:
-                b.extra["sustained"] = sustained.run(ctx, seconds=args.sustained_seconds, quick=args.quick)
-            except Exception as exc:  # noqa: BLE001
-                b.extra["sustained"] = {"error": f"{type(exc).__name__}: {exc}"}
-                if args.verbose:
-                    traceback.print_exc()
-            b.log(f"sustained: {b.extra['sustained']}")
+            results: dict[str, object] = {}
+            for codec, level in [("zstd", 3), ("lz4", 1)]:
+                label = codec_label(codec, level)
+                b.log(f"sustained load, {label}: pgbench + incoming WAL at 10 segments/s, archived by the fleet")
+                try:
+                    results[label] = sustained.run(ctx, seconds=args.sustained_seconds, quick=args.quick,
+                                                   codec=codec, level=level)
+                except Exception as exc:  # noqa: BLE001
+                    results[label] = {"error": f"{type(exc).__name__}: {exc}"}
+                    if args.verbose:
+                        traceback.print_exc()
+                b.log(f"sustained {label}: {results[label]}")
+            b.extra["sustained"] = results
         corpus.check_intact()
     finally:
         if s3 is not None:
@@ -400,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     print("targets:")
     print(targets_text(results, markdown=False))
     if "sustained" in b.extra:
-        print("sustained:", json.dumps(b.extra["sustained"]))
+        print("sustained load (target: 10 segments/s with archive lag p99 under 2 s):")
+        print(sustained_text(b.extra["sustained"], markdown=False))
     chart = out / "benchmarks.png"
     draw = subprocess.run([str(REPO / ".venv-bench" / "bin" / "python"), str(REPO / "bench" / "chart.py"),
                            str(out / "results.json"), str(chart)], capture_output=True, text=True)

@@ -36,10 +36,10 @@ def _pct(values: list[float], p: float) -> float:
 
 
 def run(ctx: Ctx, rate: float = 10.0, seconds: float | None = None, scan_interval: float = 0.5,
-        quick: bool = False) -> dict[str, object]:
+        quick: bool = False, codec: str = "zstd", level: int | None = 3) -> dict[str, object]:
     d = ctx.fresh("sustained")
     os.chmod(d, 0o755)
-    servers = {name: walq_server("zstd", 3) for name in ("pg1", "pg2", "live")}
+    servers = {name: walq_server(codec, level) for name in ("pg1", "pg2", "live")}
     cfg = write_walq_config(d, servers, **fleet_settings(ctx, scan_interval=scan_interval))
     res = subprocess.run([str(WALQ), "--config", str(cfg), "catalog", "init"], capture_output=True, text=True)
     if res.returncode != 0:
@@ -138,6 +138,7 @@ def run(ctx: Ctx, rate: float = 10.0, seconds: float | None = None, scan_interva
     sample = m.sample()
     workers = {k: round(v / (1 << 20)) for k, v in sample.procs.items() if "celery" in k}
     result = {
+        "codec": f"{codec}-{level}" if level is not None else codec,
         "rate_segments_per_s": rate, "fed_segments": len(plan), "fed_seconds": round(fed_seconds, 1),
         "achieved_rate": round(len(plan) / fed_seconds, 2) if fed_seconds else None,
         "scan_interval_s": scan_interval,
