@@ -47,6 +47,12 @@ class Corpus:
     def take(self, count: int) -> Corpus:
         return Corpus(self.directory, self.segments[:count], self.system_identifier, self.seg_size, self.pgdata)
 
+    def middle(self, count: int) -> Corpus:
+        """``count`` consecutive segments from the middle: past the bulk load, typical WAL."""
+        start = max(0, (len(self.segments) - count) // 2)
+        return Corpus(self.directory, self.segments[start:start + count], self.system_identifier,
+                      self.seg_size, self.pgdata)
+
     def link_into(self, dest: Path, names: list[str] | None = None) -> list[str]:
         """A fresh copy of the corpus in ``dest``: hard links (the cache is read-only)."""
         dest.mkdir(parents=True, exist_ok=True)

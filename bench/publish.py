@@ -31,7 +31,8 @@ def generated(data: dict, table_md: str, targets_md: str) -> str:
         "",
         f"**Corpus**: {data['corpus']['segments']} real 16 MiB segments from a pgbench cluster; "
         f"{data['rounds']} rounds per tool, alternating, each on a fresh copy."
-        + (f" Tools that start one process per WAL ran on the first {data['per_wal_limit']} segments."
+        + (f" Tools that start one process per WAL ran on {data['per_wal_limit']} consecutive segments "
+           "from the middle of the corpus."
            if data.get("per_wal_limit") else ""),
         "",
         table_md,

@@ -74,7 +74,7 @@ class Ctx:
 
     def per_wal(self) -> Corpus:
         if self.per_wal_limit and self.per_wal_limit < len(self.corpus.segments):
-            return self.corpus.take(self.per_wal_limit)
+            return self.corpus.middle(self.per_wal_limit)
         return self.corpus
 
 
