@@ -138,6 +138,16 @@ class WalqHome:
     def wals(self, server: str = "pg1") -> Path:
         return self.home / server / "wals"
 
+    def give_to_postgres(self, *servers: str) -> None:
+        """Create the servers' directories now and hand the tree to the postgres user,
+        so a process running as root (a worker) cannot create them first, unwritable
+        for archive_command."""
+        for server in servers or ("pg1",):
+            for sub in ("incoming", "streaming", "errors"):
+                (self.home / server / sub).mkdir(parents=True, exist_ok=True)
+        (self.home / "spool").mkdir(parents=True, exist_ok=True)
+        chown_postgres(self.root)
+
     def run(self, *args: str, as_pg: bool = False, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run the walq CLI (optionally as the postgres OS user, like archive_command)."""
         if as_pg:

@@ -28,7 +28,7 @@ def test_three_workers_archive_real_wal_once_and_pitr_restores(
 ) -> None:
     home: WalqHome = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     assert home.run("catalog", "init").returncode == 0
-    home.run("status", as_pg=True)  # the home belongs to the postgres user, as in production
+    home.give_to_postgres()  # archive_command runs as the postgres user, as in production
     fleet = fleet_factory(home.config_path)
     for name in ("w1", "w2", "w3"):
         fleet.worker(name)

@@ -27,7 +27,7 @@ def test_honcho_start_archives_pgbench_continuously(
     make_home, cluster_factory, workdir: Path, redis_server, catalog_db, walq_runnable_by_postgres,  # noqa: F811
 ) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
-    home.run("status", as_pg=True)  # home owned by the postgres user (archive_command runs as it)
+    home.give_to_postgres()  # archive_command runs as the postgres user, as in production
     log = open(workdir / "honcho.log", "wb")  # noqa: SIM115
     env = {
         **os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "WALQ_CONFIG": str(home.config_path),
