@@ -1,7 +1,8 @@
 """Sustained load: WAL arriving steadily while the fleet archives, and the lag it sees.
 
-- A throwaway 16 MiB-segment cluster runs pgbench for the whole window; its
-  ``archive_command`` is ``walq put-wal live %p`` (real WAL at pgbench's pace).
+- A throwaway 16 MiB-segment cluster runs pgbench (2 clients, a steady 500
+  transactions/s) for the whole window; its ``archive_command`` is
+  ``walq put-wal live %p`` (real WAL at pgbench's pace).
 - On top, the corpus arrives in two servers' incoming directories (``pg1`` and
   ``pg2``, the same bytes under two server names) at a fixed combined rate
   (default 10 segments/s), each file published atomically (dot-file, rename) as
@@ -25,6 +26,8 @@ import time
 from bench.measure import Meter
 from bench.runners import WALQ, Ctx, fleet_settings, start_fleet, walq_server, write_walq_config
 from tests.services.pg import Cluster, chown_postgres
+
+PGBENCH_TPS = 500  # a steady write load beside the archiver (unthrottled, pgbench alone takes the cores)
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -100,7 +103,7 @@ def run(ctx: Ctx, rate: float = 10.0, seconds: float | None = None, scan_interva
             m.adopt(beat.pid)
             pgbench = subprocess.Popen(
                 ["runuser", "-u", "postgres", "--", "pgbench", "-n", "-T", str(int(total / rate) + 30),
-                 "-c", "2", "-j", "1", "-h", str(cluster.root), "-p", str(cluster.port), "-U", "postgres", "postgres"],
+                 "-c", "2", "-j", "1", "-R", str(PGBENCH_TPS), "-h", str(cluster.root), "-p", str(cluster.port), "-U", "postgres", "postgres"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0 if quick else 3.0)  # pgbench under way before WAL starts arriving
             m.start_clock()
@@ -141,7 +144,7 @@ def run(ctx: Ctx, rate: float = 10.0, seconds: float | None = None, scan_interva
         "codec": f"{codec}-{level}" if level is not None else codec,
         "rate_segments_per_s": rate, "fed_segments": len(plan), "fed_seconds": round(fed_seconds, 1),
         "achieved_rate": round(len(plan) / fed_seconds, 2) if fed_seconds else None,
-        "scan_interval_s": scan_interval,
+        "scan_interval_s": scan_interval, "pgbench_tps": PGBENCH_TPS,
         "lag_p50_s": round(statistics.median(lags), 3) if lags else None,
         "lag_p99_s": round(_pct(lags, 99), 3) if lags else None,
         "lag_max_s": round(max(lags), 3) if lags else None,
