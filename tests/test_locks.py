@@ -80,3 +80,25 @@ def _try(lock: RedisLock) -> int | None:
         return lock.acquire()
     except LockBusyError:
         return None
+
+
+def test_walq_archive_with_a_fleet_config_takes_the_fenced_commit_lock(make_home, wal_corpus, redis_server: RedisServer) -> None:  # noqa: F811
+    """A manual `walq archive` in a fleet setup must not interleave with Celery commits."""
+    import redis as redis_lib
+
+    from walq.archiver import writer_lock
+
+    home = make_home({"pg1": {}}, lock_url=redis_server.url, lock_ttl=2)
+    lock = writer_lock(home.config, "pg1")
+    assert isinstance(lock, RedisLock)
+    holder = RedisLock(redis_lib.Redis.from_url(redis_server.url), "pg1", "commit", ttl=60)
+    holder.acquire()
+    try:
+        wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:1])
+        res = home.run("archive", timeout=120)
+        assert "holds the lock; skipped" in res.stdout  # waited, then gave way to the fleet
+        assert (home.incoming() / wal_corpus.segments[0]).exists()
+    finally:
+        holder.release()
+    res = home.run("archive", check=True)
+    assert "1 archived" in res.stdout

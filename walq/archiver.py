@@ -27,7 +27,7 @@ from walq.errors import (
     TransientError,
 )
 from walq.fsutil import makedirs_durable
-from walq.locks import FileLock
+from walq.locks import FileLock, RedisLock, ServerLock, open_lock
 from walq.pipeline import (
     Outcome,
     Prepared,
@@ -61,6 +61,14 @@ class ServerRun:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.unknown
+
+
+def writer_lock(config: Config, server: str) -> ServerLock:
+    """Barman's archive-wal file lock; with a fleet lock URL, the fleet's fenced commit
+    lock instead, so a manual `walq archive` never interleaves with Celery commits."""
+    if config.effective_lock_url:
+        return open_lock(config, server, "commit")
+    return FileLock(config.home, server)
 
 
 def ensure_server_dirs(config: Config, server: ServerConfig) -> None:
@@ -146,9 +154,9 @@ def archive_server(
     report: Reporter | None = None,
 ) -> ServerRun:
     run = ServerRun(server.name)
-    lock = FileLock(config.home, server.name)
+    lock = writer_lock(config, server.name)
     try:
-        fence = lock.acquire()
+        fence = lock.acquire_within(min(30.0, config.lock_ttl)) if isinstance(lock, RedisLock) else lock.acquire()
     except LockBusyError:
         run.busy = True
         return run
