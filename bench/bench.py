@@ -424,10 +424,14 @@ def main(argv: list[str] | None = None) -> int:
         print("sustained load (target: 10 segments/s with archive lag p99 under 2 s):")
         print(sustained_text(b.extra["sustained"], markdown=False))
     chart = out / "benchmarks.png"
-    draw = subprocess.run([str(REPO / ".venv-bench" / "bin" / "python"), str(REPO / "bench" / "chart.py"),
-                           str(out / "results.json"), str(chart)], capture_output=True, text=True)
-    if draw.returncode != 0:
-        b.log(f"chart not drawn: {draw.stderr.strip()[-500:]}")
+    chart_python = REPO / ".venv-bench" / "bin" / "python"  # matplotlib lives only there
+    if not chart_python.exists():
+        b.log("chart not drawn: no .venv-bench (bench/run.sh creates it)")
+    else:
+        draw = subprocess.run([str(chart_python), str(REPO / "bench" / "chart.py"),
+                               str(out / "results.json"), str(chart)], capture_output=True, text=True)
+        if draw.returncode != 0:
+            b.log(f"chart not drawn: {draw.stderr.strip()[-500:]}")
     if args.publish:
         from bench import publish
 
