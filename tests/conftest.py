@@ -216,3 +216,39 @@ def cluster_factory(workdir: Path) -> Iterator:
 def walq_command(home: WalqHome, *args: str) -> str:
     """A shell command line for archive_command/restore_command."""
     return f"{WALQ} --config {home.config_path} {' '.join(args)}"
+
+
+@dataclass(frozen=True)
+class PrimaryRun:
+    at_restore_point: tuple[int, str] | None  # (row count, md5) of pgbench_accounts
+    at_end: tuple[int, str]
+    last_wal: str
+
+
+def run_archiving_primary(
+    cluster_factory, home: WalqHome, base: Path, *, transactions: int = 400,
+    restore_point: str | None = None, archive_timeout: float = 120,
+) -> PrimaryRun:
+    """A primary archiving through ``walq put-wal``: pgbench, a base backup in ``base``,
+    more pgbench (around a named restore point, if given), every WAL handed to walq.
+
+    Returns the data fingerprints and the last WAL it switched to."""
+    primary = cluster_factory("primary", conf={
+        "archive_mode": "on",
+        "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'",
+    })
+    primary.start()
+    primary.pgbench_init(1)
+    primary.basebackup(base)
+    primary.pgbench(transactions)
+    at_restore_point = None
+    if restore_point:
+        primary.psql(f"SELECT pg_create_restore_point('{restore_point}')")
+        at_restore_point = primary.accounts_fingerprint()
+        primary.pgbench(transactions)
+    at_end = primary.accounts_fingerprint()
+    last_wal = primary.switch_wal()
+    primary.wait_archived(last_wal, timeout=archive_timeout)
+    primary.stop()
+    return PrimaryRun(at_restore_point, at_end, last_wal)
+

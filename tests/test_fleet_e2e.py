@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import WalqHome, walq_command
+from tests.conftest import WalqHome, run_archiving_primary, walq_command
 from tests.services.fleet import (  # noqa: F401 - fixtures
     catalog_db,
     fleet_factory,
@@ -34,18 +34,8 @@ def test_three_workers_archive_real_wal_once_and_pitr_restores(
         fleet.worker(name)
     fleet.beat()
 
-    primary = cluster_factory("primary", conf={
-        "archive_mode": "on",
-        "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'",
-    })
-    primary.start()
-    primary.pgbench_init(1)
-    primary.basebackup(workdir / "base")
-    primary.pgbench(1500)
-    expected = primary.accounts_fingerprint()
-    last = primary.switch_wal()
-    primary.wait_archived(last, timeout=120)
-    primary.stop()
+    run = run_archiving_primary(cluster_factory, home, workdir / "base", transactions=1500)
+    expected, last = run.at_end, run.last_wal
 
     catalog = open_catalog(home.config)
     try:

@@ -9,29 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import WalqHome, walq_command
+from tests.conftest import WalqHome, run_archiving_primary, walq_command
 from tests.services.pg import Cluster
 
 
 def test_pitr_to_restore_point_and_to_end(walq_home: WalqHome, cluster_factory, workdir: Path,
                                           walq_runnable_by_postgres) -> None:
     walq_home.run("status", as_pg=True)  # home owned by the postgres user, as in production
-    primary = cluster_factory("primary", conf={
-        "archive_mode": "on",
-        "archive_command": f"'{walq_command(walq_home, 'put-wal pg1 %p')}'",
-    })
-    primary.start()
-    primary.pgbench_init(1)
-    primary.basebackup(workdir / "base")
-    primary.pgbench(400)
-    primary.psql("SELECT pg_create_restore_point('walq_rp1')")
-    at_restore_point = primary.accounts_fingerprint()
-    primary.pgbench(400)
-    at_end = primary.accounts_fingerprint()
+    run = run_archiving_primary(cluster_factory, walq_home, workdir / "base", restore_point="walq_rp1")
+    at_restore_point, at_end = run.at_restore_point, run.at_end
     assert at_end != at_restore_point
-    last = primary.switch_wal()
-    primary.wait_archived(last)
-    primary.stop()
 
     res = walq_home.run("archive", as_pg=True)
     assert res.returncode == 0, res.stdout + res.stderr

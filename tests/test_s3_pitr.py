@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WalqHome, walq_command
+from tests.conftest import WalqHome, run_archiving_primary, walq_command
 from tests.services.gpg import make_key
 from tests.services.pg import Cluster, as_postgres, chown_postgres
 from tests.services.s3 import ACCESS_KEY, SECRET_KEY, Bucket, s3_bucket, s3_server, s3_settings  # noqa: F401
@@ -45,21 +45,9 @@ def test_pitr_from_encrypted_compressed_wal_on_s3(
     chown_postgres(workdir)
     try:
         assert home.run("check", "pg1", as_pg=True).stdout.count("OK") >= 2
-        primary = cluster_factory("primary", conf={
-            "archive_mode": "on",
-            "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'",
-        })
-        primary.start()
-        primary.pgbench_init(1)
-        primary.basebackup(workdir / "base")
-        primary.pgbench(400)
-        primary.psql("SELECT pg_create_restore_point('walq_s3_rp')")
-        at_restore_point = primary.accounts_fingerprint()
-        primary.pgbench(400)
-        assert primary.accounts_fingerprint() != at_restore_point
-        last = primary.switch_wal()
-        primary.wait_archived(last)
-        primary.stop()
+        run = run_archiving_primary(cluster_factory, home, workdir / "base", restore_point="walq_s3_rp")
+        at_restore_point, at_end = run.at_restore_point, run.at_end
+        assert at_end != at_restore_point
 
         res = home.run("archive", as_pg=True)
         assert res.returncode == 0, res.stdout + res.stderr
