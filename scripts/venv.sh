@@ -18,6 +18,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.walq-installed-$extras-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  .venv/bin/pip install -q -e ".[$extras]" 2>&1 | grep -vE '^(WARNING|  )' || true
+  .venv/bin/pip install -q -e ".[$extras]" --config-settings editable_mode=compat 2>&1 | grep -vE '^(WARNING|  )' || true
   .venv/bin/python -c 'import walq' && touch "$stamp"
 fi

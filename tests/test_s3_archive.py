@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WalqHome
+from tests.services.pg import wait_for
 from tests.services.s3 import (  # noqa: F401
     Bucket,
     barman_cloud_restore,
@@ -23,6 +24,8 @@ from tests.services.s3 import (  # noqa: F401
     s3_server,
     s3_settings,
 )
+from tests.test_fastpath import spooled
+from walq import prefetch
 from walq.catalog import WalState, open_catalog
 from walq.codecs import get_codec
 from walq.wal import parse_wal_name
@@ -170,12 +173,13 @@ def test_get_wal_list_verify_and_prefetch_on_s3(make_home, s3_bucket: Bucket, wa
     assert res.returncode == 0, res.stderr
     assert sha(dest / "RECOVERYXLOG") == sha(wal_corpus.path(names[0]))
     spool = home.home / "restore-spool" / "pg1"
-    assert sorted(p.name for p in spool.iterdir()) == names[1:4]
+    wait_for(lambda: spooled(spool) == names[1:4], 60, "the prefetcher to restore the next 3 segments")
     # The next requests are served from the spool, byte-identical, and the spool empties.
     for name in names[1:]:
-        assert home.run("get-wal", "pg1", name, str(dest / name)).returncode == 0
+        assert home.run("get-wal", "pg1", name, str(dest / name), "--prefetch", "3").returncode == 0
         assert sha(dest / name) == sha(wal_corpus.path(name))
-    assert list(spool.iterdir()) == []
+    wait_for(lambda: prefetch.running_pid(spool) is None, 60, "the prefetcher to exit at the archive's end")
+    assert spooled(spool) == []
     missing = home.run("get-wal", "pg1", "0000000100000000000000FE", str(dest / "x"))
     assert missing.returncode == 1
 

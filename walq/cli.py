@@ -337,10 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from walq.fastpath import spool_hit
-
-    if (served := spool_hit(sys.argv[1:] if argv is None else argv)) is not None:
-        return served
+    """The full CLI (the console script enters through walq.fastpath.main first)."""
     args = build_parser().parse_args(argv)
     try:
         from walq.config import load_config

@@ -1,43 +1,69 @@
-"""get-wal's spool hit without importing pydantic: PostgreSQL calls restore_command
-once per WAL, so a prefetched WAL must cost little more than starting Python.
+"""The ``walq`` command's entry point, and get-wal's spool hit without the full CLI.
+
+PostgreSQL calls restore_command once per WAL, so a prefetched WAL must cost little
+more than starting Python: this module imports only what the interpreter has
+already loaded (os, sys) plus fcntl, and never pydantic, argparse or boto3.
 
 Only the common case is handled here (config from --config/WALQ_CONFIG/./walq.toml,
 ``home`` from the file or WALQ_HOME, default directories); anything unusual returns
-None and the full CLI takes over with complete validation.
+None and the full CLI takes over with complete validation. On a hit with
+``--prefetch N`` it makes sure a prefetcher (walq.prefetch) is refilling the spool.
 """
 
 from __future__ import annotations
 
 import os
-import re
+import sys
 
-_SERVER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_HEX_UPPER = frozenset("0123456789ABCDEF")
+# the file names walq.prefetch uses (kept literal here so a hit imports nothing)
+_LOCK, _END = ".prefetch.lock", ".prefetch.end"
+
+
+def _is_server_name(s: str) -> bool:
+    return 0 < len(s) <= 63 and s[0].isalnum() and s.isascii() and set(s) <= _NAME_CHARS and ".." not in s
+
+
+def _is_segment_name(s: str) -> bool:
+    return len(s) == 24 and set(s) <= _HEX_UPPER
 
 
 def spool_hit(argv: list[str]) -> int | None:
     """Serve ``get-wal SERVER WAL DEST`` from the restore spool; None if not applicable."""
     args = list(argv)
-    config_path = os.environ.get("WALQ_CONFIG", "walq.toml")
+    explicit_config: str | None = None
     if len(args) >= 2 and args[0] == "--config":
-        config_path = args[1]
+        explicit_config = args[1]
         args = args[2:]
     elif args and args[0].startswith("--config="):
-        config_path = args[0].split("=", 1)[1]
+        explicit_config = args[0].split("=", 1)[1]
         args = args[1:]
+    config_path = explicit_config or os.environ.get("WALQ_CONFIG") or "walq.toml"
     positional: list[str] = []
-    skip_value = False
-    for a in args:
-        if skip_value:
-            skip_value = False
-        elif a == "--prefetch":
-            skip_value = True
-        elif not a.startswith("--"):
+    prefetch = 0
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--prefetch" and i + 1 < len(args):
+            if not args[i + 1].isdigit():
+                return None
+            prefetch = int(args[i + 1])
+            i += 1
+        elif a.startswith("--prefetch="):
+            value = a.split("=", 1)[1]
+            if not value.isdigit():
+                return None
+            prefetch = int(value)
+        elif a.startswith("-"):
+            return None
+        else:
             positional.append(a)
-    if len(positional) != 4 or positional[0] != "get-wal" or args[0] != "get-wal":
+        i += 1
+    if len(positional) != 4 or positional[0] != "get-wal" or not args or args[0] != "get-wal":
         return None
     _, server, wal, dest = positional
-    if not _SERVER.match(server) or ".." in server or not _SEGMENT.match(wal):
+    if not _is_server_name(server) or not _is_segment_name(wal):
         return None
     home = os.environ.get("WALQ_HOME")
     if home is None:
@@ -50,9 +76,64 @@ def spool_hit(argv: list[str]) -> int | None:
             return None
     if not isinstance(home, str):
         return None
-    spooled = os.path.join(home, "restore-spool", server, wal)
+    spool = os.path.join(home, "restore-spool", server)
     try:
-        os.rename(spooled, dest)
+        os.rename(os.path.join(spool, wal), dest)
     except OSError:
         return None
+    if prefetch > 0:
+        _keep_prefetching(spool, os.path.abspath(config_path), server, wal, prefetch)
     return 0
+
+
+def _prefetcher_running(spool: str) -> bool:
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(spool, _LOCK), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _keep_prefetching(spool: str, config_path: str, server: str, wal: str, count: int) -> None:
+    """Start ``python -m walq.prefetch`` detached unless one runs or the archive's end was reached.
+
+    Rare: the prefetcher forked by the last archive fetch normally outlives the
+    whole restore; this covers one that exited idle while recovery was paused.
+    """
+    if os.path.exists(os.path.join(spool, _END)) or _prefetcher_running(spool):
+        return
+    argv = [sys.executable, "-m", "walq.prefetch", "--config", config_path, server, wal, str(count)]
+    child = os.fork()
+    if child:
+        os.waitpid(child, 0)
+        return
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        null = os.open(os.devnull, os.O_RDWR)
+        log = os.open(os.path.join(spool, ".prefetch.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.dup2(log, 2)
+        os.execv(sys.executable, argv)
+    finally:
+        os._exit(1)
+
+
+def main() -> int:
+    """The ``walq`` console script: a spool hit, else the full CLI."""
+    served = spool_hit(sys.argv[1:])
+    if served is not None:
+        return served
+    from walq.cli import main as cli_main
+
+    return cli_main()

@@ -14,22 +14,19 @@ import hashlib
 import os
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from walq import prefetch as prefetch_mod
 from walq.catalog import Catalog, WalRecord, open_catalog
 from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, IntegrityError, NotFoundError, WalqError
 from walq.readback import plain_chunks
 from walq.storage import Storage, StoredObject, open_storage
-from walq.wal import WalKind, next_segment, parse_wal_name
+from walq.wal import parse_wal_name
 
 
-def restore_spool(config: Config, server: ServerConfig) -> Path:
-    return config.home / "restore-spool" / server.name
-
-
-def _open_catalog(config: Config) -> Catalog | None:
+def open_catalog_for_restore(config: Config) -> Catalog | None:
+    """The catalog, read-only if need be; None when there is none (a bare S3 restore)."""
     try:
         return open_catalog(config)
     except WalqError:
@@ -82,59 +79,51 @@ def _move(src: Path, dest: Path) -> None:
         src.unlink(missing_ok=True)
 
 
+def fetch_into(storage: Storage, server: ServerConfig, record: WalRecord | None, name: str, spool: Path) -> str:
+    """The prefetcher's unit of work: restore ``name`` into the spool; 'ok', 'absent' or 'failed'."""
+    try:
+        obj = storage.find(name)
+        if obj is None:
+            return "absent"
+        write_verified(storage, obj, server, record, spool / name)
+    except (WalqError, OSError) as exc:
+        print(f"walq: warning: prefetch of {name} failed: {exc}", file=sys.stderr)
+        return "failed"
+    return "ok"
+
+
 def get_wal(config: Config, server_name: str, name: str, dest: Path, prefetch: int = 0) -> str:
-    """Restore one WAL into dest; returns 'spool' or 'archive'. NotFoundError if absent."""
+    """Restore one WAL into dest; returns 'spool' or 'archive'. NotFoundError if absent.
+
+    With ``prefetch`` a background prefetcher (walq.prefetch) keeps the next
+    segments in the spool; a segment it is fetching right now is waited for.
+    """
     server = config.server(server_name)
-    wal = parse_wal_name(name)
-    spool = restore_spool(config, server)
+    parse_wal_name(name)
+    spool = prefetch_mod.spool_dir(config, server)
     spooled = spool / name
+    if not spooled.is_file() and prefetch > 0 and name in prefetch_mod.inflight(spool):
+        print(f"walq: {name} is being prefetched; waiting for it", file=sys.stderr, flush=True)
+        prefetch_mod.wait_for_inflight(spool, name)
     if spooled.is_file():
-        _move(spooled, dest)
-        return "spool"
+        try:
+            _move(spooled, dest)
+        except FileNotFoundError:
+            pass  # a new prefetcher just dropped it as stale: fetch it from the archive
+        else:
+            prefetch_mod.start(config, server, name, prefetch)
+            return "spool"
     storage = open_storage(server)
     obj = storage.find(name)
     if obj is None:
         raise NotFoundError(f"{name} is not in the archive of {server.name}")
-    catalog = _open_catalog(config)
+    catalog = open_catalog_for_restore(config)
     try:
         record = catalog.get(server.name, name) if catalog else None
         write_verified(storage, obj, server, record, dest)
-        if prefetch > 0 and wal.kind is WalKind.SEGMENT and catalog is not None:
-            _prefetch(storage, server, catalog, name, prefetch, spool)
     finally:
         if catalog is not None:
             catalog.close()
+    if catalog is not None:
+        prefetch_mod.start(config, server, name, prefetch, storage, replace=True)
     return "archive"
-
-
-def _prefetch(storage: Storage, server: ServerConfig, catalog: Catalog, name: str, count: int, spool: Path) -> None:
-    """Restore up to ``count`` following segments into the spool, in parallel."""
-    seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0)
-    if not seg_size:
-        return
-    wanted: list[str] = []
-    current = name
-    for _ in range(count):
-        current = next_segment(current, seg_size)
-        wanted.append(current)
-    try:
-        spool.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"walq: warning: prefetch disabled, cannot create {spool}: {exc.strerror}", file=sys.stderr)
-        return
-    records = {n: catalog.get(server.name, n) for n in wanted}
-
-    def fetch(n: str) -> None:
-        target = spool / n
-        if target.exists():
-            return
-        obj = storage.find(n)
-        if obj is None:
-            return
-        try:
-            write_verified(storage, obj, server, records[n], target)
-        except (WalqError, OSError) as exc:
-            print(f"walq: warning: prefetch of {n} failed: {exc}", file=sys.stderr)
-
-    with ThreadPoolExecutor(max_workers=min(8, count)) as pool:
-        list(pool.map(fetch, wanted))

@@ -255,7 +255,8 @@ def s3_bucket(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 
 class FaultProxy:
-    """Loopback HTTP proxy that answers 503 SlowDown to every Nth request."""
+    """Loopback HTTP proxy that answers 503 SlowDown to every Nth request, and can hold
+    GETs whose path contains ``hold`` until ``released`` is set (a slow download on demand)."""
 
     def __init__(self, upstream_port: int, every: int = 3, status: int = 503,
                  refuse_conditional: bool = False) -> None:
@@ -265,6 +266,9 @@ class FaultProxy:
         self.status = status
         self.count = 0
         self.injected = 0
+        self.hold: str | None = None
+        self.released = threading.Event()
+        self.gets: list[str] = []  # the path of every GET, in arrival order
         self.lock = threading.Lock()
         proxy = self
 
@@ -289,6 +293,11 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(msg)
                     return
+                if self.command == "GET":
+                    with proxy.lock:
+                        proxy.gets.append(self.path)
+                    if proxy.hold and proxy.hold in self.path:
+                        proxy.released.wait(60)
                 with proxy.lock:
                     proxy.count += 1
                     fail = proxy.every > 0 and proxy.count % proxy.every == 0

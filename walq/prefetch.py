@@ -1,0 +1,291 @@
+"""The restore prefetcher: one background process per server that keeps the next N
+segments restored in ``{home}/restore-spool/SERVER/`` ahead of recovery.
+
+PostgreSQL calls restore_command once per WAL and waits for each call, so a
+restore is as fast as its slowest call. As in pgBackRest's async archive-get,
+the first call that has to go to the archive forks a prefetcher; later calls find
+their segment in the spool and are a rename (walq.fastpath), while the
+prefetcher refills the spool in the background.
+
+Coordination is through files in the spool, so the fast path needs no imports:
+
+- ``.prefetch.lock``: held (flock) by the live prefetcher, with its pid inside;
+- ``.prefetch.inflight``: the segments it is fetching now, one per line. A call
+  that arrives while its segment is in flight waits for it instead of fetching
+  it a second time;
+- ``.prefetch.end``: the last prefetcher stopped at the end of the archive, so a
+  spool hit does not start another one just to find nothing.
+
+The prefetcher exits when the archive has no next segment, when nothing was
+consumed for ``prefetch_idle_timeout`` seconds, or when the spool disappears.
+A spool file is written like any restored WAL (verified sha256, fsync, rename),
+so a file there is always complete and correct.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from walq.errors import WalqError
+from walq.wal import WalKind, next_segment, parse_wal_name
+
+if TYPE_CHECKING:
+    from walq.catalog import Catalog
+    from walq.config import Config, ServerConfig
+    from walq.storage import Storage
+
+LOCK_NAME = ".prefetch.lock"
+INFLIGHT_NAME = ".prefetch.inflight"
+END_NAME = ".prefetch.end"
+LOG_NAME = ".prefetch.log"
+POLL_SECONDS = 0.01  # how often the prefetcher looks for consumed files, and a waiting call for its file
+LOCK_WAIT_SECONDS = 10.0  # how long a new prefetcher waits for the one it replaces to exit
+MAX_THREADS = 4
+
+
+def spool_dir(config: Config, server: ServerConfig) -> Path:
+    return config.home / "restore-spool" / server.name
+
+
+def running_pid(spool: Path) -> int | None:
+    """The live prefetcher's pid, or None when no process holds the spool's lock."""
+    try:
+        fd = os.open(spool / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        return None
+    finally:
+        os.close(fd)
+
+
+def inflight(spool: Path) -> set[str]:
+    try:
+        return set((spool / INFLIGHT_NAME).read_text().split())
+    except OSError:
+        return set()
+
+
+def wait_for_inflight(spool: Path, name: str, deadline_seconds: float = 120.0) -> bool:
+    """If the prefetcher is fetching ``name``, wait until it lands; True when it is in the spool."""
+    deadline = time.monotonic() + deadline_seconds
+    target = spool / name
+    while time.monotonic() < deadline:
+        if target.is_file():
+            return True
+        if name not in inflight(spool) or running_pid(spool) is None:
+            return target.is_file()
+        time.sleep(POLL_SECONDS)
+    return False
+
+
+def stop(spool: Path) -> None:
+    """Ask the running prefetcher to exit (recovery moved somewhere it did not plan for)."""
+    pid = running_pid(spool)
+    if pid and pid > 0 and pid != os.getpid():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def start(config: Config, server: ServerConfig, after: str, count: int, storage: Storage | None = None,
+          *, replace: bool = False) -> None:
+    """Fork a detached prefetcher that restores the ``count`` segments after ``after``.
+
+    The caller returns to PostgreSQL at once; the child reuses this process's
+    imports and storage client, so it costs no start-up. ``replace`` stops a
+    prefetcher that is working on segments recovery no longer wants.
+    """
+    if count <= 0 or parse_wal_name(after).kind is not WalKind.SEGMENT:
+        return
+    spool = spool_dir(config, server)
+    try:
+        spool.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"walq: warning: prefetch disabled, cannot create {spool}: {exc.strerror}", file=sys.stderr)
+        return
+    if not replace and (spool / END_NAME).exists():
+        return  # a spool hit after the prefetcher reached the archive's end: nothing more to get
+    if running_pid(spool) is not None:
+        if not replace:
+            return
+        stop(spool)
+    (spool / END_NAME).unlink(missing_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child:
+        os.waitpid(child, 0)
+        return
+    # first child: leave the caller's session, fork the prefetcher, exit at once
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        detach_stdio(spool)
+        run(config, server, after, count, storage)
+    except BaseException as exc:  # noqa: BLE001 - a daemon reports, it never returns into the CLI
+        print(f"walq: prefetcher for {server.name} stopped: {exc}", file=sys.stderr)
+        os._exit(1)
+    os._exit(0)
+
+
+def detach_stdio(spool: Path) -> None:
+    """stdin/stdout to /dev/null, stderr appended to the spool's log (never PostgreSQL's pipes)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    log = os.open(spool / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+
+
+def _acquire(spool: Path) -> int | None:
+    fd = os.open(spool / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(POLL_SECONDS)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def _publish(spool: Path, names: list[str]) -> None:
+    tmp = spool / f"{INFLIGHT_NAME}.{os.getpid()}"
+    tmp.write_text("".join(f"{n}\n" for n in names))
+    os.replace(tmp, spool / INFLIGHT_NAME)
+
+
+def _remove_stale(spool: Path, keep: set[str]) -> None:
+    """Drop segments recovery will not ask for, and temp files a killed prefetcher left."""
+    for entry in os.scandir(spool):
+        name = entry.name
+        stale_tmp = name.startswith(".") and ".walq-" in name
+        stale_seg = not name.startswith(".") and name not in keep
+        if stale_tmp or stale_seg:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def run(config: Config, server: ServerConfig, after: str, count: int, storage: Storage | None = None) -> None:
+    """The prefetcher's loop (in the forked or spawned process)."""
+    from walq.restore import open_catalog_for_restore
+
+    spool = spool_dir(config, server)
+    spool.mkdir(parents=True, exist_ok=True)
+    lock_fd = _acquire(spool)
+    if lock_fd is None:
+        return
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    catalog = open_catalog_for_restore(config)
+    try:
+        seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0) if catalog else 0
+        if not seg_size:
+            return
+        window: list[str] = []
+        cursor = after
+        for _ in range(count):
+            cursor = next_segment(cursor, seg_size)
+            window.append(cursor)
+        _publish(spool, [n for n in window if not (spool / n).is_file()])
+        _remove_stale(spool, set(window))
+        if storage is None:
+            from walq.storage import open_storage
+
+            storage = open_storage(server)
+        _loop(config, server, catalog, storage, spool, after, count, seg_size)
+    finally:
+        (spool / INFLIGHT_NAME).unlink(missing_ok=True)
+        if catalog is not None:
+            catalog.close()
+        os.close(lock_fd)
+
+
+def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Storage, spool: Path,
+          after: str, count: int, seg_size: int) -> None:
+    from walq.restore import fetch_into
+
+    planned: deque[str] = deque()  # fetched or in flight, not yet taken by recovery
+    running: dict[Future[str], str] = {}
+    cursor = after
+    last_progress = time.monotonic()
+    at_end: str | None = None
+    with ThreadPoolExecutor(max_workers=min(count, MAX_THREADS)) as pool:
+        while spool.is_dir():
+            busy = set(running.values())
+            while planned and planned[0] not in busy and not (spool / planned[0]).is_file():
+                planned.popleft()  # recovery took it (or its fetch failed: that call fetches it itself)
+                last_progress = time.monotonic()
+            submitted = False
+            while at_end is None and len(planned) < count:
+                cursor = next_segment(cursor, seg_size)
+                planned.append(cursor)
+                if not (spool / cursor).is_file():
+                    record = catalog.get(server.name, cursor)
+                    running[pool.submit(fetch_into, storage, server, record, cursor, spool)] = cursor
+                    submitted = True
+            if submitted:
+                _publish(spool, list(running.values()))
+            if running:
+                done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    name = running.pop(fut)
+                    outcome = fut.result()
+                    if outcome == "absent" and (at_end is None or name < at_end):
+                        at_end = name
+                    last_progress = time.monotonic()
+                if done:
+                    _publish(spool, list(running.values()))
+                continue
+            if at_end is not None:
+                (spool / END_NAME).write_text(f"{at_end}\n")
+                return
+            if time.monotonic() - last_progress > config.prefetch_idle_timeout:
+                return
+            time.sleep(POLL_SECONDS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m walq.prefetch [--config FILE] SERVER AFTER COUNT``: started by a spool hit."""
+    import argparse
+
+    from walq.config import load_config
+
+    ap = argparse.ArgumentParser(prog="walq-prefetch")
+    ap.add_argument("--config")
+    ap.add_argument("server")
+    ap.add_argument("after")
+    ap.add_argument("count", type=int)
+    args = ap.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        run(config, config.server(args.server), args.after, args.count)
+    except WalqError as exc:
+        print(f"walq: prefetcher for {args.server} stopped: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
