@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
+if sys.path[0] != str(REPO):  # before bench/ itself, where bench.py would shadow the package
     sys.path.insert(0, str(REPO))
 
 from bench import corpus as corpus_mod  # noqa: E402

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
+if sys.path[0] != str(REPO):  # before bench/ itself, where bench.py would shadow the package
     sys.path.insert(0, str(REPO))
 
 from tests.services.pg import Cluster, chown_postgres, wait_for  # noqa: E402

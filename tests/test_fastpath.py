@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import WalqHome
 from tests.services.pg import wait_for
 from walq import prefetch
+from walq.fastpath import DEFAULT_HOME, simple_toml_home
 
 
 def spooled(spool: Path) -> list[str]:
@@ -48,3 +54,45 @@ def test_spool_miss_falls_back_to_the_archive(walq_home: WalqHome, wal_corpus) -
     walq_home.run("get-wal", "pg1", names[1], str(dest), check=True)
     assert dest.read_bytes() == wal_corpus.path(names[1]).read_bytes()
     assert not (walq_home.home / "restore-spool" / "pg1" / prefetch.LOCK_NAME).exists()  # no --prefetch: no prefetcher
+
+
+HOME_CASES = [
+    'home = "/srv/walq"\n',
+    "home = '/srv/walq' # literal\n",
+    '# comment\nbroker_url = "redis://x"\nhome="/a b/c"\n[servers.pg1]\nhome = "/not/this"\n',
+    '[servers.pg1]\ncompression = "lz4"\n',  # no home: the default
+    'scan_interval = 5\nlist = [1, 2]\nhome = "/x"\n',
+    'x = [\n  [1],\n]\nhome = "/hidden"\n',  # multi-line array: tomllib decides
+    '"home" = "/quoted"\n',
+    'home.x = 1\n',
+    'home = "/esc\\\\aped"\n',
+    'a = """\nhome = "/in-a-string"\n"""\nhome = "/real"\n',
+    'home = "/x" junk\n',
+    'homedir = "/y"\nhome = "/x"\n',
+]
+
+
+@pytest.mark.parametrize("text", HOME_CASES)
+def test_the_fast_home_scan_agrees_with_tomllib_or_abstains(text: str) -> None:
+    got = simple_toml_home(text)
+    if got is None:
+        return  # abstained: the fast path asks tomllib
+    try:
+        expected = tomllib.loads(text).get("home", DEFAULT_HOME)
+    except tomllib.TOMLDecodeError:
+        pytest.fail(f"answered {got!r} for invalid TOML")
+    assert got == expected
+
+
+@given(st.lists(st.sampled_from([
+    'home = "/h1"', "home = '/h2'", 'other = "v"', "n = 3", '[servers.pg1]', 'home = "/h3" # c', "# c",
+    'arr = [', '1,', ']', 'm = """', 'text', '"""', '"home" = "/q"', "", 'home = "/a\\\\b"', "t = {a = 1}",
+]), max_size=12))
+def test_the_fast_home_scan_never_disagrees(lines: list[str]) -> None:
+    text = "\n".join(lines) + "\n"
+    try:
+        expected = tomllib.loads(text).get("home", DEFAULT_HOME)
+    except tomllib.TOMLDecodeError:
+        return  # the full CLI reports a broken file; the fast path may try its luck, then falls through
+    got = simple_toml_home(text)
+    assert got is None or got == expected

@@ -18,7 +18,7 @@ import sys
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _HEX_UPPER = frozenset("0123456789ABCDEF")
 # the file names walq.prefetch uses (kept literal here so a hit imports nothing)
-_LOCK, _END = ".prefetch.lock", ".prefetch.end"
+_LOCK, _END, _INFLIGHT = ".prefetch.lock", ".prefetch.end", ".prefetch.inflight"
 
 
 def _is_server_name(s: str) -> bool:
@@ -65,25 +65,93 @@ def spool_hit(argv: list[str]) -> int | None:
     _, server, wal, dest = positional
     if not _is_server_name(server) or not _is_segment_name(wal):
         return None
-    home = os.environ.get("WALQ_HOME")
+    home = os.environ.get("WALQ_HOME") or _home_from_config(config_path)
     if home is None:
-        import tomllib
-
-        try:
-            with open(config_path, "rb") as f:
-                home = tomllib.load(f).get("home", "/var/lib/walq")
-        except (OSError, ValueError):
-            return None
-    if not isinstance(home, str):
         return None
     spool = os.path.join(home, "restore-spool", server)
     try:
         os.rename(os.path.join(spool, wal), dest)
     except OSError:
-        return None
+        if not (prefetch > 0 and _wait_in_flight(spool, wal)):
+            return None
+        try:
+            os.rename(os.path.join(spool, wal), dest)
+        except OSError:
+            return None
     if prefetch > 0:
         _keep_prefetching(spool, os.path.abspath(config_path), server, wal, prefetch)
     return 0
+
+
+def _home_from_config(path: str) -> str | None:
+    """``home`` from the config file, without importing tomllib (its import costs more
+    than the whole rest of a spool hit); the real parser where the file is unusual."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, ValueError):
+        return None
+    home = simple_toml_home(text)
+    if home is None:
+        import tomllib
+
+        try:
+            value = tomllib.loads(text).get("home", DEFAULT_HOME)
+        except ValueError:
+            return None
+        home = value if isinstance(value, str) else None
+    return home
+
+
+DEFAULT_HOME = "/var/lib/walq"
+
+
+def simple_toml_home(text: str) -> str | None:
+    """The top-level ``home = "..."`` of a plain TOML file, or None to let tomllib decide.
+
+    Only the keys before the first table header can set ``home``. Any line there
+    that is not a simple ``key = value`` on one line (a multi-line string or
+    array, a quoted or dotted key naming home, an escape in the value) returns
+    None, so the answer is either exactly tomllib's or none at all.
+    """
+    home = DEFAULT_HOME
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            return home  # the first table header: top-level keys end here
+        key, sep, value = line.partition("=")
+        if not sep or '"""' in line or "'''" in line:
+            return None
+        key, value = key.strip(), value.strip()
+        if value[:1] in "[{" and not _closes_on_line(value):
+            return None  # a multi-line array or table: its lines could look like anything
+        if "home" not in key:
+            continue
+        if key != "home" or value[:1] not in ("'", '"'):
+            return None
+        quote = value[0]
+        end = value.find(quote, 1)
+        if end < 0 or (quote == '"' and "\\" in value[1:end]):
+            return None
+        rest = value[end + 1 :].strip()
+        if rest and not rest.startswith("#"):
+            return None
+        home = value[1:end]
+    return home
+
+
+def _closes_on_line(value: str) -> bool:
+    depth = 0
+    for ch in value:
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch in "\"'" or ch == "#":
+            return False  # strings or comments inside: leave it to tomllib
+    return depth == 0
 
 
 def _prefetcher_running(spool: str) -> bool:
@@ -100,6 +168,33 @@ def _prefetcher_running(spool: str) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _wait_in_flight(spool: str, wal: str, deadline_seconds: float = 120.0) -> bool:
+    """Wait for a segment the prefetcher is downloading right now; True once it is in the spool.
+
+    Cheaper than the full CLI's start-up, which would only end up waiting too.
+    """
+    import time
+
+    target = os.path.join(spool, wal)
+    deadline = time.monotonic() + deadline_seconds
+    announced = False
+    while time.monotonic() < deadline:
+        if os.path.exists(target):
+            return True
+        try:
+            with open(os.path.join(spool, _INFLIGHT)) as f:
+                planned = f.read().split()
+        except OSError:
+            return False
+        if wal not in planned or not _prefetcher_running(spool):
+            return os.path.exists(target)
+        if not announced:
+            print(f"walq: {wal} is being prefetched; waiting for it", file=sys.stderr, flush=True)
+            announced = True
+        time.sleep(0.005)
+    return False
 
 
 def _keep_prefetching(spool: str, config_path: str, server: str, wal: str, count: int) -> None:

@@ -50,6 +50,7 @@ LOG_NAME = ".prefetch.log"
 POLL_SECONDS = 0.01  # how often the prefetcher looks for consumed files, and a waiting call for its file
 LOCK_WAIT_SECONDS = 10.0  # how long a new prefetcher waits for the one it replaces to exit
 MAX_THREADS = 4
+NICENESS = 10
 
 
 def spool_dir(config: Config, server: ServerConfig) -> Path:
@@ -198,6 +199,8 @@ def run(config: Config, server: ServerConfig, after: str, count: int, storage: S
     if lock_fd is None:
         return
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)  # recovery's own calls come first; prefetching fills the gaps
     catalog = open_catalog_for_restore(config)
     try:
         seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0) if catalog else 0
@@ -231,6 +234,7 @@ def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Stora
     cursor = after
     last_progress = time.monotonic()
     at_end: str | None = None
+    failed = False
     with ThreadPoolExecutor(max_workers=min(count, MAX_THREADS)) as pool:
         while spool.is_dir():
             busy = set(running.values())
@@ -238,7 +242,7 @@ def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Stora
                 planned.popleft()  # recovery took it (or its fetch failed: that call fetches it itself)
                 last_progress = time.monotonic()
             submitted = False
-            while at_end is None and len(planned) < count:
+            while at_end is None and not failed and len(planned) < count:
                 cursor = next_segment(cursor, seg_size)
                 planned.append(cursor)
                 if not (spool / cursor).is_file():
@@ -254,12 +258,17 @@ def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Stora
                     outcome = fut.result()
                     if outcome == "absent" and (at_end is None or name < at_end):
                         at_end = name
-                    last_progress = time.monotonic()
+                    elif outcome == "failed":
+                        failed = True  # storage or data trouble: the calls themselves report it
+                    else:
+                        last_progress = time.monotonic()
                 if done:
                     _publish(spool, list(running.values()))
                 continue
             if at_end is not None:
                 (spool / END_NAME).write_text(f"{at_end}\n")
+                return
+            if failed:
                 return
             if time.monotonic() - last_progress > config.prefetch_idle_timeout:
                 return

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from walq import prefetch as prefetch_mod
-from walq.catalog import Catalog, WalRecord, open_catalog
+from walq.catalog import Catalog, WalRecord, WalState, open_catalog
 from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, IntegrityError, NotFoundError, WalqError
 from walq.readback import plain_chunks
@@ -79,17 +79,35 @@ def _move(src: Path, dest: Path) -> None:
         src.unlink(missing_ok=True)
 
 
+def restore_into(storage: Storage, server: ServerConfig, record: WalRecord | None, name: str, dest: Path) -> bool:
+    """Restore ``name`` into ``dest``; False when the archive does not hold it.
+
+    An archived catalog row names the object's key, so the object is read
+    directly (one GET on S3); only without one, or when that key is gone, is
+    the object looked up (a LIST on S3).
+    """
+    if record is not None and record.storage_key and record.state is WalState.ARCHIVED:
+        known = StoredObject(name, record.storage_key, record.stored_size or 0, record.codec,
+                             record.encryption == "gpg" if record.encryption else None)
+        try:
+            write_verified(storage, known, server, record, dest)
+            return True
+        except FileNotFoundError:
+            pass  # moved or removed behind walq's back: look it up
+    obj = storage.find(name)
+    if obj is None:
+        return False
+    write_verified(storage, obj, server, record, dest)
+    return True
+
+
 def fetch_into(storage: Storage, server: ServerConfig, record: WalRecord | None, name: str, spool: Path) -> str:
     """The prefetcher's unit of work: restore ``name`` into the spool; 'ok', 'absent' or 'failed'."""
     try:
-        obj = storage.find(name)
-        if obj is None:
-            return "absent"
-        write_verified(storage, obj, server, record, spool / name)
+        return "ok" if restore_into(storage, server, record, name, spool / name) else "absent"
     except (WalqError, OSError) as exc:
         print(f"walq: warning: prefetch of {name} failed: {exc}", file=sys.stderr)
         return "failed"
-    return "ok"
 
 
 def get_wal(config: Config, server_name: str, name: str, dest: Path, prefetch: int = 0) -> str:
@@ -114,13 +132,11 @@ def get_wal(config: Config, server_name: str, name: str, dest: Path, prefetch: i
             prefetch_mod.start(config, server, name, prefetch)
             return "spool"
     storage = open_storage(server)
-    obj = storage.find(name)
-    if obj is None:
-        raise NotFoundError(f"{name} is not in the archive of {server.name}")
     catalog = open_catalog_for_restore(config)
     try:
         record = catalog.get(server.name, name) if catalog else None
-        write_verified(storage, obj, server, record, dest)
+        if not restore_into(storage, server, record, name, dest):
+            raise NotFoundError(f"{name} is not in the archive of {server.name}")
     finally:
         if catalog is not None:
             catalog.close()
