@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shlex
 import subprocess
 import tempfile
 import threading
@@ -76,6 +77,9 @@ class Meter:
         self._cpu0 = 0
         self._ru0: resource.struct_rusage | None = None
         self.wait_maxrss: list[tuple[int, str]] = []
+        self._sh: subprocess.Popen | None = None
+        self._sh_env: dict[str, str] | None = None
+        self._sh_err = Path(tempfile.mkstemp(prefix="walq-bench-err-")[1])
 
     # -- cgroup ---------------------------------------------------------------------------
     def _make_group(self) -> None:
@@ -149,6 +153,42 @@ class Meter:
             raise RuntimeError(f"{' '.join(map(str, cmd))} exited {code}:\n{text[-3000:]}")
         return code, text
 
+    def system(self, cmd: list[str], *, env: dict[str, str] | None = None, check: bool = True,
+               label: str = "") -> tuple[int, str]:
+        """Run ``cmd`` the way PostgreSQL runs archive_command and restore_command: a
+        shell forks and execs it. The shell lives in the run's group, so each call
+        pays its own process start-up but not the harness's cgroup attach, which
+        costs several ms per process and would dwarf a fast tool's call."""
+        sh = self._shell(env)
+        assert sh.stdin is not None and sh.stdout is not None
+        sh.stdin.write(f"{shlex.join(cmd)} </dev/null >/dev/null 2>{shlex.quote(str(self._sh_err))}\n")
+        sh.stdin.flush()
+        answer = sh.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the bench's shell exited (running {label or cmd[0]})")
+        code = int(answer)
+        text = self._sh_err.read_text(errors="replace")[-8000:]
+        if check and code != 0:
+            raise RuntimeError(f"{' '.join(map(str, cmd))} exited {code}:\n{text[-3000:]}")
+        return code, text
+
+    def _shell(self, env: dict[str, str] | None) -> subprocess.Popen:
+        if self._sh is not None and env != self._sh_env:
+            self._close_shell()
+        if self._sh is None:
+            loop = 'while IFS= read -r line; do eval "$line"; printf "%s\\n" "$?"; done'
+            self._sh = subprocess.Popen(["/bin/sh", "-c", loop], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, env=env, preexec_fn=self._preexec())  # noqa: PLW1509
+            self._sh_env = env
+        return self._sh
+
+    def _close_shell(self) -> None:
+        if self._sh is not None:
+            assert self._sh.stdin is not None
+            self._sh.stdin.close()
+            self._sh.wait()
+            self._sh = None
+
     def __enter__(self) -> Meter:
         self._make_group()
         self._ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -180,6 +220,8 @@ class Meter:
 
     def close(self) -> None:
         """Remove the cgroup once every process in it has exited (call after cleanup)."""
+        self._close_shell()
+        self._sh_err.unlink(missing_ok=True)
         if self.group is None:
             return
         deadline = time.monotonic() + 30

@@ -230,7 +230,7 @@ def barman_cloud_archive(ctx: Ctx, codec: str, level: int | None) -> Run:
     store0 = _store_cpu(ctx)
     with Meter() as m:
         for name in corpus.segments:
-            m.run([*base, str(src / name)], env=env, label="barman-cloud-wal-archive")
+            m.system([*base, str(src / name)], env=env, label="barman-cloud-wal-archive")
         m.stop_clock()
     store = _store_cpu(ctx) - store0
     m.close()
@@ -288,7 +288,7 @@ def pgbackrest_push(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False
     store0 = _store_cpu(ctx) if s3 else 0.0
     with Meter() as m:
         for name in ctx.corpus.segments:
-            m.run([*pgbr, "archive-push", str(wal / name)], label="pgbackrest archive-push")
+            m.system([*pgbr, "archive-push", str(wal / name)], label="pgbackrest archive-push")
             os.rename(status / f"{name}.ready", status / f"{name}.done")
         m.stop_clock()
         # the async process exits by itself once its queue is empty
@@ -404,7 +404,7 @@ def walq_get_wal(ctx: Ctx, source: Run, prefetch: int = 8) -> Run:
     cmd = [str(WALQ), "--config", str(cfg), "get-wal", "pg1"]
     with Meter() as m:
         for name in corpus.segments:
-            m.run([*cmd, name, str(d / "RECOVERYXLOG"), "--prefetch", str(prefetch)], env=env, label="walq get-wal")
+            m.system([*cmd, name, str(d / "RECOVERYXLOG"), "--prefetch", str(prefetch)], env=env, label="walq get-wal")
             _check_restored(d / "RECOVERYXLOG", ctx.corpus.seg_size, name)
         m.stop_clock()
     m.close()
@@ -424,7 +424,7 @@ def barman_cloud_restore(ctx: Ctx, source: Run, parallel: int = 0) -> Run:
     url = f"s3://{source.extra['bucket']}/walq"
     with Meter() as m:
         for name in corpus.segments:
-            m.run([*cmd, url, "pg1", name, str(d / "RECOVERYXLOG")], env=env, label="barman-cloud-wal-restore")
+            m.system([*cmd, url, "pg1", name, str(d / "RECOVERYXLOG")], env=env, label="barman-cloud-wal-restore")
             _check_restored(d / "RECOVERYXLOG", ctx.corpus.seg_size, name)
         m.stop_clock()
     m.close()

@@ -76,24 +76,28 @@ def _retry_config() -> dict[str, Any]:
 
 
 def get_client(endpoint_url: str | None, region: str | None, profile: str | None) -> Any:
-    """The process's boto3 S3 client for this endpoint/region/profile (thread-safe)."""
+    """The process's S3 client for this endpoint/region/profile (thread-safe)."""
     retries = _retry_config()
     key = (os.getpid(), endpoint_url, region, profile, retries["mode"], retries["max_attempts"])
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            import boto3
+            # botocore's session is what boto3's wraps; going to it directly skips
+            # importing boto3 and s3transfer, a tenth of a second of every cold
+            # restore_command call.
+            import botocore.exceptions
+            import botocore.session
             from botocore.config import Config
 
             try:
-                session = boto3.session.Session(profile_name=profile, region_name=region)
-            except Exception as exc:  # ProfileNotFound and friends
+                session = botocore.session.Session(profile=profile)
+                client = session.create_client(
+                    "s3", region_name=region, endpoint_url=endpoint_url,
+                    config=Config(retries=retries, connect_timeout=5, read_timeout=60,
+                                  max_pool_connections=16),
+                )
+            except botocore.exceptions.BotoCoreError as exc:  # ProfileNotFound and friends
                 raise ConfigError(f"s3_profile {profile!r}: {type(exc).__name__}") from None
-            client = session.client(
-                "s3", endpoint_url=endpoint_url,
-                config=Config(retries=retries, connect_timeout=5, read_timeout=60,
-                              max_pool_connections=16),
-            )
             _clients[key] = client
         return client
 
