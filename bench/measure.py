@@ -206,6 +206,7 @@ class Meter:
         self.t0 = time.perf_counter()
 
     def stop_clock(self) -> None:
+        self._close_shell()  # not part of the run any more (and it would look like a lingering process)
         self.t1 = time.perf_counter()
         self._cpu1 = self._cpu_ns() if self.group else 0
         self._ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
