@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,14 @@ ROW_NAMES = ("local", "pgbackrest", "fleet", "s3", "restore", "codec")
 
 def codec_label(codec: str, level: int | None) -> str:
     return codec if level is None else f"{codec}-{level}"
+
+
+def selected(pairs: list[tuple[str, int | None]], wanted: list[str] | None) -> Iterator[tuple[str, int | None, str]]:
+    """(codec, level, label) for each pair that ``--codecs`` keeps (all without it)."""
+    for codec, level in pairs:
+        label = codec_label(codec, level)
+        if wanted is None or label in wanted:
+            yield codec, level, label
 
 
 @dataclass
@@ -169,8 +178,7 @@ def machine_info() -> dict[str, object]:
 def run_all(b: Bench, ctx: Ctx, only: set[str]) -> None:
     a = b.args
     if "local" in only or "pgbackrest" in only or "codec" in only:
-        for codec, level in LOCAL_CODECS if a.codecs is None else [c for c in LOCAL_CODECS if codec_label(*c) in a.codecs]:
-            label = codec_label(codec, level)
+        for codec, level, label in selected(LOCAL_CODECS, a.codecs):
             tools: list[tuple[str, object]] = [("walq archive", lambda c=codec, lv=level: runners.walq_archive(ctx, c, lv))]
             if "local" in only and not a.walq_only:
                 tools.append(("barman archive-wal", lambda c=codec, lv=level: runners.barman_archive(ctx, c, lv)))
@@ -184,28 +192,19 @@ def run_all(b: Bench, ctx: Ctx, only: set[str]) -> None:
                 b.compare("pgbackrest", ("local", "walq archive", label), ("local", "pgbackrest async posix", label),
                           1.3, f"walq archive vs pgbackrest archive-push async (process-max=2), posix repo, {label}")
     if "codec" in only:
-        for codec, level in LIMIT_CODECS:
-            label = codec_label(codec, level)
-            if a.codecs is not None and label not in a.codecs:
-                continue
+        for codec, level, label in selected(LIMIT_CODECS, a.codecs):
             b.log(f"codec alone in-process on {os.cpu_count()} cores, {label}")
             b.measure("limit", [("codec alone", lambda c=codec, lv=level: runners.codec_limit(ctx, c, lv, os.cpu_count() or 1))], label)
             b.compare("codec", ("local", "walq archive", label), ("limit", "codec alone", label), 0.7,
                       f"walq archive vs the codec alone on {os.cpu_count()} cores, {label}")
     if "fleet" in only:
-        for codec, level in FLEET_CODECS:
-            label = codec_label(codec, level)
-            if a.codecs is not None and label not in a.codecs:
-                continue
+        for codec, level, label in selected(FLEET_CODECS, a.codecs):
             b.log(f"fleet, {label}")
             b.measure("fleet", [("walq fleet", lambda c=codec, lv=level: runners.walq_fleet(ctx, c, lv))], label)
             b.compare("fleet", ("fleet", "walq fleet", label), ("local", "barman archive-wal", label), 1.5,
                       f"walq fleet (Celery, this machine) vs barman archive-wal, {label}")
     if "s3" in only:
-        for codec, level in S3_CODECS:
-            label = codec_label(codec, level)
-            if a.codecs is not None and label not in a.codecs:
-                continue
+        for codec, level, label in selected(S3_CODECS, a.codecs):
             tools = [("walq archive s3", lambda c=codec, lv=level: runners.walq_archive(ctx, c, lv, s3=True))]
             if not a.walq_only:
                 tools += [

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import WalqHome
 from tests.services.pg import wait_for
-from walq import prefetch
+from walq import spool_state
 from walq.fastpath import DEFAULT_HOME, simple_toml_home
 
 
@@ -33,8 +33,8 @@ def test_prefetched_wal_is_served_from_the_spool(walq_home: WalqHome, wal_corpus
         walq_home.run("get-wal", "pg1", name, str(dest), "--prefetch", "3", check=True)
         assert dest.read_bytes() == wal_corpus.path(name).read_bytes()
     # it stops at the end of the archive, says so, and leaves nothing behind
-    wait_for(lambda: prefetch.running_pid(spool) is None, 30, "the prefetcher to exit at the archive's end")
-    assert (spool / prefetch.END_NAME).read_text().split()[0] > names[-1]
+    wait_for(lambda: spool_state.running_pid(spool) is None, 30, "the prefetcher to exit at the archive's end")
+    assert (spool / spool_state.END_NAME).read_text().split()[0] > names[-1]
     assert spooled(spool) == []
     assert not list(spool.glob(".*.walq-*"))
     # the spool hit must not import pydantic (the heavy part of start-up)
@@ -53,7 +53,7 @@ def test_spool_miss_falls_back_to_the_archive(walq_home: WalqHome, wal_corpus) -
     dest = walq_home.root / "x"
     walq_home.run("get-wal", "pg1", names[1], str(dest), check=True)
     assert dest.read_bytes() == wal_corpus.path(names[1]).read_bytes()
-    assert not (walq_home.home / "restore-spool" / "pg1" / prefetch.LOCK_NAME).exists()  # no --prefetch: no prefetcher
+    assert not (walq_home.home / "restore-spool" / "pg1" / spool_state.LOCK_NAME).exists()  # no --prefetch: no prefetcher
 
 
 HOME_CASES = [

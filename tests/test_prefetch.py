@@ -17,7 +17,7 @@ from tests.conftest import WALQ, WalqHome
 from tests.services.pg import wait_for
 from tests.services.s3 import FaultProxy, s3_bucket, s3_server, s3_settings  # noqa: F401
 from tests.test_fastpath import spooled
-from walq import prefetch
+from walq import prefetch, spool_state
 
 
 @pytest.fixture
@@ -35,13 +35,13 @@ def test_a_jump_replaces_the_prefetcher_and_drops_its_segments(walq_home: WalqHo
     stop_prefetchers(spool)
     walq_home.run("get-wal", "pg1", names[0], str(walq_home.root / "a"), "--prefetch", "2", check=True)
     wait_for(lambda: spooled(spool) == names[1:3], 30, "the first prefetcher's segments")
-    first = prefetch.running_pid(spool)
+    first = spool_state.running_pid(spool)
     assert first
     dest = walq_home.root / "b"
     walq_home.run("get-wal", "pg1", names[5], str(dest), "--prefetch", "2", check=True)
     assert dest.read_bytes() == wal_corpus.path(names[5]).read_bytes()
     wait_for(lambda: spooled(spool) == names[6:8], 30, "the replacement's segments, and nothing stale")
-    assert prefetch.running_pid(spool) not in (None, first)
+    assert spool_state.running_pid(spool) not in (None, first)
 
 
 def test_an_idle_prefetcher_is_restarted_by_the_next_spool_hit(make_home, wal_corpus, stop_prefetchers) -> None:
@@ -51,7 +51,7 @@ def test_an_idle_prefetcher_is_restarted_by_the_next_spool_hit(make_home, wal_co
     spool = home.home / "restore-spool" / "pg1"
     stop_prefetchers(spool)
     home.run("get-wal", "pg1", names[0], str(home.root / "a"), "--prefetch", "2", check=True)
-    wait_for(lambda: spooled(spool) == names[1:3] and prefetch.running_pid(spool) is None, 30,
+    wait_for(lambda: spooled(spool) == names[1:3] and spool_state.running_pid(spool) is None, 30,
              "the prefetcher to fill the spool and exit idle")
     dest = home.root / "b"
     home.run("get-wal", "pg1", names[1], str(dest), "--prefetch", "2", check=True)  # the fast path

@@ -25,7 +25,7 @@ from tests.services.s3 import (  # noqa: F401
     s3_settings,
 )
 from tests.test_fastpath import spooled
-from walq import prefetch
+from walq import spool_state
 from walq.catalog import WalState, open_catalog
 from walq.codecs import get_codec
 from walq.wal import parse_wal_name
@@ -178,7 +178,7 @@ def test_get_wal_list_verify_and_prefetch_on_s3(make_home, s3_bucket: Bucket, wa
     for name in names[1:]:
         assert home.run("get-wal", "pg1", name, str(dest / name), "--prefetch", "3").returncode == 0
         assert sha(dest / name) == sha(wal_corpus.path(name))
-    wait_for(lambda: prefetch.running_pid(spool) is None, 60, "the prefetcher to exit at the archive's end")
+    wait_for(lambda: spool_state.running_pid(spool) is None, 60, "the prefetcher to exit at the archive's end")
     assert spooled(spool) == []
     missing = home.run("get-wal", "pg1", "0000000100000000000000FE", str(dest / "x"))
     assert missing.returncode == 1

@@ -2,7 +2,8 @@
 
 PostgreSQL calls restore_command once per WAL, so a prefetched WAL must cost little
 more than starting Python: this module imports only what the interpreter has
-already loaded (os, sys) plus fcntl, and never pydantic, argparse or boto3.
+already loaded (os, sys) plus walq.spool_state (fcntl, time), and never
+pydantic, argparse or boto3.
 
 Only the common case is handled here (config from --config/WALQ_CONFIG/./walq.toml,
 ``home`` from the file or WALQ_HOME, default directories); anything unusual returns
@@ -15,10 +16,10 @@ from __future__ import annotations
 import os
 import sys
 
+from walq.spool_state import END_NAME, detach, running_pid, wait_for_inflight
+
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _HEX_UPPER = frozenset("0123456789ABCDEF")
-# the file names walq.prefetch uses (kept literal here so a hit imports nothing)
-_LOCK, _END, _INFLIGHT = ".prefetch.lock", ".prefetch.end", ".prefetch.inflight"
 
 
 def _is_server_name(s: str) -> bool:
@@ -72,7 +73,7 @@ def spool_hit(argv: list[str]) -> int | None:
     try:
         os.rename(os.path.join(spool, wal), dest)
     except OSError:
-        if not (prefetch > 0 and _wait_in_flight(spool, wal)):
+        if not (prefetch > 0 and wait_for_inflight(spool, wal)):
             return None
         try:
             os.rename(os.path.join(spool, wal), dest)
@@ -154,74 +155,20 @@ def _closes_on_line(value: str) -> bool:
     return depth == 0
 
 
-def _prefetcher_running(spool: str) -> bool:
-    import fcntl
-
-    try:
-        fd = os.open(os.path.join(spool, _LOCK), os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def _wait_in_flight(spool: str, wal: str, deadline_seconds: float = 120.0) -> bool:
-    """Wait for a segment the prefetcher is downloading right now; True once it is in the spool.
-
-    Cheaper than the full CLI's start-up, which would only end up waiting too.
-    """
-    import time
-
-    target = os.path.join(spool, wal)
-    deadline = time.monotonic() + deadline_seconds
-    announced = False
-    while time.monotonic() < deadline:
-        if os.path.exists(target):
-            return True
-        try:
-            with open(os.path.join(spool, _INFLIGHT)) as f:
-                planned = f.read().split()
-        except OSError:
-            return False
-        if wal not in planned or not _prefetcher_running(spool):
-            return os.path.exists(target)
-        if not announced:
-            print(f"walq: {wal} is being prefetched; waiting for it", file=sys.stderr, flush=True)
-            announced = True
-        time.sleep(0.005)
-    return False
-
-
 def _keep_prefetching(spool: str, config_path: str, server: str, wal: str, count: int) -> None:
     """Start ``python -m walq.prefetch`` detached unless one runs or the archive's end was reached.
 
     Rare: the prefetcher forked by the last archive fetch normally outlives the
     whole restore; this covers one that exited idle while recovery was paused.
     """
-    if os.path.exists(os.path.join(spool, _END)) or _prefetcher_running(spool):
+    if os.path.exists(os.path.join(spool, END_NAME)) or running_pid(spool) is not None:
         return
-    argv = [sys.executable, "-m", "walq.prefetch", "--config", config_path, server, wal, str(count)]
-    child = os.fork()
-    if child:
-        os.waitpid(child, 0)
-        return
-    try:
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        null = os.open(os.devnull, os.O_RDWR)
-        log = os.open(os.path.join(spool, ".prefetch.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(null, 0)
-        os.dup2(null, 1)
-        os.dup2(log, 2)
-        os.execv(sys.executable, argv)
-    finally:
-        os._exit(1)
+    if detach(spool):
+        try:
+            os.execv(sys.executable, [sys.executable, "-m", "walq.prefetch", "--config", config_path,
+                                      server, wal, str(count)])
+        finally:
+            os._exit(1)
 
 
 def main() -> int:

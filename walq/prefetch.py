@@ -7,14 +7,11 @@ the first call that has to go to the archive forks a prefetcher; later calls fin
 their segment in the spool and are a rename (walq.fastpath), while the
 prefetcher refills the spool in the background.
 
-Coordination is through files in the spool, so the fast path needs no imports:
-
-- ``.prefetch.lock``: held (flock) by the live prefetcher, with its pid inside;
-- ``.prefetch.inflight``: the segments it is fetching now, one per line. A call
-  that arrives while its segment is in flight waits for it instead of fetching
-  it a second time;
-- ``.prefetch.end``: the last prefetcher stopped at the end of the archive, so a
-  spool hit does not start another one just to find nothing.
+Coordination is through files in the spool (walq.spool_state), so the fast
+path needs no heavy imports. A call that arrives while its segment is in flight
+waits for it instead of fetching it a second time; after the prefetcher reached
+the end of the archive, a spool hit does not start another one just to find
+nothing.
 
 The prefetcher exits when the archive has no next segment, when nothing was
 consumed for ``prefetch_idle_timeout`` seconds, or when the spool disappears.
@@ -36,6 +33,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from walq.errors import WalqError
+from walq.spool_state import (
+    END_NAME,
+    INFLIGHT_NAME,
+    LOCK_NAME,
+    POLL_SECONDS,
+    detach,
+    running_pid,
+)
 from walq.wal import WalKind, next_segment, parse_wal_name
 
 if TYPE_CHECKING:
@@ -43,11 +48,6 @@ if TYPE_CHECKING:
     from walq.config import Config, ServerConfig
     from walq.storage import Storage
 
-LOCK_NAME = ".prefetch.lock"
-INFLIGHT_NAME = ".prefetch.inflight"
-END_NAME = ".prefetch.end"
-LOG_NAME = ".prefetch.log"
-POLL_SECONDS = 0.01  # how often the prefetcher looks for consumed files, and a waiting call for its file
 LOCK_WAIT_SECONDS = 10.0  # how long a new prefetcher waits for the one it replaces to exit
 MAX_THREADS = 4
 NICENESS = 10
@@ -55,43 +55,6 @@ NICENESS = 10
 
 def spool_dir(config: Config, server: ServerConfig) -> Path:
     return config.home / "restore-spool" / server.name
-
-
-def running_pid(spool: Path) -> int | None:
-    """The live prefetcher's pid, or None when no process holds the spool's lock."""
-    try:
-        fd = os.open(spool / LOCK_NAME, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.read(fd, 32).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else -1
-        return None
-    finally:
-        os.close(fd)
-
-
-def inflight(spool: Path) -> set[str]:
-    try:
-        return set((spool / INFLIGHT_NAME).read_text().split())
-    except OSError:
-        return set()
-
-
-def wait_for_inflight(spool: Path, name: str, deadline_seconds: float = 120.0) -> bool:
-    """If the prefetcher is fetching ``name``, wait until it lands; True when it is in the spool."""
-    deadline = time.monotonic() + deadline_seconds
-    target = spool / name
-    while time.monotonic() < deadline:
-        if target.is_file():
-            return True
-        if name not in inflight(spool) or running_pid(spool) is None:
-            return target.is_file()
-        time.sleep(POLL_SECONDS)
-    return False
 
 
 def stop(spool: Path) -> None:
@@ -125,34 +88,14 @@ def start(config: Config, server: ServerConfig, after: str, count: int, storage:
             return
         stop(spool)
     (spool / END_NAME).unlink(missing_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    child = os.fork()
-    if child:
-        os.waitpid(child, 0)
+    if not detach(spool):
         return
-    # first child: leave the caller's session, fork the prefetcher, exit at once
     try:
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        detach_stdio(spool)
         run(config, server, after, count, storage)
     except BaseException as exc:  # noqa: BLE001 - a daemon reports, it never returns into the CLI
         print(f"walq: prefetcher for {server.name} stopped: {exc}", file=sys.stderr)
         os._exit(1)
     os._exit(0)
-
-
-def detach_stdio(spool: Path) -> None:
-    """stdin/stdout to /dev/null, stderr appended to the spool's log (never PostgreSQL's pipes)."""
-    null = os.open(os.devnull, os.O_RDWR)
-    log = os.open(spool / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.dup2(log, 2)
-    os.close(null)
-    os.close(log)
 
 
 def _acquire(spool: Path) -> int | None:

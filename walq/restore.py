@@ -21,6 +21,7 @@ from walq.catalog import Catalog, WalRecord, WalState, open_catalog
 from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, IntegrityError, NotFoundError, WalqError
 from walq.readback import plain_chunks
+from walq.spool_state import wait_for_inflight
 from walq.storage import Storage, StoredObject, open_storage
 from walq.wal import parse_wal_name
 
@@ -120,9 +121,8 @@ def get_wal(config: Config, server_name: str, name: str, dest: Path, prefetch: i
     parse_wal_name(name)
     spool = prefetch_mod.spool_dir(config, server)
     spooled = spool / name
-    if not spooled.is_file() and prefetch > 0 and name in prefetch_mod.inflight(spool):
-        print(f"walq: {name} is being prefetched; waiting for it", file=sys.stderr, flush=True)
-        prefetch_mod.wait_for_inflight(spool, name)
+    if not spooled.is_file() and prefetch > 0:
+        wait_for_inflight(spool, name)
     if spooled.is_file():
         try:
             _move(spooled, dest)
