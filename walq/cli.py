@@ -12,9 +12,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from walq.errors import ConfigError, DuplicateWalError, NotFoundError, WalqError
+from walq.spool_state import MAX_PREFETCH, parse_prefetch
 
 if TYPE_CHECKING:
     from walq.config import Config
@@ -97,6 +98,9 @@ def cmd_get_wal(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+NO_SERVERS = "no servers configured ([servers.NAME] tables)"  # as walq.archiver.archive says it
+
+
 def _servers(config: Config, name: str | None):
     return [config.server(name)] if name else list(config.servers.values())
 
@@ -111,6 +115,8 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     finally:
         catalog.close()
     extra = _fleet_status(config)
+    if not data:  # say so: an empty report reads as "all is well"
+        print(f"walq: {NO_SERVERS}", file=sys.stderr)
     if args.json:
         print(json.dumps({"servers": data, **extra}, indent=2))
         return EXIT_OK
@@ -174,14 +180,18 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     from walq.catalog import open_catalog
     from walq.status import run_checks
 
+    servers = _servers(config, args.server)
+    if not servers:  # nothing checked is not a pass
+        print(f"walq: {NO_SERVERS}: nothing to check", file=sys.stderr)
+        return EXIT_NOT_OK
     catalog = open_catalog(config)
     all_ok = True
     try:
-        for server in _servers(config, args.server):
+        for server in servers:
             for result in run_checks(config, server, catalog):
                 all_ok &= result.ok
                 detail = f" ({result.detail})" if result.detail else ""
-                print(f"{server.name}: {result.name}: {'OK' if result.ok else 'FAILED'}{detail}")
+                print(f"{server.name}: {result.name}: {result.status}{detail}")
     finally:
         catalog.close()
     return EXIT_OK if all_ok else EXIT_NOT_OK
@@ -272,8 +282,23 @@ def cmd_switch_wal(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with walq's error contract: one line on stderr naming the argument, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.removeprefix("walq").strip()
+        self.exit(EXIT_ERROR, f"walq: {where + ': ' if where else ''}{message}\n")
+
+
+def _prefetch_count(text: str) -> int:
+    try:
+        return parse_prefetch(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="walq", description="WAL archiving for PostgreSQL fleets")
+    parser = _Parser(prog="walq", description="WAL archiving for PostgreSQL fleets")
     parser.add_argument("--config", help="config file (default $WALQ_CONFIG, then ./walq.toml)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -290,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("server")
     p.add_argument("walname")
     p.add_argument("dest")
-    p.add_argument("--prefetch", type=int, default=0, metavar="N")
+    p.add_argument("--prefetch", type=_prefetch_count, default=0, metavar="N",
+                   help=f"keep the next N segments restored ahead (0 to {MAX_PREFETCH})")
     p.set_defaults(func=cmd_get_wal)
 
     p = sub.add_parser("status", help="watermark, lag, gaps, failures")

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettin
 
 from walq.codecs import CODEC_NAMES
 from walq.errors import ConfigError
+from walq.masking import mask_secrets, url_passwords
 
 SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CompressionName = Literal["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"]
@@ -30,6 +31,83 @@ def check_server_name(name: str) -> str:
             f"server name {name!r} is invalid: use letters, digits, '_', '-', '.' (no '/' or '..')"
         )
     return name
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")  # libpq's URI prefixes
+BROKER_SCHEMES = ("redis", "rediss")  # understood by both kombu (Celery) and redis-py (locks, status)
+LOCK_SCHEMES = ("redis", "rediss", "unix")  # redis-py's Redis.from_url
+
+
+def check_url(value: str, schemes: tuple[str, ...]) -> str:
+    """Refuse a URL without one of ``schemes`` or that urllib cannot split (e.g. a bad port).
+
+    Checked when the config loads, so a typo fails at once with one line instead of
+    inside a library that quotes the URL, password included, in its logs. The message
+    never carries the URL itself (the caller echoes it masked).
+    """
+    from urllib.parse import urlsplit
+
+    scheme, sep, _ = value.partition("://")
+    if not sep or scheme.lower() not in schemes:
+        raise ValueError("must start with " + " or ".join(f"{s}://" for s in schemes))
+    if any(ch.isspace() for ch in value):
+        raise ValueError("must not contain spaces (percent-encode them: %20)")
+    if re.search(r"%(?![0-9A-Fa-f]{2})", value):
+        raise ValueError("has a '%' that is not followed by two hex digits (percent-encode it: %25)")
+    try:
+        parts = urlsplit(value)
+        if "," not in parts.netloc:  # libpq allows host1:port1,host2:port2
+            _ = parts.port  # ValueError for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL: {mask_secrets(str(exc))}") from None
+    if scheme.lower() in BROKER_SCHEMES and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError("the path must be a Redis database number (redis://host:6379/0)")
+    return value
+
+
+def check_conninfo(value: str) -> str:
+    """A libpq conninfo: a postgresql:// URI, or ``key=value`` pairs (values may be quoted).
+
+    The same grammar as libpq's conninfo_parse, without the keyword list (which varies
+    by libpq version): whatever passes here reaches libpq as a well-formed string.
+    """
+    if value.startswith(tuple(f"{s}://" for s in POSTGRES_SCHEMES)):
+        return check_url(value, POSTGRES_SCHEMES)
+    i, n = 0, len(value)
+    while True:
+        while i < n and value[i].isspace():
+            i += 1
+        if i >= n:
+            return value
+        start = i
+        while i < n and not value[i].isspace() and value[i] != "=":
+            i += 1
+        keyword = value[start:i]
+        while i < n and value[i].isspace():
+            i += 1
+        if not keyword or i >= n or value[i] != "=":
+            raise ValueError("is neither a postgresql:// URI nor libpq key=value pairs")
+        i += 1
+        while i < n and value[i].isspace():
+            i += 1
+        i = _skip_conninfo_value(value, i)
+
+
+def _skip_conninfo_value(value: str, i: int) -> int:
+    """Index just past one conninfo value (quoted with '...' or bare, backslash escapes)."""
+    quoted = i < len(value) and value[i] == "'"
+    i += quoted
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if (quoted and ch == "'") or (not quoted and ch.isspace()):
+            return i + quoted
+        i += 1
+    if quoted:
+        raise ValueError("has an unterminated quoted value")
+    return i
 
 
 class ServerConfig(BaseModel):
@@ -72,6 +150,11 @@ class ServerConfig(BaseModel):
             raise ValueError("must start with file:// or s3://")
         return v
 
+    @field_validator("conninfo")
+    @classmethod
+    def _conninfo(cls, v: str | None) -> str | None:
+        return check_conninfo(v) if v is not None else None
+
     @field_validator("slot_name")
     @classmethod
     def _slot(cls, v: str | None) -> str | None:
@@ -99,8 +182,7 @@ class ServerConfig(BaseModel):
         """Settings without secrets, for status output and logs."""
         data = self.model_dump(mode="json")
         if data.get("conninfo"):
-            data["conninfo"] = re.sub(r"(password\s*=\s*)(\S+)", r"\1********", data["conninfo"])
-            data["conninfo"] = re.sub(r"(://[^:/@]+:)([^@]+)@", r"\1********@", data["conninfo"])
+            data["conninfo"] = mask_secrets(data["conninfo"])
         return data
 
 
@@ -127,6 +209,21 @@ class Config(BaseSettings):
     task_retry_backoff: Annotated[float, Field(gt=0)] = 2.0
     task_retry_backoff_max: Annotated[float, Field(gt=0)] = 300.0
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
+
+    @field_validator("catalog_url")
+    @classmethod
+    def _catalog_url(cls, v: str | None) -> str | None:
+        return check_url(v, POSTGRES_SCHEMES) if v else v
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, v: str | None) -> str | None:
+        return check_url(v, BROKER_SCHEMES) if v else v
+
+    @field_validator("lock_url")
+    @classmethod
+    def _lock_url(cls, v: str | None) -> str | None:
+        return check_url(v, LOCK_SCHEMES) if v else v
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Config:
@@ -173,6 +270,13 @@ class Config(BaseSettings):
             raise ConfigError(f"unknown server {name!r} (configured: {known})") from None
 
 
+def _masked_repr(value: object) -> str:
+    """An offending value as the error echoes it: passwords masked, however malformed."""
+    if isinstance(value, str):
+        return repr(mask_secrets(value, *url_passwords(value)))
+    return mask_secrets(repr(value))
+
+
 def _format_validation(source: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -181,7 +285,7 @@ def _format_validation(source: str, exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
-            msg = f"{msg} (got {err['input']!r})"
+            msg = f"{msg} (got {_masked_repr(err['input'])})"
         parts.append(f"{loc}: {msg}")
     return f"{source}: " + "; ".join(parts)
 

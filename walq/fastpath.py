@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from walq.spool_state import END_NAME, detach, running_pid, wait_for_inflight
+from walq.spool_state import END_NAME, detach, parse_prefetch, running_pid, wait_for_inflight
 
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _HEX_UPPER = frozenset("0123456789ABCDEF")
@@ -46,16 +46,13 @@ def spool_hit(argv: list[str]) -> int | None:
     i = 0
     while i < len(args):
         a = args[i]
-        if a == "--prefetch" and i + 1 < len(args):
-            if not args[i + 1].isdigit():
-                return None
-            prefetch = int(args[i + 1])
-            i += 1
-        elif a.startswith("--prefetch="):
-            value = a.split("=", 1)[1]
-            if not value.isdigit():
-                return None
-            prefetch = int(value)
+        if a == "--prefetch" and i + 1 < len(args) or a.startswith("--prefetch="):
+            value = a.split("=", 1)[1] if "=" in a else args[i + 1]
+            i += a == "--prefetch"
+            try:
+                prefetch = parse_prefetch(value)
+            except ValueError:
+                return None  # the full CLI refuses it with one line
         elif a.startswith("-"):
             return None
         else:

@@ -6,7 +6,8 @@ archive_command calls walq for this server, and that PostgreSQL's archiver is
 not currently failing; ``streaming_archiver`` checks the replication slot
 (present and active) and that ``walq receive-wal`` runs. Every server with a
 conninfo gets "PostgreSQL reachable" and "system identifier matches". A
-server without conninfo gets one informative OK line and nothing else.
+server without conninfo gets one ``PostgreSQL: SKIPPED (no conninfo)`` line (a
+check that did not run is never reported OK), plus "receiver running" when it streams.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def _postgres_checks(server: ServerConfig, info: PgInfo, catalog: Catalog) -> li
             ))
     known = server.system_identifier or int(catalog.get_meta(server.name, "system_identifier") or 0)
     if not known:
-        results.append(CheckResult("system identifier matches", True,
-                                   f"{info.system_identifier} (not yet recorded in the archive)"))
+        results.append(CheckResult.skip("system identifier matches",
+                                        f"PostgreSQL {info.system_identifier}; the archive has not recorded one yet"))
     else:
         results.append(CheckResult(
             "system identifier matches", known == info.system_identifier,
@@ -83,9 +84,12 @@ def _receiver_check(server: ServerConfig) -> CheckResult:
 
 
 def postgres_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[CheckResult]:
-    if not server.conninfo:
-        return [CheckResult("PostgreSQL", True, "not checked: no conninfo")]
     results: list[CheckResult] = []
+    if not server.conninfo:
+        results.append(CheckResult.skip("PostgreSQL", "no conninfo"))
+        if server.streaming_archiver:  # the supervisor's state is local: no conninfo needed
+            results.append(_receiver_check(server))
+        return results
     try:
         info = fetch_info(server)
     except WalqError as exc:

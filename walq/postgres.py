@@ -3,7 +3,7 @@
 Everything here is read-mostly and short-lived: one connection per call, a
 short connect timeout, autocommit. Failures surface as ``PostgresError`` (a
 TransientError: the server may come back) whose message never contains a
-password; ``mask_conninfo`` is the one place that hides secrets.
+password (walq.masking hides secrets, here through ``mask_conninfo``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from walq.catalog import Catalog
 from walq.config import ServerConfig
 from walq.errors import ConfigError, TransientError
+from walq.masking import mask_secrets, url_passwords
 
 CONNECT_TIMEOUT = 5  # seconds; checks and status must not hang on a dead server
 APPLICATION_NAME = "walq"
@@ -26,8 +27,7 @@ class PostgresError(TransientError):
 
 def mask_conninfo(text: str) -> str:
     """Hide passwords in key=value and URI conninfo strings (and in messages quoting them)."""
-    text = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1********", text, flags=re.I)
-    return re.sub(r"(://[^:/@\s]+:)([^@\s]+)@", r"\1********@", text)
+    return mask_secrets(text)
 
 
 def default_slot_name(server: str) -> str:
@@ -54,12 +54,14 @@ def connect(server: ServerConfig, timeout: int = CONNECT_TIMEOUT):  # -> psycopg
             conninfo, autocommit=True, connect_timeout=timeout, application_name=APPLICATION_NAME
         )
     except psycopg.Error as exc:
-        raise PostgresError(f"{server.name}: cannot connect to PostgreSQL: {mask_conninfo(_first_line(exc))}") from None
+        reason = mask_secrets(_first_line(exc), *url_passwords(conninfo))
+        raise PostgresError(f"{server.name}: cannot connect to PostgreSQL: {reason}") from None
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of a psycopg error, passwords masked (libpq quotes conninfo in some errors)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return mask_secrets(text.splitlines()[0]) if text else type(exc).__name__
 
 
 @dataclass

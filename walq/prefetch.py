@@ -37,8 +37,10 @@ from walq.spool_state import (
     END_NAME,
     INFLIGHT_NAME,
     LOCK_NAME,
+    MAX_PREFETCH,
     POLL_SECONDS,
     detach,
+    parse_prefetch,
     running_pid,
 )
 from walq.wal import WalKind, next_segment, parse_wal_name
@@ -136,6 +138,7 @@ def run(config: Config, server: ServerConfig, after: str, count: int, storage: S
     """The prefetcher's loop (in the forked or spawned process)."""
     from walq.restore import open_catalog_for_restore
 
+    count = min(count, MAX_PREFETCH)  # the CLI refuses more; the window's memory grows with it
     spool = spool_dir(config, server)
     spool.mkdir(parents=True, exist_ok=True)
     lock_fd = _acquire(spool)
@@ -218,6 +221,16 @@ def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Stora
             time.sleep(POLL_SECONDS)
 
 
+def prefetch_count(text: str) -> int:
+    """argparse type for a prefetch count (spool_state.parse_prefetch's bounds)."""
+    import argparse
+
+    try:
+        return parse_prefetch(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m walq.prefetch [--config FILE] SERVER AFTER COUNT``: started by a spool hit."""
     import argparse
@@ -228,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config")
     ap.add_argument("server")
     ap.add_argument("after")
-    ap.add_argument("count", type=int)
+    ap.add_argument("count", type=prefetch_count)
     args = ap.parse_args(argv)
     try:
         config = load_config(args.config)

@@ -4,6 +4,10 @@ The copy goes to a dot-file (invisible to scans), is fsynced, then published
 with link(2), which never replaces an existing file. An identical file already
 in incoming/ is success; a different one is refused with a non-zero exit so
 PostgreSQL keeps its WAL and retries while the operator looks.
+
+A segment whose size is not its segment size (empty, truncated, padded) is
+refused before anything is copied: PostgreSQL keeps it and retries. Only the
+first 40 bytes are read to learn the size from the long page header.
 """
 
 from __future__ import annotations
@@ -13,10 +17,23 @@ import os
 import shutil
 from pathlib import Path
 
-from walq.config import Config
-from walq.errors import ConfigError, DuplicateWalError, TransientError
+from walq.config import Config, ServerConfig
+from walq.errors import ConfigError, DuplicateWalError, InvalidWalError, TransientError
 from walq.fsutil import fsync_dir, makedirs_durable
-from walq.wal import WalNameError, parse_wal_name
+from walq.wal import (
+    KNOWN_PAGE_MAGICS,
+    LONG_HEADER_SIZE,
+    MAX_SEG_SIZE,
+    MIN_SEG_SIZE,
+    XLP_LONG_HEADER,
+    PageHeader,
+    WalKind,
+    WalName,
+    WalNameError,
+    parse_wal_name,
+)
+
+MAX_TEXT_FILE_SIZE = 1 << 20  # .history and .backup files are a few lines of text
 
 
 def _sha256(path: Path) -> str:
@@ -32,11 +49,12 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
     server = config.server(server_name)
     name = source.name
     try:
-        parse_wal_name(name)
+        wal = parse_wal_name(name)
     except WalNameError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     if not source.is_file():
         raise ConfigError(f"{source}: not a regular file")
+    size = _check_size(config, server, source, wal)
     incoming = server.incoming_dir
     assert incoming is not None
     try:
@@ -51,6 +69,8 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
         with open(source, "rb") as fin, open(tmp, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
+            if fout.tell() != size:
+                raise InvalidWalError(f"{source}: changed size while being copied ({size} -> {fout.tell()} bytes); not copied")
             os.fsync(fout.fileno())
         st = source.stat()
         os.utime(tmp, (st.st_atime, st.st_mtime))
@@ -64,6 +84,69 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     return "stored"
+
+
+def _check_size(config: Config, server: ServerConfig, source: Path, wal: WalName) -> int:
+    """The file's size if it is plausible for its kind; InvalidWalError naming the expected size otherwise."""
+    size = source.stat().st_size
+    if wal.kind in (WalKind.HISTORY, WalKind.BACKUP):
+        if not 0 < size <= MAX_TEXT_FILE_SIZE:
+            raise InvalidWalError(
+                f"{source}: {size} bytes, expected 1 to {MAX_TEXT_FILE_SIZE} bytes for a {wal.kind} file; not copied"
+            )
+        return size
+    seg_size, where = _expected_seg_size(config, server, source)
+    if wal.kind is WalKind.PARTIAL:
+        if size > (seg_size or MAX_SEG_SIZE):
+            raise InvalidWalError(
+                f"{source}: {size} bytes, expected at most {seg_size or MAX_SEG_SIZE} ({where}); not copied"
+            )
+        return size
+    if seg_size and size != seg_size:
+        raise InvalidWalError(f"{source}: {size} bytes, expected {seg_size} ({where}); not copied")
+    if not seg_size and not _valid_seg_size(size):
+        raise InvalidWalError(
+            f"{source}: {size} bytes, expected a segment size (a power of two from {MIN_SEG_SIZE} to "
+            f"{MAX_SEG_SIZE} bytes); not copied"
+        )
+    return size
+
+
+def _valid_seg_size(n: int) -> bool:
+    return MIN_SEG_SIZE <= n <= MAX_SEG_SIZE and n & (n - 1) == 0
+
+
+def _expected_seg_size(config: Config, server: ServerConfig, source: Path) -> tuple[int, str]:
+    """(segment size, where it comes from): the file's own long page header when it has
+    a valid one (40 bytes read, nothing imported), else the size the catalog learned,
+    else (0, '') for "any valid segment size"."""
+    try:
+        with open(source, "rb") as f:
+            head = f.read(LONG_HEADER_SIZE)
+    except OSError as exc:
+        raise TransientError(f"cannot read {source}: {exc.strerror or exc}") from exc
+    if len(head) == LONG_HEADER_SIZE:
+        hdr = PageHeader.unpack(head)
+        if hdr.magic in KNOWN_PAGE_MAGICS and hdr.info & XLP_LONG_HEADER and _valid_seg_size(hdr.seg_size):
+            return hdr.seg_size, "the segment size in its page header"
+    learned = _learned_seg_size(config, server)
+    return (learned, f"servers.{server.name}'s segment size") if learned else (0, "")
+
+
+def _learned_seg_size(config: Config, server: ServerConfig) -> int:
+    """The catalog's wal_segment_size, best effort: only asked about a file without a
+    usable header, which put-wal refuses or passes on to the archiver's checks."""
+    from walq.catalog import open_catalog
+
+    try:
+        catalog = open_catalog(config, readonly=True)
+        try:
+            value = int(catalog.get_meta(server.name, "wal_segment_size") or 0)
+        finally:
+            catalog.close()
+    except Exception:  # noqa: BLE001 - no catalog yet, or unreachable: fall back to any valid size
+        return 0
+    return value if _valid_seg_size(value) else 0
 
 
 def _compare_existing(source: Path, target: Path) -> str:

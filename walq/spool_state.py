@@ -19,7 +19,16 @@ LOCK_NAME = ".prefetch.lock"
 INFLIGHT_NAME = ".prefetch.inflight"
 END_NAME = ".prefetch.end"
 LOG_NAME = ".prefetch.log"
+MAX_PREFETCH = 256  # segments ahead: a window, a deque and a spool file each; beyond this only memory grows
 POLL_SECONDS = 0.01  # how often the prefetcher looks for consumed files, and a waiting call for its file
+
+
+def parse_prefetch(text: str) -> int:
+    """``--prefetch N``: an integer from 0 (off) to MAX_PREFETCH; ValueError saying so otherwise."""
+    value = text.strip()
+    if not value.isascii() or not value.isdigit() or int(value) > MAX_PREFETCH:
+        raise ValueError(f"must be an integer from 0 to {MAX_PREFETCH} (got {text[:40]!r})")
+    return int(value)
 
 
 def running_pid(spool: str | os.PathLike[str]) -> int | None:

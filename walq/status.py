@@ -107,9 +107,34 @@ def server_status(
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One line of ``walq check``. A skipped check did not run: it is not OK, but not a failure either."""
+
     name: str
     ok: bool
     detail: str = ""
+    skipped: bool = False
+
+    @classmethod
+    def skip(cls, name: str, why: str) -> CheckResult:
+        return cls(name, True, why, skipped=True)
+
+    @property
+    def status(self) -> str:
+        return "SKIPPED" if self.skipped else "OK" if self.ok else "FAILED"
+
+
+def _errors_dir_empty(server: ServerConfig) -> None:
+    """Raises unless errors/ is empty or absent; an unreadable one is a failure, not "empty"."""
+    assert server.errors_dir is not None
+    try:
+        names = [e.name for e in os.scandir(server.errors_dir)
+                 if not e.name.startswith(".") and not e.name.endswith(".tmp")]
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise WalqError(f"cannot list {server.errors_dir}: {exc.strerror or exc}") from None
+    if names:
+        raise WalqError(f"{len(names)} file(s) in {server.errors_dir}")
 
 
 def _writable(path: Path | None) -> None:
@@ -139,18 +164,22 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
         from walq.crypto import check_key
 
         attempt("encryption key", lambda: check_key(server))
+        if not server.encryption_passphrase_command:
+            results.append(CheckResult.skip("decryption", "no encryption_passphrase_command"))
     for key in ("incoming_dir", "streaming_dir", "errors_dir"):
         attempt(f"{key} writable", lambda k=key: _writable(getattr(server, k)))
     status = server_status(catalog, server, with_postgres=False)
     gaps = status["gaps"]
-    results.append(CheckResult("no gaps", not gaps, f"{len(gaps)} gap(s): {gaps[:3]}" if gaps else ""))
+    if status["archived"] and not status["wal_segment_size"]:
+        results.append(CheckResult.skip("no gaps", "segment size not learned yet"))
+    else:
+        results.append(CheckResult("no gaps", not gaps, f"{len(gaps)} gap(s): {gaps[:3]}" if gaps else ""))
     failed = status["failed"]
     results.append(CheckResult(
         "no failed WALs", not failed,
         f"{len(failed)} failed, first {failed[0]['name']}: {failed[0]['error']}" if failed else "",
     ))
-    errs = status["errors_dir_files"]
-    results.append(CheckResult("errors directory empty", not errs, f"{errs} file(s) in {server.errors_dir}" if errs else ""))
+    attempt("errors directory empty", lambda: _errors_dir_empty(server))
     import walq.pgchecks  # noqa: F401  (registers the PostgreSQL-side checks on first use)
 
     for extra in EXTRA_CHECKS:

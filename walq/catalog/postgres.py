@@ -10,12 +10,19 @@ The schema is created or migrated on first use and by ``walq catalog init``.
 
 from __future__ import annotations
 
+import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from walq.catalog.base import ArchivedInfo, WalRecord, WalState
 from walq.errors import ConfigError, FencedError, TransientError
+from walq.masking import mask_library_logs, mask_secrets, url_passwords
+
+# psycopg_pool logs every failed connection attempt with libpq's message, which can
+# quote the whole conninfo (password included): mask those lines wherever they go.
+mask_library_logs("psycopg", "psycopg.pool")
+CONNECT_TIMEOUT = 5  # seconds for the first connection: an unreachable catalog fails fast
 
 # One entry per schema version; never edit a shipped entry, append a new one.
 MIGRATIONS: list[str] = [
@@ -59,6 +66,21 @@ def _record(row: tuple) -> WalRecord:
     return WalRecord(*values)
 
 
+def _first_line(exc: BaseException, url: str = "") -> str:
+    text = str(exc).strip()
+    return mask_secrets(text.splitlines()[0], *url_passwords(url)) if text else type(exc).__name__
+
+
+def _probe(url: str) -> None:
+    """Connect once, before the pool: a bad or unreachable catalog_url fails within
+    CONNECT_TIMEOUT with libpq's reason (masked), where the pool would retry quietly
+    for its whole timeout and then only say that it timed out."""
+    try:
+        psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT).close()
+    except psycopg.Error as exc:
+        raise ConfigError(f"catalog_url: cannot connect: {_first_line(exc, url)}") from None
+
+
 class PostgresCatalog:
     """Catalog in a PostgreSQL database; a small connection pool per process.
 
@@ -68,14 +90,16 @@ class PostgresCatalog:
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, migrate: bool = True) -> None:
         self.url = url
+        _probe(url)
+        self.pool = ConnectionPool(
+            url, min_size=min_size, max_size=max_size, open=False, timeout=30,
+            kwargs={"autocommit": True}, name="walq-catalog",
+        )
         try:
-            self.pool = ConnectionPool(
-                url, min_size=min_size, max_size=max_size, open=True, timeout=30,
-                kwargs={"autocommit": True}, name="walq-catalog",
-            )
-            self.pool.wait(timeout=30)
+            self.pool.open(wait=True, timeout=3 * CONNECT_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - any failure here is a config problem to report
-            raise ConfigError(f"catalog_url: cannot connect: {exc}") from exc
+            self.pool.close()
+            raise ConfigError(f"catalog_url: cannot connect: {_first_line(exc, url)}") from None
         if migrate:
             self.migrate()
 
@@ -107,7 +131,7 @@ class PostgresCatalog:
                 cur = conn.execute(query, params)  # type: ignore[arg-type]
                 return cur.fetchall() if cur.description else []
         except pg_errors.OperationalError as exc:
-            raise TransientError(f"catalog unavailable: {exc}") from exc
+            raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
 
     # -- the Catalog protocol ------------------------------------------------
     def claim(self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False) -> bool:
@@ -177,7 +201,7 @@ class PostgresCatalog:
                     ),
                 )
         except pg_errors.OperationalError as exc:
-            raise TransientError(f"catalog unavailable: {exc}") from exc
+            raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
 
     def get(self, server: str, name: str) -> WalRecord | None:
         rows = self._exec(_SELECT + " WHERE server = %s AND name = %s", (server, name))
