@@ -201,7 +201,7 @@ class Config(BaseSettings):
     scan_interval: Annotated[float, Field(gt=0)] = 10.0
     claim_timeout: Annotated[float, Field(gt=0)] = 600.0
     lock_ttl: Annotated[float, Field(gt=0)] = 60.0
-    archive_workers: Annotated[int, Field(ge=0)] = 0  # 0: one per CPU
+    archive_workers: Annotated[int, Field(ge=0, le=256)] = 0  # 0: one per CPU
     prefetch_idle_timeout: Annotated[float, Field(gt=0)] = 30.0  # get-wal's prefetcher exits when unused this long
     # Fleet task retries: transient errors back off exponentially (with jitter) up to
     # task_retry_backoff_max seconds; after task_max_retries the WAL is marked failed.

@@ -46,13 +46,16 @@ def spool_hit(argv: list[str]) -> int | None:
     i = 0
     while i < len(args):
         a = args[i]
-        if a == "--prefetch" and i + 1 < len(args) or a.startswith("--prefetch="):
-            value = a.split("=", 1)[1] if "=" in a else args[i + 1]
-            i += a == "--prefetch"
+        if (a == "--prefetch" and i + 1 < len(args)) or a.startswith("--prefetch="):
+            if a == "--prefetch":
+                i += 1
+                value = args[i]
+            else:
+                value = a.split("=", 1)[1]
             try:
                 prefetch = parse_prefetch(value)
             except ValueError:
-                return None  # the full CLI refuses it with one line
+                return None  # out of bounds: the full CLI refuses it with one line
         elif a.startswith("-"):
             return None
         else:

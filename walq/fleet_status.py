@@ -13,6 +13,7 @@ from typing import Any
 from walq import keys
 from walq.catalog import WalState, open_catalog
 from walq.config import Config
+from walq.masking import mask_secrets
 
 PRIORITY_STEPS = (3, 6, 9)  # kombu's default sub-queues besides the plain one
 
@@ -41,7 +42,7 @@ def fleet_status(config: Config) -> dict[str, object]:
             if (holder := locks.get(keys.lock(name, "commit")))
         }
     except redis.RedisError as exc:
-        result["broker_error"] = str(exc)
+        result["broker_error"] = mask_secrets(str(exc))
     catalog = open_catalog(config)
     now = time.time()
     try:

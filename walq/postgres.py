@@ -15,8 +15,9 @@ from typing import Any
 from walq.catalog import Catalog
 from walq.config import ServerConfig
 from walq.errors import ConfigError, TransientError
-from walq.masking import mask_secrets, url_passwords
+from walq.masking import mask_library_logs, mask_secrets, url_passwords
 
+mask_library_logs("psycopg")  # its debug lines quote libpq's errors, which may quote the conninfo
 CONNECT_TIMEOUT = 5  # seconds; checks and status must not hang on a dead server
 APPLICATION_NAME = "walq"
 

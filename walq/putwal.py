@@ -33,7 +33,7 @@ from walq.wal import (
     parse_wal_name,
 )
 
-MAX_TEXT_FILE_SIZE = 1 << 20  # .history and .backup files are a few lines of text
+MAX_TEXT_FILE_SIZE = 1 << 20  # .history and .backup: a few lines of text (walq.pipeline.MAX_TEXT_WAL)
 
 
 def _sha256(path: Path) -> str:
