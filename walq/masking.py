@@ -15,10 +15,12 @@ import re
 
 MASK = "********"
 _PASSWORD_PAIR = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)", re.I)
-_TOKEN_WITH_AT = re.compile(r"\S*:\S*@\S*")
+_TOKEN = re.compile(r"\S+")
 
 
 def _mask_userinfo(token: str) -> str:
+    if "@" not in token or ":" not in token:
+        return token
     at = token.rfind("@")
     head = token[:at]
     if "://" in head:
@@ -43,7 +45,7 @@ def mask_secrets(text: str, *known: str) -> str:
         text = text.replace(secret, MASK)
     text = _PASSWORD_PAIR.sub(lambda m: m.group(1) + MASK, text)
     if "@" in text:
-        text = _TOKEN_WITH_AT.sub(lambda m: _mask_userinfo(m.group(0)), text)
+        text = _TOKEN.sub(lambda m: _mask_userinfo(m.group(0)), text)
     return text
 
 
