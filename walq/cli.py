@@ -60,7 +60,13 @@ def cmd_archive(config: Config, args: argparse.Namespace) -> int:
     status = EXIT_OK
     for run in runs:
         if run.busy:
-            print(f"{run.server}: another walq archive holds the lock; skipped")
+            if run.holder is None:  # the fleet's lock: it expires with its holder
+                print(f"{run.server}: another walq archive holds the lock; skipped")
+            elif run.holder.healthy:
+                print(f"{run.server}: another walq archive holds the lock ({run.holder.describe()}); skipped")
+            else:
+                print(f"walq: {run.server}: not archived: archive-wal lock {run.holder.describe()}", file=sys.stderr)
+                status = EXIT_NOT_OK
             continue
         for path in run.unknown:
             print(f"{run.server}: unknown file moved to {path}", file=sys.stderr)
