@@ -35,11 +35,11 @@ from walq.errors import (
 from walq.fsutil import makedirs_durable
 from walq.locks import (
     FileLock,
+    LockHeldError,
     LockHolder,
     RedisLock,
     ServerLock,
-    busy_holder,
-    inspect_holder,
+    acquire_or_explain,
     open_lock,
 )
 from walq.pipeline import (
@@ -75,8 +75,13 @@ class ServerRun:
         return [o for o in self.outcomes if not o.ok]
 
     @property
+    def stuck(self) -> bool:
+        """Skipped for a lock whose holder is not a live, progressing walq archive."""
+        return self.holder is not None and not self.holder.healthy
+
+    @property
     def ok(self) -> bool:
-        return not self.failed and not self.unknown
+        return not self.failed and not self.unknown and not self.stuck
 
 
 def writer_lock(config: Config, server: str) -> ServerLock:
@@ -173,13 +178,9 @@ def archive_server(
     lock = writer_lock(config, server.name)
     try:
         fence = _take(lock, config)
-    except LockBusyError:
+    except LockBusyError as exc:
         run.busy = True
-        if isinstance(lock, FileLock):
-            run.holder = inspect_holder(lock.path, config.claim_timeout)
-        return run
-    except _Held as held:
-        run.busy, run.holder = True, held.holder
+        run.holder = exc.holder if isinstance(exc, LockHeldError) else None
         return run
     try:
         ensure_server_dirs(config, server)
@@ -213,24 +214,13 @@ def archive_server(
     return run
 
 
-class _Held(Exception):
-    def __init__(self, holder: LockHolder) -> None:
-        self.holder = holder
-
-
 def _take(lock: ServerLock, config: Config) -> int:
-    """Acquire the writer lock; a busy file lock raises _Held naming its holder."""
+    """The writer lock's fencing token; LockBusyError (LockHeldError for the file lock) if busy."""
     if isinstance(lock, RedisLock):
         return lock.acquire_within(min(30.0, config.lock_ttl))
-    try:
-        return lock.acquire()
-    except LockBusyError:
-        if not isinstance(lock, FileLock):
-            raise
-        holder = busy_holder(lock, config.claim_timeout)
-        if holder is not None:
-            raise _Held(holder) from None
-    return lock.acquire()  # freed while we looked: once more, LockBusyError if taken again
+    if isinstance(lock, FileLock):
+        return acquire_or_explain(lock, config.claim_timeout)
+    return lock.acquire()
 
 
 def _process(

@@ -60,12 +60,8 @@ def cmd_archive(config: Config, args: argparse.Namespace) -> int:
     status = EXIT_OK
     for run in runs:
         if run.busy:
-            if run.holder is None:  # the fleet's lock: it expires with its holder
-                print(f"{run.server}: another walq archive holds the lock; skipped")
-            elif run.holder.healthy:
-                print(f"{run.server}: another walq archive holds the lock ({run.holder.describe()}); skipped")
-            else:
-                print(f"walq: {run.server}: not archived: archive-wal lock {run.holder.describe()}", file=sys.stderr)
+            _report_busy(run)
+            if not run.ok:
                 status = EXIT_NOT_OK
             continue
         for path in run.unknown:
@@ -79,6 +75,16 @@ def cmd_archive(config: Config, args: argparse.Namespace) -> int:
         if not run.ok:
             status = EXIT_NOT_OK
     return status
+
+
+def _report_busy(run) -> None:  # noqa: ANN001 - walq.archiver.ServerRun
+    """A skip is quiet only while a live walq archive holds the lock and makes progress."""
+    if run.holder is None:  # the fleet's lock: it expires with its holder
+        print(f"{run.server}: another walq archive holds the lock; skipped")
+    elif run.stuck:
+        print(f"walq: {run.server}: not archived: archive-wal lock {run.holder.describe()}", file=sys.stderr)
+    else:
+        print(f"{run.server}: another walq archive holds the lock ({run.holder.describe()}); skipped")
 
 
 def cmd_put_wal(config: Config, args: argparse.Namespace) -> int:
@@ -230,6 +236,9 @@ def cmd_retry(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_archive_report(runs) -> int:
+    for run in runs:
+        if run.busy:
+            _report_busy(run)
     return EXIT_OK if all(r.ok for r in runs) else EXIT_NOT_OK
 
 

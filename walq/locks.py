@@ -144,7 +144,7 @@ class LockHolder:
                     f"({who}, since {when}) is gone; processes with the file open: {others}")
         text = f"held by {who} since {when}"
         if self.idle > self.stall_after:
-            return f"{text}, no progress for {self.idle:.0f}s (more than {self.stall_after:g}s)"
+            return f"{text}, no progress for {self.idle:.0f}s (claim_timeout is {self.stall_after:g}s)"
         return f"{text}, last progress {self.idle:.0f}s ago"
 
 
@@ -216,6 +216,28 @@ def is_locked(path: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+class LockHeldError(LockBusyError):
+    """A busy file lock, with who holds it (``holder``)."""
+
+    def __init__(self, holder: LockHolder) -> None:
+        super().__init__(holder.describe())
+        self.holder = holder
+
+
+def acquire_or_explain(lock: FileLock, stall_after: float) -> int:
+    """Take ``lock``, or raise LockHeldError naming its holder and whether it is healthy."""
+    try:
+        return lock.acquire()
+    except LockBusyError:
+        holder = busy_holder(lock, stall_after)
+        if holder is not None:
+            raise LockHeldError(holder) from None
+    try:
+        return lock.acquire()  # it was freed while we looked
+    except LockBusyError:
+        raise LockHeldError(inspect_holder(lock.path, stall_after)) from None
 
 
 def busy_holder(lock: FileLock, stall_after: float, settle_seconds: float = 2.0) -> LockHolder | None:
