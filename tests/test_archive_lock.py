@@ -163,11 +163,13 @@ def test_stale_holder_record_is_reported(make_home, wal_corpus) -> None:
         gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)
         lock_file = home.home / ".pg1-archive-wal.lock"
-        lock_file.write_text(json.dumps({"pid": int(gone.stdout), "pid_start": "1", "since": time.time(),
-                                         "command": "walq archive"}))
+        dead = int(gone.stdout)
+        record = {"pid": dead, "pid_start": "1", "since": time.time(), "command": "archive-wal"}
+        lock_file.write_text(f"{dead}\n{json.dumps(record)}\n")
         res = home.run("archive")
         assert res.returncode == 1, res.stdout + res.stderr
-        assert "not a live walq archive" in res.stderr, res.stderr
+        assert "not a live walq archive" in res.stderr and f"pid {dead}" in res.stderr, res.stderr
+        assert str(holder.pid) in res.stderr.split("processes with the file open:")[1], res.stderr
         check = home.run("check")
         assert check.returncode == 1
         assert any("archiver lock" in x and "FAILED" in x for x in check.stdout.splitlines()), check.stdout
@@ -239,3 +241,16 @@ def test_the_forked_prefetcher_does_not_inherit_the_catalog_connection(make_home
         assert spool_state.running_pid(spool) == pid
     finally:
         prefetch.stop(spool)
+
+
+def test_a_pool_worker_whose_parent_died_before_prctl_exits_at_once() -> None:
+    """The death signal is armed only from prctl on: a worker started by a parent that is
+    already gone (here: its recorded parent is not its parent) must not run on."""
+    res = subprocess.run([sys.executable, "-c", "from walq.proclife import die_with_parent\n"
+                          "die_with_parent(1)\nprint('still running')"],
+                         capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stdout) == (1, "")
+    armed = subprocess.run([sys.executable, "-c", "import os\nfrom walq.proclife import die_with_parent\n"
+                            "die_with_parent(os.getppid())\nprint('running')"],
+                           capture_output=True, text=True, timeout=60)
+    assert (armed.returncode, armed.stdout) == (0, "running\n")

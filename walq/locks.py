@@ -154,7 +154,10 @@ def _read_holder(path: Path) -> tuple[int | None, str | None, float | None]:
     except OSError:
         return None, None, None
     first, _, rest = text.partition("\n")
-    pid = int(first) if first.strip().isdigit() else None
+    try:
+        pid: int | None = int(first)
+    except ValueError:
+        pid = None
     try:
         record = json.loads(rest) if rest.strip() else {}
     except ValueError:
