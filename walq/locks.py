@@ -144,7 +144,7 @@ class LockHolder:
                     f"({who}, since {when}) is gone; processes with the file open: {others}")
         text = f"held by {who} since {when}"
         if self.idle > self.stall_after:
-            return f"{text}, no progress for {self.idle:.0f}s (claim_timeout is {self.stall_after:g}s)"
+            return f"{text}, no progress for {self.idle:.0f}s, over claim_timeout = {self.stall_after:g}s"
         return f"{text}, last progress {self.idle:.0f}s ago"
 
 
