@@ -4,10 +4,16 @@ CPU work (validate, checksum, compress) fans out over a process pool created
 once per run; store and commit stay in this process, in WAL order, under the
 server's file lock, so commits are single-writer and xlogdb lines stay sorted.
 At most ``2 x workers`` WALs are in flight, which bounds spool usage.
+
+The pool's workers are spawned (fork + exec), not forked: a forked worker
+would share the flock taken after it started and keep it after a kill -9 of
+this process; a spawned one inherits no descriptor. Each also asks the kernel
+to SIGKILL it when this process dies, so none outlives a killed run.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import time
@@ -27,7 +33,15 @@ from walq.errors import (
     TransientError,
 )
 from walq.fsutil import makedirs_durable
-from walq.locks import FileLock, RedisLock, ServerLock, open_lock
+from walq.locks import (
+    FileLock,
+    LockHeldError,
+    LockHolder,
+    RedisLock,
+    ServerLock,
+    acquire_or_explain,
+    open_lock,
+)
 from walq.pipeline import (
     Outcome,
     Prepared,
@@ -40,6 +54,7 @@ from walq.pipeline import (
     reject,
     store,
 )
+from walq.proclife import die_with_parent
 from walq.scan import Candidate, scan
 from walq.storage import Storage, open_storage
 
@@ -53,14 +68,20 @@ class ServerRun:
     unknown: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     busy: bool = False
+    holder: LockHolder | None = None  # who held the file lock when busy
 
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
 
     @property
+    def stuck(self) -> bool:
+        """Skipped for a lock whose holder is not a live, progressing walq archive."""
+        return self.holder is not None and not self.holder.healthy
+
+    @property
     def ok(self) -> bool:
-        return not self.failed and not self.unknown
+        return not self.failed and not self.unknown and not self.stuck
 
 
 def writer_lock(config: Config, server: str) -> ServerLock:
@@ -156,9 +177,10 @@ def archive_server(
     run = ServerRun(server.name)
     lock = writer_lock(config, server.name)
     try:
-        fence = lock.acquire_within(min(30.0, config.lock_ttl)) if isinstance(lock, RedisLock) else lock.acquire()
-    except LockBusyError:
+        fence = _take(lock, config)
+    except LockBusyError as exc:
         run.busy = True
+        run.holder = exc.holder if isinstance(exc, LockHeldError) else None
         return run
     try:
         ensure_server_dirs(config, server)
@@ -181,6 +203,8 @@ def archive_server(
                 catalog.claim(server.name, wal.name, str(wal.path), config.claim_timeout, steal=True)
             for i, outcome in enumerate(_process(config, server, catalog, storage, batch.wals, pool, fence), 1):
                 run.outcomes.append(outcome)
+                if isinstance(lock, FileLock):
+                    lock.progress()
                 if report:
                     report(server.name, outcome, i, total)
         finally:
@@ -188,6 +212,15 @@ def archive_server(
     finally:
         lock.release()
     return run
+
+
+def _take(lock: ServerLock, config: Config) -> int:
+    """The writer lock's fencing token; LockBusyError (LockHeldError for the file lock) if busy."""
+    if isinstance(lock, RedisLock):
+        return lock.acquire_within(min(30.0, config.lock_ttl))
+    if isinstance(lock, FileLock):
+        return acquire_or_explain(lock, config.claim_timeout)
+    return lock.acquire()
 
 
 def _process(
@@ -229,10 +262,18 @@ def archive(config: Config, names: list[str] | None = None, report: Reporter | N
         raise ConfigError("no servers configured ([servers.NAME] tables)")
     workers = worker_count(config)
     runs: list[ServerRun] = []
-    with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _NoPool() as pool:
+    with _pool(workers) if workers > 1 else _NoPool() as pool:
         for server in servers:
             runs.append(archive_server(config, server, pool, report))
     return runs
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Workers that share no descriptor (so no lock) with this process and die with it."""
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent, initargs=(os.getpid(),),
+    )
 
 
 class _NoPool:

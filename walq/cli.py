@@ -61,7 +61,9 @@ def cmd_archive(config: Config, args: argparse.Namespace) -> int:
     status = EXIT_OK
     for run in runs:
         if run.busy:
-            print(f"{run.server}: another walq archive holds the lock; skipped")
+            _report_busy(run)
+            if not run.ok:
+                status = EXIT_NOT_OK
             continue
         for path in run.unknown:
             print(f"{run.server}: unknown file moved to {path}", file=sys.stderr)
@@ -74,6 +76,16 @@ def cmd_archive(config: Config, args: argparse.Namespace) -> int:
         if not run.ok:
             status = EXIT_NOT_OK
     return status
+
+
+def _report_busy(run) -> None:  # noqa: ANN001 - walq.archiver.ServerRun
+    """A skip is quiet only while a live walq archive holds the lock and makes progress."""
+    if run.holder is None:  # the fleet's lock: it expires with its holder
+        print(f"{run.server}: another walq archive holds the lock; skipped")
+    elif run.stuck:
+        print(f"walq: {run.server}: not archived: archive-wal lock {run.holder.describe()}", file=sys.stderr)
+    else:
+        print(f"{run.server}: another walq archive holds the lock ({run.holder.describe()}); skipped")
 
 
 def cmd_put_wal(config: Config, args: argparse.Namespace) -> int:
@@ -234,6 +246,9 @@ def cmd_retry(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_archive_report(runs) -> int:
+    for run in runs:
+        if run.busy:
+            _report_busy(run)
     return EXIT_OK if all(r.ok for r in runs) else EXIT_NOT_OK
 
 

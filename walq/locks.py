@@ -10,17 +10,20 @@ lock implements the same ServerLock protocol.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import random
 import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
 from walq.errors import LockBusyError
+from walq.proclife import is_running, proc_start
 
 
 class ServerLock(Protocol):
@@ -42,27 +45,49 @@ class ServerLock(Protocol):
 
 
 class FileLock:
-    """Non-blocking flock; the token is a counter kept beside the lock file."""
+    """Non-blocking flock; the token is a counter kept beside the lock file.
+
+    The lock file names its holder: the pid on the first line (what Barman
+    reads), then a JSON line with the pid's start time (so a reused pid is not
+    mistaken for the holder), when it took the lock and what it runs. The file's
+    mtime is the holder's last progress (see progress()). The descriptor is
+    close-on-exec; a child forked without exec would share the flock, so walq
+    never forks while holding one (the archive pool uses spawn).
+    """
 
     def __init__(self, home: Path, server: str, purpose: str = "archive-wal") -> None:
         self.path = Path(home) / f".{server}-{purpose}.lock"
         self.counter = Path(home) / f".{server}-{purpose}.fence"
+        self.purpose = purpose
         self.token: int | None = None
         self._fd: int | None = None
+        self._owner_pid: int | None = None
 
     def acquire(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise LockBusyError(f"{self.path} is held by another process") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        self._record_holder(fd)
         self._fd = fd
+        self._owner_pid = os.getpid()
         self.token = self._next_token()
         return self.token
+
+    def _record_holder(self, fd: int) -> None:
+        pid = os.getpid()
+        record = {"pid": pid, "pid_start": proc_start(pid), "since": time.time(), "command": self.purpose}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{pid}\n{json.dumps(record)}\n".encode(), 0)
+
+    def progress(self) -> None:
+        """Record that the holder moved forward (the lock file's mtime); a skipped run and
+        ``walq check`` tell a working holder from a stuck one by it."""
+        if self._fd is not None and self._owner_pid == os.getpid():
+            os.utime(self._fd)
 
     def _next_token(self) -> int:
         try:
@@ -78,8 +103,11 @@ class FileLock:
         return None
 
     def release(self) -> None:
+        """Unlock and close; in a forked child only close: the flock is shared with the
+        parent that took it, and LOCK_UN here would free it under the parent."""
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if self._owner_pid == os.getpid():
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
 
@@ -88,6 +116,148 @@ class FileLock:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a busy file lock, and whether that should silence a run that wants it."""
+
+    path: Path
+    pid: int | None  # as recorded in the lock file; None if unreadable
+    since: float | None
+    idle: float  # seconds since the holder last recorded progress
+    recorded_alive: bool  # the recorded pid runs and is the process that recorded itself
+    open_by: tuple[int, ...]  # processes that have the lock file open now (best effort)
+    stall_after: float
+
+    @property
+    def healthy(self) -> bool:
+        """A live holder that progressed within ``stall_after``: skipping is right."""
+        return self.recorded_alive and self.idle <= self.stall_after
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since)) if self.since else "an unknown time"
+        who = f"pid {self.pid}" if self.pid else "an unrecorded process"
+        if not self.recorded_alive:
+            others = ", ".join(str(p) for p in self.open_by if p != os.getpid()) or "unknown"
+            return (f"{self.path} is held by a process that is not a live walq archive: the recorded holder "
+                    f"({who}, since {when}) is gone; processes with the file open: {others}")
+        text = f"held by {who} since {when}"
+        if self.idle > self.stall_after:
+            return f"{text}, no progress for {self.idle:.0f}s, over claim_timeout = {self.stall_after:g}s"
+        return f"{text}, last progress {self.idle:.0f}s ago"
+
+
+def _read_holder(path: Path) -> tuple[int | None, str | None, float | None]:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None, None, None
+    first, _, rest = text.partition("\n")
+    try:
+        pid: int | None = int(first)
+    except ValueError:
+        pid = None
+    try:
+        record = json.loads(rest) if rest.strip() else {}
+    except ValueError:
+        record = {}
+    if not isinstance(record, dict) or record.get("pid") not in (None, pid):
+        record = {}
+    start = record.get("pid_start")
+    since = record.get("since")
+    return pid, start if isinstance(start, str) else None, since if isinstance(since, int | float) else None
+
+
+def _open_by(path: Path) -> tuple[int, ...]:
+    """Pids that have ``path`` open (those /proc lets us see): an flock's possible holders."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return ()
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.scandir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        with fds:
+            for fd in fds:
+                try:
+                    st = os.stat(fd.path)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                    found.append(int(entry))
+                    break
+    return tuple(found)
+
+
+def inspect_holder(path: Path, stall_after: float) -> LockHolder:
+    """Describe the holder recorded in a busy lock file."""
+    pid, start, since = _read_holder(path)
+    try:
+        idle = max(0.0, time.time() - path.stat().st_mtime)
+    except OSError:
+        idle = 0.0
+    alive = pid is not None and is_running(pid, start)
+    return LockHolder(path, pid, since, idle, alive, () if alive else _open_by(path), stall_after)
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a process holds the flock on ``path``, probed without keeping it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+class LockHeldError(LockBusyError):
+    """A busy file lock, with who holds it (``holder``)."""
+
+    def __init__(self, holder: LockHolder) -> None:
+        super().__init__(holder.describe())
+        self.holder = holder
+
+
+def acquire_or_explain(lock: FileLock, stall_after: float) -> int:
+    """Take ``lock``, or raise LockHeldError naming its holder and whether it is healthy."""
+    try:
+        return lock.acquire()
+    except LockBusyError:
+        holder = busy_holder(lock, stall_after)
+        if holder is not None:
+            raise LockHeldError(holder) from None
+    try:
+        return lock.acquire()  # it was freed while we looked
+    except LockBusyError:
+        raise LockHeldError(inspect_holder(lock.path, stall_after)) from None
+
+
+def busy_holder(lock: FileLock, stall_after: float, settle_seconds: float = 2.0) -> LockHolder | None:
+    """After acquire() found ``lock`` busy: its holder, or None if it got free meanwhile.
+
+    A healthy holder is returned at once. Anything else is looked at again for
+    up to ``settle_seconds``: a holder that is still writing its record, or a
+    ``walq check`` probing the lock for a moment, is not a stale lock.
+    """
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        holder = inspect_holder(lock.path, stall_after)
+        if holder.healthy or time.monotonic() >= deadline:
+            return holder
+        if not is_locked(lock.path):
+            return None
+        time.sleep(0.05)
 
 
 class LockLostError(LockBusyError):
@@ -126,7 +296,9 @@ return 0
 class RedisLock:
     """A per-server Redis lock with a TTL, kept alive by a thread while held.
 
-    Every acquisition returns a fencing token that only grows (also across a
+    The owner id names the acquiring process; a forked child that inherited
+    the object neither extends nor releases the parent's lock (the keeper
+    thread does not cross a fork either). Every acquisition returns a fencing token that only grows (also across a
     Redis restart, see _ACQUIRE); the catalog refuses commits carrying a token
     older than the newest it has seen. A holder frozen past the TTL (SIGSTOP,
     GC pause, network partition) loses the lock; its late commit is refused.
@@ -144,6 +316,7 @@ class RedisLock:
         self.lost = False
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
+        self._owner_pid: int | None = None
 
     def acquire(self) -> int:
         token = self.client.eval(_ACQUIRE, 2, self.key, self.fence_key, self.owner, self.ttl_ms)
@@ -151,6 +324,7 @@ class RedisLock:
             raise LockBusyError(f"{self.key} is held by {self.holder() or 'another worker'}")
         self.token = int(token)
         self.lost = False
+        self._owner_pid = os.getpid()
         self._stop.clear()
         self._keeper = threading.Thread(target=self._keep_alive, name=f"keep {self.key}", daemon=True)
         self._keeper.start()
@@ -182,8 +356,8 @@ class RedisLock:
 
     def extend(self) -> None:
         """Push the TTL forward; raise LockLostError if the lock is no longer ours."""
-        if self.token is None:
-            raise LockLostError(f"{self.key} is not held")
+        if self.token is None or self._owner_pid != os.getpid():
+            raise LockLostError(f"{self.key} is not held by this process")
         if not self.client.eval(_EXTEND, 1, self.key, self.owner, self.ttl_ms):
             self.lost = True
             raise LockLostError(f"{self.key} expired or was taken over (token {self.token})")
@@ -193,6 +367,8 @@ class RedisLock:
         if self._keeper is not None and self._keeper is not threading.current_thread():
             self._keeper.join(timeout=5)
         self._keeper = None
+        if self._owner_pid != os.getpid():  # a forked copy: the lock (and its owner id) is the parent's
+            self.token = None
         if self.token is not None:
             try:
                 self.client.eval(_RELEASE, 1, self.key, self.owner)

@@ -20,7 +20,6 @@ a log line: the password travels in PGPASSWORD and messages are masked.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -45,6 +44,8 @@ from walq.postgres import (
     slot_name,
     slot_restart_lsn,
 )
+from walq.proclife import death_signal_setter
+from walq.proclife import proc_start as _proc_start
 from walq.wal import WalKind, WalNameError, lsn_to_segment, parse_lsn, parse_wal_name
 
 STATE_FILE = ".walq-receive-wal.json"
@@ -64,15 +65,6 @@ EXIT_OK, EXIT_NOT_OK = 0, 1
 def state_path(server: ServerConfig) -> Path:
     assert server.streaming_dir is not None
     return server.streaming_dir / STATE_FILE
-
-
-def _proc_start(pid: int) -> str | None:
-    """The process start time in clock ticks (field 22 of /proc/PID/stat): guards against PID reuse."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return data.rsplit(")", 1)[1].split()[19]
 
 
 def read_state(server: ServerConfig) -> dict[str, Any] | None:
@@ -174,22 +166,6 @@ def build_command(server: ServerConfig, binary: str) -> tuple[list[str], dict[st
     return argv, env
 
 
-def _death_signal_setter():  # type: ignore[no-untyped-def]
-    """A preexec_fn asking the kernel to SIGINT the child when the supervisor dies.
-
-    libc is loaded here, in the parent: the function that runs between fork and
-    exec only makes the one system call."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def set_pdeathsig() -> None:
-        prctl(1, int(signal.SIGINT))  # PR_SET_PDEATHSIG
-
-    return set_pdeathsig
-
-
 # ---------------------------------------------------------------- directory rules
 
 
@@ -287,7 +263,7 @@ class Supervisor:
     def __init__(self, server: ServerConfig) -> None:
         self.server = server
         self.binary = find_pg_receivewal(server)
-        self.preexec = _death_signal_setter()
+        self.preexec = death_signal_setter(signal.SIGINT)  # pg_receivewal ends with its supervisor
         self.stopping = False
         self.child: subprocess.Popen[str] | None = None
         self.seg_size = 0

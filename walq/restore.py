@@ -133,18 +133,18 @@ def get_wal(config: Config, server_name: str, name: str, dest: Path, prefetch: i
             return "spool"
     storage = open_storage(server)
     catalog = open_catalog_for_restore(config)
-    prefetching = False
     try:
         record = catalog.get(server.name, name) if catalog else None
-        if record is not None and record.state is WalState.ARCHIVED:
-            # start on the next segments now, while this call fetches its own
-            prefetch_mod.start(config, server, name, prefetch, storage, replace=True)
-            prefetching = True
-        if not restore_into(storage, server, record, name, dest):
-            raise NotFoundError(f"{name} is not in the archive of {server.name}")
     finally:
         if catalog is not None:
-            catalog.close()
+            catalog.close()  # before the prefetcher forks: a SQLite connection must not cross a fork
+    prefetching = False
+    if record is not None and record.state is WalState.ARCHIVED:
+        # start on the next segments now, while this call fetches its own
+        prefetch_mod.start(config, server, name, prefetch, storage, replace=True)
+        prefetching = True
+    if not restore_into(storage, server, record, name, dest):
+        raise NotFoundError(f"{name} is not in the archive of {server.name}")
     if catalog is not None and not prefetching:
         prefetch_mod.start(config, server, name, prefetch, storage, replace=True)
     return "archive"

@@ -19,6 +19,7 @@ from walq.catalog import Catalog, WalState
 from walq.config import Config, ServerConfig
 from walq.continuity import continuity
 from walq.errors import WalqError
+from walq.locks import FileLock, busy_holder, is_locked
 from walq.storage import open_storage
 
 
@@ -145,6 +146,25 @@ def _writable(path: Path | None) -> None:
     probe.unlink()
 
 
+def archiver_lock_check(config: Config, server: ServerConfig) -> CheckResult:
+    """OK when the archive-wal lock is free or held by a live walq archive that made progress
+    within ``claim_timeout``; FAILED for a stuck holder or a lock no live walq archive holds."""
+    lock = FileLock(config.home, server.name)
+    if not is_locked(lock.path):
+        return CheckResult("archiver lock", True, "free")
+    holder = busy_holder(lock, config.claim_timeout)
+    if holder is None:
+        return CheckResult("archiver lock", True, "free")
+    return CheckResult("archiver lock", holder.healthy, holder.describe())
+
+
+def attempt_result(results: list[CheckResult], name: str, fn: Callable[[], CheckResult]) -> None:
+    try:
+        results.append(fn())
+    except OSError as exc:
+        results.append(CheckResult(name, False, f"{exc.filename or ''}: {exc.strerror}"))
+
+
 CheckFn = Callable[[Config, ServerConfig, Catalog], "CheckResult | list[CheckResult]"]
 EXTRA_CHECKS: list[CheckFn] = []  # PostgreSQL-side checks register here (walq.postgres)
 
@@ -179,6 +199,8 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
         "no failed WALs", not failed,
         f"{len(failed)} failed, first {failed[0]['name']}: {failed[0]['error']}" if failed else "",
     ))
+    if not config.effective_lock_url:  # the fleet's Redis lock expires with its holder
+        attempt_result(results, "archiver lock", lambda: archiver_lock_check(config, server))
     attempt("errors directory empty", lambda: _errors_dir_empty(server))
     import walq.pgchecks  # noqa: F401  (registers the PostgreSQL-side checks on first use)
 
