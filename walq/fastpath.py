@@ -30,6 +30,24 @@ def _is_segment_name(s: str) -> bool:
     return len(s) == 24 and set(s) <= _HEX_UPPER
 
 
+def _is_number(s: str) -> bool:
+    return s.isascii() and s.isdigit()  # str.isdigit alone accepts '²', which int() refuses
+
+
+def _is_replaceable(dest: str) -> bool:
+    """A DEST a rename may replace: absent or a regular file; never '-' (standard
+    output), a symlink (/dev/stdout), a device or a directory. The full CLI explains."""
+    if dest == "-":
+        return False
+    try:
+        mode = os.lstat(dest).st_mode
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return mode & 0o170000 == 0o100000  # S_ISREG without importing stat
+
+
 def spool_hit(argv: list[str]) -> int | None:
     """Serve ``get-wal SERVER WAL DEST`` from the restore spool; None if not applicable."""
     args = list(argv)
@@ -47,13 +65,13 @@ def spool_hit(argv: list[str]) -> int | None:
     while i < len(args):
         a = args[i]
         if a == "--prefetch" and i + 1 < len(args):
-            if not args[i + 1].isdigit():
+            if not _is_number(args[i + 1]):
                 return None
             prefetch = int(args[i + 1])
             i += 1
         elif a.startswith("--prefetch="):
             value = a.split("=", 1)[1]
-            if not value.isdigit():
+            if not _is_number(value):
                 return None
             prefetch = int(value)
         elif a.startswith("-"):
@@ -64,7 +82,7 @@ def spool_hit(argv: list[str]) -> int | None:
     if len(positional) != 4 or positional[0] != "get-wal" or not args or args[0] != "get-wal":
         return None
     _, server, wal, dest = positional
-    if not _is_server_name(server) or not _is_segment_name(wal):
+    if not _is_server_name(server) or not _is_segment_name(wal) or not _is_replaceable(dest):
         return None
     home = os.environ.get("WALQ_HOME") or _home_from_config(config_path)
     if home is None:
