@@ -191,7 +191,10 @@ def _keep_prefetching(spool: str, config_path: str, server: str, wal: str, count
 
 def main() -> int:
     """The ``walq`` console script: a spool hit, else the full CLI."""
-    served = spool_hit(sys.argv[1:])
+    try:
+        served = spool_hit(sys.argv[1:])
+    except ValueError:  # e.g. a NUL in a configured path: the full CLI explains it in one line
+        served = None
     if served is not None:
         return served
     from walq.cli import main as cli_main
