@@ -169,3 +169,14 @@ def test_get_wal_of_a_corrupt_zstd_object_is_one_line_exit_2(walq_home: WalqHome
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     assert name in res.stderr and "corrupt" in res.stderr
     assert not dest.exists() and not list(workdir.glob(".restored.*"))
+
+
+def test_xz_header_asking_for_a_huge_dictionary_is_refused() -> None:
+    """liblzma allocates what the header names; walq caps it (preset 9 needs 65 MiB)."""
+    import lzma
+
+    huge = lzma.compress(b"x", format=lzma.FORMAT_XZ, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 30}])
+    with pytest.raises(codecs.DecompressionError, match="xz content"):
+        b"".join(decompress_chunks([huge], "xz"))
+    preset9 = b"".join(compress_chunks([os.urandom(100_000)], "xz", 9))
+    assert len(b"".join(decompress_chunks([preset9], "xz"))) == 100_000

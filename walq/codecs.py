@@ -21,6 +21,7 @@ from walq.errors import ConfigError, IntegrityError
 CHUNK_SIZE = 1 << 20
 DETECT_BYTES = 10
 SMALL_READ = 64 << 10  # input slice for codecs whose output is bounded by their input
+XZ_MEMLIMIT = 256 << 20  # zstd's own default window limit is 128 MiB; bz2, gzip, lz4 need little
 
 
 class DecompressionError(IntegrityError):
@@ -209,7 +210,9 @@ def _bz2_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
 
 
 def _xz_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
-    return _max_length_stream("xz", lzma.LZMADecompressor(), chunks, out_max)
+    # The header names the dictionary size; cap what a crafted one may make liblzma
+    # allocate (preset 9, the largest xz and Barman write, needs 65 MiB).
+    return _max_length_stream("xz", lzma.LZMADecompressor(memlimit=XZ_MEMLIMIT), chunks, out_max)
 
 
 def _identity_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
