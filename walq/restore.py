@@ -167,10 +167,19 @@ def _move(src: Path, dest: Path) -> None:
         return
     try:
         os.rename(src, dest)
+    except FileNotFoundError:
+        raise  # the spooled copy is gone: the caller fetches from the archive
     except OSError:
         tmp = dest.with_name(f".{dest.name}.walq-{os.getpid()}")
-        shutil.copyfile(src, tmp)
-        os.rename(tmp, dest)
+        try:
+            shutil.copyfile(src, tmp)
+            os.rename(tmp, dest)
+        except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
+            raise
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _dest_error(dest, exc) from None
         src.unlink(missing_ok=True)
 
 
