@@ -8,9 +8,13 @@ one line on stderr naming the file, key or argument concerned.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import select
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -66,7 +70,7 @@ def cmd_archive(config: Config, args: argparse.Namespace) -> int:
                 status = EXIT_NOT_OK
             continue
         for path in run.unknown:
-            print(f"{run.server}: unknown file moved to {path}", file=sys.stderr)
+            print(f"{run.server}: unknown file moved to {shown(path)}", file=sys.stderr)
         archived = sum(1 for o in run.outcomes if o.status == "archived")
         dups = sum(1 for o in run.outcomes if o.status == "duplicate")
         print(
@@ -377,19 +381,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The full CLI (the console script enters through walq.fastpath.main first)."""
+    """The full CLI (the console script enters through walq.fastpath.main first).
+
+    Whatever happens, the user sees one line on stderr, never a traceback
+    (WALQ_DEBUG=1 adds it for an unexpected error); a reader that closed our
+    stdout (``walq status | head``) ends the command quietly."""
     args = build_parser().parse_args(argv)
     try:
         from walq.config import load_config
 
         config = load_config(args.config)
-        return args.func(config, args)
+        code = args.func(config, args)
+        sys.stdout.flush()  # a closed pipe must surface here, not at interpreter exit
+        return code
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            _discard_stdout()
+            return EXIT_BROKEN_PIPE
+        return _fail(f"walq: {_one_line(str(exc))}")
     except WalqError as exc:
-        print(f"walq: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(f"walq: {_one_line(str(exc))}")
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # the environment refused something walq did not foresee
+        return _fail(f"walq: {_one_line(str(exc))}", debug=True)
+    except Exception as exc:  # noqa: BLE001 - the safety net promised by the README
+        return _fail(f"walq: internal error: {type(exc).__name__}: {_one_line(str(exc))}", debug=True)
+
+
+def _fail(line: str, debug: bool = False) -> int:
+    if debug and os.environ.get("WALQ_DEBUG") == "1":
+        traceback.print_exc()
+    from walq.masking import mask_secrets
+
+    with contextlib.suppress(OSError):  # stderr itself gone: the exit code is all that is left
+        print(mask_secrets(line), file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
+def shown(path: object) -> str:
+    """A path for one output line: quoted when it holds a newline or other control character."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def _stdout_closed() -> bool:
+    """Did the reader of our stdout go away (poll reports an error on the pipe)?"""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -16,19 +16,21 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from walq.errors import ConfigError
+from walq.errors import ConfigError, IntegrityError
 
 CHUNK_SIZE = 1 << 20
 DETECT_BYTES = 10
+SMALL_READ = 64 << 10  # input slice for codecs whose output is bounded by their input
+XZ_MEMLIMIT = 256 << 20  # zstd's own default window limit is 128 MiB; bz2, gzip, lz4 need little
+
+
+class DecompressionError(IntegrityError):
+    """Compressed bytes are corrupt, or expand beyond the size they may hold."""
 
 
 class Compressor(Protocol):
     def compress(self, data: bytes) -> bytes: ...
     def flush(self) -> bytes: ...
-
-
-class Decompressor(Protocol):
-    def decompress(self, data: bytes) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class Codec:
     max_level: int | None
     default_level: int | None
     make_compressor: Callable[[int | None], Compressor]
-    make_decompressor: Callable[[], Decompressor]
+    # (compressed chunks, max piece size) -> plain pieces, none larger than the max
+    decompress_stream: Callable[[Iterator[bytes], int], Iterator[bytes]]
 
     def level(self, requested: int | None) -> int | None:
         """Clamp a requested level into the codec's range, as Barman does."""
@@ -60,9 +63,6 @@ class _Identity:
     def flush(self) -> bytes:
         return b""
 
-    def decompress(self, data: bytes) -> bytes:
-        return data
-
 
 class _Zstd:
     def __init__(self, level: int | None) -> None:
@@ -77,10 +77,42 @@ class _Zstd:
         return self._obj.flush()
 
 
-def _zstd_decompressor() -> Decompressor:
+class _ChunkReader:
+    """A file-like view of an iterator of chunks, for zstandard's stream_reader."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._buf:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return b""
+            self._buf = memoryview(nxt)
+        if size < 0:
+            size = len(self._buf)
+        out, self._buf = self._buf[:size], self._buf[size:]
+        return bytes(out)
+
+    def close(self) -> None:
+        pass
+
+
+def _zstd_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
+    """zstd's decompressobj has no output bound (one RLE block of a few bytes can
+    stand for 128 KiB), so read through stream_reader, whose read(n) returns at most n."""
     import zstandard
 
-    return zstandard.ZstdDecompressor().decompressobj()
+    reader = zstandard.ZstdDecompressor().stream_reader(_ChunkReader(chunks), read_size=SMALL_READ)
+    while True:
+        try:
+            piece = reader.read(out_max)
+        except zstandard.ZstdError as exc:
+            raise DecompressionError(f"zstd content is corrupt: {exc}") from None
+        if not piece:
+            return
+        yield piece
 
 
 class _Lz4:
@@ -102,10 +134,10 @@ class _Lz4:
         return head + self._obj.flush()
 
 
-def _lz4_decompressor() -> Decompressor:
+def _lz4_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
     import lz4.frame
 
-    return lz4.frame.LZ4FrameDecompressor()
+    return _max_length_stream("lz4", lz4.frame.LZ4FrameDecompressor(), chunks, out_max)
 
 
 class _Snappy:
@@ -121,14 +153,17 @@ class _Snappy:
         return b""
 
 
-class _SnappyDecompressor:
-    def __init__(self) -> None:
-        import snappy
+def _snappy_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
+    """The framing format caps a chunk at 64 KiB of output (the library refuses more)
+    and a full chunk takes some 3 KiB of input, so small input slices bound the output."""
+    import snappy
 
-        self._obj = snappy.StreamDecompressor()
-
-    def decompress(self, data: bytes) -> bytes:
-        return self._obj.decompress(data)
+    dec = snappy.StreamDecompressor()
+    for chunk in chunks:
+        for i in range(0, len(chunk), SMALL_READ):
+            out = _library_call("snappy", dec.decompress, chunk[i : i + SMALL_READ])
+            for j in range(0, len(out), out_max):
+                yield out[j : j + out_max]
 
 
 class _Gzip:
@@ -153,16 +188,73 @@ class _Xz:
         return self._obj.flush()
 
 
+def _zlib_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
+    """gzip (wbits 47: a gzip header, checked): decompress(data, max_length) leaves
+    what it could not expand yet in unconsumed_tail."""
+    dec = zlib.decompressobj(47)
+    for chunk in chunks:
+        data = chunk
+        while True:
+            out = _library_call("gzip", dec.decompress, data, out_max)
+            if out:
+                yield out
+            data = dec.unconsumed_tail
+            if dec.eof or (not data and len(out) < out_max):
+                break
+    if tail := _library_call("gzip", dec.flush):
+        yield tail
+
+
+def _bz2_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
+    return _max_length_stream("bzip2", bz2.BZ2Decompressor(), chunks, out_max)
+
+
+def _xz_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
+    # The header names the dictionary size; cap what a crafted one may make liblzma
+    # allocate (preset 9, the largest xz and Barman write, needs 65 MiB).
+    return _max_length_stream("xz", lzma.LZMADecompressor(memlimit=XZ_MEMLIMIT), chunks, out_max)
+
+
+def _identity_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
+    for chunk in chunks:
+        for i in range(0, len(chunk), out_max):
+            yield chunk[i : i + out_max]
+
+
+def _max_length_stream(name: str, dec, chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
+    """bz2, lzma and lz4.frame share one shape: decompress(data, max_length) buffers
+    the rest and clears needs_input until it has been drained with b''."""
+    for chunk in chunks:
+        out = _library_call(name, dec.decompress, chunk, out_max)
+        if out:
+            yield out
+        while not dec.eof and not dec.needs_input:
+            out = _library_call(name, dec.decompress, b"", out_max)
+            if not out:
+                break
+            yield out
+
+
+def _library_call(name: str, fn, *args):
+    """Call a codec library; its own error type for corrupt input becomes DecompressionError.
+
+    Only the library call is wrapped, so errors of the input (a failed read) keep their type."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # zlib.error, OSError (bz2, snappy), LZMAError, EOFError, RuntimeError (lz4)
+        raise DecompressionError(f"{name} content is corrupt: {exc}") from None
+
+
 CODECS: dict[str, Codec] = {
     c.name: c
     for c in (
-        Codec("none", "", b"", None, None, None, lambda _l: _Identity(), _Identity),
-        Codec("bzip2", ".bz2", b"BZh", 1, 9, 5, lambda lv: bz2.BZ2Compressor(lv or 5), bz2.BZ2Decompressor),
-        Codec("gzip", ".gz", b"\x1f\x8b\x08", 1, 9, 6, _Gzip, lambda: zlib.decompressobj(47)),
-        Codec("lz4", ".lz4", b"\x04\x22\x4d\x18", 0, 16, 0, _Lz4, _lz4_decompressor),
-        Codec("snappy", ".snappy", b"\xff\x06\x00\x00\x73\x4e\x61\x50\x70\x59", None, None, None, _Snappy, _SnappyDecompressor),
-        Codec("xz", ".xz", b"\xfd7zXZ\x00", 0, 9, 3, _Xz, lzma.LZMADecompressor),
-        Codec("zstd", ".zst", b"\x28\xb5\x2f\xfd", -22, 22, 3, _Zstd, _zstd_decompressor),
+        Codec("none", "", b"", None, None, None, lambda _l: _Identity(), _identity_stream),
+        Codec("bzip2", ".bz2", b"BZh", 1, 9, 5, lambda lv: bz2.BZ2Compressor(lv or 5), _bz2_stream),
+        Codec("gzip", ".gz", b"\x1f\x8b\x08", 1, 9, 6, _Gzip, _zlib_stream),
+        Codec("lz4", ".lz4", b"\x04\x22\x4d\x18", 0, 16, 0, _Lz4, _lz4_stream),
+        Codec("snappy", ".snappy", b"\xff\x06\x00\x00\x73\x4e\x61\x50\x70\x59", None, None, None, _Snappy, _snappy_stream),
+        Codec("xz", ".xz", b"\xfd7zXZ\x00", 0, 9, 3, _Xz, _xz_stream),
+        Codec("zstd", ".zst", b"\x28\xb5\x2f\xfd", -22, 22, 3, _Zstd, _zstd_stream),
     )
 }
 CODEC_NAMES = tuple(CODECS)
@@ -209,12 +301,18 @@ def compress_chunks(chunks: Iterable[bytes], codec: str, level: int | None = Non
         yield tail
 
 
-def decompress_chunks(chunks: Iterable[bytes], codec: str) -> Iterator[bytes]:
-    """Decompress a stream of chunks, yielding plain pieces."""
-    dec = get_codec(codec).make_decompressor()
-    for chunk in chunks:
-        if out := dec.decompress(chunk):
-            yield out
-    flush = getattr(dec, "flush", None)
-    if flush is not None and (tail := flush()):
-        yield tail
+def decompress_chunks(chunks: Iterable[bytes], codec: str, limit: int | None = None) -> Iterator[bytes]:
+    """Decompress a stream of chunks into plain pieces of at most CHUNK_SIZE bytes.
+
+    Memory stays bounded by the chunk size whatever the compression ratio (a few KB
+    of zstd can stand for gigabytes of zeros), and DecompressionError is raised as
+    soon as the output passes ``limit`` bytes or the input turns out corrupt.
+    """
+    c = get_codec(codec)
+    total = 0
+    for piece in c.decompress_stream(iter(chunks), CHUNK_SIZE):
+        total += len(piece)
+        if limit is not None and total > limit:
+            what = "content" if c.name == "none" else f"{c.name} content"
+            raise DecompressionError(f"{what} expands beyond {limit} bytes, more than it may hold")
+        yield piece

@@ -19,14 +19,14 @@ from walq.codecs import CODEC_NAMES
 from walq.errors import ConfigError
 from walq.masking import mask_secrets, url_passwords
 
-SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+SERVER_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")  # fullmatch: "$" accepts a trailing newline
 CompressionName = Literal["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"]
 assert set(CompressionName.__args__) == set(CODEC_NAMES)  # type: ignore[attr-defined]
 
 
 def check_server_name(name: str) -> str:
     """Server names become path components and Redis keys: no '/', no '..'."""
-    if not SERVER_NAME_RE.match(name) or ".." in name:
+    if not SERVER_NAME_RE.fullmatch(name) or ".." in name:
         raise ConfigError(
             f"server name {name!r} is invalid: use letters, digits, '_', '-', '.' (no '/' or '..')"
         )
@@ -278,7 +278,8 @@ def _masked_repr(value: object) -> str:
 
 
 def _format_validation(source: str, exc: ValidationError) -> str:
-    parts = []
+    """One line; an error whose value came from a WALQ_* variable names the variable, not the file."""
+    parts: list[tuple[str, str]] = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
@@ -286,8 +287,24 @@ def _format_validation(source: str, exc: ValidationError) -> str:
             msg = "unknown key"
         elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
             msg = f"{msg} (got {_masked_repr(err['input'])})"
-        parts.append(f"{loc}: {msg}")
-    return f"{source}: " + "; ".join(parts)
+        var = _env_variable(err["loc"])
+        parts.append((f"environment variable {var}" if var else source, f"{loc}: {msg}"))
+    merged: list[str] = []
+    for i, (where, text) in enumerate(parts):
+        merged.append(text if i and parts[i - 1][0] == where else f"{where}: {text}")
+    return "; ".join(merged)
+
+
+def _env_variable(loc: tuple[int | str, ...]) -> str | None:
+    """The WALQ_* variable that set the value at ``loc`` (or a table above it), if any.
+
+    pydantic-settings matches names case-insensitively, with '__' between levels."""
+    present = {name.upper(): name for name in os.environ}
+    for depth in range(len(loc), 0, -1):
+        candidate = "WALQ_" + "__".join(str(p) for p in loc[:depth]).upper()
+        if candidate in present:
+            return present[candidate]
+    return None
 
 
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:

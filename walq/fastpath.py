@@ -30,6 +30,21 @@ def _is_segment_name(s: str) -> bool:
     return len(s) == 24 and set(s) <= _HEX_UPPER
 
 
+
+def _is_replaceable(dest: str) -> bool:
+    """A DEST a rename may replace: absent or a regular file; never '-' (standard
+    output), a symlink (/dev/stdout), a device or a directory. The full CLI explains."""
+    if dest == "-":
+        return False
+    try:
+        mode = os.lstat(dest).st_mode
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return mode & 0o170000 == 0o100000  # S_ISREG without importing stat
+
+
 def spool_hit(argv: list[str]) -> int | None:
     """Serve ``get-wal SERVER WAL DEST`` from the restore spool; None if not applicable."""
     args = list(argv)
@@ -64,7 +79,7 @@ def spool_hit(argv: list[str]) -> int | None:
     if len(positional) != 4 or positional[0] != "get-wal" or not args or args[0] != "get-wal":
         return None
     _, server, wal, dest = positional
-    if not _is_server_name(server) or not _is_segment_name(wal):
+    if not _is_server_name(server) or not _is_segment_name(wal) or not _is_replaceable(dest):
         return None
     home = os.environ.get("WALQ_HOME") or _home_from_config(config_path)
     if home is None:
@@ -173,7 +188,10 @@ def _keep_prefetching(spool: str, config_path: str, server: str, wal: str, count
 
 def main() -> int:
     """The ``walq`` console script: a spool hit, else the full CLI."""
-    served = spool_hit(sys.argv[1:])
+    try:
+        served = spool_hit(sys.argv[1:])
+    except ValueError:  # e.g. a NUL in a configured path: the full CLI explains it in one line
+        served = None
     if served is not None:
         return served
     from walq.cli import main as cli_main

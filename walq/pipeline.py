@@ -20,6 +20,7 @@ from walq.catalog.base import ArchivedInfo, Catalog, WalRecord, WalState
 from walq.codecs import (
     CHUNK_SIZE,
     DETECT_BYTES,
+    DecompressionError,
     compress_chunks,
     decompress_chunks,
     detect,
@@ -39,6 +40,9 @@ from walq.scan import move_to_errors
 from walq.storage.base import PutRequest, Storage, StoredObject
 from walq.wal import (
     LONG_HEADER_SIZE,
+    MAX_SEG_SIZE,
+    MAX_TEXT_SIZE,
+    PageHeader,
     WalKind,
     parse_wal_name,
     validate_backup_label,
@@ -46,7 +50,7 @@ from walq.wal import (
     validate_segment_header,
 )
 
-MAX_TEXT_WAL = 1 << 20  # history and backup files are small text
+MAX_TEXT_WAL = MAX_TEXT_SIZE  # history and backup files are small text
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +153,18 @@ def prepare(job: PrepareJob) -> Prepared:
         size = 0
         head = b""
         text = bytearray()
+        limit = _plain_limit(wal.kind, job.seg_size)
 
         def accounted(pieces):
-            nonlocal size, head, text
+            nonlocal size, head, text, limit
             for piece in pieces:
                 hasher.update(piece)
+                had_head = len(head) >= LONG_HEADER_SIZE
                 size, head, text = _account(piece, size, head, text, wal.kind)
+                if not had_head and len(head) >= LONG_HEADER_SIZE and not job.seg_size:
+                    limit = _header_limit(head, wal.kind, limit)
+                if size > limit:
+                    raise InvalidWalError(f"content is larger than {limit} bytes, more than this {wal.kind} can hold")
                 yield piece
 
         def written(chunks, out):
@@ -175,7 +185,7 @@ def prepare(job: PrepareJob) -> Prepared:
                     if in_codec:
                         # Already compressed by the producer: keep its bytes as they are
                         # (Barman's rule); decompress only to checksum and validate.
-                        for _ in accounted(decompress_chunks(written(_chain(first, src), out), in_codec)):
+                        for _ in accounted(decompress_chunks(written(_chain(first, src), out), in_codec, limit)):
                             pass
                     else:
                         for piece in compress_chunks(accounted(_chain(first, src)), out_codec, job.level):
@@ -183,6 +193,9 @@ def prepare(job: PrepareJob) -> Prepared:
         except InvalidWalError:
             part.unlink(missing_ok=True)
             raise
+        except DecompressionError as exc:  # corrupt, or a bomb: more than a WAL can hold
+            part.unlink(missing_ok=True)
+            raise InvalidWalError(str(exc)) from None
         except OSError as exc:
             part.unlink(missing_ok=True)
             raise TransientError(f"cannot prepare {job.name}: {exc}") from exc
@@ -211,6 +224,24 @@ def prepare(job: PrepareJob) -> Prepared:
         checksum=hasher.hexdigest(), mtime=st.st_mtime, sysid=sysid, seg_size=seg_size,
         prepare_seconds=time.perf_counter() - started,
     )
+
+
+def _plain_limit(kind: WalKind, seg_size: int | None) -> int:
+    """The most uncompressed bytes a WAL of this kind may hold (the bound for decompression)."""
+    if kind in (WalKind.HISTORY, WalKind.BACKUP):
+        return MAX_TEXT_WAL
+    return seg_size or MAX_SEG_SIZE
+
+
+def _header_limit(head: bytes, kind: WalKind, limit: int) -> int:
+    """Tighten the bound to the segment size the page header declares, when plausible
+    (validate_segment_header judges the header itself once the stream is read)."""
+    if kind not in (WalKind.SEGMENT, WalKind.PARTIAL):
+        return limit
+    declared = PageHeader.unpack(head).seg_size
+    if 0 < declared <= limit and declared & (declared - 1) == 0:
+        return declared
+    return limit
 
 
 def _link_or_copy(src, source: str, part: Path) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from walq.codecs import CHUNK_SIZE, DETECT_BYTES, decompress_chunks, detect
 from walq.config import ServerConfig
 from walq.storage.base import Storage, StoredObject
+from walq.wal import max_plain_size
 
 READ_CHUNK = 256 << 10  # small reads bound decompression output per step
 
@@ -37,8 +38,15 @@ def plain_chunks(
     *,
     codec: str | None = None,
     encrypted: bool | None = None,
+    limit: int | None = None,
 ) -> Iterator[bytes]:
-    """Yield the uncompressed, decrypted bytes of a stored WAL in bounded pieces."""
+    """Yield the uncompressed, decrypted bytes of a stored WAL in bounded pieces.
+
+    More than ``limit`` bytes (default: the most a WAL of that name can hold)
+    raises DecompressionError before they are yielded: a small object must not
+    expand into gigabytes on disk or in memory."""
+    if limit is None:
+        limit = max_plain_size(obj.name)
     with storage.open(obj) as stream:
         head = stream.read(READ_CHUNK)
         enc = obj.encrypted if encrypted is None else encrypted
@@ -55,7 +63,7 @@ def plain_chunks(
         use_codec = codec or obj.codec
         if use_codec is None:
             use_codec = detect(head[:DETECT_BYTES]) or "none"
-        yield from decompress_chunks(raw, use_codec)
+        yield from decompress_chunks(raw, use_codec, limit)
 
 
 def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -13,13 +13,24 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import sys
+import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from walq import prefetch as prefetch_mod
 from walq.catalog import Catalog, WalRecord, WalState, open_catalog
+from walq.codecs import CHUNK_SIZE, DecompressionError
 from walq.config import Config, ServerConfig
-from walq.errors import ConfigError, IntegrityError, NotFoundError, WalqError
+from walq.errors import (
+    ConfigError,
+    IntegrityError,
+    NotFoundError,
+    StorageError,
+    TransientError,
+    WalqError,
+)
 from walq.readback import plain_chunks
 from walq.spool_state import wait_for_inflight
 from walq.storage import Storage, StoredObject, open_storage
@@ -37,46 +48,138 @@ def open_catalog_for_restore(config: Config) -> Catalog | None:
             return None
 
 
-def write_verified(
-    storage: Storage, obj: StoredObject, server: ServerConfig, record: WalRecord | None, dest: Path
-) -> None:
-    """Stream a stored WAL into ``dest`` via a temp file; verify size and checksum first."""
-    if dest.is_dir():
+STDOUT = "-"  # get-wal's DEST for standard output, as Barman's get-wal writes there
+
+
+def check_destination(dest: Path) -> None:
+    """Refuse, before fetching anything, a DEST get-wal cannot replace atomically.
+
+    DEST must be absent or a regular file in an existing, writable directory. A
+    symbolic link is refused too: the rename would replace the link itself (think
+    /dev/stdout), not what it points to; ``-`` is the way to standard output."""
+    parent = dest.parent
+    if not parent.is_dir():
+        raise ConfigError(f"destination {dest}: directory {parent} does not exist")
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise ConfigError(f"destination {dest}: {exc.strerror}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"destination {dest} is a directory")
-    tmp = dest.with_name(f".{dest.name}.walq-{os.getpid()}")
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        raise ConfigError(f"destination {dest} is a symbolic link (use - for standard output)")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"destination {dest} is not a regular file (use - for standard output)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"destination {dest}: directory {parent} is not writable")
+
+
+def _dest_error(dest: Path | str, exc: OSError) -> TransientError:
+    return TransientError(f"cannot write {dest}: {exc.strerror or exc}")
+
+
+def _copy_verified(
+    storage: Storage, obj: StoredObject, server: ServerConfig, record: WalRecord | None, out: BinaryIO, dest: Path | str
+) -> None:
+    """Stream the object's plain bytes into ``out``; raise IntegrityError unless they
+    match the catalog's size and checksum. The catalog's size also bounds decompression."""
     hasher = hashlib.sha256()
     size = 0
     codec = record.codec if record else None
     encrypted = (record.encryption == "gpg") if record and record.encryption else None
+    limit = record.size if record is not None and record.size else None
     try:
-        with open(tmp, "wb") as out:
-            for piece in plain_chunks(storage, obj, server, codec=codec, encrypted=encrypted):
-                hasher.update(piece)
-                size += len(piece)
+        for piece in plain_chunks(storage, obj, server, codec=codec, encrypted=encrypted, limit=limit):
+            hasher.update(piece)
+            size += len(piece)
+            try:
                 out.write(piece)
-            out.flush()
-            os.fsync(out.fileno())
-        if record is not None and record.checksum:
-            if hasher.hexdigest() != record.checksum or (record.size is not None and size != record.size):
-                raise IntegrityError(
-                    f"{obj.name}: restored bytes do not match the archived checksum "
-                    f"({size} bytes, sha256 {hasher.hexdigest()[:12]}… vs {record.checksum[:12]}…)"
-                )
-        else:
-            print(f"walq: warning: {obj.name} has no catalog checksum; served unverified", file=sys.stderr)
-        os.rename(tmp, dest)
+            except OSError as exc:
+                raise _dest_error(dest, exc) from None
+    except DecompressionError as exc:
+        raise IntegrityError(f"{obj.name}: stored object {obj.key}: {exc}") from None
+    except FileNotFoundError:
+        raise  # the object is gone: restore_into looks it up
+    except OSError as exc:
+        raise StorageError(f"{obj.name}: cannot read stored object {obj.key}: {exc.strerror or exc}") from None
+    if record is not None and record.checksum:
+        if hasher.hexdigest() != record.checksum or (record.size is not None and size != record.size):
+            raise IntegrityError(
+                f"{obj.name}: restored bytes do not match the archived checksum "
+                f"({size} bytes, sha256 {hasher.hexdigest()[:12]}… vs {record.checksum[:12]}…)"
+            )
+    else:
+        print(f"walq: warning: {obj.name} has no catalog checksum; served unverified", file=sys.stderr)
+
+
+def write_verified(
+    storage: Storage, obj: StoredObject, server: ServerConfig, record: WalRecord | None, dest: Path
+) -> None:
+    """Stream a stored WAL into ``dest`` via a temp file; verify size and checksum first.
+
+    DEST ``-`` is standard output: the bytes go to an unnamed temp file first, so
+    nothing reaches stdout before it is verified."""
+    if str(dest) == STDOUT:
+        with tempfile.TemporaryFile() as spill:
+            _copy_verified(storage, obj, server, record, spill, STDOUT)
+            spill.seek(0)
+            _to_stdout(spill)
+        return
+    if dest.is_dir():
+        raise ConfigError(f"destination {dest} is a directory")
+    tmp = dest.with_name(f".{dest.name}.walq-{os.getpid()}")
+    try:
+        out = open(tmp, "wb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise _dest_error(dest, exc) from None
+    try:
+        with out:
+            _copy_verified(storage, obj, server, record, out, dest)
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+            except OSError as exc:
+                raise _dest_error(dest, exc) from None
+        try:
+            os.rename(tmp, dest)
+        except OSError as exc:
+            raise _dest_error(dest, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
+def _to_stdout(src: BinaryIO) -> None:
+    """Copy a verified file to standard output (a closed pipe is the CLI's to report)."""
+    out = sys.stdout.buffer
+    while chunk := src.read(CHUNK_SIZE):
+        out.write(chunk)
+    out.flush()
+
+
 def _move(src: Path, dest: Path) -> None:
+    if str(dest) == STDOUT:
+        with open(src, "rb") as f:
+            _to_stdout(f)
+        src.unlink(missing_ok=True)
+        return
     try:
         os.rename(src, dest)
+    except FileNotFoundError:
+        raise  # the spooled copy is gone: the caller fetches from the archive
     except OSError:
         tmp = dest.with_name(f".{dest.name}.walq-{os.getpid()}")
-        shutil.copyfile(src, tmp)
-        os.rename(tmp, dest)
+        try:
+            shutil.copyfile(src, tmp)
+            os.rename(tmp, dest)
+        except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
+            raise
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _dest_error(dest, exc) from None
         src.unlink(missing_ok=True)
 
 
@@ -119,6 +222,8 @@ def get_wal(config: Config, server_name: str, name: str, dest: Path, prefetch: i
     """
     server = config.server(server_name)
     parse_wal_name(name)
+    if str(dest) != STDOUT:
+        check_destination(dest)
     spool = prefetch_mod.spool_dir(config, server)
     spooled = spool / name
     if not spooled.is_file() and prefetch > 0:

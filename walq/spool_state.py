@@ -42,7 +42,7 @@ def running_pid(spool: str | os.PathLike[str]) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             text = os.read(fd, 32).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else -1
+            return int(text) if text.isascii() and text.isdigit() else -1
         return None
     finally:
         os.close(fd)

@@ -169,6 +169,15 @@ CheckFn = Callable[[Config, ServerConfig, Catalog], "CheckResult | list[CheckRes
 EXTRA_CHECKS: list[CheckFn] = []  # PostgreSQL-side checks register here (walq.postgres)
 
 
+def describe_gaps(gaps: list[list[str]], shown: int = 3) -> str:
+    """'2 gap(s): A..B, C' for a check line (a one-segment gap is its name alone)."""
+    if not gaps:
+        return ""
+    ranges = [start if start == end else f"{start}..{end}" for start, end in gaps[:shown]]
+    more = f", and {len(gaps) - shown} more" if len(gaps) > shown else ""
+    return f"{len(gaps)} gap(s): {', '.join(ranges)}{more}"
+
+
 def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[CheckResult]:
     results: list[CheckResult] = []
 
@@ -193,7 +202,7 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
     if status["archived"] and not status["wal_segment_size"]:
         results.append(CheckResult.skip("no gaps", "segment size not learned yet"))
     else:
-        results.append(CheckResult("no gaps", not gaps, f"{len(gaps)} gap(s): {gaps[:3]}" if gaps else ""))
+        results.append(CheckResult("no gaps", not gaps, describe_gaps(gaps)))
     failed = status["failed"]
     results.append(CheckResult(
         "no failed WALs", not failed,

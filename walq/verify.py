@@ -44,7 +44,8 @@ def verify(server: ServerConfig, catalog: Catalog, storage: Storage, threads: in
         hasher = hashlib.sha256()
         size = 0
         try:
-            for piece in plain_chunks(storage, obj, server, codec=rec.codec, encrypted=rec.encryption == "gpg"):
+            for piece in plain_chunks(storage, obj, server, codec=rec.codec, encrypted=rec.encryption == "gpg",
+                                      limit=rec.size or None):
                 hasher.update(piece)
                 size += len(piece)
         except (WalqError, OSError, ValueError) as exc:

@@ -14,14 +14,17 @@ from dataclasses import dataclass
 
 from walq.errors import InvalidWalError, WalqError
 
+# \A..\Z and fullmatch, never "$": "$" also matches before a trailing newline, and a
+# name ending in "\n" would be archived under it and split its xlogdb line.
 WAL_NAME_RE = re.compile(
-    r"^([0-9A-Fa-f]{8})(?:([0-9A-Fa-f]{8})([0-9A-Fa-f]{8})"
-    r"(?:\.[0-9A-Fa-f]{8}\.backup|\.partial)?|\.history)$"
+    r"\A([0-9A-Fa-f]{8})(?:([0-9A-Fa-f]{8})([0-9A-Fa-f]{8})"
+    r"(?:\.[0-9A-Fa-f]{8}\.backup|\.partial)?|\.history)\Z"
 )
 
 MIN_SEG_SIZE = 1 << 20
 MAX_SEG_SIZE = 1 << 30
 DEFAULT_SEG_SIZE = 16 << 20
+MAX_TEXT_SIZE = 1 << 20  # history and backup files are small text
 
 # XLOG_PAGE_MAGIC per PostgreSQL major version; a new major only needs a row.
 PAGE_MAGIC_BY_VERSION: dict[int, int] = {
@@ -81,7 +84,7 @@ class WalName:
 
 def parse_wal_name(name: str) -> WalName:
     """Parse a WAL basename; raise WalNameError naming the string otherwise."""
-    match = WAL_NAME_RE.match(name)
+    match = WAL_NAME_RE.fullmatch(name)
     if match is None:
         raise WalNameError(f"{name!r} is not a WAL file name")
     tli = int(match.group(1), 16)
@@ -97,6 +100,11 @@ def parse_wal_name(name: str) -> WalName:
     else:
         kind = WalKind.SEGMENT
     return WalName(name, kind, tli, log, seg)
+
+
+def max_plain_size(name: str) -> int:
+    """The most bytes a WAL file of this name can hold: a bound for decompression."""
+    return MAX_TEXT_SIZE if parse_wal_name(name).kind in (WalKind.HISTORY, WalKind.BACKUP) else MAX_SEG_SIZE
 
 
 def is_wal_name(name: str) -> bool:

@@ -26,7 +26,7 @@ from walq.fsutil import fsync_dir, makedirs_durable
 from walq.storage.base import PutRequest, StoredObject
 from walq.wal import WAL_NAME_RE, WalKind, parse_wal_name
 
-HASH_DIR_RE = re.compile(r"^[0-9A-Fa-f]{16}$")
+HASH_DIR_RE = re.compile(r"\A[0-9A-Fa-f]{16}\Z")  # fullmatch: "$" accepts a trailing newline
 TMP_DIR = ".walq-tmp"  # dot-directory: invisible to Barman's globs
 
 
@@ -106,17 +106,23 @@ class LocalStorage:
 
     def list(self) -> Iterator[StoredObject]:
         try:
-            entries = sorted(os.scandir(self.root), key=lambda e: e.name)
-        except FileNotFoundError:
-            return
+            yield from self._list()
+        except FileNotFoundError as exc:
+            if Path(exc.filename or "") != self.root:
+                raise StorageError(f"cannot list {exc.filename}: {exc.strerror}") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot list {exc.filename or self.root}: {exc.strerror or exc}") from exc
+
+    def _list(self) -> Iterator[StoredObject]:
+        entries = sorted(os.scandir(self.root), key=lambda e: e.name)
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir(follow_symlinks=False) and HASH_DIR_RE.match(entry.name):
+            if entry.is_dir(follow_symlinks=False) and HASH_DIR_RE.fullmatch(entry.name):
                 for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
-                    if WAL_NAME_RE.match(sub.name) and sub.is_file(follow_symlinks=False):
+                    if WAL_NAME_RE.fullmatch(sub.name) and sub.is_file(follow_symlinks=False):
                         yield StoredObject(sub.name, f"{entry.name}/{sub.name}", sub.stat().st_size)
-            elif entry.name.endswith(".history") and WAL_NAME_RE.match(entry.name):
+            elif entry.name.endswith(".history") and WAL_NAME_RE.fullmatch(entry.name):
                 yield StoredObject(entry.name, entry.name, entry.stat().st_size)
 
     def record_commit(self, obj: StoredObject, mtime: float, codec: str, encrypted: bool) -> None:
@@ -140,6 +146,8 @@ class LocalStorage:
                 return any(line.startswith(prefix) for line in f)
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.xlogdb}: {exc.strerror or exc}") from exc
 
     def xlogdb_lines(self) -> list[list[str]]:
         try:
@@ -147,6 +155,8 @@ class LocalStorage:
                 return [line.split() for line in f if line.strip()]
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.xlogdb}: {exc.strerror or exc}") from exc
 
     def check(self) -> None:
         try:
@@ -168,6 +178,8 @@ class LocalStorage:
                 removed += 1
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            raise StorageError(f"cannot clean {tmp_dir}: {exc.strerror or exc}") from exc
         return removed
 
     def stored_checksum(self, obj: StoredObject) -> str | None:

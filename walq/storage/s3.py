@@ -235,7 +235,7 @@ class S3Storage:
 
     def _object(self, key: str, size: int) -> StoredObject | None:
         stem, codec, encrypted = split_key_name(key.rsplit("/", 1)[-1])
-        if not WAL_NAME_RE.match(stem):
+        if not WAL_NAME_RE.fullmatch(stem):
             return None
         return StoredObject(stem, key, size, codec, encrypted)
 
