@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 from walq.codecs import CODEC_NAMES
-from walq.errors import ConfigError
+from walq.errors import ConfigError, clip
 
 SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CompressionName = Literal["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"]
@@ -27,7 +27,7 @@ def check_server_name(name: str) -> str:
     """Server names become path components and Redis keys: no '/', no '..'."""
     if not SERVER_NAME_RE.match(name) or ".." in name:
         raise ConfigError(
-            f"server name {name!r} is invalid: use letters, digits, '_', '-', '.' (no '/' or '..')"
+            f"server name {clip(name)} is invalid: use letters, digits, '_', '-', '.' (no '/' or '..')"
         )
     return name
 
@@ -170,20 +170,36 @@ class Config(BaseSettings):
             return self.servers[name]
         except KeyError:
             known = ", ".join(sorted(self.servers)) or "none"
-            raise ConfigError(f"unknown server {name!r} (configured: {known})") from None
+            raise ConfigError(f"unknown server {clip(name)} (configured: {known})") from None
+
+
+MAX_ERRORS_SHOWN = 5  # one line: the first problems, then how many more
 
 
 def _format_validation(source: str, exc: ValidationError) -> str:
+    """One line naming each bad key and what is wrong; echoed values are clipped."""
+    errors = exc.errors(include_url=False)
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    for err in errors[:MAX_ERRORS_SHOWN]:
+        loc = ".".join(_key_part(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
-            msg = f"{msg} (got {err['input']!r})"
+            msg = f"{msg} (got {clip(err['input'])})"
         parts.append(f"{loc}: {msg}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        parts.append(f"and {len(errors) - MAX_ERRORS_SHOWN} more")
     return f"{source}: " + "; ".join(parts)
+
+
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _key_part(part: str | int) -> str:
+    """A key as written, unless it is long or odd (then clipped and quoted)."""
+    text = str(part)
+    return text if len(text) <= 64 and set(text) <= _KEY_CHARS else clip(text)
 
 
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
