@@ -85,7 +85,10 @@ def test_a_1_mb_config_value_gives_a_short_error_line(workdir: Path) -> None:
 
 
 def test_a_long_cli_argument_gives_a_short_error_line(walq_home: WalqHome, workdir: Path) -> None:
-    for args in (("get-wal", "pg1", "0" * 100_000, str(workdir / "x")), ("list", "p" * 100_000)):
+    for args in (("get-wal", "pg1", "0" * 100_000, str(workdir / "x")), ("list", "p" * 100_000),
+                 ("get-wal", "pg1", "0" * 24, str(workdir / "x"), "--prefetch", "9" * 100_000 + "x"),
+                 ("c" * 100_000,)):
         res = walq_home.run(*args)
         assert res.returncode == 2, (res.returncode, res.stderr[:300])
-        assert len(res.stderr) < BOUND and "bytes)" in res.stderr, res.stderr[:300]
+        assert len(res.stderr.strip().splitlines()[-1]) < BOUND and len(res.stderr) < 2 * BOUND, res.stderr[:300]
+        assert "bytes)" in res.stderr or "characters)" in res.stderr, res.stderr[:300]

@@ -21,15 +21,18 @@ from tests.services.fleet import (  # noqa: F401 - fixtures
     fleet_factory,
     fleet_settings,
     fresh_schema_url,
+    http,
     pending,
     redis_server,
     xlogdb_names,
 )
+from tests.services.pg import free_port, wait_for
 from walq import fleet
 from walq.catalog import WalState, open_catalog
 from walq.storage.local import LocalStorage
 
 PASSWD = Path("/etc/passwd")
+AUTH = "operator:s3cret-pass"
 
 
 def _forged(home: WalqHome, wal: str, origin: str, key: str, **changes: object) -> dict[str, object]:
@@ -69,11 +72,22 @@ def test_forged_commit_through_a_real_worker_touches_nothing(
     try:
         assert catalog.claim("pg1", claimed, str(home.incoming() / claimed), 600)  # a scan found it
         fleet_proc = fleet_factory(home.config_path)
+        port = free_port()
+        flower = fleet_proc.flower(port, AUTH)
         fleet_proc.worker("w1")  # no beat: nothing but our calls runs
         client = celery_client(home.config_path)
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http("GET", f"{base}/healthcheck")[0] == 200 or not flower.alive(), 60, "Flower to answer")
+        assert flower.alive(), flower.output()
         for wal, origin in ((claimed, "incoming"), (unclaimed, "streaming")):
-            for key in _forged_keys(wal):
-                result = client.send_task("walq.commit", args=[_forged(home, wal, origin, key)])
+            for i, key in enumerate(_forged_keys(wal)):
+                forged = _forged(home, wal, origin, key)
+                if i == 0:  # the call, through Flower's HTTP API with its credentials
+                    status, body = http("POST", f"{base}/api/task/async-apply/walq.commit", {"args": [forged]}, auth=AUTH)
+                    assert status == 200 and body.get("task-id"), (status, body)
+                    result = client.AsyncResult(body["task-id"])
+                else:
+                    result = client.send_task("walq.commit", args=[forged])
                 result.get(timeout=60, propagate=False)
                 assert result.state == "FAILURE", (wal, key, result.state, result.result)
                 assert "refused" in str(result.result), (key, str(result.result))

@@ -12,9 +12,9 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from walq.errors import ConfigError, DuplicateWalError, NotFoundError, WalqError
+from walq.errors import ECHO_LIMIT, ConfigError, DuplicateWalError, NotFoundError, WalqError
 
 if TYPE_CHECKING:
     from walq.config import Config
@@ -272,8 +272,18 @@ def cmd_switch_wal(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse echoes a bad value whole ("invalid choice: '…'"); keep the line bounded."""
+
+    def error(self, message: str) -> NoReturn:
+        limit = 4 * ECHO_LIMIT
+        if len(message) > limit:
+            message = f"{message[:limit]}…({len(message)} characters)"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="walq", description="WAL archiving for PostgreSQL fleets")
+    parser = _Parser(prog="walq", description="WAL archiving for PostgreSQL fleets")
     parser.add_argument("--config", help="config file (default $WALQ_CONFIG, then ./walq.toml)")
     sub = parser.add_subparsers(dest="command", required=True)
 
