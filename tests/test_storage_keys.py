@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WalqHome
+from tests.services.pg import wait_for
 from walq.config import load_config
 from walq.errors import StorageKeyError
+from walq.spool_state import running_pid
 from walq.storage.local import LocalStorage
 from walq.storage.s3 import S3Storage
 
@@ -90,3 +92,17 @@ def test_s3_validate_key(walq_home: WalqHome) -> None:
                 f"{base}0000000100000000/x/{W}", "/etc/passwd"):
         with pytest.raises(StorageKeyError):
             storage.validate_key(W, bad)
+
+
+def test_the_prefetcher_never_spools_a_forged_row(walq_home: WalqHome, wal_corpus, workdir: Path) -> None:
+    names = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[:4])
+    walq_home.run("archive", check=True)
+    _forge_row(walq_home, names[2], str(PASSWD))
+    res = walq_home.run("get-wal", "pg1", names[0], str(workdir / "first"), "--prefetch", "3")
+    assert res.returncode == 0, res.stderr
+    spool = walq_home.home / "restore-spool" / "pg1"
+    wait_for(lambda: running_pid(spool) is None, 60, "the prefetcher to finish")
+    assert not (spool / names[2]).exists(), "a forged row was prefetched"
+    res = walq_home.run("get-wal", "pg1", names[2], str(workdir / "third"), "--prefetch", "3")
+    assert res.returncode == 2 and "storage key" in res.stderr, (res.returncode, res.stderr)
+    assert not (workdir / "third").exists()
