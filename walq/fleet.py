@@ -505,6 +505,7 @@ def store_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     record = rt.catalog.get(server.name, args.wal)
     if record is not None and record.state is WalState.ARCHIVED:
         return _dump(args, already_archived=True)  # commit drops or parks the copy
+    _require_claim(args, record)
     _payload_present(args)
     prepared = args.prepared()
     check_identity(rt.catalog, server, prepared)
@@ -534,6 +535,7 @@ def commit_stage(rt: Runtime, data: Any) -> Outcome:
         elif record is not None and record.state is WalState.FAILED:
             raise AlreadyDone(f"{args.wal} was marked failed meanwhile; an operator retry re-drives it")
         else:
+            _require_claim(args, record)
             if args.key is None:
                 raise TransientError(f"{args.wal}: nothing stored yet")
             obj = verify_stored(storage, args)
@@ -546,6 +548,13 @@ def commit_stage(rt: Runtime, data: Any) -> Outcome:
         lock.release()
     shutil.rmtree(args.spool(rt.config), ignore_errors=True)
     return outcome
+
+
+def _require_claim(args: StageArgs, record: WalRecord | None) -> None:
+    """Every chain starts from a scan's claim: a store or commit for a WAL with no
+    catalog row was made up, and is refused before it writes anything."""
+    if record is None:
+        raise TaskArgumentError(f"refused: {args.server}/{args.wal} was never claimed by a scan; nothing was touched")
 
 
 def verify_stored(storage: Storage, args: StoredArgs) -> StoredObject:
