@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.services.fleet import catalog_db, fresh_schema_url  # noqa: F401 - fixture
-from walq.catalog.base import ArchivedInfo, Catalog, WalState
+from walq.catalog.base import TRANSITIONS, ArchivedInfo, Catalog, WalState
 from walq.catalog.postgres import PostgresCatalog
 from walq.catalog.sqlite import SqliteCatalog
-from walq.errors import FencedError
+from walq.errors import FencedError, PermanentError, TransitionError
 
 W1, W2, W3 = "000000010000000000000001", "000000010000000000000002", "000000010000000000000003"
 INFO = ArchivedInfo(size=16, stored_size=8, codec="zstd", encryption="none", checksum="ab" * 32,
@@ -58,10 +58,13 @@ def test_archive_and_fence(catalog: Catalog) -> None:
     rec = catalog.get("pg1", W1)
     assert rec.state is WalState.ARCHIVED and rec.checksum == INFO.checksum and rec.deadline is None
     assert not catalog.claim("pg1", W1, "/in/" + W1, 60), "archived WALs are never claimed again"
+    catalog.claim("pg1", W2, "/in/" + W2, 60)
     catalog.mark_archived("pg1", W2, INFO, fence=5)  # the same holder commits again
+    catalog.claim("pg1", W3, "/in/" + W3, 60)
     with pytest.raises(FencedError):
         catalog.mark_archived("pg1", W3, INFO, fence=4)
-    assert catalog.get("pg1", W3) is None, "a fenced commit writes nothing"
+    assert catalog.get("pg1", W3).state is WalState.CLAIMED, "a fenced commit writes nothing"
+    catalog.claim("pg2", W3, "/in/" + W3, 60)
     catalog.mark_archived("pg2", W3, INFO, fence=1)  # fences are per server
     assert catalog.archived_names("pg1") == [W1, W2]
 
@@ -70,6 +73,7 @@ def test_failed_and_reset(catalog: Catalog) -> None:
     catalog.claim("pg1", W1, "/in/" + W1, 60)
     catalog.mark_failed("pg1", W1, "bad header", "/errors/x")
     catalog.mark_failed("pg1", W2, "unwritable")
+    catalog.claim("pg1", W3, "/in/" + W3, 60)
     catalog.mark_archived("pg1", W3, INFO)
     catalog.mark_failed("pg1", W3, "late")  # never demotes an archived WAL
     assert [r.name for r in catalog.records("pg1", WalState.FAILED)] == [W1, W2]
@@ -80,6 +84,55 @@ def test_failed_and_reset(catalog: Catalog) -> None:
     assert catalog.reset_failed("pg1") == [W1]
     assert catalog.claim("pg1", W1, "/in/" + W1, 60)
     assert catalog.get("pg1", W3).state is WalState.ARCHIVED
+
+
+def test_the_allowed_transitions() -> None:
+    """claimed -> archived | failed; failed -> claimed (an operator's retry); archived is terminal."""
+    allowed = {state: set(targets) for state, targets in TRANSITIONS.items()}
+    assert allowed == {
+        None: {WalState.CLAIMED, WalState.FAILED},
+        WalState.CLAIMED: {WalState.CLAIMED, WalState.ARCHIVED, WalState.FAILED},
+        WalState.FAILED: {WalState.CLAIMED},
+        WalState.ARCHIVED: set(),
+    }
+    assert issubclass(TransitionError, PermanentError)
+
+
+FORGED = ArchivedInfo(size=1, stored_size=1, codec="none", encryption="none", checksum="cd" * 32,
+                      storage_key="/etc/passwd", mtime=9.0)
+
+
+def test_commit_lands_only_on_a_claimed_row(catalog: Catalog) -> None:
+    """A commit for a WAL nobody claimed creates nothing, and does not move the fence."""
+    with pytest.raises(TransitionError, match="no catalog row"):
+        catalog.mark_archived("pg1", W1, FORGED, fence=100)
+    assert catalog.get("pg1", W1) is None
+    catalog.claim("pg1", W1, "/in/" + W1, 60)
+    catalog.mark_archived("pg1", W1, INFO, fence=1)  # the refused commit's fence was rolled back
+    assert catalog.get("pg1", W1).state is WalState.ARCHIVED
+
+
+def test_archived_row_is_never_overwritten(catalog: Catalog) -> None:
+    catalog.claim("pg1", W1, "/in/" + W1, 60)
+    catalog.mark_archived("pg1", W1, INFO, fence=1)
+    before = catalog.get("pg1", W1)
+    for fence in (None, 1, 2):
+        with pytest.raises(TransitionError, match="is archived"):
+            catalog.mark_archived("pg1", W1, FORGED, fence=fence)
+    after = catalog.get("pg1", W1)
+    assert after == before and after.storage_key == INFO.storage_key and after.checksum == INFO.checksum
+
+
+def test_failed_row_is_archived_only_after_a_retry(catalog: Catalog) -> None:
+    catalog.claim("pg1", W1, "/in/" + W1, 60)
+    catalog.mark_failed("pg1", W1, "bad header")
+    with pytest.raises(TransitionError, match="is failed"):
+        catalog.mark_archived("pg1", W1, INFO)
+    row = catalog.get("pg1", W1)
+    assert row.state is WalState.FAILED and row.storage_key is None and row.last_error == "bad header"
+    assert catalog.reset_failed("pg1", [W1]) == [W1]  # failed -> claimed
+    catalog.mark_archived("pg1", W1, INFO)  # claimed -> archived
+    assert catalog.get("pg1", W1).state is WalState.ARCHIVED
 
 
 def test_meta(catalog: Catalog) -> None:

@@ -62,10 +62,12 @@ def test_stale_fence_is_refused_and_writes_nothing(home: WalqHome, wal_corpus) -
     rt = fleet.Runtime(home.config)
     job = fleet.scan_server(rt, "pg1")[0]
     stored = fleet.store_stage(rt, fleet.encrypt_stage(rt, fleet.compress_stage(rt, job)))
+    rt.catalog.claim("pg9", "000000010000000000000001", "/in/x", 60)
     rt.catalog.mark_archived("pg9", "000000010000000000000001", _info(), fence=1)  # other server: no effect
     lock = rt.lock("pg1", "commit")
     newer = lock.acquire() + 1000
     lock.release()
+    rt.catalog.claim("pg1", "00000001000000000000FFFF", "/in/x", 60)
     rt.catalog.mark_archived("pg1", "00000001000000000000FFFF", _info(), fence=newer)  # a newer holder
     with pytest.raises(FencedError):
         fleet.commit_stage(rt, stored)

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from walq.catalog import Catalog, WalState, open_catalog
 from walq.config import Config, ServerConfig
@@ -131,6 +132,9 @@ def finish(
     record = catalog.get(server.name, prepared.name)
     if record is not None and record.state is WalState.ARCHIVED:
         return handle_already_archived(catalog, storage, server, prepared, record)
+    if record is not None and record.state is WalState.FAILED:  # failed -> claimed only through retry
+        Path(prepared.payload).unlink(missing_ok=True)
+        return Outcome(prepared.name, "failed", f"marked failed ({record.last_error}); `walq retry` re-drives it")
     check_identity(catalog, server, prepared)
     started = time.perf_counter()
     obj, adopted = store(storage, prepared)

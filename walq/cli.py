@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from walq.errors import ConfigError, DuplicateWalError, NotFoundError, WalqError
+from walq.errors import ECHO_LIMIT, ConfigError, DuplicateWalError, NotFoundError, WalqError
 from walq.spool_state import MAX_PREFETCH, parse_prefetch
 
 if TYPE_CHECKING:
@@ -305,6 +305,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse with walq's error contract: one line on stderr naming the argument, exit 2."""
 
     def error(self, message: str) -> NoReturn:
+        limit = 4 * ECHO_LIMIT  # argparse echoes a bad value whole ("invalid choice: '…'")
+        if len(message) > limit:
+            message = f"{message[:limit]}…({len(message)} characters)"
         where = self.prog.removeprefix("walq").strip()
         self.exit(EXIT_ERROR, f"walq: {where + ': ' if where else ''}{message}\n")
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from walq.errors import ConfigError, IntegrityError
+from walq.errors import ConfigError, IntegrityError, clip
 
 CHUNK_SIZE = 1 << 20
 DETECT_BYTES = 10
@@ -265,7 +265,7 @@ def get_codec(name: str | None) -> Codec:
     try:
         return CODECS[name or "none"]
     except KeyError:
-        raise ConfigError(f"unknown compression {name!r}; allowed: {', '.join(CODEC_NAMES)}") from None
+        raise ConfigError(f"unknown compression {clip(name)}; allowed: {', '.join(CODEC_NAMES)}") from None
 
 
 def detect(head: bytes) -> str | None:

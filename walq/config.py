@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 from walq.codecs import CODEC_NAMES
-from walq.errors import ConfigError
+from walq.errors import ConfigError, clip
 from walq.masking import mask_secrets, url_passwords
 
 SERVER_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")  # fullmatch: "$" accepts a trailing newline
@@ -28,7 +28,7 @@ def check_server_name(name: str) -> str:
     """Server names become path components and Redis keys: no '/', no '..'."""
     if not SERVER_NAME_RE.fullmatch(name) or ".." in name:
         raise ConfigError(
-            f"server name {name!r} is invalid: use letters, digits, '_', '-', '.' (no '/' or '..')"
+            f"server name {clip(name)} is invalid: use letters, digits, '_', '-', '.' (no '/' or '..')"
         )
     return name
 
@@ -267,21 +267,26 @@ class Config(BaseSettings):
             return self.servers[name]
         except KeyError:
             known = ", ".join(sorted(self.servers)) or "none"
-            raise ConfigError(f"unknown server {name!r} (configured: {known})") from None
+            raise ConfigError(f"unknown server {clip(name)} (configured: {known})") from None
+
+
+MAX_ERRORS_SHOWN = 5  # one line: the first problems, then how many more
 
 
 def _masked_repr(value: object) -> str:
     """An offending value as the error echoes it: passwords masked, however malformed."""
     if isinstance(value, str):
-        return repr(mask_secrets(value, *url_passwords(value)))
-    return mask_secrets(repr(value))
+        return clip(mask_secrets(value, *url_passwords(value)))
+    return mask_secrets(clip(value))
 
 
 def _format_validation(source: str, exc: ValidationError) -> str:
-    """One line; an error whose value came from a WALQ_* variable names the variable, not the file."""
+    """One line naming each bad key and what is wrong; echoed values are clipped and
+    masked, and an error whose value came from a WALQ_* variable names the variable."""
+    errors = exc.errors(include_url=False)
     parts: list[tuple[str, str]] = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    for err in errors[:MAX_ERRORS_SHOWN]:
+        loc = ".".join(_key_part(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -292,6 +297,8 @@ def _format_validation(source: str, exc: ValidationError) -> str:
     merged: list[str] = []
     for i, (where, text) in enumerate(parts):
         merged.append(text if i and parts[i - 1][0] == where else f"{where}: {text}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        merged.append(f"and {len(errors) - MAX_ERRORS_SHOWN} more")
     return "; ".join(merged)
 
 
@@ -305,6 +312,15 @@ def _env_variable(loc: tuple[int | str, ...]) -> str | None:
         if candidate in present:
             return present[candidate]
     return None
+
+
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _key_part(part: str | int) -> str:
+    """A key as written, unless it is long or odd (then clipped and quoted)."""
+    text = str(part)
+    return text if len(text) <= 64 and set(text) <= _KEY_CHARS else clip(text)
 
 
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from walq.config import ServerConfig
-from walq.errors import ConfigError, TransientError
+from walq.errors import ConfigError, TransientError, clip
 
 READ_CHUNK = 256 << 10
 _passphrases: dict[str, bytes] = {}
@@ -80,7 +80,7 @@ def encrypt_file(src: Path, dst: Path, server: ServerConfig) -> None:
     if res.returncode != 0:
         Path(dst).unlink(missing_ok=True)
         raise CryptoError(
-            f"gpg cannot encrypt to {server.encryption_key_id!r}: {_summary(res.stderr)}"
+            f"gpg cannot encrypt to {clip(server.encryption_key_id)}: {_summary(res.stderr)}"
         )
 
 

@@ -28,6 +28,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Field,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -35,7 +36,8 @@ from pydantic import (
 )
 
 from walq.archiver import prepare_job
-from walq.catalog import Catalog, WalState, open_catalog
+from walq.catalog import Catalog, WalRecord, WalState, open_catalog
+from walq.codecs import CODEC_NAMES, get_codec
 from walq.config import Config, ServerConfig
 from walq.errors import (
     ConfigError,
@@ -44,8 +46,10 @@ from walq.errors import (
     InvalidWalError,
     LockBusyError,
     PermanentError,
+    StorageKeyError,
     TransientError,
     WalqError,
+    clip,
 )
 from walq.fsutil import makedirs_durable
 from walq.locks import RedisLock, ServerLock, open_lock
@@ -63,15 +67,27 @@ from walq.pipeline import (
 )
 from walq.scan import Candidate, scan
 from walq.storage import Storage, StoredObject, open_storage
-from walq.wal import parse_wal_name
+from walq.wal import MAX_SEG_SIZE, MIN_SEG_SIZE, parse_wal_name
 
 COMMIT_LOCK_WAIT = 10.0  # seconds a commit polls for the lock before requeueing itself
 
 
-class TaskArgumentError(ConfigError):
-    """A task was called with arguments that do not name a real server/WAL/path.
+MAX_STORED_SIZE = 2 * MAX_SEG_SIZE  # a stored payload: a segment, compressed or not, plus gpg's overhead
+MAX_ERRORS_SHOWN = 5  # a refusal names this many problems, then counts the rest
+MAX_MESSAGE = 800  # characters: a refusal is stored in the result backend and logged
 
-    Nothing has been touched when this is raised; it is never retried."""
+
+class TaskArgumentError(ConfigError):
+    """A task was called with arguments that do not name a real server/WAL/path, or
+    that storage contradicts (commit's check of the stored object).
+
+    Nothing has been touched when this is raised; it is never retried. The message
+    is bounded: it goes to the result backend and the worker log."""
+
+    def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = f"{message[:MAX_MESSAGE]}…({len(message)} characters)"
+        super().__init__(message)
 
 
 # -- per-process state ---------------------------------------------------------
@@ -139,8 +155,31 @@ WalName = Annotated[str, AfterValidator(_wal_name)]
 def _plain_path(value: str) -> Path:
     path = Path(value)
     if not path.is_absolute() or ".." in path.parts or os.path.normpath(value) != value:
-        raise ValueError(f"{value!r} is not a normalized absolute path")
+        raise ValueError(f"{clip(value)} is not a normalized absolute path")
     return path
+
+
+def _codec(value: str) -> str:
+    if value not in CODEC_NAMES:
+        raise ValueError(f"{clip(value)} is not a codec (allowed: {', '.join(CODEC_NAMES)})")
+    return value
+
+
+def _checksum(value: str) -> str:
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError("must be a sha256: 64 lowercase hex digits")
+    return value
+
+
+def _seg_size(value: int | None) -> int | None:
+    if value is not None and (value & (value - 1) or not MIN_SEG_SIZE <= value <= MAX_SEG_SIZE):
+        raise ValueError(f"must be a power of two from {MIN_SEG_SIZE} to {MAX_SEG_SIZE}")
+    return value
+
+
+CodecName = Annotated[str, AfterValidator(_codec)]
+Sha256 = Annotated[str, AfterValidator(_checksum)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class ServerArgs(BaseModel):
@@ -189,7 +228,7 @@ class StageArgs(WalArgs):
         source = _plain_path(self.source)
         home = server.incoming_dir if self.origin == "incoming" else server.streaming_dir
         if source.parent != home or source.name != self.wal:
-            raise ValueError(f"source {self.source!r} is not {self.wal} in {self.server}'s {self.origin} directory")
+            raise ValueError(f"source {clip(self.source)} is not {self.wal} in {self.server}'s {self.origin} directory")
         return self
 
     def spool(self, config: Config) -> Path:
@@ -200,21 +239,27 @@ class PreparedArgs(StageArgs):
     """compress/encrypt output: the Prepared fields; the payload must be in the chain's spool."""
 
     payload: str
-    codec: str
+    codec: CodecName
     encrypted: bool
-    size: int
-    checksum: str
-    mtime: float
-    sysid: int | None = None
-    seg_size: int | None = None
-    prepare_seconds: float = 0.0
+    size: Annotated[int, Field(strict=True, ge=0, le=MAX_SEG_SIZE)]
+    checksum: Sha256
+    mtime: Seconds
+    sysid: Annotated[int, Field(strict=True, ge=0, lt=1 << 64)] | None = None
+    seg_size: Annotated[int | None, AfterValidator(_seg_size)] = None
+    prepare_seconds: Seconds = 0.0
 
     @model_validator(mode="after")
     def _payload_in_spool(self, info: ValidationInfo) -> PreparedArgs:
+        """The payload is the file compress/encrypt wrote for this WAL in this chain's spool."""
         payload = _plain_path(self.payload)
-        if payload.parent != self.spool(_config(info)) or not payload.name.startswith(self.wal):
-            raise ValueError(f"payload {self.payload!r} is outside this WAL's spool directory")
+        if payload.parent != self.spool(_config(info)) or payload.name != self.payload_name():
+            raise ValueError(f"payload {clip(self.payload)} is outside this WAL's spool directory")
         return self
+
+    def payload_name(self) -> str:
+        """What compress names it (``pipeline.prepare``), plus ``.gpg`` once encrypted."""
+        ext = get_codec(self.codec).extension or ".none"
+        return f"{self.wal}.{self.origin}{ext}" + (".gpg" if self.encrypted else "")
 
     def prepared(self) -> Prepared:
         return Prepared(
@@ -229,12 +274,24 @@ class StoredArgs(PreparedArgs):
     """store output: where the payload went, and whether an identical copy was adopted."""
 
     key: str | None = None
-    stored_size: int = 0
-    stored_codec: str | None = None  # what storage holds (an adopted copy may predate a codec change)
+    stored_size: Annotated[int, Field(strict=True, ge=0, le=MAX_STORED_SIZE)] = 0
+    stored_codec: CodecName | None = None  # what storage holds (an adopted copy may predate a codec change)
     stored_encrypted: bool | None = None
     adopted: bool = False
-    store_seconds: float = 0.0
+    store_seconds: Seconds = 0.0
     already_archived: bool = False
+
+    @model_validator(mode="after")
+    def _key_of_this_wal(self, info: ValidationInfo) -> StoredArgs:
+        """The key is where this WAL lives in this server's archive (the storage
+        backend's own validate_key, which get-wal and verify use too)."""
+        if self.key is not None:
+            storage = open_storage(_config(info).server(self.server))
+            try:
+                storage.validate_key(self.wal, self.key)
+            except WalqError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
 
 def parse_args(model: type[BaseModel], config: Config, data: Any) -> Any:
@@ -244,12 +301,21 @@ def parse_args(model: type[BaseModel], config: Config, data: Any) -> Any:
     try:
         return model.model_validate(data, context={"config": config})
     except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
         parts = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "arguments"
+        for err in errors[:MAX_ERRORS_SHOWN]:
+            loc = ".".join(_loc_part(p) for p in err["loc"]) or "arguments"
             msg = err["msg"].removeprefix("Value error, ")
             parts.append(f"{loc}: {'unknown argument' if err['type'] == 'extra_forbidden' else msg}")
+        if len(errors) > MAX_ERRORS_SHOWN:
+            parts.append(f"and {len(errors) - MAX_ERRORS_SHOWN} more")
         raise TaskArgumentError("refused: " + "; ".join(parts)) from None
+
+
+def _loc_part(part: str | int) -> str:
+    """A field name as it is; an argument name someone made up, clipped."""
+    text = str(part)
+    return text if len(text) <= 40 and text.isascii() and text.replace("_", "a").isalnum() else clip(text)
 
 
 def _dump(args: BaseModel, **update: Any) -> dict[str, Any]:
@@ -365,22 +431,29 @@ def settle_leftovers(rt: Runtime, server: ServerConfig, wals: list[Candidate]) -
         return
     try:
         for wal in wals:
-            if not wal.path.exists():
-                continue
             record = rt.catalog.get(server.name, wal.name)
-            if record is None or record.state is not WalState.ARCHIVED:
-                continue
-            job = prepare_job(rt.config, server, rt.catalog, wal)
-            job = PrepareJob(**{**_job_dict(job), "spool_dir": str(rt.config.spool_dir / server.name / uuid.uuid4().hex)})  # type: ignore[operator]
-            try:
-                prepared = prepare(job)
-            except InvalidWalError as exc:
-                reject(rt.catalog, server, wal.name, str(wal.path), str(exc))
-                continue
-            handle_already_archived(rt.catalog, rt.storage(server), server, prepared, record)
-            shutil.rmtree(job.spool_dir, ignore_errors=True)
+            if record is not None and record.state is WalState.ARCHIVED:
+                settle_source(rt, server, wal, record)
     finally:
         lock.release()
+
+
+def settle_source(rt: Runtime, server: ServerConfig, wal: Candidate, record: WalRecord) -> Outcome | None:
+    """A source of an already-archived WAL, judged by its own checksum (prepared here
+    from the file, never taken from a task's arguments): dropped if identical, parked
+    if not. None when the source is already gone. The caller holds the commit lock."""
+    if not wal.path.exists():
+        return None
+    job = prepare_job(rt.config, server, rt.catalog, wal)
+    job = PrepareJob(**{**_job_dict(job), "spool_dir": str(rt.config.spool_dir / server.name / uuid.uuid4().hex)})  # type: ignore[operator]
+    try:
+        prepared = prepare(job)
+    except InvalidWalError as exc:
+        return reject(rt.catalog, server, wal.name, str(wal.path), str(exc))
+    try:
+        return handle_already_archived(rt.catalog, rt.storage(server), server, prepared, record)
+    finally:
+        shutil.rmtree(job.spool_dir, ignore_errors=True)
 
 
 def _job_dict(job: PrepareJob) -> dict[str, Any]:
@@ -432,6 +505,7 @@ def store_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     record = rt.catalog.get(server.name, args.wal)
     if record is not None and record.state is WalState.ARCHIVED:
         return _dump(args, already_archived=True)  # commit drops or parks the copy
+    _require_claim(args, record)
     _payload_present(args)
     prepared = args.prepared()
     check_identity(rt.catalog, server, prepared)
@@ -454,13 +528,17 @@ def commit_stage(rt: Runtime, data: Any) -> Outcome:
     try:
         record = rt.catalog.get(server.name, args.wal)
         if record is not None and record.state is WalState.ARCHIVED:
-            outcome = handle_already_archived(rt.catalog, storage, server, prepared, record)
+            Path(args.payload).unlink(missing_ok=True)
+            candidate = Candidate(args.wal, Path(args.source), args.origin, parse_wal_name(args.wal).kind)
+            outcome = settle_source(rt, server, candidate, record) or Outcome(
+                args.wal, "duplicate", "already archived; its source is already gone", args.size)
         elif record is not None and record.state is WalState.FAILED:
             raise AlreadyDone(f"{args.wal} was marked failed meanwhile; an operator retry re-drives it")
         else:
+            _require_claim(args, record)
             if args.key is None:
                 raise TransientError(f"{args.wal}: nothing stored yet")
-            obj = StoredObject(args.wal, args.key, args.stored_size, args.stored_codec, args.stored_encrypted)
+            obj = verify_stored(storage, args)
             lock.extend()  # still ours? (the fence below is what makes it safe anyway)
             fault_point("commit")
             commit(rt.catalog, storage, server, prepared, obj, adopted=args.adopted, fence=token,
@@ -470,6 +548,41 @@ def commit_stage(rt: Runtime, data: Any) -> Outcome:
         lock.release()
     shutil.rmtree(args.spool(rt.config), ignore_errors=True)
     return outcome
+
+
+def _require_claim(args: StageArgs, record: WalRecord | None) -> None:
+    """Every chain starts from a scan's claim: a store or commit for a WAL with no
+    catalog row was made up, and is refused before it writes anything."""
+    if record is None:
+        raise TaskArgumentError(f"refused: {args.server}/{args.wal} was never claimed by a scan; nothing was touched")
+
+
+def verify_stored(storage: Storage, args: StoredArgs) -> StoredObject:
+    """Before a source is removed: storage holds this WAL at the task's key, with the
+    task's size, and (unless adopted, which commit checks by checksum) it is the
+    object this chain wrote. Otherwise refuse, having touched nothing."""
+    assert args.key is not None
+    found = storage.find(args.wal)
+    if found is None or found.key != args.key or found.size != args.stored_size:
+        held = "nothing" if found is None else f"{clip(found.key)} ({found.size} bytes)"
+        raise TaskArgumentError(
+            f"refused: {args.server}/{args.wal}: storage holds {held}, not {clip(args.key)} "
+            f"({args.stored_size} bytes); nothing was touched"
+        )
+    try:
+        storage.validate_key(args.wal, found.key)  # local: it resolves inside wals/ too
+    except StorageKeyError as exc:
+        raise TaskArgumentError(f"refused: {exc}; nothing was touched") from None
+    if found.codec is not None and (found.codec, found.encrypted) != (args.stored_codec, args.stored_encrypted):
+        raise TaskArgumentError(f"refused: {args.server}/{args.wal}: {clip(found.key)} is not a "
+                                f"{args.stored_codec} object; nothing was touched")
+    _payload_present(args)  # a swept spool: a newer chain owns the WAL (it will adopt this object)
+    if not args.adopted and not storage.written_from(found, Path(args.payload), args.checksum):
+        raise TaskArgumentError(
+            f"refused: {args.server}/{args.wal}: {clip(found.key)} was not written from this chain's "
+            f"payload; nothing was touched"
+        )
+    return StoredObject(args.wal, found.key, found.size, args.stored_codec, args.stored_encrypted)
 
 
 def _payload_present(args: PreparedArgs) -> None:

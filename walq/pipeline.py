@@ -359,6 +359,7 @@ def commit(
     # An adopted object may predate a codec change (S3 keys say which codec it is).
     codec = obj.codec if adopted and obj.codec else prepared.codec
     encrypted = obj.encrypted if adopted and obj.encrypted is not None else prepared.encrypted
+    storage.validate_key(prepared.name, obj.key)  # the catalog never records a key get-wal would refuse
     info = ArchivedInfo(
         size=prepared.size, stored_size=obj.size, codec=codec,
         encryption="gpg" if encrypted else "none", checksum=prepared.checksum,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from walq.config import Config, ServerConfig
-from walq.errors import ConfigError, LockBusyError, WalqError
+from walq.errors import ConfigError, LockBusyError, WalqError, clip
 from walq.fsutil import makedirs_durable
 from walq.locks import FileLock
 from walq.postgres import (
@@ -126,7 +126,7 @@ def find_pg_receivewal(server: ServerConfig) -> str:
                             key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
         if candidates:
             return str(candidates[-1])
-    raise ConfigError(f"servers.{server.name}.pg_receivewal_path: {configured!r} not found or not executable")
+    raise ConfigError(f"servers.{server.name}.pg_receivewal_path: {clip(configured)} not found or not executable")
 
 
 def client_major(binary: str) -> int | None:

@@ -188,9 +188,11 @@ def restore_into(storage: Storage, server: ServerConfig, record: WalRecord | Non
 
     An archived catalog row names the object's key, so the object is read
     directly (one GET on S3); only without one, or when that key is gone, is
-    the object looked up (a LIST on S3).
+    the object looked up (a LIST on S3). A key that is not this WAL's key in
+    this archive raises StorageKeyError (get-wal exits 2): nothing is served.
     """
     if record is not None and record.storage_key and record.state is WalState.ARCHIVED:
+        storage.validate_key(name, record.storage_key)  # a forged row is refused, not served
         known = StoredObject(name, record.storage_key, record.stored_size or 0, record.codec,
                              record.encryption == "gpg" if record.encryption else None)
         try:

@@ -34,6 +34,11 @@ def verify(server: ServerConfig, catalog: Catalog, storage: Storage, threads: in
     report = VerifyReport(server.name)
     records = {r.name: r for r in catalog.records(server.name, WalState.ARCHIVED)}
     objects = {o.name: o for o in storage.list()}
+    for name, rec in sorted(records.items()):
+        try:
+            storage.validate_key(name, rec.storage_key or "")
+        except WalqError as exc:
+            report.problems.append(f"{name}: catalog row refused: {exc}")
     for name in sorted(set(records) - set(objects)):
         report.problems.append(f"{name}: in the catalog but missing from storage")
     for name in sorted(set(objects) - set(records)):

@@ -12,7 +12,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from walq.errors import InvalidWalError, WalqError
+from walq.errors import InvalidWalError, WalqError, clip
 
 # \A..\Z and fullmatch, never "$": "$" also matches before a trailing newline, and a
 # name ending in "\n" would be archived under it and split its xlogdb line.
@@ -86,10 +86,10 @@ def parse_wal_name(name: str) -> WalName:
     """Parse a WAL basename; raise WalNameError naming the string otherwise."""
     match = WAL_NAME_RE.fullmatch(name)
     if match is None:
-        raise WalNameError(f"{name!r} is not a WAL file name")
+        raise WalNameError(f"{clip(name)} is not a WAL file name")
     tli = int(match.group(1), 16)
     if tli == 0:
-        raise WalNameError(f"{name!r} has timeline 0, which PostgreSQL never uses")
+        raise WalNameError(f"{clip(name)} has timeline 0, which PostgreSQL never uses")
     if name.endswith(".history"):
         return WalName(name, WalKind.HISTORY, tli, 0, 0)
     log, seg = int(match.group(2), 16), int(match.group(3), 16)
@@ -151,7 +151,7 @@ def previous_segment(name: str, seg_size: int) -> str:
     w = parse_wal_name(name)
     segno = segment_number(w, seg_size)
     if segno == 0:
-        raise WalNameError(f"{name!r} is the first segment; it has no predecessor")
+        raise WalNameError(f"{clip(name)} is the first segment; it has no predecessor")
     return segment_name(w.tli, segno - 1, seg_size)
 
 
@@ -165,7 +165,7 @@ def parse_lsn(text: str) -> int:
     try:
         return (int(hi, 16) << 32) | int(lo, 16)
     except ValueError:
-        raise WalqError(f"{text!r} is not an LSN") from None
+        raise WalqError(f"{clip(text)} is not an LSN") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,10 @@ States: ``claimed`` (found by a scan, being worked on until ``deadline``),
 ``archived`` (stored durably and committed), ``failed`` (parked: needs an
 operator's retry). Implementations: SqliteCatalog (embedded) and
 PostgresCatalog (fleet); tests/test_catalog_contract.py runs both.
+
+A row moves only along TRANSITIONS, enforced inside each catalog's write (not by
+its callers): a commit lands only on a claimed row, so a forged or stale commit
+can neither create an archived row nor overwrite one.
 """
 
 from __future__ import annotations
@@ -12,11 +16,34 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from walq.errors import TransitionError
+
 
 class WalState(enum.StrEnum):
     CLAIMED = "claimed"
     ARCHIVED = "archived"
     FAILED = "failed"
+
+
+# state -> the states a row in it may move to (None: no row yet).
+#   (none)   -> claimed (a scan) | failed (a file parked before it was ever claimed)
+#   claimed  -> claimed (re-claim a stalled claim) | archived (commit) | failed (park)
+#   failed   -> claimed (an operator's retry)
+#   archived -> nothing: terminal (a retention policy may add 'expired' later)
+TRANSITIONS: dict[WalState | None, frozenset[WalState]] = {
+    None: frozenset({WalState.CLAIMED, WalState.FAILED}),
+    WalState.CLAIMED: frozenset({WalState.CLAIMED, WalState.ARCHIVED, WalState.FAILED}),
+    WalState.FAILED: frozenset({WalState.CLAIMED}),
+    WalState.ARCHIVED: frozenset(),
+}
+
+
+def check_transition(server: str, name: str, current: WalState | str | None, target: WalState) -> None:
+    """Raise TransitionError unless a row in ``current`` may move to ``target``."""
+    state = WalState(current) if current is not None else None
+    if target not in TRANSITIONS[state]:
+        where = f"is {state}" if state is not None else "has no catalog row"
+        raise TransitionError(f"{server}/{name} {where}; it cannot become {target}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +105,9 @@ class Catalog(Protocol):
         ...
 
     def mark_archived(self, server: str, name: str, info: ArchivedInfo, fence: int | None = None) -> None:
-        """Commit. Raises FencedError when ``fence`` is older than one already seen."""
+        """Commit a claimed row. Raises FencedError when ``fence`` is older than one
+        already seen, TransitionError when the row is missing or not claimed (an
+        archived row is never overwritten); either way nothing is written."""
         ...
 
     def get(self, server: str, name: str) -> WalRecord | None: ...

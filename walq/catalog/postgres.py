@@ -15,7 +15,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from walq.catalog.base import ArchivedInfo, WalRecord, WalState
+from walq.catalog.base import ArchivedInfo, WalRecord, WalState, check_transition
 from walq.errors import ConfigError, FencedError, TransientError
 from walq.masking import mask_library_logs, mask_secrets, url_passwords
 
@@ -185,19 +185,18 @@ class PostgresCatalog:
                             f"commit of {name} refused: fencing token {fence} is older than {newest}"
                         )
                     conn.execute("UPDATE walq_fence SET token = %s WHERE server = %s", (fence, server))
+                row = conn.execute(
+                    "SELECT state FROM walq_wal WHERE server = %s AND name = %s FOR UPDATE", (server, name)
+                ).fetchone()
+                check_transition(server, name, row[0] if row else None, WalState.ARCHIVED)
                 conn.execute(
-                    f"INSERT INTO walq_wal AS w (server, name, state, size, stored_size, codec, encryption, "
-                    f"checksum, storage_key, mtime, archived_at, prepare_seconds, store_seconds) "
-                    f"VALUES (%s, %s, 'archived', %s, %s, %s, %s, %s, %s, %s, {NOW}, %s, %s) "
-                    f"ON CONFLICT (server, name) DO UPDATE SET state = 'archived', size = EXCLUDED.size, "
-                    f"stored_size = EXCLUDED.stored_size, codec = EXCLUDED.codec, "
-                    f"encryption = EXCLUDED.encryption, checksum = EXCLUDED.checksum, "
-                    f"storage_key = EXCLUDED.storage_key, mtime = EXCLUDED.mtime, "
-                    f"archived_at = EXCLUDED.archived_at, prepare_seconds = EXCLUDED.prepare_seconds, "
-                    f"store_seconds = EXCLUDED.store_seconds, deadline = NULL, last_error = NULL",
+                    f"UPDATE walq_wal SET state = 'archived', size = %s, stored_size = %s, codec = %s, "
+                    f"encryption = %s, checksum = %s, storage_key = %s, mtime = %s, archived_at = {NOW}, "
+                    f"prepare_seconds = %s, store_seconds = %s, deadline = NULL, last_error = NULL "
+                    f"WHERE server = %s AND name = %s AND state = 'claimed'",
                     (
-                        server, name, info.size, info.stored_size, info.codec, info.encryption,
-                        info.checksum, info.storage_key, info.mtime, info.prepare_seconds, info.store_seconds,
+                        info.size, info.stored_size, info.codec, info.encryption, info.checksum,
+                        info.storage_key, info.mtime, info.prepare_seconds, info.store_seconds, server, name,
                     ),
                 )
         except pg_errors.OperationalError as exc:

@@ -6,7 +6,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from walq.catalog.base import ArchivedInfo, WalRecord, WalState
+from walq.catalog.base import ArchivedInfo, WalRecord, WalState, check_transition
 from walq.errors import ConfigError, FencedError
 
 SCHEMA = """
@@ -122,18 +122,16 @@ class SqliteCatalog:
                     "INSERT INTO fence (server, token) VALUES (?, ?) ON CONFLICT (server) DO UPDATE SET token=excluded.token",
                     (server, fence),
                 )
-            self.db.execute(
-                "INSERT INTO wal (server, name, state) VALUES (?, ?, ?) ON CONFLICT (server, name) DO NOTHING",
-                (server, name, WalState.ARCHIVED),
-            )
+            row = self.db.execute("SELECT state FROM wal WHERE server=? AND name=?", (server, name)).fetchone()
+            check_transition(server, name, row[0] if row else None, WalState.ARCHIVED)
             self.db.execute(
                 "UPDATE wal SET state=?, size=?, stored_size=?, codec=?, encryption=?, checksum=?, storage_key=?, "
                 "mtime=?, archived_at=?, prepare_seconds=?, store_seconds=?, deadline=NULL, last_error=NULL "
-                "WHERE server=? AND name=?",
+                "WHERE server=? AND name=? AND state=?",
                 (
                     WalState.ARCHIVED, info.size, info.stored_size, info.codec, info.encryption, info.checksum,
                     info.storage_key, info.mtime, time.time(), info.prepare_seconds, info.store_seconds,
-                    server, name,
+                    server, name, WalState.CLAIMED,
                 ),
             )
             self.db.execute("COMMIT")

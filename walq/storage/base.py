@@ -41,6 +41,12 @@ class Storage(Protocol):
 
     url: str
 
+    def validate_key(self, name: str, key: str) -> str:
+        """Return ``key`` if it is where WAL ``name`` lives in this archive, else raise
+        StorageKeyError. The one check of a key, for writers (task arguments, commit)
+        and readers (get-wal, verify, the prefetcher, read-back) alike."""
+        ...
+
     def find(self, name: str) -> StoredObject | None:
         """The stored object for this WAL whatever its extension, or None."""
         ...
@@ -50,7 +56,7 @@ class Storage(Protocol):
         ...
 
     def open(self, obj: StoredObject) -> BinaryIO:
-        """A binary stream of the stored bytes."""
+        """A binary stream of the stored bytes (``obj.key`` is validated first)."""
         ...
 
     def list(self) -> Iterator[StoredObject]:
@@ -71,6 +77,11 @@ class Storage(Protocol):
 
     def cleanup(self) -> int:
         """Remove temporary files a crashed writer left; return how many."""
+        ...
+
+    def written_from(self, obj: StoredObject, payload: Path, checksum: str) -> bool:
+        """Whether ``obj`` is what ``put`` stored from this spool payload (commit's check
+        that the object a task names was written by that task's chain)."""
         ...
 
     def stored_checksum(self, obj: StoredObject) -> str | None:

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import filecmp
 import os
 import re
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from walq.errors import AlreadyStoredError, StorageError
+from walq.errors import AlreadyStoredError, StorageError, StorageKeyError, clip
 from walq.fsutil import fsync_dir, makedirs_durable
 from walq.storage.base import PutRequest, StoredObject
 from walq.wal import WAL_NAME_RE, WalKind, parse_wal_name
@@ -47,6 +49,20 @@ class LocalStorage:
 
     def key_for(self, name: str) -> str:
         return str(self.path_for(name).relative_to(self.root))
+
+    def validate_key(self, name: str, key: str) -> str:
+        """Exactly ``key_for(name)``, and resolving (through any symlink) to that very
+        path under the real wals/ directory: never absolute, never '..', never elsewhere."""
+        expected = self.key_for(name)
+        if key != expected:
+            raise StorageKeyError(
+                f"storage key {clip(key)} is not where {name} lives in {self.root} (expected {expected!r})"
+            )
+        root = os.path.realpath(self.root)
+        resolved = os.path.realpath(os.path.join(root, key))
+        if resolved != os.path.join(root, key):
+            raise StorageKeyError(f"storage key {key!r} of {name} resolves to {resolved}, not inside {root}")
+        return key
 
     def find(self, name: str) -> StoredObject | None:
         path = self.path_for(name)
@@ -97,6 +113,7 @@ class LocalStorage:
         return tmp
 
     def open(self, obj: StoredObject) -> BinaryIO:
+        self.validate_key(obj.name, obj.key)
         try:
             return open(self.root / obj.key, "rb")  # noqa: SIM115 - caller closes
         except FileNotFoundError:
@@ -181,6 +198,20 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"cannot clean {tmp_dir}: {exc.strerror or exc}") from exc
         return removed
+
+    def written_from(self, obj: StoredObject, payload: Path, checksum: str) -> bool:
+        """``put`` links the payload's own inode into wals/ (same file system), else
+        copies it: the stored file is that inode, or a regular file with its bytes."""
+        final = self.root / self.validate_key(obj.name, obj.key)
+        try:
+            stored, source = os.lstat(final), os.lstat(payload)
+        except FileNotFoundError:
+            return False
+        if not (stat.S_ISREG(stored.st_mode) and stat.S_ISREG(source.st_mode)):
+            return False
+        if (stored.st_dev, stored.st_ino) == (source.st_dev, source.st_ino):
+            return True
+        return stored.st_size == source.st_size and filecmp.cmp(final, payload, shallow=False)
 
     def stored_checksum(self, obj: StoredObject) -> str | None:
         return None

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 
 from walq.codecs import get_codec, split_extension
 from walq.config import ServerConfig
-from walq.errors import AlreadyStoredError, ConfigError, StorageError
+from walq.errors import AlreadyStoredError, ConfigError, StorageError, StorageKeyError, clip
 from walq.storage.base import PutRequest, StoredObject
 from walq.wal import WAL_NAME_RE, WalKind, parse_wal_name
 
@@ -233,6 +233,18 @@ class S3Storage:
         ext = get_codec(codec).extension + (GPG_SUFFIX if encrypted else "")
         return f"{self.dir_for(name)}{name}{ext}"
 
+    def validate_key(self, name: str, key: str) -> str:
+        """barman-cloud's key for ``name``: this server's wals/ prefix, the WAL's hash
+        directory, the WAL's name and one codec extension, optionally ``.gpg``."""
+        directory = self.dir_for(name)
+        basename = key[len(directory):] if key.startswith(directory) else ""
+        stem, codec, encrypted = split_key_name(basename)
+        if "/" in basename or stem != name or self.key_for(name, codec, encrypted) != key:
+            raise StorageKeyError(
+                f"storage key {clip(key)} is not a key of {name} under {self._where(directory)}"
+            )
+        return key
+
     def _object(self, key: str, size: int) -> StoredObject | None:
         stem, codec, encrypted = split_key_name(key.rsplit("/", 1)[-1])
         if not WAL_NAME_RE.fullmatch(stem):
@@ -346,6 +358,7 @@ class S3Storage:
     def open(self, obj: StoredObject) -> BinaryIO:
         from botocore.exceptions import ClientError
 
+        self.validate_key(obj.name, obj.key)
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=obj.key)
         except ClientError as exc:
@@ -413,9 +426,14 @@ class S3Storage:
             return removed
         return removed
 
+    def written_from(self, obj: StoredObject, payload: Path, checksum: str) -> bool:
+        """``put`` stores the WAL's sha256 as metadata: the object carries this chain's."""
+        return self.stored_checksum(obj) == checksum
+
     def stored_checksum(self, obj: StoredObject) -> str | None:
         from botocore.exceptions import ClientError
 
+        self.validate_key(obj.name, obj.key)
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=obj.key)
         except ClientError as exc:
