@@ -9,12 +9,12 @@ At most ``2 x workers`` WALs are in flight, which bounds spool usage.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from walq.catalog import Catalog, WalState, open_catalog
 from walq.config import Config, ServerConfig
@@ -26,7 +26,14 @@ from walq.errors import (
     PermanentError,
     TransientError,
 )
-from walq.fsutil import makedirs_durable
+from walq.fsutil import (
+    NotOwnedError,
+    make_owned_dir,
+    makedirs_durable,
+    remove_owned_tree,
+    set_group_access,
+    spool_leftover,
+)
 from walq.locks import FileLock, RedisLock, ServerLock, open_lock
 from walq.pipeline import (
     Outcome,
@@ -86,6 +93,15 @@ def ensure_server_dirs(config: Config, server: ServerConfig) -> None:
             makedirs_durable(path)  # type: ignore[arg-type]
         except OSError as exc:
             raise ConfigError(f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}") from None
+
+
+def reset_spool(spool: Path) -> None:
+    """Empty the server's spool (payloads of a killed run): only a directory walq created
+    and marked as its own is ever removed; anything else stops the run, untouched."""
+    make_owned_dir(spool, spool_leftover)  # adopts an earlier walq's unmarked spool, refuses others
+    if not remove_owned_tree(spool):
+        raise NotOwnedError(f"spool_dir: cannot empty {spool}")
+    make_owned_dir(spool)
 
 
 def prepare_job(config: Config, server: ServerConfig, catalog: Catalog, wal: Candidate) -> PrepareJob:
@@ -162,9 +178,7 @@ def archive_server(
         return run
     try:
         ensure_server_dirs(config, server)
-        spool = config.spool_dir / server.name  # type: ignore[operator]
-        shutil.rmtree(spool, ignore_errors=True)
-        spool.mkdir(parents=True, exist_ok=True)
+        reset_spool(config.spool_dir / server.name)  # type: ignore[operator]
         storage = open_storage(server)
         storage.cleanup()
         catalog = open_catalog(config)
@@ -229,7 +243,9 @@ def archive(config: Config, names: list[str] | None = None, report: Reporter | N
         raise ConfigError("no servers configured ([servers.NAME] tables)")
     workers = worker_count(config)
     runs: list[ServerRun] = []
-    with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _NoPool() as pool:
+    pool_cm = (ProcessPoolExecutor(max_workers=workers, initializer=set_group_access, initargs=(config.group_access,))
+               if workers > 1 else _NoPool())
+    with pool_cm as pool:
         for server in servers:
             runs.append(archive_server(config, server, pool, report))
     return runs

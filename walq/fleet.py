@@ -16,8 +16,8 @@ lock and the catalog refuses a stale token.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -47,7 +47,13 @@ from walq.errors import (
     TransientError,
     WalqError,
 )
-from walq.fsutil import makedirs_durable
+from walq.fsutil import (
+    is_owned,
+    make_owned_dir,
+    makedirs_durable,
+    remove_owned_tree,
+    spool_leftover,
+)
 from walq.locks import RedisLock, ServerLock, open_lock
 from walq.pipeline import (
     Outcome,
@@ -336,11 +342,22 @@ def _ensure_dirs(config: Config, server: ServerConfig) -> None:
             makedirs_durable(path)  # type: ignore[arg-type]
         except OSError as exc:
             raise TransientError(f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}") from None
+    try:
+        make_owned_dir(config.spool_dir / server.name, spool_leftover)  # type: ignore[operator]
+    except OSError as exc:
+        raise TransientError(f"spool_dir: cannot create {config.spool_dir}/{server.name}: {exc.strerror}") from None
 
 
 def _sweep_spool(config: Config, server: ServerConfig) -> None:
-    """Remove chain spool dirs nobody touched for two claim timeouts (killed chains)."""
+    """Remove chain spool dirs nobody touched for two claim timeouts (killed chains).
+
+    Only inside the server's spool that walq created and marked, and only chain
+    directories carrying walq's marker: anything else there is reported, never removed."""
     root = config.spool_dir / server.name  # type: ignore[operator]
+    if not is_owned(root):
+        if root.exists() or root.is_symlink():
+            print(f"walq: warning: {root} was not created by walq; its spool is not swept", file=sys.stderr)
+        return
     cutoff = time.time() - 2 * config.claim_timeout
     try:
         entries = list(os.scandir(root))
@@ -349,7 +366,7 @@ def _sweep_spool(config: Config, server: ServerConfig) -> None:
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                shutil.rmtree(entry.path, ignore_errors=True)
+                remove_owned_tree(entry.path)
         except FileNotFoundError:
             continue
 
@@ -378,7 +395,7 @@ def settle_leftovers(rt: Runtime, server: ServerConfig, wals: list[Candidate]) -
                 reject(rt.catalog, server, wal.name, str(wal.path), str(exc))
                 continue
             handle_already_archived(rt.catalog, rt.storage(server), server, prepared, record)
-            shutil.rmtree(job.spool_dir, ignore_errors=True)
+            remove_owned_tree(job.spool_dir)
     finally:
         lock.release()
 
@@ -468,7 +485,7 @@ def commit_stage(rt: Runtime, data: Any) -> Outcome:
             outcome = Outcome(args.wal, "archived", "recovered" if args.adopted else "", args.size, obj.size)
     finally:
         lock.release()
-    shutil.rmtree(args.spool(rt.config), ignore_errors=True)
+    remove_owned_tree(args.spool(rt.config))
     return outcome
 
 
@@ -499,7 +516,7 @@ def park(rt: Runtime, data: Any, exc: BaseException) -> Outcome:
     if args is None:
         return Outcome("?", "failed", str(exc))
     server = rt.config.server(args.server)
-    shutil.rmtree(args.spool(rt.config), ignore_errors=True)
+    remove_owned_tree(args.spool(rt.config))
     if isinstance(exc, DuplicateWalError):
         return reject(rt.catalog, server, args.wal, args.source, str(exc), "duplicate")
     if isinstance(exc, InvalidWalError):

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Protocol
 
 from walq.errors import LockBusyError
+from walq.fsutil import makedirs_durable, open_private, write_private
 
 
 class ServerLock(Protocol):
@@ -51,8 +52,8 @@ class FileLock:
         self._fd: int | None = None
 
     def acquire(self) -> int:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        makedirs_durable(self.path.parent)
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -70,7 +71,7 @@ class FileLock:
         except (FileNotFoundError, ValueError):
             current = 0
         tmp = self.counter.with_suffix(".tmp")
-        tmp.write_text(str(current + 1))
+        write_private(tmp, str(current + 1))
         os.replace(tmp, self.counter)
         return current + 1
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from walq.config import Config
 from walq.errors import ConfigError, DuplicateWalError, TransientError
-from walq.fsutil import fsync_dir, makedirs_durable
+from walq.fsutil import fsync_dir, makedirs_durable, open_private
 from walq.wal import WalNameError, parse_wal_name
 
 
@@ -48,7 +48,7 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
         return _compare_existing(source, target)
     tmp = incoming / f".{name}.{os.getpid()}.put"
     try:
-        with open(source, "rb") as fin, open(tmp, "wb") as fout:
+        with open(source, "rb") as fin, os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
             os.fsync(fout.fileno())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from walq import prefetch as prefetch_mod
 from walq.catalog import Catalog, WalRecord, WalState, open_catalog
 from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, IntegrityError, NotFoundError, WalqError
+from walq.fsutil import copy_private, open_private
 from walq.readback import plain_chunks
 from walq.spool_state import wait_for_inflight
 from walq.storage import Storage, StoredObject, open_storage
@@ -49,7 +49,7 @@ def write_verified(
     codec = record.codec if record else None
     encrypted = (record.encryption == "gpg") if record and record.encryption else None
     try:
-        with open(tmp, "wb") as out:
+        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as out:
             for piece in plain_chunks(storage, obj, server, codec=codec, encrypted=encrypted):
                 hasher.update(piece)
                 size += len(piece)
@@ -75,7 +75,7 @@ def _move(src: Path, dest: Path) -> None:
         os.rename(src, dest)
     except OSError:
         tmp = dest.with_name(f".{dest.name}.walq-{os.getpid()}")
-        shutil.copyfile(src, tmp)
+        copy_private(src, tmp)
         os.rename(tmp, dest)
         src.unlink(missing_ok=True)
 
