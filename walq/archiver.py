@@ -28,6 +28,7 @@ from walq.errors import (
 )
 from walq.fsutil import (
     NotOwnedError,
+    incoming_mode,
     make_owned_dir,
     makedirs_durable,
     remove_owned_tree,
@@ -90,7 +91,7 @@ def ensure_server_dirs(config: Config, server: ServerConfig) -> None:
         wanted["storage_url"] = server.local_wals_dir
     for key, path in wanted.items():
         try:
-            makedirs_durable(path)  # type: ignore[arg-type]
+            makedirs_durable(path, incoming_mode() if key == "incoming_dir" else None)  # type: ignore[arg-type]
         except OSError as exc:
             raise ConfigError(f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}") from None
 

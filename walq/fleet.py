@@ -48,6 +48,7 @@ from walq.errors import (
     WalqError,
 )
 from walq.fsutil import (
+    incoming_mode,
     is_owned,
     make_owned_dir,
     makedirs_durable,
@@ -339,7 +340,7 @@ def _ensure_dirs(config: Config, server: ServerConfig) -> None:
     for key, path in (("incoming_dir", server.incoming_dir), ("streaming_dir", server.streaming_dir),
                       ("errors_dir", server.errors_dir), ("spool_dir", config.spool_dir)):
         try:
-            makedirs_durable(path)  # type: ignore[arg-type]
+            makedirs_durable(path, incoming_mode() if key == "incoming_dir" else None)  # type: ignore[arg-type]
         except OSError as exc:
             raise TransientError(f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}") from None
     try:

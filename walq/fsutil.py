@@ -42,6 +42,12 @@ def dir_mode() -> int:
     return 0o750 if _group_access else 0o700
 
 
+def incoming_mode() -> int:
+    """incoming/ is where PostgreSQL's put-wal adds files and ``walq archive`` removes them:
+    with ``group_access`` both may be different users of one group (setgid keeps the group)."""
+    return 0o2770 if _group_access else 0o700
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -59,16 +65,17 @@ def fsync_file(path: Path) -> None:
 
 
 def makedirs_durable(path: Path, mode: int | None = None) -> None:
-    """Create missing directories (private unless ``group_access``) and fsync each new one's parent."""
-    wanted = dir_mode() if mode is None else mode
+    """Create missing directories and fsync each new one's parent. Each gets walq's
+    directory mode (private unless ``group_access``); ``mode``, if given, is the leaf's."""
     missing = []
     p = Path(path)
     while not p.exists():
         missing.append(p)
         p = p.parent
     for d in reversed(missing):
+        wanted = mode if mode is not None and d == Path(path) else dir_mode()
         try:
-            d.mkdir(mode=wanted)
+            d.mkdir(mode=wanted & 0o777)
         except FileExistsError:
             continue
         os.chmod(d, wanted)  # exact, whatever the umask

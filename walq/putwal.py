@@ -15,7 +15,7 @@ from pathlib import Path
 
 from walq.config import Config
 from walq.errors import ConfigError, DuplicateWalError, TransientError
-from walq.fsutil import fsync_dir, makedirs_durable, open_private
+from walq.fsutil import fsync_dir, incoming_mode, makedirs_durable, open_private
 from walq.wal import WalNameError, parse_wal_name
 
 
@@ -40,7 +40,7 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
     incoming = server.incoming_dir
     assert incoming is not None
     try:
-        makedirs_durable(incoming)
+        makedirs_durable(incoming, incoming_mode())
     except OSError as exc:
         raise ConfigError(f"servers.{server.name}.incoming_dir: cannot create {incoming}: {exc.strerror}") from None
     target = incoming / name
