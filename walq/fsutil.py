@@ -83,10 +83,14 @@ def makedirs_durable(path: Path, mode: int | None = None) -> None:
 
 
 def open_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
-    """os.open with walq's file mode, exact whatever the umask (an existing file is set too)."""
+    """os.open with walq's file mode, exact whatever the umask. An existing file walq owns
+    gets that mode too; one that another user owns (a lock shared with Barman) keeps its own."""
     fd = os.open(path, flags | os.O_CLOEXEC, file_mode())
     try:
-        os.fchmod(fd, file_mode())
+        if stat.S_IMODE(os.fstat(fd).st_mode) != file_mode():
+            os.fchmod(fd, file_mode())
+    except PermissionError:
+        pass
     except OSError:
         os.close(fd)
         raise
@@ -104,11 +108,16 @@ def make_private(path: str | os.PathLike[str]) -> bool:
     """Give a file walq now holds (moved or linked in) walq's mode, never following a
     symlink; False when it is not ours to change (another owner) or not a regular file."""
     try:
+        before = os.lstat(path)
+        if not (stat.S_ISREG(before.st_mode) or stat.S_ISDIR(before.st_mode)):
+            return False  # never open a device, FIFO or socket
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return False
     try:
         st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            return False
         if stat.S_ISREG(st.st_mode):
             if stat.S_IMODE(st.st_mode) != file_mode():
                 os.fchmod(fd, file_mode())

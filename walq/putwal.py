@@ -48,6 +48,7 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
         return _compare_existing(source, target)
     tmp = incoming / f".{name}.{os.getpid()}.put"
     try:
+        tmp.unlink(missing_ok=True)  # a killed call's leftover under a reused pid
         with open(source, "rb") as fin, os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()

@@ -49,6 +49,7 @@ def write_verified(
     codec = record.codec if record else None
     encrypted = (record.encryption == "gpg") if record and record.encryption else None
     try:
+        tmp.unlink(missing_ok=True)  # a killed call's leftover under a reused pid: new file, walq's mode
         with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as out:
             for piece in plain_chunks(storage, obj, server, codec=codec, encrypted=encrypted):
                 hasher.update(piece)
@@ -75,6 +76,7 @@ def _move(src: Path, dest: Path) -> None:
         os.rename(src, dest)
     except OSError:
         tmp = dest.with_name(f".{dest.name}.walq-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
         copy_private(src, tmp)
         os.rename(tmp, dest)
         src.unlink(missing_ok=True)
