@@ -144,7 +144,7 @@ def walq_archive(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False, k
         _expect(len(keys), n, "walq s3")
         stored = sum(keys.values())
     else:
-        count, stored = tree_bytes(d / "home" / "pg1" / "wals", skip=("xlog.db",))
+        count, stored = tree_bytes(d / "home" / "pg1" / "wals", skip=("xlog.db", ".walq-owned"))
         _expect(count, n, "walq")
     run = Run("walq", n, n * ctx.corpus.seg_size, stored, m.sample())
     if store is not None:
@@ -381,7 +381,7 @@ def walq_fleet(ctx: Ctx, codec: str, level: int | None) -> Run:
     m.close()
     xlogdb = (d / "home" / "pg1" / "wals" / "pg1-xlog.db").read_text().splitlines()
     _expect(len(xlogdb), n, "walq fleet")
-    _, stored = tree_bytes(d / "home" / "pg1" / "wals", skip=("xlog.db",))
+    _, stored = tree_bytes(d / "home" / "pg1" / "wals", skip=("xlog.db", ".walq-owned"))
     _cleanup(ctx, d)
     return Run("walq-fleet", n, n * ctx.corpus.seg_size, stored, m.sample())
 

@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import WalqHome
 from walq.catalog import WalState, open_catalog
 from walq.codecs import detect
+from walq.fsutil import OWNED_MARKER
 
 
 def _digest_tree(path: Path) -> dict[str, str]:
@@ -310,4 +311,4 @@ def test_codec_none_stores_the_read_inode_without_a_second_copy(make_home, wal_c
         dest = home.root / f"out-{name}"
         home.run("get-wal", "pg1", name, str(dest), check=True)
         assert dest.read_bytes() == wal_corpus.path(name).read_bytes()
-    assert not [p for p in (home.home / "spool").rglob("*") if p.is_file()]
+    assert not [p for p in (home.home / "spool").rglob("*") if p.is_file() and p.name != OWNED_MARKER]

@@ -3,6 +3,7 @@ called directly (SQLite catalog, file lock), as the Celery tasks call them."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tests.services.pg import wait_for
 from walq import fleet
 from walq.catalog import WalState
 from walq.errors import FencedError
+from walq.fsutil import OWNED_MARKER
 
 
 def _run_chain(rt: fleet.Runtime, job: dict) -> fleet.Outcome:
@@ -53,7 +55,7 @@ def test_stages_archive_and_a_second_chain_is_harmless(home: WalqHome, wal_corpu
     assert rt.catalog.archived_names("pg1") == names
     assert xlogdb_names(home.wals()) == names
     assert list(home.incoming().iterdir()) == []
-    assert not any((home.home / "spool" / "pg1").iterdir()), "chain spools are cleaned up"
+    assert os.listdir(home.home / "spool" / "pg1") == [OWNED_MARKER], "chain spools are cleaned up"
     rt.close()
 
 

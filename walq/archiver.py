@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -33,7 +32,15 @@ from walq.errors import (
     PermanentError,
     TransientError,
 )
-from walq.fsutil import makedirs_durable
+from walq.fsutil import (
+    NotOwnedError,
+    incoming_mode,
+    make_owned_dir,
+    makedirs_durable,
+    remove_owned_tree,
+    set_group_access,
+    spool_leftover,
+)
 from walq.locks import (
     FileLock,
     LockHeldError,
@@ -105,9 +112,18 @@ def ensure_server_dirs(config: Config, server: ServerConfig) -> None:
         wanted["storage_url"] = server.local_wals_dir
     for key, path in wanted.items():
         try:
-            makedirs_durable(path)  # type: ignore[arg-type]
+            makedirs_durable(path, incoming_mode() if key == "incoming_dir" else None)  # type: ignore[arg-type]
         except OSError as exc:
             raise ConfigError(f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}") from None
+
+
+def reset_spool(spool: Path) -> None:
+    """Empty the server's spool (payloads of a killed run): only a directory walq created
+    and marked as its own is ever removed; anything else stops the run, untouched."""
+    make_owned_dir(spool, spool_leftover)  # adopts an earlier walq's unmarked spool, refuses others
+    if not remove_owned_tree(spool):
+        raise NotOwnedError(f"spool_dir: cannot empty {spool}")
+    make_owned_dir(spool)
 
 
 def prepare_job(config: Config, server: ServerConfig, catalog: Catalog, wal: Candidate) -> PrepareJob:
@@ -188,9 +204,7 @@ def archive_server(
         return run
     try:
         ensure_server_dirs(config, server)
-        spool = config.spool_dir / server.name  # type: ignore[operator]
-        shutil.rmtree(spool, ignore_errors=True)
-        spool.mkdir(parents=True, exist_ok=True)
+        reset_spool(config.spool_dir / server.name)  # type: ignore[operator]
         storage = open_storage(server)
         storage.cleanup()
         catalog = open_catalog(config)
@@ -266,18 +280,24 @@ def archive(config: Config, names: list[str] | None = None, report: Reporter | N
         raise ConfigError("no servers configured ([servers.NAME] tables)")
     workers = worker_count(config)
     runs: list[ServerRun] = []
-    with _pool(workers) if workers > 1 else _NoPool() as pool:
+    with _pool(workers, config.group_access) if workers > 1 else _NoPool() as pool:
         for server in servers:
             runs.append(archive_server(config, server, pool, report))
     return runs
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
+def _pool(workers: int, group_access: bool) -> ProcessPoolExecutor:
     """Workers that share no descriptor (so no lock) with this process and die with it."""
     return ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=die_with_parent, initargs=(os.getpid(),),
+        initializer=_init_worker, initargs=(os.getpid(), group_access),
     )
+
+
+def _init_worker(parent_pid: int, group_access: bool) -> None:
+    """A spawned pool worker: dies with the archiver, creates files with its modes."""
+    die_with_parent(parent_pid)
+    set_group_access(group_access)
 
 
 class _NoPool:

@@ -17,11 +17,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettin
 
 from walq.codecs import CODEC_NAMES
 from walq.errors import ConfigError, clip
+from walq.fsutil import set_group_access
 from walq.masking import mask_secrets, url_passwords
 
 SERVER_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")  # fullmatch: "$" accepts a trailing newline
 CompressionName = Literal["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"]
 assert set(CompressionName.__args__) == set(CODEC_NAMES)  # type: ignore[attr-defined]
+
+
+def _absolute(v: Path | None) -> Path | None:
+    """Paths are never relative to whatever directory walq happens to be started in."""
+    if v is not None and not v.is_absolute():
+        raise ValueError("must be an absolute path")
+    return v
 
 
 def check_server_name(name: str) -> str:
@@ -148,12 +156,19 @@ class ServerConfig(BaseModel):
     def _storage_scheme(cls, v: str | None) -> str | None:
         if v is not None and not (v.startswith("file://") or v.startswith("s3://")):
             raise ValueError("must start with file:// or s3://")
+        if v is not None and v.startswith("file://") and not v.removeprefix("file://").startswith("/"):
+            raise ValueError("a file:// URL needs an absolute path (file:///path)")
         return v
 
     @field_validator("conninfo")
     @classmethod
     def _conninfo(cls, v: str | None) -> str | None:
         return check_conninfo(v) if v is not None else None
+
+    @field_validator("incoming_dir", "streaming_dir", "errors_dir")
+    @classmethod
+    def _absolute_dir(cls, v: Path | None) -> Path | None:
+        return _absolute(v)
 
     @field_validator("slot_name")
     @classmethod
@@ -208,6 +223,9 @@ class Config(BaseSettings):
     task_max_retries: Annotated[int, Field(ge=0)] = 8
     task_retry_backoff: Annotated[float, Field(gt=0)] = 2.0
     task_retry_backoff_max: Annotated[float, Field(gt=0)] = 300.0
+    # false: everything walq creates is 0600 (files) / 0700 (directories); true: 0640 / 0750,
+    # for walq and PostgreSQL running as different users of one group.
+    group_access: bool = False
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
 
     @field_validator("catalog_url")
@@ -224,6 +242,11 @@ class Config(BaseSettings):
     @classmethod
     def _lock_url(cls, v: str | None) -> str | None:
         return check_url(v, LOCK_SCHEMES) if v else v
+
+    @field_validator("home", "spool_dir")
+    @classmethod
+    def _absolute_path(cls, v: Path | None) -> Path | None:
+        return _absolute(v)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Config:
@@ -246,6 +269,9 @@ class Config(BaseSettings):
         object.__setattr__(self, "servers", filled)
         if self.spool_dir is None:
             object.__setattr__(self, "spool_dir", self.home / "spool")
+        from walq.layout import check_layout
+
+        check_layout(self)
         return self
 
     @property
@@ -286,8 +312,11 @@ def _format_validation(source: str, exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
     parts: list[tuple[str, str]] = []
     for err in errors[:MAX_ERRORS_SHOWN]:
-        loc = ".".join(_key_part(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(_key_part(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
+        if not loc:  # a whole-config rule (the layout): its message names the keys
+            parts.append(msg)
+            continue
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
@@ -345,8 +374,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
 
     try:
-        return _FromFile()
+        config = _FromFile()
     except ValidationError as exc:
         raise ConfigError(_format_validation(str(toml_path), exc)) from None
     except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
         raise ConfigError(f"{toml_path}: {exc}") from None
+    set_group_access(config.group_access)
+    return config

@@ -82,8 +82,8 @@ def spool_hit(argv: list[str]) -> int | None:
     if not _is_server_name(server) or not _is_segment_name(wal) or not _is_replaceable(dest):
         return None
     home = os.environ.get("WALQ_HOME") or _home_from_config(config_path)
-    if home is None:
-        return None
+    if home is None or not os.path.isabs(home):
+        return None  # the full CLI refuses a relative home with one line
     spool = os.path.join(home, "restore-spool", server)
     try:
         os.rename(os.path.join(spool, wal), dest)

@@ -16,8 +16,8 @@ lock and the catalog refuses a stale token.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -51,7 +51,14 @@ from walq.errors import (
     WalqError,
     clip,
 )
-from walq.fsutil import makedirs_durable
+from walq.fsutil import (
+    incoming_mode,
+    is_owned,
+    make_owned_dir,
+    makedirs_durable,
+    remove_owned_tree,
+    spool_leftover,
+)
 from walq.locks import RedisLock, ServerLock, open_lock
 from walq.pipeline import (
     Outcome,
@@ -399,14 +406,25 @@ def _ensure_dirs(config: Config, server: ServerConfig) -> None:
     for key, path in (("incoming_dir", server.incoming_dir), ("streaming_dir", server.streaming_dir),
                       ("errors_dir", server.errors_dir), ("spool_dir", config.spool_dir)):
         try:
-            makedirs_durable(path)  # type: ignore[arg-type]
+            makedirs_durable(path, incoming_mode() if key == "incoming_dir" else None)  # type: ignore[arg-type]
         except OSError as exc:
             raise TransientError(f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}") from None
+    try:
+        make_owned_dir(config.spool_dir / server.name, spool_leftover)  # type: ignore[operator]
+    except OSError as exc:
+        raise TransientError(f"spool_dir: cannot create {config.spool_dir}/{server.name}: {exc.strerror}") from None
 
 
 def _sweep_spool(config: Config, server: ServerConfig) -> None:
-    """Remove chain spool dirs nobody touched for two claim timeouts (killed chains)."""
+    """Remove chain spool dirs nobody touched for two claim timeouts (killed chains).
+
+    Only inside the server's spool that walq created and marked, and only chain
+    directories carrying walq's marker: anything else there is reported, never removed."""
     root = config.spool_dir / server.name  # type: ignore[operator]
+    if not is_owned(root):
+        if root.exists() or root.is_symlink():
+            print(f"walq: warning: {root} was not created by walq; its spool is not swept", file=sys.stderr)
+        return
     cutoff = time.time() - 2 * config.claim_timeout
     try:
         entries = list(os.scandir(root))
@@ -415,7 +433,7 @@ def _sweep_spool(config: Config, server: ServerConfig) -> None:
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                shutil.rmtree(entry.path, ignore_errors=True)
+                remove_owned_tree(entry.path)
         except FileNotFoundError:
             continue
 
@@ -453,7 +471,7 @@ def settle_source(rt: Runtime, server: ServerConfig, wal: Candidate, record: Wal
     try:
         return handle_already_archived(rt.catalog, rt.storage(server), server, prepared, record)
     finally:
-        shutil.rmtree(job.spool_dir, ignore_errors=True)
+        remove_owned_tree(job.spool_dir)
 
 
 def _job_dict(job: PrepareJob) -> dict[str, Any]:
@@ -546,7 +564,7 @@ def commit_stage(rt: Runtime, data: Any) -> Outcome:
             outcome = Outcome(args.wal, "archived", "recovered" if args.adopted else "", args.size, obj.size)
     finally:
         lock.release()
-    shutil.rmtree(args.spool(rt.config), ignore_errors=True)
+    remove_owned_tree(args.spool(rt.config))
     return outcome
 
 
@@ -612,7 +630,7 @@ def park(rt: Runtime, data: Any, exc: BaseException) -> Outcome:
     if args is None:
         return Outcome("?", "failed", str(exc))
     server = rt.config.server(args.server)
-    shutil.rmtree(args.spool(rt.config), ignore_errors=True)
+    remove_owned_tree(args.spool(rt.config))
     if isinstance(exc, DuplicateWalError):
         return reject(rt.catalog, server, args.wal, args.source, str(exc), "duplicate")
     if isinstance(exc, InvalidWalError):

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Protocol
 
 from walq.errors import LockBusyError
+from walq.fsutil import makedirs_durable, open_private, write_private
 from walq.proclife import is_running, proc_start
 
 
@@ -64,8 +65,8 @@ class FileLock:
         self._owner_pid: int | None = None
 
     def acquire(self) -> int:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        makedirs_durable(self.path.parent)
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -95,7 +96,7 @@ class FileLock:
         except (FileNotFoundError, ValueError):
             current = 0
         tmp = self.counter.with_suffix(".tmp")
-        tmp.write_text(str(current + 1))
+        write_private(tmp, str(current + 1))
         os.replace(tmp, self.counter)
         return current + 1
 

@@ -34,7 +34,7 @@ from walq.errors import (
     StorageError,
     TransientError,
 )
-from walq.fsutil import fsync_dir
+from walq.fsutil import fsync_dir, make_owned_dir, make_private, open_private
 from walq.readback import plain_chunks
 from walq.scan import move_to_errors
 from walq.storage.base import PutRequest, Storage, StoredObject
@@ -132,6 +132,10 @@ def prepare(job: PrepareJob) -> Prepared:
     """Validate, checksum and compress one WAL into the spool, reading it once."""
     started = time.perf_counter()
     wal = parse_wal_name(job.name)
+    try:
+        make_owned_dir(job.spool_dir)  # walq's own: the only kind of directory it ever removes
+    except OSError as exc:
+        raise TransientError(f"cannot create spool {job.spool_dir}: {exc.strerror}") from exc
     fd, st = _open_source(job.source)
     with os.fdopen(fd, "rb") as src:
         first = src.read(CHUNK_SIZE)
@@ -173,7 +177,6 @@ def prepare(job: PrepareJob) -> Prepared:
                 yield chunk
 
         try:
-            Path(job.spool_dir).mkdir(parents=True, exist_ok=True)
             if in_codec is None and out_codec == "none":
                 # Stored as it is: checksum and validate, then link the very inode we
                 # read into the spool instead of writing a second copy of it.
@@ -181,7 +184,7 @@ def prepare(job: PrepareJob) -> Prepared:
                     pass
                 _link_or_copy(src, job.source, part)
             else:
-                with open(part, "wb") as out:
+                with os.fdopen(open_private(part), "wb") as out:
                     if in_codec:
                         # Already compressed by the producer: keep its bytes as they are
                         # (Barman's rule); decompress only to checksum and validate.
@@ -260,7 +263,7 @@ def _link_or_copy(src, source: str, part: Path) -> None:
             return
         part.unlink()
     src.seek(0)
-    with open(part, "xb") as out:  # exclusive: an existing file is never truncated
+    with os.fdopen(open_private(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as out:  # never an existing file
         while chunk := src.read(CHUNK_SIZE):
             out.write(chunk)
 
@@ -291,6 +294,7 @@ def encrypt(prepared: Prepared, server: ServerConfig) -> Prepared:
     src = Path(prepared.payload)
     dst = src.with_name(src.name + ".gpg")
     encrypt_file(src, dst, server)
+    make_private(dst)  # gpg creates its output with the umask's mode
     src.unlink(missing_ok=True)
     return replace(prepared, payload=str(dst), encrypted=True)
 

@@ -33,6 +33,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from walq.errors import WalqError
+from walq.fsutil import (
+    OWNED_MARKER,
+    is_owned,
+    make_owned_dir,
+    open_private,
+    restore_spool_leftover,
+    write_private,
+)
 from walq.spool_state import (
     END_NAME,
     INFLIGHT_NAME,
@@ -79,9 +87,12 @@ def start(config: Config, server: ServerConfig, after: str, count: int, storage:
         return
     spool = spool_dir(config, server)
     try:
-        spool.mkdir(parents=True, exist_ok=True)
+        make_owned_dir(spool, restore_spool_leftover)
     except OSError as exc:
         print(f"walq: warning: prefetch disabled, cannot create {spool}: {exc.strerror}", file=sys.stderr)
+        return
+    except WalqError as exc:  # not walq's directory: never trimmed, so never prefetched into
+        print(f"walq: warning: prefetch disabled: {exc}", file=sys.stderr)
         return
     if not replace and (spool / END_NAME).exists():
         return  # a spool hit after the prefetcher reached the archive's end: nothing more to get
@@ -101,7 +112,7 @@ def start(config: Config, server: ServerConfig, after: str, count: int, storage:
 
 
 def _acquire(spool: Path) -> int | None:
-    fd = os.open(spool / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_private(spool / LOCK_NAME, os.O_RDWR | os.O_CREAT)
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while True:
         try:
@@ -119,14 +130,19 @@ def _acquire(spool: Path) -> int | None:
 
 def _publish(spool: Path, names: list[str]) -> None:
     tmp = spool / f"{INFLIGHT_NAME}.{os.getpid()}"
-    tmp.write_text("".join(f"{n}\n" for n in names))
+    write_private(tmp, "".join(f"{n}\n" for n in names))
     os.replace(tmp, spool / INFLIGHT_NAME)
 
 
 def _remove_stale(spool: Path, keep: set[str]) -> None:
-    """Drop segments recovery will not ask for, and temp files a killed prefetcher left."""
+    """Drop segments recovery will not ask for, and temp files a killed prefetcher left
+    (only in the spool walq created and marked, and only regular files)."""
+    if not is_owned(spool):
+        return
     for entry in os.scandir(spool):
         name = entry.name
+        if name == OWNED_MARKER or not entry.is_file(follow_symlinks=False):
+            continue
         stale_tmp = name.startswith(".") and ".walq-" in name
         stale_seg = not name.startswith(".") and name not in keep
         if stale_tmp or stale_seg:
@@ -139,8 +155,7 @@ def run(config: Config, server: ServerConfig, after: str, count: int, storage: S
     from walq.restore import open_catalog_for_restore
 
     count = min(count, MAX_PREFETCH)  # the CLI refuses more; the window's memory grows with it
-    spool = spool_dir(config, server)
-    spool.mkdir(parents=True, exist_ok=True)
+    spool = make_owned_dir(spool_dir(config, server), restore_spool_leftover)
     lock_fd = _acquire(spool)
     if lock_fd is None:
         return
@@ -212,7 +227,7 @@ def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Stora
                     _publish(spool, list(running.values()))
                 continue
             if at_end is not None:
-                (spool / END_NAME).write_text(f"{at_end}\n")
+                write_private(spool / END_NAME, f"{at_end}\n")
                 return
             if failed:
                 return

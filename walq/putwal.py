@@ -19,7 +19,7 @@ from pathlib import Path
 
 from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, DuplicateWalError, InvalidWalError, TransientError
-from walq.fsutil import fsync_dir, makedirs_durable
+from walq.fsutil import fsync_dir, incoming_mode, makedirs_durable, open_private
 from walq.wal import (
     KNOWN_PAGE_MAGICS,
     LONG_HEADER_SIZE,
@@ -58,7 +58,7 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
     incoming = server.incoming_dir
     assert incoming is not None
     try:
-        makedirs_durable(incoming)
+        makedirs_durable(incoming, incoming_mode())
     except OSError as exc:
         raise ConfigError(f"servers.{server.name}.incoming_dir: cannot create {incoming}: {exc.strerror}") from None
     target = incoming / name
@@ -66,7 +66,8 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
         return _compare_existing(source, target)
     tmp = incoming / f".{name}.{os.getpid()}.put"
     try:
-        with open(source, "rb") as fin, open(tmp, "wb") as fout:
+        tmp.unlink(missing_ok=True)  # a killed call's leftover under a reused pid
+        with open(source, "rb") as fin, os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
             if fout.tell() != size:

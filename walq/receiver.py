@@ -33,7 +33,7 @@ from typing import Any
 
 from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, LockBusyError, WalqError, clip
-from walq.fsutil import makedirs_durable
+from walq.fsutil import makedirs_durable, open_private, write_private
 from walq.locks import FileLock
 from walq.postgres import (
     PostgresError,
@@ -78,8 +78,7 @@ def _write_state(server: ServerConfig, state: dict[str, Any]) -> None:
     path = state_path(server)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(state, indent=2))
-        os.chmod(tmp, 0o644)
+        write_private(tmp, json.dumps(state, indent=2))
         os.replace(tmp, path)
     except OSError as exc:  # status is informative; never stop streaming for it
         _log(server, f"cannot write {path}: {exc.strerror}")
@@ -227,7 +226,7 @@ def reset_streaming(server: ServerConfig) -> tuple[bool, str]:
         )
     if kind is WalKind.PARTIAL:
         (server.streaming_dir / newest).unlink()
-    (server.streaming_dir / f"{restart}.partial").touch()
+    os.close(open_private(server.streaming_dir / f"{restart}.partial", os.O_WRONLY | os.O_CREAT))
     return True, f"Reset: removed {newest if kind is WalKind.PARTIAL else 'nothing'}, created empty {restart}.partial"
 
 

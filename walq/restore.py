@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from walq.errors import (
     TransientError,
     WalqError,
 )
+from walq.fsutil import copy_private, open_private
 from walq.readback import plain_chunks
 from walq.spool_state import wait_for_inflight
 from walq.storage import Storage, StoredObject, open_storage
@@ -131,7 +131,8 @@ def write_verified(
         raise ConfigError(f"destination {dest} is a directory")
     tmp = dest.with_name(f".{dest.name}.walq-{os.getpid()}")
     try:
-        out = open(tmp, "wb")  # noqa: SIM115 - closed below
+        tmp.unlink(missing_ok=True)  # a killed call's leftover under a reused pid: new file, walq's mode
+        out = os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb")
     except OSError as exc:
         raise _dest_error(dest, exc) from None
     try:
@@ -172,7 +173,8 @@ def _move(src: Path, dest: Path) -> None:
     except OSError:
         tmp = dest.with_name(f".{dest.name}.walq-{os.getpid()}")
         try:
-            shutil.copyfile(src, tmp)
+            tmp.unlink(missing_ok=True)
+            copy_private(src, tmp)
             os.rename(tmp, dest)
         except FileNotFoundError:
             tmp.unlink(missing_ok=True)

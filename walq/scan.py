@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from walq.config import ServerConfig
-from walq.fsutil import fsync_dir, makedirs_durable
+from walq.fsutil import fsync_dir, make_private, makedirs_durable
 from walq.wal import WalKind, WalNameError, parse_wal_name
 
 
@@ -63,6 +63,7 @@ def move_to_errors(path: Path, errors_dir: Path, suffix: str) -> Path:
     makedirs_durable(errors_dir)
     target = error_path(errors_dir, path.name, suffix)
     os.rename(path, target)
+    make_private(target)  # WAL in errors/ is as private as in the archive (symlinks untouched)
     fsync_dir(errors_dir)
     fsync_dir(path.parent)
     return target

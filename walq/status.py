@@ -19,6 +19,7 @@ from walq.catalog import Catalog, WalState
 from walq.config import Config, ServerConfig
 from walq.continuity import continuity
 from walq.errors import WalqError
+from walq.fsutil import makedirs_durable, open_private
 from walq.locks import FileLock, busy_holder, is_locked
 from walq.storage import open_storage
 
@@ -140,9 +141,9 @@ def _errors_dir_empty(server: ServerConfig) -> None:
 
 def _writable(path: Path | None) -> None:
     assert path is not None
-    path.mkdir(parents=True, exist_ok=True)
+    makedirs_durable(path)
     probe = path / f".walq-check-{uuid.uuid4().hex}"
-    probe.write_bytes(b"")
+    os.close(open_private(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
     probe.unlink()
 
 

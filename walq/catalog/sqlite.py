@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
 
 from walq.catalog.base import ArchivedInfo, WalRecord, WalState, check_transition
 from walq.errors import ConfigError, FencedError
+from walq.fsutil import makedirs_durable, open_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS wal (
@@ -54,7 +56,9 @@ class SqliteCatalog:
             if readonly:
                 self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                makedirs_durable(self.path.parent)
+                if not self.path.exists():  # SQLite gives its -wal and -shm files the database's mode
+                    os.close(open_private(self.path, os.O_WRONLY | os.O_CREAT))
                 self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")

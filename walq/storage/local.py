@@ -16,7 +16,6 @@ import fcntl
 import filecmp
 import os
 import re
-import shutil
 import stat
 import uuid
 from collections.abc import Iterator
@@ -24,12 +23,24 @@ from pathlib import Path
 from typing import BinaryIO
 
 from walq.errors import AlreadyStoredError, StorageError, StorageKeyError, clip
-from walq.fsutil import fsync_dir, makedirs_durable
+from walq.fsutil import (
+    OWNED_MARKER,
+    copy_private,
+    file_mode,
+    fsync_dir,
+    is_owned,
+    make_owned_dir,
+    make_private,
+    makedirs_durable,
+    open_private,
+    temp_leftover,
+)
+from walq.layout import STORAGE_TMP
 from walq.storage.base import PutRequest, StoredObject
 from walq.wal import WAL_NAME_RE, WalKind, parse_wal_name
 
 HASH_DIR_RE = re.compile(r"\A[0-9A-Fa-f]{16}\Z")  # fullmatch: "$" accepts a trailing newline
-TMP_DIR = ".walq-tmp"  # dot-directory: invisible to Barman's globs
+TMP_DIR = STORAGE_TMP  # dot-directory: invisible to Barman's globs; walq's own (marked)
 
 
 class LocalStorage:
@@ -94,16 +105,20 @@ class LocalStorage:
         return StoredObject(request.name, self.key_for(request.name), size, request.codec, request.encrypted)
 
     def _stage(self, request: PutRequest) -> Path:
-        """A durable copy of the payload on this file system, with the WAL's mtime."""
-        tmp_dir = self.root / TMP_DIR
-        makedirs_durable(tmp_dir)
+        """A durable copy of the payload on this file system, with the WAL's mtime and
+        walq's file mode (a linked inode that is not ours to chmod is copied instead)."""
+        tmp_dir = make_owned_dir(self.root / TMP_DIR, temp_leftover)
         tmp = tmp_dir / f"{request.name}.{uuid.uuid4().hex}"
         try:
             os.link(request.payload, tmp)  # same file system: no copy at all
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise
-            shutil.copyfile(request.payload, tmp)
+            copy_private(request.payload, tmp)
+        else:
+            if not make_private(tmp):
+                tmp.unlink()
+                copy_private(request.payload, tmp)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -146,7 +161,7 @@ class LocalStorage:
         compression = codec if codec != "none" else "None"
         line = f"{obj.name}\t{obj.size}\t{mtime!r}\t{compression}\t{'gpg' if encrypted else 'None'}\n"
         try:
-            fd = os.open(self.xlogdb, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            fd = os.open(self.xlogdb, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 os.write(fd, line.encode())
@@ -178,21 +193,26 @@ class LocalStorage:
     def check(self) -> None:
         try:
             makedirs_durable(self.root)
-            probe = self.root / TMP_DIR
-            makedirs_durable(probe)
+            probe = make_owned_dir(self.root / TMP_DIR, temp_leftover)
             test = probe / f"check.{uuid.uuid4().hex}"
-            test.write_bytes(b"walq")
+            os.close(open_private(test, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
             test.unlink()
         except OSError as exc:
             raise StorageError(f"storage {self.root} is not writable: {exc.strerror or exc}") from exc
 
     def cleanup(self) -> int:
+        """Drop temp files a killed run left; only in walq's own (marked) temp dir, files only."""
         tmp_dir = self.root / TMP_DIR
+        if not tmp_dir.exists() and not tmp_dir.is_symlink():
+            return 0
+        if not is_owned(tmp_dir):
+            make_owned_dir(tmp_dir, temp_leftover)  # adopts an earlier walq's; refuses anything else
         removed = 0
         try:
             for entry in os.scandir(tmp_dir):
-                os.unlink(entry.path)
-                removed += 1
+                if entry.name != OWNED_MARKER and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed += 1
         except FileNotFoundError:
             pass
         except OSError as exc:
