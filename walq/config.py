@@ -315,7 +315,7 @@ def _format_validation(source: str, exc: ValidationError) -> str:
         loc = ".".join(_key_part(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if not loc:  # a whole-config rule (the layout): its message names the keys
-            parts.append(msg)
+            parts.append((source, msg))
             continue
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

@@ -12,6 +12,7 @@ operator's directory, a misconfigured path, a symlink) is left alone.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -80,6 +81,8 @@ def makedirs_durable(path: Path, mode: int | None = None) -> None:
             continue
         os.chmod(d, wanted)  # exact, whatever the umask
         fsync_dir(d.parent)
+    if not os.path.isdir(path):  # an existing file (or a link to one) is no directory to use
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
 
 
 def open_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:

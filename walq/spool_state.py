@@ -27,7 +27,8 @@ def parse_prefetch(text: str) -> int:
     """``--prefetch N``: an integer from 0 (off) to MAX_PREFETCH; ValueError saying so otherwise."""
     value = text.strip()
     if not value.isascii() or not value.isdigit() or int(value) > MAX_PREFETCH:
-        raise ValueError(f"must be an integer from 0 to {MAX_PREFETCH} (got {text[:40]!r})")
+        shown = repr(text) if len(text) <= 40 else f"{text[:40]!r}…({len(text)} characters)"
+        raise ValueError(f"must be an integer from 0 to {MAX_PREFETCH} (got {shown})")
     return int(value)
 
 
