@@ -121,7 +121,8 @@ def test_check_prints_gaps_readably(walq_home: WalqHome, wal_corpus) -> None:
 def test_unexpected_error_is_one_line_and_a_traceback_only_on_request(walq_home: WalqHome, monkeypatch,
                                                                      capsys) -> None:
     """The safety net: a bug (injected, no real part raises on demand) is still one line."""
-    from walq import cli, status
+    from walq import cli
+    from walq.report import status
 
     def broken(*_a, **_k):
         raise RuntimeError("boom\nsecond line")

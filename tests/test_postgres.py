@@ -7,7 +7,7 @@ import shutil
 
 from tests.services.pg import wait_for
 from walq.config import ServerConfig
-from walq.postgres import default_slot_name, fetch_info, mask_conninfo
+from walq.postgres.client import default_slot_name, fetch_info, mask_conninfo
 
 
 def server_for(cluster, **extra) -> ServerConfig:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.conftest import WALQ, WalqHome, walq_command
 from tests.services.pg import Cluster, chown_postgres, wait_for
-from walq.receiver import STATE_FILE, truncate_wrong_partial
+from walq.postgres.receiver import STATE_FILE, truncate_wrong_partial
 from walq.wal import parse_wal_name
 
 SEG = 1 << 20

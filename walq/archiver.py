@@ -210,7 +210,7 @@ def archive_server(
         catalog = open_catalog(config)
         try:
             if server.conninfo:
-                from walq.postgres import learn_identity
+                from walq.postgres.client import learn_identity
 
                 learn_identity(catalog, server)  # the sysid is known before the first WAL
             batch = scan(server)

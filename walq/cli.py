@@ -123,7 +123,7 @@ def _servers(config: Config, name: str | None):
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     from walq.catalog import open_catalog
-    from walq.status import server_status
+    from walq.report.status import server_status
 
     catalog = open_catalog(config)
     try:
@@ -194,7 +194,7 @@ def _fleet_status(config: Config) -> dict[str, object]:
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     from walq.catalog import open_catalog
-    from walq.status import run_checks
+    from walq.report.checks import run_checks
 
     servers = _servers(config, args.server)
     if not servers:  # nothing checked is not a pass
@@ -273,8 +273,8 @@ def cmd_catalog_init(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     from walq.catalog import open_catalog
+    from walq.report.verify import verify
     from walq.storage import open_storage
-    from walq.verify import verify
 
     server = config.server(args.server)
     catalog = open_catalog(config)
@@ -289,13 +289,13 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_receive_wal(config: Config, args: argparse.Namespace) -> int:
-    from walq.receiver import receive_wal
+    from walq.postgres.receiver import receive_wal
 
     return receive_wal(config, args.server, create_slot=args.create_slot, reset=args.reset)
 
 
 def cmd_switch_wal(config: Config, args: argparse.Namespace) -> int:
-    from walq.postgres import switch_wal
+    from walq.postgres.client import switch_wal
 
     print(switch_wal(config.server(args.server), force=args.force))
     return EXIT_OK

@@ -381,7 +381,7 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
         _ensure_dirs(config, server)
         _sweep_spool(config, server)
         if server.conninfo and not server.system_identifier and not rt.catalog.get_meta(server.name, "system_identifier"):
-            from walq.postgres import learn_identity
+            from walq.postgres.client import learn_identity
 
             learn_identity(rt.catalog, server)  # until known: the first WAL is checked too
         batch = scan(server)

@@ -1,4 +1,4 @@
-"""PostgreSQL-side checks for ``walq check`` (registered in walq.status.EXTRA_CHECKS).
+"""PostgreSQL-side checks for ``walq check`` (called last by walq.report.checks.run_checks).
 
 What is checked depends on how WAL reaches walq, using Barman's keys:
 ``archiver`` (archive_command, the default) checks archive_mode, that
@@ -17,9 +17,9 @@ import shlex
 from walq.catalog import Catalog
 from walq.config import Config, ServerConfig
 from walq.errors import WalqError
-from walq.postgres import PgInfo, fetch_info, mask_conninfo, slot_name
-from walq.receiver import receiver_state
-from walq.status import EXTRA_CHECKS, CheckResult
+from walq.postgres.client import PgInfo, fetch_info, mask_conninfo, slot_name
+from walq.postgres.receiver import receiver_state
+from walq.report.result import CheckResult
 
 
 def _archive_command_uses_walq(command: str, server: str) -> bool:
@@ -100,7 +100,3 @@ def postgres_checks(config: Config, server: ServerConfig, catalog: Catalog) -> l
     if server.streaming_archiver:
         results.append(_receiver_check(server))
     return results
-
-
-if postgres_checks not in EXTRA_CHECKS:
-    EXTRA_CHECKS.append(postgres_checks)

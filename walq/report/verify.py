@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from walq.catalog import Catalog, WalState
 from walq.config import ServerConfig
-from walq.continuity import continuity
 from walq.errors import WalqError
 from walq.readback import plain_chunks
+from walq.report.continuity import continuity
 from walq.storage import Storage, StoredObject
 
 

@@ -35,7 +35,7 @@ from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, LockBusyError, WalqError, clip
 from walq.fsutil import makedirs_durable, open_private, write_private
 from walq.locks import FileLock
-from walq.postgres import (
+from walq.postgres.client import (
     PostgresError,
     connect,
     current_position,

@@ -1,0 +1,109 @@
+"""check: the facts of ``walq status`` turned into one OK/FAILED/SKIPPED line per condition.
+
+The archive-side checks are here; the PostgreSQL-side ones (archive_command,
+slot, receiver, identity) are walq.postgres.checks, called last.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from walq.catalog import Catalog
+from walq.config import Config, ServerConfig
+from walq.errors import WalqError
+from walq.fsutil import makedirs_durable, open_private
+from walq.locks import FileLock, busy_holder, is_locked
+from walq.postgres.checks import postgres_checks
+from walq.report.result import CheckResult
+from walq.report.status import server_status
+from walq.storage import open_storage
+
+
+def _errors_dir_empty(server: ServerConfig) -> None:
+    """Raises unless errors/ is empty or absent; an unreadable one is a failure, not "empty"."""
+    assert server.errors_dir is not None
+    try:
+        names = [e.name for e in os.scandir(server.errors_dir)
+                 if not e.name.startswith(".") and not e.name.endswith(".tmp")]
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise WalqError(f"cannot list {server.errors_dir}: {exc.strerror or exc}") from None
+    if names:
+        raise WalqError(f"{len(names)} file(s) in {server.errors_dir}")
+
+
+def _writable(path: Path | None) -> None:
+    assert path is not None
+    makedirs_durable(path)
+    probe = path / f".walq-check-{uuid.uuid4().hex}"
+    os.close(open_private(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    probe.unlink()
+
+
+def archiver_lock_check(config: Config, server: ServerConfig) -> CheckResult:
+    """OK when the archive-wal lock is free or held by a live walq archive that made progress
+    within ``claim_timeout``; FAILED for a stuck holder or a lock no live walq archive holds."""
+    lock = FileLock(config.home, server.name)
+    if not is_locked(lock.path):
+        return CheckResult("archiver lock", True, "free")
+    holder = busy_holder(lock, config.claim_timeout)
+    if holder is None:
+        return CheckResult("archiver lock", True, "free")
+    return CheckResult("archiver lock", holder.healthy, holder.describe())
+
+
+def attempt_result(results: list[CheckResult], name: str, fn: Callable[[], CheckResult]) -> None:
+    try:
+        results.append(fn())
+    except OSError as exc:
+        results.append(CheckResult(name, False, f"{exc.filename or ''}: {exc.strerror}"))
+
+
+def describe_gaps(gaps: list[list[str]], shown: int = 3) -> str:
+    """'2 gap(s): A..B, C' for a check line (a one-segment gap is its name alone)."""
+    if not gaps:
+        return ""
+    ranges = [start if start == end else f"{start}..{end}" for start, end in gaps[:shown]]
+    more = f", and {len(gaps) - shown} more" if len(gaps) > shown else ""
+    return f"{len(gaps)} gap(s): {', '.join(ranges)}{more}"
+
+
+def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[CheckResult]:
+    results: list[CheckResult] = []
+
+    def attempt(name: str, fn: Callable[[], object]) -> None:
+        try:
+            detail = fn()
+            results.append(CheckResult(name, True, detail if isinstance(detail, str) else ""))
+        except (WalqError, OSError) as exc:
+            results.append(CheckResult(name, False, str(exc)))
+
+    attempt("storage", lambda: open_storage(server).check())
+    if server.encryption == "gpg":
+        from walq.crypto import check_key
+
+        attempt("encryption key", lambda: check_key(server))
+        if not server.encryption_passphrase_command:
+            results.append(CheckResult.skip("decryption", "no encryption_passphrase_command"))
+    for key in ("incoming_dir", "streaming_dir", "errors_dir"):
+        attempt(f"{key} writable", lambda k=key: _writable(getattr(server, k)))
+    status = server_status(catalog, server, with_postgres=False)
+    gaps = status["gaps"]
+    if status["archived"] and not status["wal_segment_size"]:
+        results.append(CheckResult.skip("no gaps", "segment size not learned yet"))
+    else:
+        results.append(CheckResult("no gaps", not gaps, describe_gaps(gaps)))
+    failed = status["failed"]
+    results.append(CheckResult(
+        "no failed WALs", not failed,
+        f"{len(failed)} failed, first {failed[0]['name']}: {failed[0]['error']}" if failed else "",
+    ))
+    if not config.effective_lock_url:  # the fleet's Redis lock expires with its holder
+        attempt_result(results, "archiver lock", lambda: archiver_lock_check(config, server))
+    attempt("errors directory empty", lambda: _errors_dir_empty(server))
+    results.extend(postgres_checks(config, server, catalog))
+    return results

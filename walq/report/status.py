@@ -1,0 +1,100 @@
+"""status: what an operator needs to know before a disaster.
+
+status reports, per server, the watermark (highest WAL with nothing missing
+below it), the last archived WAL and its age, gaps, failed WALs, what is still
+queued in incoming/ and streaming/, and recent rates. ``walq check`` turns the
+same facts into one OK/FAILED line per condition (walq.report.checks).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from walq.catalog import Catalog, WalState
+from walq.config import ServerConfig
+from walq.errors import WalqError
+from walq.postgres.client import PostgresError, fetch_info, slot_name
+from walq.postgres.receiver import receiver_state
+from walq.report.continuity import continuity
+
+
+def pending_files(directory: Path | None) -> list[Path]:
+    if directory is None:
+        return []
+    try:
+        return sorted(
+            Path(e.path) for e in os.scandir(directory)
+            if not e.name.startswith(".") and not e.name.endswith(".tmp")
+        )
+    except OSError:  # missing, not a directory, unreadable: check reports it, status goes on
+        return []
+
+
+def streaming_status(server: ServerConfig, with_postgres: bool = True) -> dict[str, object]:
+    """The receiver's recorded state and, with a conninfo, PostgreSQL's view (slot, lag, archiver)."""
+    data: dict[str, object] = {"receiver": receiver_state(server)}
+    if not (with_postgres and server.conninfo):
+        return data
+    try:
+        info = fetch_info(server)
+    except (PostgresError, WalqError) as exc:
+        data["postgres"] = {"reachable": False, "error": str(exc)}
+        return data
+    slot = info.slot(slot_name(server))
+    data["postgres"] = {
+        "reachable": True,
+        "version": info.version,
+        "system_identifier": info.system_identifier,
+        "current_lsn": info.current_lsn,
+        "current_wal": info.current_wal,
+        "archive_mode": info.archive_mode,
+        "archiver_failed_count": info.archiver.failed_count,
+        "archiver_last_failed_wal": info.archiver.last_failed_wal,
+        "archiver_failing": info.archiver.failing,
+        "slot": {"name": slot.name, "active": slot.active, "retained_bytes": slot.retained_bytes}
+        if slot else None,
+        "replication_lag_bytes": info.replication_lag_bytes,
+    }
+    return data
+
+
+def server_status(
+    catalog: Catalog, server: ServerConfig, now: float | None = None, with_postgres: bool = True
+) -> dict[str, object]:
+    now = now or time.time()
+    archived = catalog.records(server.name, WalState.ARCHIVED)
+    failed = catalog.records(server.name, WalState.FAILED)
+    counts = catalog.counts(server.name)
+    seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0)
+    cont = continuity([r.name for r in archived], seg_size) if seg_size and archived else None
+    last = max(archived, key=lambda r: r.archived_at or 0, default=None)
+    incoming = pending_files(server.incoming_dir)
+    streaming = pending_files(server.streaming_dir)
+    oldest = min((p.stat().st_mtime for p in incoming if p.exists()), default=None)
+    return {
+        "server": server.name,
+        "watermark": cont.watermark if cont else None,
+        "timelines": [
+            {"tli": t.tli, "first": t.first, "last": t.last, "watermark": t.watermark, "segments": t.count}
+            for t in (cont.timelines if cont else [])
+        ],
+        "last_archived": last.name if last else None,
+        "last_archived_at": last.archived_at if last else None,
+        "lag_seconds": round(now - oldest, 1) if oldest else 0.0,
+        "gaps": [list(g) for g in (cont.gaps if cont else [])],
+        "archived": counts.get("archived", 0),
+        "claimed": counts.get("claimed", 0),
+        "failed": [{"name": r.name, "error": r.last_error, "attempts": r.attempts} for r in failed],
+        "queued": {"incoming": len(incoming), "streaming": len(streaming)},
+        "errors_dir_files": len(pending_files(server.errors_dir)),
+        "rates": {
+            "last_minute": sum(1 for r in archived if (r.archived_at or 0) > now - 60),
+            "last_hour": sum(1 for r in archived if (r.archived_at or 0) > now - 3600),
+        },
+        "system_identifier": catalog.get_meta(server.name, "system_identifier"),
+        "wal_segment_size": seg_size or None,
+        "storage_url": server.storage_url,
+        **streaming_status(server, with_postgres),
+    }
