@@ -9,13 +9,18 @@ password (walq.masking hides secrets, here through ``mask_conninfo``).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from walq.catalog import Catalog
 from walq.config import ServerConfig
 from walq.errors import ConfigError, TransientError
 from walq.masking import mask_library_logs, mask_secrets, url_passwords
+
+if TYPE_CHECKING:  # psycopg is imported on first connection: a server without conninfo never loads it
+    from psycopg import Connection
 
 mask_library_logs("psycopg")  # its debug lines quote libpq's errors, which may quote the conninfo
 CONNECT_TIMEOUT = 5  # seconds; checks and status must not hang on a dead server
@@ -46,8 +51,8 @@ def require_conninfo(server: ServerConfig) -> str:
     return server.conninfo
 
 
-def connect(server: ServerConfig, timeout: int = CONNECT_TIMEOUT):  # -> psycopg.Connection
-    import psycopg
+def connect(server: ServerConfig, timeout: int = CONNECT_TIMEOUT) -> Connection[Any]:
+    import psycopg  # lazily: see TYPE_CHECKING above
 
     conninfo = require_conninfo(server)
     try:
@@ -63,6 +68,31 @@ def _first_line(exc: BaseException) -> str:
     """The first line of a psycopg error, passwords masked (libpq quotes conninfo in some errors)."""
     text = str(exc).strip()
     return mask_secrets(text.splitlines()[0]) if text else type(exc).__name__
+
+
+@contextmanager
+def session(server: ServerConfig, failed: str = "") -> Iterator[Connection[Any]]:
+    """A connection whose query errors surface as one ``PostgresError`` line:
+    ``<server>: <failed><first line of the error>``."""
+    import psycopg
+
+    with connect(server) as conn:
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            raise PostgresError(f"{server.name}: {failed}{_first_line(exc)}") from None
+
+
+def one_row(conn: Connection[Any], query: str, params: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
+    """The first row of a query that always returns one (a SELECT of functions, no FROM filter)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, query
+    return row
+
+
+# SQL pieces more than one query here and in the receiver use
+SEGMENT_SIZE_SQL = "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')"
+CURRENT_POSITION_SQL = "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())"
 
 
 @dataclass
@@ -113,11 +143,6 @@ class PgInfo:
     def slot(self, name: str) -> SlotInfo | None:
         return next((s for s in self.slots if s.name == name), None)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["archive_command"] = mask_conninfo(self.archive_command)
-        return data
-
 
 def _ts(value: Any) -> float | None:
     return value.timestamp() if value is not None else None
@@ -125,39 +150,33 @@ def _ts(value: Any) -> float | None:
 
 def fetch_info(server: ServerConfig) -> PgInfo:
     """Read version, identity, archiving settings, archiver stats, slots and WAL position."""
-    import psycopg
-
-    with connect(server) as conn:
-        try:
-            return _fetch(conn, slot_name(server))
-        except psycopg.Error as exc:
-            raise PostgresError(f"{server.name}: query failed: {_first_line(exc)}") from None
+    with session(server, "query failed: ") as conn:
+        return _fetch(conn, slot_name(server))
 
 
-def _fetch(conn: Any, walq_slot: str) -> PgInfo:
-    one = conn.execute(
-        """
+def _fetch(conn: Connection[Any], walq_slot: str) -> PgInfo:
+    version_num, version, sysid, seg_size, archive_mode, archive_command, in_recovery = one_row(
+        conn,
+        f"""
         SELECT current_setting('server_version_num')::int,
                current_setting('server_version'),
                (SELECT system_identifier FROM pg_control_system()),
-               (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),
+               {SEGMENT_SIZE_SQL},
                current_setting('archive_mode'),
                current_setting('archive_command'),
                pg_is_in_recovery()
-        """
-    ).fetchone()
-    version_num, version, sysid, seg_size, archive_mode, archive_command, in_recovery = one
+        """,
+    )
     if in_recovery:
-        lsn = conn.execute("SELECT coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text").fetchone()[0]
+        lsn = one_row(conn, "SELECT coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text")[0]
         wal = None  # pg_walfile_name() is refused during recovery
     else:
-        lsn, wal = conn.execute(
-            "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())"
-        ).fetchone()
-    arch = conn.execute(
+        lsn, wal = one_row(conn, CURRENT_POSITION_SQL)
+    arch = one_row(
+        conn,
         "SELECT archived_count, last_archived_wal, last_archived_time, failed_count, "
-        "last_failed_wal, last_failed_time FROM pg_stat_archiver"
-    ).fetchone()
+        "last_failed_wal, last_failed_time FROM pg_stat_archiver",
+    )
     rows = conn.execute(
         "SELECT slot_name::text, slot_type, active, active_pid, restart_lsn::text, wal_status, "
         "pg_wal_lsn_diff(%s::pg_lsn, restart_lsn)::bigint FROM pg_replication_slots ORDER BY slot_name",
@@ -183,16 +202,15 @@ def _fetch(conn: Any, walq_slot: str) -> PgInfo:
 
 def current_position(server: ServerConfig) -> tuple[str, str]:
     """(current LSN, its WAL file name) on a primary."""
-    import psycopg
-
-    with connect(server) as conn:
-        try:
-            lsn, wal = conn.execute(
-                "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())"
-            ).fetchone()
-        except psycopg.Error as exc:
-            raise PostgresError(f"{server.name}: {_first_line(exc)}") from None
+    with session(server) as conn:
+        lsn, wal = one_row(conn, CURRENT_POSITION_SQL)
     return lsn, wal
+
+
+def segment_size(server: ServerConfig) -> int:
+    """PostgreSQL's wal_segment_size, in bytes."""
+    with connect(server) as conn:
+        return int(one_row(conn, f"SELECT {SEGMENT_SIZE_SQL}")[0])
 
 
 def slot_restart_lsn(server: ServerConfig, name: str) -> tuple[bool, str | None]:
@@ -209,19 +227,14 @@ def switch_wal(server: ServerConfig, force: bool = False) -> str:
 
     Returns a line for the operator: which WAL was closed, or that none needed closing.
     """
-    import psycopg
-
-    with connect(server) as conn:
-        try:
-            if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                raise PostgresError(f"{server.name}: the server is in recovery; switch WAL on the primary")
-            if force:
-                conn.execute("CHECKPOINT")
-            before = conn.execute("SELECT pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()[0]
-            closed = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-            after = conn.execute("SELECT pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()[0]
-        except psycopg.Error as exc:
-            raise PostgresError(f"{server.name}: switch-wal failed: {_first_line(exc)}") from None
+    with session(server, "switch-wal failed: ") as conn:
+        if one_row(conn, "SELECT pg_is_in_recovery()")[0]:
+            raise PostgresError(f"{server.name}: the server is in recovery; switch WAL on the primary")
+        if force:
+            conn.execute("CHECKPOINT")
+        before = one_row(conn, "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")[0]
+        closed = one_row(conn, "SELECT pg_walfile_name(pg_switch_wal())")[0]
+        after = one_row(conn, "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")[0]
     if after != before:
         return f"The WAL file {closed} has been closed on server '{server.name}'"
     hint = "" if force else " (use --force to checkpoint first)"
@@ -239,10 +252,7 @@ def learn_identity(catalog: Catalog, server: ServerConfig) -> int | None:
         return None
     try:
         with connect(server, timeout=3) as conn:
-            sysid, seg = conn.execute(
-                "SELECT (SELECT system_identifier FROM pg_control_system()), "
-                "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')"
-            ).fetchone()
+            sysid, seg = one_row(conn, f"SELECT (SELECT system_identifier FROM pg_control_system()), {SEGMENT_SIZE_SQL}")
     except Exception:  # noqa: BLE001 - best effort, see docstring
         return None
     sysid = int(sysid)

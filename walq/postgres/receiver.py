@@ -29,18 +29,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, LockBusyError, WalqError, clip
 from walq.fsutil import makedirs_durable, open_private, write_private
 from walq.locks import FileLock
 from walq.postgres.client import (
+    SEGMENT_SIZE_SQL,
     PostgresError,
     connect,
     current_position,
     mask_conninfo,
+    one_row,
     require_conninfo,
+    segment_size,
     slot_name,
     slot_restart_lsn,
 )
@@ -84,13 +87,28 @@ def _write_state(server: ServerConfig, state: dict[str, Any]) -> None:
         _log(server, f"cannot write {path}: {exc.strerror}")
 
 
-def receiver_state(server: ServerConfig) -> dict[str, Any]:
+class ReceiverState(TypedDict):
+    """What ``walq status`` shows of the receiver (keys in the order of its JSON)."""
+
+    running: bool
+    state: str | None  # starting, running, streaming, waiting, stopped, "never started"
+    pid: int | None
+    child_pid: int | None
+    slot: str | None
+    started_at: float | None
+    restarts: int
+    last_exit_code: int | None
+    last_exit_at: float | None
+    last_message: str | None
+
+
+def receiver_state(server: ServerConfig) -> ReceiverState:
     """The recorded state plus ``running``: the supervisor process recorded there is alive."""
     state = read_state(server) or {}
     pid = state.get("pid")
-    running = bool(pid) and state.get("state") != "stopped" and _proc_start(int(pid)) == state.get("pid_start")
+    running = bool(pid and state.get("state") != "stopped" and _proc_start(int(pid)) == state.get("pid_start"))
     child = state.get("child_pid")
-    child_alive = bool(child) and running and _proc_start(int(child)) == state.get("child_start")
+    child_alive = bool(child and running and _proc_start(int(child)) == state.get("child_start"))
     return {
         "running": running,
         "state": (state.get("state") if running else "stopped") if state else "never started",
@@ -169,7 +187,7 @@ def build_command(server: ServerConfig, binary: str) -> tuple[list[str], dict[st
 
 
 def _streamed(directory: Path) -> list[tuple[str, WalKind]]:
-    found = []
+    found: list[tuple[str, WalKind]] = []
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
@@ -210,7 +228,7 @@ def reset_streaming(server: ServerConfig) -> tuple[bool, str]:
     assert server.streaming_dir is not None
     lsn, current = current_position(server)
     tli = int(current[:8], 16)
-    seg_size = _segment_size(server)
+    seg_size = segment_size(server)
     exists, restart_lsn = slot_restart_lsn(server, slot_name(server))
     restart = lsn_to_segment(tli, parse_lsn(restart_lsn), seg_size) if exists and restart_lsn else current
     files = _streamed(server.streaming_dir)
@@ -228,12 +246,6 @@ def reset_streaming(server: ServerConfig) -> tuple[bool, str]:
         (server.streaming_dir / newest).unlink()
     os.close(open_private(server.streaming_dir / f"{restart}.partial", os.O_WRONLY | os.O_CREAT))
     return True, f"Reset: removed {newest if kind is WalKind.PARTIAL else 'nothing'}, created empty {restart}.partial"
-
-
-def _segment_size(server: ServerConfig) -> int:
-    with connect(server) as conn:
-        row = conn.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()
-    return int(row[0])
 
 
 def ensure_slot(server: ServerConfig) -> str:
@@ -288,10 +300,7 @@ class Supervisor:
         """Slot present and versions compatible; unreachable PostgreSQL is left to the restart loop."""
         try:
             with connect(self.server) as conn:
-                version_num, seg = conn.execute(
-                    "SELECT current_setting('server_version_num')::int, "
-                    "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')"
-                ).fetchone()
+                version_num, seg = one_row(conn, f"SELECT current_setting('server_version_num')::int, {SEGMENT_SIZE_SQL}")
                 slot = conn.execute(
                     "SELECT slot_type FROM pg_replication_slots WHERE slot_name = %s", (slot_name(self.server),)
                 ).fetchone()
@@ -317,7 +326,7 @@ class Supervisor:
         if self.seg_size:
             return
         with contextlib.suppress(PostgresError, WalqError):
-            self.seg_size = _segment_size(self.server)
+            self.seg_size = segment_size(self.server)
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -9,16 +9,18 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from walq.catalog import Catalog
 from walq.config import Config, ServerConfig
+from walq.crypto import check_key
 from walq.errors import WalqError
 from walq.fsutil import makedirs_durable, open_private
 from walq.locks import FileLock, busy_holder, is_locked
 from walq.postgres.checks import postgres_checks
 from walq.report.result import CheckResult
-from walq.report.status import server_status
+from walq.report.status import list_pending, server_status
 from walq.storage import open_storage
 
 
@@ -26,14 +28,13 @@ def _errors_dir_empty(server: ServerConfig) -> None:
     """Raises unless errors/ is empty or absent; an unreadable one is a failure, not "empty"."""
     assert server.errors_dir is not None
     try:
-        names = [e.name for e in os.scandir(server.errors_dir)
-                 if not e.name.startswith(".") and not e.name.endswith(".tmp")]
+        files = list_pending(server.errors_dir)
     except FileNotFoundError:
         return
     except OSError as exc:
         raise WalqError(f"cannot list {server.errors_dir}: {exc.strerror or exc}") from None
-    if names:
-        raise WalqError(f"{len(names)} file(s) in {server.errors_dir}")
+    if files:
+        raise WalqError(f"{len(files)} file(s) in {server.errors_dir}")
 
 
 def _writable(path: Path | None) -> None:
@@ -84,13 +85,11 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
 
     attempt("storage", lambda: open_storage(server).check())
     if server.encryption == "gpg":
-        from walq.crypto import check_key
-
         attempt("encryption key", lambda: check_key(server))
         if not server.encryption_passphrase_command:
             results.append(CheckResult.skip("decryption", "no encryption_passphrase_command"))
     for key in ("incoming_dir", "streaming_dir", "errors_dir"):
-        attempt(f"{key} writable", lambda k=key: _writable(getattr(server, k)))
+        attempt(f"{key} writable", partial(_writable, getattr(server, key)))
     status = server_status(catalog, server, with_postgres=False)
     gaps = status["gaps"]
     if status["archived"] and not status["wal_segment_size"]:

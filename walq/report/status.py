@@ -11,30 +11,112 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Literal, NotRequired, TypedDict
 
 from walq.catalog import Catalog, WalState
 from walq.config import ServerConfig
 from walq.errors import WalqError
 from walq.postgres.client import PostgresError, fetch_info, slot_name
-from walq.postgres.receiver import receiver_state
+from walq.postgres.receiver import ReceiverState, receiver_state
 from walq.report.continuity import continuity
+
+# The shapes below are ``walq status --json`` (keys in output order); cli.py prints from them.
+
+
+class TimelineStatus(TypedDict):
+    tli: int
+    first: str
+    last: str
+    watermark: str
+    segments: int
+
+
+class FailedWal(TypedDict):
+    name: str
+    error: str | None
+    attempts: int
+
+
+class QueuedCounts(TypedDict):
+    incoming: int
+    streaming: int
+
+
+class ArchiveRates(TypedDict):
+    last_minute: int
+    last_hour: int
+
+
+class SlotStatus(TypedDict):
+    name: str
+    active: bool
+    retained_bytes: int | None
+
+
+class PostgresUnreachable(TypedDict):
+    reachable: Literal[False]
+    error: str
+
+
+class PostgresView(TypedDict):
+    reachable: Literal[True]
+    version: str
+    system_identifier: int
+    current_lsn: str
+    current_wal: str | None
+    archive_mode: str
+    archiver_failed_count: int
+    archiver_last_failed_wal: str | None
+    archiver_failing: bool
+    slot: SlotStatus | None
+    replication_lag_bytes: int | None
+
+
+class StreamingStatus(TypedDict):
+    receiver: ReceiverState
+    postgres: NotRequired[PostgresView | PostgresUnreachable]  # only with a conninfo
+
+
+class ServerStatus(StreamingStatus):
+    server: str
+    watermark: str | None
+    timelines: list[TimelineStatus]
+    last_archived: str | None
+    last_archived_at: float | None
+    lag_seconds: float
+    gaps: list[list[str]]
+    archived: int
+    claimed: int
+    failed: list[FailedWal]
+    queued: QueuedCounts
+    errors_dir_files: int
+    rates: ArchiveRates
+    system_identifier: str | None
+    wal_segment_size: int | None
+    storage_url: str | None
+
+
+def list_pending(directory: Path) -> list[Path]:
+    """The files a directory queues, sorted: dot-files and ``*.tmp`` are work in progress
+    (a writer's or walq's own), not queued WAL. Raises OSError for a missing or unreadable one."""
+    return sorted(
+        Path(e.path) for e in os.scandir(directory)
+        if not e.name.startswith(".") and not e.name.endswith(".tmp")
+    )
 
 
 def pending_files(directory: Path | None) -> list[Path]:
     if directory is None:
         return []
     try:
-        return sorted(
-            Path(e.path) for e in os.scandir(directory)
-            if not e.name.startswith(".") and not e.name.endswith(".tmp")
-        )
+        return list_pending(directory)
     except OSError:  # missing, not a directory, unreadable: check reports it, status goes on
         return []
 
 
-def streaming_status(server: ServerConfig, with_postgres: bool = True) -> dict[str, object]:
+def streaming_status(server: ServerConfig, with_postgres: bool = True) -> StreamingStatus:
     """The receiver's recorded state and, with a conninfo, PostgreSQL's view (slot, lag, archiver)."""
-    data: dict[str, object] = {"receiver": receiver_state(server)}
+    data: StreamingStatus = {"receiver": receiver_state(server)}
     if not (with_postgres and server.conninfo):
         return data
     try:
@@ -62,7 +144,7 @@ def streaming_status(server: ServerConfig, with_postgres: bool = True) -> dict[s
 
 def server_status(
     catalog: Catalog, server: ServerConfig, now: float | None = None, with_postgres: bool = True
-) -> dict[str, object]:
+) -> ServerStatus:
     now = now or time.time()
     archived = catalog.records(server.name, WalState.ARCHIVED)
     failed = catalog.records(server.name, WalState.FAILED)
