@@ -15,7 +15,7 @@ from __future__ import annotations
 import shlex
 
 from walq.catalog import Catalog
-from walq.config import Config, ServerConfig
+from walq.config import ServerConfig
 from walq.errors import WalqError
 from walq.postgres.client import PgInfo, fetch_info, mask_conninfo, slot_name
 from walq.postgres.receiver import receiver_state
@@ -31,7 +31,8 @@ def _archive_command_uses_walq(command: str, server: str) -> bool:
     return calls_walq and "put-wal" in words and server in words
 
 
-def _postgres_checks(server: ServerConfig, info: PgInfo, catalog: Catalog) -> list[CheckResult]:
+def _reachable_checks(server: ServerConfig, info: PgInfo, catalog: Catalog) -> list[CheckResult]:
+    """The checks that need PostgreSQL's answers (run once it is reachable)."""
     results: list[CheckResult] = []
     if server.archiver:
         mode_ok = info.archive_mode in ("on", "always")
@@ -83,7 +84,8 @@ def _receiver_check(server: ServerConfig) -> CheckResult:
     return CheckResult("receiver running", False, detail)
 
 
-def postgres_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[CheckResult]:
+def postgres_checks(server: ServerConfig, catalog: Catalog) -> list[CheckResult]:
+    """The PostgreSQL-side lines of ``walq check``, in the order they are printed."""
     results: list[CheckResult] = []
     if not server.conninfo:
         results.append(CheckResult.skip("PostgreSQL", "no conninfo"))
@@ -96,7 +98,7 @@ def postgres_checks(config: Config, server: ServerConfig, catalog: Catalog) -> l
         results.append(CheckResult("PostgreSQL reachable", False, str(exc)))
     else:
         results.append(CheckResult("PostgreSQL reachable", True, f"PostgreSQL {info.version}"))
-        results.extend(_postgres_checks(server, info, catalog))
+        results.extend(_reachable_checks(server, info, catalog))
     if server.streaming_archiver:
         results.append(_receiver_check(server))
     return results

@@ -57,7 +57,9 @@ def archiver_lock_check(config: Config, server: ServerConfig) -> CheckResult:
     return CheckResult("archiver lock", holder.healthy, holder.describe())
 
 
-def attempt_result(results: list[CheckResult], name: str, fn: Callable[[], CheckResult]) -> None:
+def _attempt_result(results: list[CheckResult], name: str, fn: Callable[[], CheckResult]) -> None:
+    """Run a check that builds its own line; an OSError (say, an unreadable lock file)
+    becomes a FAILED line naming the file."""
     try:
         results.append(fn())
     except OSError as exc:
@@ -102,7 +104,7 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
         f"{len(failed)} failed, first {failed[0]['name']}: {failed[0]['error']}" if failed else "",
     ))
     if not config.effective_lock_url:  # the fleet's Redis lock expires with its holder
-        attempt_result(results, "archiver lock", lambda: archiver_lock_check(config, server))
+        _attempt_result(results, "archiver lock", lambda: archiver_lock_check(config, server))
     attempt("errors directory empty", lambda: _errors_dir_empty(server))
-    results.extend(postgres_checks(config, server, catalog))
+    results.extend(postgres_checks(server, catalog))
     return results
