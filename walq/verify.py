@@ -15,8 +15,8 @@ from walq.catalog import Catalog, WalState
 from walq.config import ServerConfig
 from walq.continuity import continuity
 from walq.errors import WalqError
-from walq.readback import plain_chunks
 from walq.storage import Storage, StoredObject
+from walq.storage.readback import plain_chunks
 
 
 @dataclass
