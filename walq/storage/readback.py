@@ -25,8 +25,11 @@ def looks_encrypted(head: bytes) -> bool:
     return bool(head) and head[0] in PGP_FIRST_BYTES and detect(head[:DETECT_BYTES]) is None
 
 
-def read_chunks(stream: BinaryIO, size: int = READ_CHUNK) -> Iterator[bytes]:
-    """The rest of ``stream`` in pieces of at most ``size`` bytes."""
+def read_chunks(stream: BinaryIO, size: int = READ_CHUNK, *, first: bytes = b"") -> Iterator[bytes]:
+    """``first`` (bytes already read, if any), then the rest of ``stream`` in pieces
+    of at most ``size`` bytes."""
+    if first:
+        yield first
     while chunk := stream.read(size):
         yield chunk
 
@@ -52,7 +55,7 @@ def plain_chunks(
         enc = obj.encrypted if encrypted is None else encrypted
         if enc is None:
             enc = looks_encrypted(head)
-        raw: Iterator[bytes] = _prepend(head, read_chunks(stream))
+        raw: Iterator[bytes] = read_chunks(stream, first=head)
         if enc:
             from walq.crypto import decrypt_chunks
 
