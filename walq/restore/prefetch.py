@@ -21,6 +21,7 @@ so a file there is always complete and correct.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import os
@@ -230,8 +231,6 @@ def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Stora
 
 def prefetch_count(text: str) -> int:
     """argparse type for a prefetch count (walq.restore.spool.parse_prefetch's bounds)."""
-    import argparse
-
     try:
         return parse_prefetch(text)
     except ValueError as exc:
@@ -240,8 +239,6 @@ def prefetch_count(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m walq.restore.prefetch [--config FILE] SERVER AFTER COUNT``: started by a spool hit."""
-    import argparse
-
     ap = argparse.ArgumentParser(prog="walq-prefetch")
     ap.add_argument("--config")
     ap.add_argument("server")

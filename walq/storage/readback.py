@@ -57,6 +57,7 @@ def plain_chunks(
             enc = looks_encrypted(head)
         raw: Iterator[bytes] = read_chunks(stream, first=head)
         if enc:
+            # imported here: only encrypted objects need gpg's plumbing
             from walq.crypto import decrypt_chunks
 
             raw = decrypt_chunks(raw, server)
