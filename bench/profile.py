@@ -34,7 +34,7 @@ IDLE = ("Condition.wait", "_epoll.poll", "select (", "_PollLikeSelector.select",
 BUCKETS = [  # (name, test on the leaf frame, test on the whole stack); first match wins
     ("codec", lambda leaf, st: "compress (codecs.py" in leaf or "compress_chunks" in leaf
      or "decompress_chunks" in leaf),
-    ("sha256", lambda leaf, st: "accounted (pipeline.py" in leaf or "write_verified (restore.py:5" in leaf),
+    ("sha256", lambda leaf, st: "accounted (pipeline.py" in leaf or "_copy_verified (fetch.py" in leaf),
     ("read", lambda leaf, st: "_chain (pipeline.py" in leaf),
     ("imports", lambda leaf, st: "importlib" in st),
     ("boto3 (requests, signing)", lambda leaf, st: "botocore" in st or "urllib3" in st),

@@ -20,9 +20,11 @@ import pytest
 from tests.conftest import WALQ, WalqHome
 from tests.services.fleet import RedisServer, redis_server  # noqa: F401 - fixture
 from tests.services.pg import wait_for
-from walq import keys, prefetch, spool_state
+from walq import keys
 from walq.errors import LockBusyError
 from walq.locks import FileLock, RedisLock
+from walq.restore import prefetch
+from walq.restore import spool as spool_state
 
 
 def _xlogdb_names(home: WalqHome) -> list[str]:

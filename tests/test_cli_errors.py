@@ -139,7 +139,7 @@ def test_unexpected_error_is_one_line_and_a_traceback_only_on_request(walq_home:
 
 def test_fast_path_leaves_odd_destinations_to_the_full_cli(walq_home: WalqHome, wal_corpus, workdir: Path) -> None:
     """A spooled WAL must not be renamed onto a symlink such as /dev/stdout or a file named '-'."""
-    from walq.fastpath import spool_hit
+    from walq.restore.spool_hit import spool_hit
 
     names = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[:2])
     walq_home.run("archive", check=True)

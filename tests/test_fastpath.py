@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import WalqHome
 from tests.services.pg import wait_for
-from walq import spool_state
-from walq.fastpath import DEFAULT_HOME, simple_toml_home
+from walq.restore import spool as spool_state
+from walq.restore.spool_hit import DEFAULT_HOME, simple_toml_home
 
 
 def spooled(spool: Path) -> list[str]:
@@ -39,7 +39,7 @@ def test_prefetched_wal_is_served_from_the_spool(walq_home: WalqHome, wal_corpus
     assert not list(spool.glob(".*.walq-*"))
     # the spool hit must not import pydantic (the heavy part of start-up)
     probe = (
-        "import sys; from walq.fastpath import spool_hit; "
+        "import sys; from walq.restore.spool_hit import spool_hit; "
         f"r = spool_hit(['--config', '{walq_home.config_path}', 'get-wal', 'pg1', '{names[5]}', '/dev/null']); "
         "print(r, 'pydantic' in sys.modules)"
     )

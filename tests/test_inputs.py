@@ -237,7 +237,7 @@ def test_prefetch_out_of_range_is_refused(value: str, form: str, walq_home: Walq
 
 
 def test_prefetcher_entry_point_refuses_an_unbounded_count(walq_home: WalqHome, wal_corpus) -> None:
-    res = subprocess.run([sys.executable, "-m", "walq.prefetch", "--config", str(walq_home.config_path),
+    res = subprocess.run([sys.executable, "-m", "walq.restore.prefetch", "--config", str(walq_home.config_path),
                           "pg1", wal_corpus.segments[0], "5000000"], capture_output=True, text=True, timeout=DEADLINE)
     assert res.returncode == 2 and "count" in res.stderr and "0 to 256" in res.stderr
 

@@ -17,12 +17,12 @@ import pytest
 
 from tests.conftest import WALQ, WalqHome, write_config
 from tests.services.pg import wait_for
-from walq import spool_state
 from walq.cli import main
 from walq.config import load_config
 from walq.errors import ConfigError
 from walq.fleet import _sweep_spool
 from walq.fsutil import OWNED_MARKER, make_owned_dir
+from walq.restore import spool as spool_state
 
 
 def _walq(config: Path, *args: str, umask: int = 0o022) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""get-wal's background prefetcher (walq.prefetch) with real storage and real WAL.
+"""get-wal's background prefetcher (walq.restore.prefetch) with real storage and real WAL.
 
 Recovery that jumps (a new timeline, a restart elsewhere) replaces the prefetcher
 and drops what it had fetched; a prefetcher that went idle is restarted by the
@@ -17,7 +17,8 @@ from tests.conftest import WALQ, WalqHome
 from tests.services.pg import wait_for
 from tests.services.s3 import FaultProxy, s3_bucket, s3_server, s3_settings  # noqa: F401
 from tests.test_fastpath import spooled
-from walq import prefetch, spool_state
+from walq.restore import prefetch
+from walq.restore import spool as spool_state
 
 
 @pytest.fixture

@@ -25,9 +25,9 @@ from tests.services.s3 import (  # noqa: F401
     s3_settings,
 )
 from tests.test_fastpath import spooled
-from walq import spool_state
 from walq.catalog import WalState, open_catalog
 from walq.codecs import get_codec
+from walq.restore import spool as spool_state
 from walq.wal import parse_wal_name
 
 BARMAN_CODECS = ["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"]

@@ -15,7 +15,7 @@ from tests.conftest import WalqHome
 from tests.services.pg import wait_for
 from walq.config import load_config
 from walq.errors import StorageKeyError
-from walq.spool_state import running_pid
+from walq.restore.spool import running_pid
 from walq.storage.local import LocalStorage
 from walq.storage.s3 import S3Storage
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from walq.errors import ECHO_LIMIT, ConfigError, DuplicateWalError, NotFoundError, WalqError
-from walq.spool_state import MAX_PREFETCH, parse_prefetch
+from walq.restore.spool import MAX_PREFETCH, parse_prefetch
 
 if TYPE_CHECKING:
     from walq.config import Config
@@ -104,7 +104,7 @@ def cmd_put_wal(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_get_wal(config: Config, args: argparse.Namespace) -> int:
-    from walq.restore import get_wal
+    from walq.restore.getwal import get_wal
 
     try:
         get_wal(config, args.server, args.walname, Path(args.dest), prefetch=args.prefetch)
@@ -388,7 +388,7 @@ EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGP
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The full CLI (the console script enters through walq.fastpath.main first).
+    """The full CLI (the console script enters through walq.main.main first).
 
     Whatever happens, the user sees one line on stderr, never a traceback
     (WALQ_DEBUG=1 adds it for an unexpected error); a reader that closed our

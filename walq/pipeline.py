@@ -35,9 +35,9 @@ from walq.errors import (
     TransientError,
 )
 from walq.fsutil import fsync_dir, make_owned_dir, make_private, open_private
-from walq.readback import plain_chunks
 from walq.scan import move_to_errors
 from walq.storage.base import PutRequest, Storage, StoredObject
+from walq.storage.readback import plain_chunks
 from walq.wal import (
     LONG_HEADER_SIZE,
     MAX_SEG_SIZE,

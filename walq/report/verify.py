@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from walq.catalog import Catalog, WalState
 from walq.config import ServerConfig
 from walq.errors import WalqError
-from walq.readback import plain_chunks
 from walq.report.continuity import continuity
 from walq.storage import Storage, StoredObject
+from walq.storage.readback import plain_chunks
 
 
 @dataclass

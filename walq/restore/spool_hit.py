@@ -1,22 +1,21 @@
-"""The ``walq`` command's entry point, and get-wal's spool hit without the full CLI.
+"""get-wal's spool hit: serve a prefetched WAL with a rename, before the full CLI loads.
 
 PostgreSQL calls restore_command once per WAL, so a prefetched WAL must cost little
 more than starting Python: this module imports only what the interpreter has
-already loaded (os, sys) plus walq.spool_state (fcntl, time), and never
-pydantic, argparse or boto3.
+already loaded (os, sys) plus walq.restore.spool (fcntl, time), and never
+pydantic, argparse or boto3. walq.main tries it first.
 
 Only the common case is handled here (config from --config/WALQ_CONFIG/./walq.toml,
 ``home`` from the file or WALQ_HOME, default directories); anything unusual returns
 None and the full CLI takes over with complete validation. On a hit with
-``--prefetch N`` it makes sure a prefetcher (walq.prefetch) is refilling the spool.
+``--prefetch N`` it makes sure a prefetcher (walq.restore.prefetch) is refilling the spool.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: one import fewer per restore_command call
 import os
 import sys
 
-from walq.spool_state import END_NAME, detach, parse_prefetch, running_pid, wait_for_inflight
+from walq.restore.spool import END_NAME, detach, parse_prefetch, running_pid, wait_for_inflight
 
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _HEX_UPPER = frozenset("0123456789ABCDEF")
@@ -171,7 +170,7 @@ def _closes_on_line(value: str) -> bool:
 
 
 def _keep_prefetching(spool: str, config_path: str, server: str, wal: str, count: int) -> None:
-    """Start ``python -m walq.prefetch`` detached unless one runs or the archive's end was reached.
+    """Start ``python -m walq.restore.prefetch`` detached unless one runs or the archive's end was reached.
 
     Rare: the prefetcher forked by the last archive fetch normally outlives the
     whole restore; this covers one that exited idle while recovery was paused.
@@ -180,20 +179,7 @@ def _keep_prefetching(spool: str, config_path: str, server: str, wal: str, count
         return
     if detach(spool):
         try:
-            os.execv(sys.executable, [sys.executable, "-m", "walq.prefetch", "--config", config_path,
+            os.execv(sys.executable, [sys.executable, "-m", "walq.restore.prefetch", "--config", config_path,
                                       server, wal, str(count)])
         finally:
             os._exit(1)
-
-
-def main() -> int:
-    """The ``walq`` console script: a spool hit, else the full CLI."""
-    try:
-        served = spool_hit(sys.argv[1:])
-    except ValueError:  # e.g. a NUL in a configured path: the full CLI explains it in one line
-        served = None
-    if served is not None:
-        return served
-    from walq.cli import main as cli_main
-
-    return cli_main()

@@ -1,11 +1,9 @@
-"""get-wal for restore_command: fetch, decrypt, decompress, verify, write DEST atomically.
+"""Fetch one WAL from the archive into a path, verified: the unit get-wal and the
+prefetcher share.
 
-A WAL the archive does not hold raises NotFoundError at once (one stat or one
-LIST), because PostgreSQL probes for history files that never exist and must
-get a quick "not available". Every byte written is checked against the sha256
-taken before compression; DEST appears only complete (temp name + rename).
-``prefetch`` restores the next N segments into a spool so the following
-restore_command calls are a rename.
+Every byte written is checked against the sha256 taken before compression; a
+path appears only complete (temp name + rename). ``-`` is standard output, which
+gets the bytes only after they were verified.
 """
 
 from __future__ import annotations
@@ -18,23 +16,19 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from walq import prefetch as prefetch_mod
 from walq.catalog import Catalog, WalRecord, WalState, open_catalog
 from walq.codecs import CHUNK_SIZE, DecompressionError
 from walq.config import Config, ServerConfig
 from walq.errors import (
     ConfigError,
     IntegrityError,
-    NotFoundError,
     StorageError,
     TransientError,
     WalqError,
 )
-from walq.fsutil import copy_private, open_private
-from walq.readback import plain_chunks
-from walq.spool_state import wait_for_inflight
-from walq.storage import Storage, StoredObject, open_storage
-from walq.wal import parse_wal_name
+from walq.fsutil import open_private
+from walq.storage import Storage, StoredObject
+from walq.storage.readback import plain_chunks, read_chunks
 
 
 def open_catalog_for_restore(config: Config) -> Catalog | None:
@@ -76,7 +70,8 @@ def check_destination(dest: Path) -> None:
         raise ConfigError(f"destination {dest}: directory {parent} is not writable")
 
 
-def _dest_error(dest: Path | str, exc: OSError) -> TransientError:
+def dest_error(dest: Path | str, exc: OSError) -> TransientError:
+    """DEST could not be written: transient, so restore_command fails and PostgreSQL retries."""
     return TransientError(f"cannot write {dest}: {exc.strerror or exc}")
 
 
@@ -97,7 +92,7 @@ def _copy_verified(
             try:
                 out.write(piece)
             except OSError as exc:
-                raise _dest_error(dest, exc) from None
+                raise dest_error(dest, exc) from None
     except DecompressionError as exc:
         raise IntegrityError(f"{obj.name}: stored object {obj.key}: {exc}") from None
     except FileNotFoundError:
@@ -125,7 +120,7 @@ def write_verified(
         with tempfile.TemporaryFile() as spill:
             _copy_verified(storage, obj, server, record, spill, STDOUT)
             spill.seek(0)
-            _to_stdout(spill)
+            to_stdout(spill)
         return
     if dest.is_dir():
         raise ConfigError(f"destination {dest} is a directory")
@@ -134,7 +129,7 @@ def write_verified(
         tmp.unlink(missing_ok=True)  # a killed call's leftover under a reused pid: new file, walq's mode
         out = os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb")
     except OSError as exc:
-        raise _dest_error(dest, exc) from None
+        raise dest_error(dest, exc) from None
     try:
         with out:
             _copy_verified(storage, obj, server, record, out, dest)
@@ -142,47 +137,22 @@ def write_verified(
                 out.flush()
                 os.fsync(out.fileno())
             except OSError as exc:
-                raise _dest_error(dest, exc) from None
+                raise dest_error(dest, exc) from None
         try:
             os.rename(tmp, dest)
         except OSError as exc:
-            raise _dest_error(dest, exc) from None
+            raise dest_error(dest, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _to_stdout(src: BinaryIO) -> None:
+def to_stdout(src: BinaryIO) -> None:
     """Copy a verified file to standard output (a closed pipe is the CLI's to report)."""
     out = sys.stdout.buffer
-    while chunk := src.read(CHUNK_SIZE):
+    for chunk in read_chunks(src, CHUNK_SIZE):
         out.write(chunk)
     out.flush()
-
-
-def _move(src: Path, dest: Path) -> None:
-    if str(dest) == STDOUT:
-        with open(src, "rb") as f:
-            _to_stdout(f)
-        src.unlink(missing_ok=True)
-        return
-    try:
-        os.rename(src, dest)
-    except FileNotFoundError:
-        raise  # the spooled copy is gone: the caller fetches from the archive
-    except OSError:
-        tmp = dest.with_name(f".{dest.name}.walq-{os.getpid()}")
-        try:
-            tmp.unlink(missing_ok=True)
-            copy_private(src, tmp)
-            os.rename(tmp, dest)
-        except FileNotFoundError:
-            tmp.unlink(missing_ok=True)
-            raise
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise _dest_error(dest, exc) from None
-        src.unlink(missing_ok=True)
 
 
 def restore_into(storage: Storage, server: ServerConfig, record: WalRecord | None, name: str, dest: Path) -> bool:
@@ -216,44 +186,3 @@ def fetch_into(storage: Storage, server: ServerConfig, record: WalRecord | None,
     except (WalqError, OSError) as exc:
         print(f"walq: warning: prefetch of {name} failed: {exc}", file=sys.stderr)
         return "failed"
-
-
-def get_wal(config: Config, server_name: str, name: str, dest: Path, prefetch: int = 0) -> str:
-    """Restore one WAL into dest; returns 'spool' or 'archive'. NotFoundError if absent.
-
-    With ``prefetch`` a background prefetcher (walq.prefetch) keeps the next
-    segments in the spool; a segment it is fetching right now is waited for.
-    """
-    server = config.server(server_name)
-    parse_wal_name(name)
-    if str(dest) != STDOUT:
-        check_destination(dest)
-    spool = prefetch_mod.spool_dir(config, server)
-    spooled = spool / name
-    if not spooled.is_file() and prefetch > 0:
-        wait_for_inflight(spool, name)
-    if spooled.is_file():
-        try:
-            _move(spooled, dest)
-        except FileNotFoundError:
-            pass  # a new prefetcher just dropped it as stale: fetch it from the archive
-        else:
-            prefetch_mod.start(config, server, name, prefetch)
-            return "spool"
-    storage = open_storage(server)
-    catalog = open_catalog_for_restore(config)
-    try:
-        record = catalog.get(server.name, name) if catalog else None
-    finally:
-        if catalog is not None:
-            catalog.close()  # before the prefetcher forks: a SQLite connection must not cross a fork
-    prefetching = False
-    if record is not None and record.state is WalState.ARCHIVED:
-        # start on the next segments now, while this call fetches its own
-        prefetch_mod.start(config, server, name, prefetch, storage, replace=True)
-        prefetching = True
-    if not restore_into(storage, server, record, name, dest):
-        raise NotFoundError(f"{name} is not in the archive of {server.name}")
-    if catalog is not None and not prefetching:
-        prefetch_mod.start(config, server, name, prefetch, storage, replace=True)
-    return "archive"

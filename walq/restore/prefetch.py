@@ -4,10 +4,10 @@ segments restored in ``{home}/restore-spool/SERVER/`` ahead of recovery.
 PostgreSQL calls restore_command once per WAL and waits for each call, so a
 restore is as fast as its slowest call. As in pgBackRest's async archive-get,
 the first call that has to go to the archive forks a prefetcher; later calls find
-their segment in the spool and are a rename (walq.fastpath), while the
+their segment in the spool and are a rename (walq.restore.spool_hit), while the
 prefetcher refills the spool in the background.
 
-Coordination is through files in the spool (walq.spool_state), so the fast
+Coordination is through files in the spool (walq.restore.spool), so the spool hit
 path needs no heavy imports. A call that arrives while its segment is in flight
 waits for it instead of fetching it a second time; after the prefetcher reached
 the end of the archive, a spool hit does not start another one just to find
@@ -21,6 +21,7 @@ so a file there is always complete and correct.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import os
@@ -30,8 +31,9 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from walq.catalog import Catalog
+from walq.config import Config, ServerConfig, load_config
 from walq.errors import WalqError
 from walq.fsutil import (
     OWNED_MARKER,
@@ -41,7 +43,8 @@ from walq.fsutil import (
     restore_spool_leftover,
     write_private,
 )
-from walq.spool_state import (
+from walq.restore.fetch import fetch_into, open_catalog_for_restore
+from walq.restore.spool import (
     END_NAME,
     INFLIGHT_NAME,
     LOCK_NAME,
@@ -51,12 +54,8 @@ from walq.spool_state import (
     parse_prefetch,
     running_pid,
 )
+from walq.storage import Storage, open_storage
 from walq.wal import WalKind, next_segment, parse_wal_name
-
-if TYPE_CHECKING:
-    from walq.catalog import Catalog
-    from walq.config import Config, ServerConfig
-    from walq.storage import Storage
 
 LOCK_WAIT_SECONDS = 10.0  # how long a new prefetcher waits for the one it replaces to exit
 MAX_THREADS = 4
@@ -152,8 +151,6 @@ def _remove_stale(spool: Path, keep: set[str]) -> None:
 
 def run(config: Config, server: ServerConfig, after: str, count: int, storage: Storage | None = None) -> None:
     """The prefetcher's loop (in the forked or spawned process)."""
-    from walq.restore import open_catalog_for_restore
-
     count = min(count, MAX_PREFETCH)  # the CLI refuses more; the window's memory grows with it
     spool = make_owned_dir(spool_dir(config, server), restore_spool_leftover)
     lock_fd = _acquire(spool)
@@ -175,8 +172,6 @@ def run(config: Config, server: ServerConfig, after: str, count: int, storage: S
         _publish(spool, [n for n in window if not (spool / n).is_file()])
         _remove_stale(spool, set(window))
         if storage is None:
-            from walq.storage import open_storage
-
             storage = open_storage(server)
         _loop(config, server, catalog, storage, spool, after, count, seg_size)
     finally:
@@ -188,8 +183,6 @@ def run(config: Config, server: ServerConfig, after: str, count: int, storage: S
 
 def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Storage, spool: Path,
           after: str, count: int, seg_size: int) -> None:
-    from walq.restore import fetch_into
-
     planned: deque[str] = deque()  # fetched or in flight, not yet taken by recovery
     running: dict[Future[str], str] = {}
     cursor = after
@@ -237,9 +230,7 @@ def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Stora
 
 
 def prefetch_count(text: str) -> int:
-    """argparse type for a prefetch count (spool_state.parse_prefetch's bounds)."""
-    import argparse
-
+    """argparse type for a prefetch count (walq.restore.spool.parse_prefetch's bounds)."""
     try:
         return parse_prefetch(text)
     except ValueError as exc:
@@ -247,11 +238,7 @@ def prefetch_count(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m walq.prefetch [--config FILE] SERVER AFTER COUNT``: started by a spool hit."""
-    import argparse
-
-    from walq.config import load_config
-
+    """``python -m walq.restore.prefetch [--config FILE] SERVER AFTER COUNT``: started by a spool hit."""
     ap = argparse.ArgumentParser(prog="walq-prefetch")
     ap.add_argument("--config")
     ap.add_argument("server")

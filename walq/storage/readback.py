@@ -8,8 +8,9 @@ does); encryption from the catalog, else from the OpenPGP packet tag.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import BinaryIO
 
-from walq.codecs import CHUNK_SIZE, DETECT_BYTES, decompress_chunks, detect
+from walq.codecs import DETECT_BYTES, decompress_chunks, detect
 from walq.config import ServerConfig
 from walq.storage.base import Storage, StoredObject
 from walq.wal import max_plain_size
@@ -24,10 +25,12 @@ def looks_encrypted(head: bytes) -> bool:
     return bool(head) and head[0] in PGP_FIRST_BYTES and detect(head[:DETECT_BYTES]) is None
 
 
-def _chunks(stream, first: bytes = b"") -> Iterator[bytes]:
+def read_chunks(stream: BinaryIO, size: int = READ_CHUNK, *, first: bytes = b"") -> Iterator[bytes]:
+    """``first`` (bytes already read, if any), then the rest of ``stream`` in pieces
+    of at most ``size`` bytes."""
     if first:
         yield first
-    while chunk := stream.read(READ_CHUNK):
+    while chunk := stream.read(size):
         yield chunk
 
 
@@ -52,8 +55,9 @@ def plain_chunks(
         enc = obj.encrypted if encrypted is None else encrypted
         if enc is None:
             enc = looks_encrypted(head)
-        raw: Iterator[bytes] = _chunks(stream, head)
+        raw: Iterator[bytes] = read_chunks(stream, first=head)
         if enc:
+            # imported here: only encrypted objects need gpg's plumbing
             from walq.crypto import decrypt_chunks
 
             raw = decrypt_chunks(raw, server)
@@ -72,4 +76,4 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-__all__ = ["CHUNK_SIZE", "looks_encrypted", "plain_chunks"]
+__all__ = ["looks_encrypted", "plain_chunks", "read_chunks"]

@@ -1,6 +1,6 @@
-"""The restore spool's coordination files, shared by the prefetcher (walq.prefetch)
-and get-wal's fast path (walq.fastpath), which must stay cheap to import: only
-os, sys, time and fcntl here.
+"""The restore spool's coordination files, shared by the prefetcher
+(walq.restore.prefetch) and get-wal's spool hit (walq.restore.spool_hit), which
+must stay cheap to import: only os, sys, time and fcntl here.
 
 - ``.prefetch.lock``: held (flock) by the live prefetcher, with its pid inside;
 - ``.prefetch.inflight``: the segments it is fetching now, one per line;
@@ -8,8 +8,7 @@ os, sys, time and fcntl here.
 - ``.prefetch.log``: the prefetcher's stderr.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: one import fewer per restore_command call
 import fcntl
 import os
 import sys
