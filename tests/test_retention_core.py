@@ -324,16 +324,23 @@ def test_lineage_learns_a_missing_history_from_a_descendant():
     assert not lin.known(4) and lin.ancestors(4) == () and lin.known(1)
 
 
+def test_lineage_reads_history_as_postgres_does():
+    """Reason optional, tabs inside it allowed, blank/comment lines skipped."""
+    lin = Lineage.parse({3: b"# comment\n\n1\t0/100\n  2\t0/200\tat restore point \"a\tb\"\n"})
+    assert lin.ancestors(3) == (2, 1) and lin.switch_point(3) == 0x200
+
+
 def test_lineage_ignores_numbers():
-    """wal-g#636: a child may carry a lower number than its parent (another archive's
-    numbering); lineage follows the history, not the numbers."""
+    """Lineage follows the history, never the numbers: even a child numbered below its
+    parent (PostgreSQL allocates increasing numbers, but nothing here relies on it)."""
     lin = Lineage.parse({2: history((5, 0x9000000))})
     assert lin.ancestors(2) == (5,) and lin.is_ancestor(5, 2) and not lin.is_ancestor(2, 5)
 
 
 @pytest.mark.parametrize("content, words", [
     (b"", "no timeline line"),
-    (b"1\t0/100\n", "parentTLI"),
+    (b"1\n", "parentTLI"),
+    (b"x\t0/100\treason\n", "parentTLI"),
     (b"3\t0/100\tx\n", "twice"),
     (b"1\t0/200\tx\n2\t0/100\tx\n", "backwards"),
     (b"1\tnot-an-lsn\tx\n", "LSN"),
@@ -420,6 +427,14 @@ def test_recovery_window_keeps_the_backup_that_ended_before_it(days, kept):
     assert {n for n in names if n[:24] < seg(1, first)} == set(plan.delete)
 
 
+def test_recovery_window_boundary_is_barmans():
+    """A backup that ended exactly at the window's start is inside it (Barman compares
+    end_time < point), so the older one is kept to cover that instant too."""
+    backups, names = three_backups()
+    plan = plan_expiry(RecoveryWindow(1, "DAYS"), backups, names, Lineage({}), backups[2].stop_time + timedelta(days=1))
+    assert [b.name for b in plan.retained] == ["b2", "b3"]
+
+
 def test_recovery_window_with_unknown_times_keeps_them():
     backups, names = three_backups()
     backups[2] = info("b3", 1, 10, 11, None)
@@ -484,8 +499,9 @@ def test_sibling_and_unknown_timelines_are_kept_whole():
 
 
 def test_backups_are_ordered_by_lineage_not_by_number_or_clock():
-    """wal-g#636: here timeline 2 is the child of timeline 5, and the clock of the
-    timeline-5 backup ran ahead. Lineage says b_on_2 is the newest backup."""
+    """Numbers never order backups (wal-g#636), and lineage beats a clock: here timeline
+    2 descends from timeline 5 and the clock of the timeline-5 backup ran ahead, yet
+    b_on_2 is the newest backup because it is later on b_on_5's line."""
     lin = Lineage.parse({2: history((5, lsn(20)))})
     old = info("b_on_5", 5, 10, 11, NOW)
     new = info("b_on_2", 2, 30, 31, NOW - timedelta(days=3))
@@ -494,6 +510,19 @@ def test_backups_are_ordered_by_lineage_not_by_number_or_clock():
     plan = plan_expiry(Redundancy(1), [old, new], names, lin, NOW)
     assert [b.name for b in plan.retained] == ["b_on_2"]
     assert seg(2, 32) in plan.keep and seg(2, 30) in plan.keep
+
+
+def test_unrelated_timelines_are_ordered_by_time_not_number():
+    """wal-g#636 after pg_upgrade: the new cluster starts again at timeline 1, the old
+    one reached timeline 5, and no history relates them. Time decides: the timeline-1
+    backup is the newest; the old timeline, whose ancestry is unknown, is kept whole."""
+    old = info("old_on_5", 5, 10, 11, NOW - timedelta(days=2))
+    new = info("new_on_1", 1, 3, 4, NOW - timedelta(days=1))
+    assert [b.name for b in lineage_order([new, old], Lineage({}))] == ["old_on_5", "new_on_1"]
+    names = [seg(5, n) for n in range(9, 13)] + [seg(1, n) for n in range(1, 6)]
+    plan = plan_expiry(Redundancy(1), [old, new], names, Lineage({}), NOW)
+    assert [b.name for b in plan.retained] == ["new_on_1"]
+    assert set(plan.delete) == {seg(1, 1), seg(1, 2)} and plan.timelines[5].action == "unknown"
 
 
 # --- properties ---------------------------------------------------------------------------------
@@ -536,6 +565,69 @@ def test_expiry_invariants(case):
     left_backups = [b for b in backups if f"{b.start_wal}.00000028.backup" in plan.keep]
     again = plan_expiry(policy, left_backups, plan.keep, Lineage({}), NOW)
     assert again.delete == ()
+
+
+@st.composite
+def timeline_trees(draw):
+    """Up to four timelines, each branching from an earlier one inside the parent's
+    stretch; segments on every timeline; backups anywhere on them."""
+    count = draw(st.integers(min_value=1, max_value=4))
+    first = {1: 0}  # first segment of each timeline
+    entries: dict[int, list[tuple[int, int]]] = {1: []}
+    last = {1: draw(st.integers(min_value=5, max_value=30))}
+    for tli in range(2, count + 1):
+        parent = draw(st.integers(min_value=1, max_value=tli - 1))
+        at = draw(st.integers(min_value=first[parent] + 1, max_value=last[parent] + 1))
+        switch = lsn(at, draw(st.sampled_from([0, 0x1B58])))
+        entries[tli] = [*entries[parent], (parent, switch)]
+        first[tli] = at
+        last[tli] = at + draw(st.integers(min_value=0, max_value=15))
+    names = [seg(t, n) for t in first for n in range(first[t], last[t] + 1)]
+    names += [f"{t:08X}.history" for t in entries if entries[t]]
+    backups = []
+    for i in range(draw(st.integers(min_value=0, max_value=5))):
+        t = draw(st.sampled_from(sorted(first)))
+        start = draw(st.integers(min_value=first[t] + 1 if t > 1 else 0, max_value=last[t])) if last[t] > first[t] or t == 1 else None
+        if start is None:
+            continue
+        b = info(f"b{i}", t, start, start, NOW - timedelta(hours=draw(st.integers(0, 500))),
+                 complete=draw(st.booleans()))
+        backups.append(b)
+        names.append(f"{b.start_wal}.00000028.backup")
+    lineage = Lineage({t: e for t, e in entries.items() if e})
+    policy = draw(st.one_of(st.builds(Redundancy, st.integers(1, 3)),
+                            st.builds(RecoveryWindow, st.integers(1, 20), st.just("DAYS"))))
+    return policy, backups, names, lineage
+
+
+@settings(max_examples=300, deadline=None)
+@given(timeline_trees())
+def test_expiry_never_deletes_what_a_retained_backup_can_replay(case):
+    policy, backups, names, lineage = case
+    plan = plan_expiry(policy, backups, names, lineage, NOW)
+    assert set(plan.delete) | set(plan.keep) == set(names)
+    assert not any(n.endswith(".history") for n in plan.delete)
+    if plan.refused:
+        assert plan.delete == ()
+        return
+    for name in plan.delete:
+        tli = int(name[:8], 16)
+        for b in plan.retained:
+            # a restore from b that follows history to tli replays name when b is on
+            # tli's line and name is at or after b's start
+            assert not (lineage.on_line(tli, b.timeline, b.start_lsn) and name[8:24] >= b.start_wal[8:]), (name, b.name)
+    # Idempotent while clocks agree with lineage. When a later backup on a line carries
+    # an earlier time than one before it, the order of unrelated branches can depend on
+    # the expired backup; a rerun then deletes more, and still only what no retained
+    # backup replays (checked above for every plan).
+    complete = [b for b in backups if b.complete]
+    if all(a.stop_time <= b.stop_time for a in complete for b in complete if _lineage_precedes(a, b, lineage)):
+        left = [b for b in backups if f"{b.start_wal}.00000028.backup" in plan.keep]
+        assert plan_expiry(policy, left, plan.keep, lineage, NOW).delete == ()
+
+
+def _lineage_precedes(a: BackupInfo, b: BackupInfo, lineage: Lineage) -> bool:
+    return a.start_lsn < b.start_lsn and lineage.on_line(b.timeline, a.timeline, a.start_lsn)
 
 
 # --- plan_delete_before ---------------------------------------------------------------------------
@@ -651,6 +743,14 @@ def test_real_backups_redundancy_and_window(real_archive):
     plan = plan_expiry(window, found.backups, names, lineage, b3.stop_time + window.window + timedelta(seconds=1))
     assert set(plan.delete) == {n for n in names if n[:24] < b3.start_wal}
     assert plan_delete_before(b2.start_wal, names, lineage, seg_size=SEG).delete == tuple(sorted(expected))
+
+    # without b3's stop segment b3 is incomplete: REDUNDANCY 2 falls back to b1 and b2
+    partial_archive = [n for n in names if n != b3.stop_wal]
+    found = known_backups(partial_archive, read, seg_size=SEG, zone=zone)
+    assert [b.complete for b in found.backups] == [True, True, False]
+    plan = plan_expiry(Redundancy(2), found.backups, partial_archive, lineage, now)
+    assert [b.name for b in plan.retained] == [b1.name, b2.name]
+    assert set(plan.delete) == {n for n in names if n[:24] < b1.start_wal}
 
 
 def test_real_timeline_switch(real_archive, workdir):

@@ -11,7 +11,9 @@ Rules plan_expiry obeys, each for a reason:
   stop segment is not archived cannot be restored).
 * Backups are ordered by lineage (a backup on another's timeline line, earlier on
   it, is older), and only backups on unrelated branches are ordered by time; never
-  by timeline number.
+  by timeline number. (If a clock ran backwards, so a later backup on a line carries
+  an earlier time, a rerun after expiry may rank unrelated branches differently and
+  expire more: still never WAL a retained backup replays.)
 * Barman backups Barman still holds (STARTED, WAITING_FOR_WALS, DONE, SYNCING) are
   always retained: walq cannot delete them, so it must not orphan them.
 * Per timeline T: if a retained backup is on T's line, every file of T from the
@@ -28,6 +30,7 @@ Rules plan_expiry obeys, each for a reason:
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -175,14 +178,28 @@ def _precedes(a: BackupInfo, b: BackupInfo, lineage: Lineage) -> bool:
 
 def lineage_order(backups: Iterable[BackupInfo], lineage: Lineage) -> list[BackupInfo]:
     """Oldest first: every lineage relation is respected; backups on unrelated branches
-    are ordered by time (stop time, else start time; unknown times count as oldest)."""
-    pending = sorted(backups, key=_time_key)
-    order: list[BackupInfo] = []
-    while pending:
-        free = (i for i, b in enumerate(pending)
-                if not any(_precedes(a, b, lineage) for a in pending if a is not b))
-        # no free backup means contradictory histories: time decides what is left
-        order.append(pending.pop(next(free, 0)))
+    are ordered by time (stop time, else start time; unknown times count as oldest).
+
+    Lineage precedence needs a strictly lower start LSN, so it has no cycles and this
+    topological sort (time as the tie-break) always takes every backup."""
+    items = sorted(set(backups), key=_time_key)
+    later: list[list[int]] = [[] for _ in items]
+    waiting = [0] * len(items)
+    for i, a in enumerate(items):
+        for j, b in enumerate(items):
+            if i != j and _precedes(a, b, lineage):
+                later[i].append(j)
+                waiting[j] += 1
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(items[i])
+        for j in later[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
     return order
 
 
@@ -250,7 +267,7 @@ def plan_expiry(
 
     ordered = lineage_order(complete, lineage)
     chosen = _retain(policy, ordered, now)
-    retained = [b for b in lineage_order({*chosen, *(b for b in backups if b.pinned)}, lineage)]
+    retained = lineage_order([*chosen, *(b for b in backups if b.pinned)], lineage)
     expired = tuple(b for b in ordered if b not in retained)
 
     decisions: dict[int, TimelineDecision] = {}

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from walq.errors import WalqError
-from walq.wal import WalKind, WalNameError, parse_lsn, parse_wal_name, validate_history
+from walq.errors import WalqError, clip
+from walq.wal import WalKind, WalNameError, parse_lsn, parse_wal_name
 
 
 class LineageError(ValueError):
@@ -41,18 +41,30 @@ class Branch:
 
 
 def parse_history(content: bytes | str) -> tuple[tuple[int, int], ...]:
-    """``(parentTLI, switchpoint)`` per line, oldest first; LineageError if malformed."""
-    data = content.encode() if isinstance(content, str) else content
+    """``(parentTLI, switchpoint)`` per line, oldest first; LineageError if malformed.
+
+    Read as PostgreSQL reads it (readTimeLineHistory): blank and ``#`` lines skipped,
+    the reason optional and free text (a restore point name may hold a tab), which is
+    laxer than Barman's three-field check: a history PostgreSQL follows must not stop
+    expiry."""
     try:
-        validate_history(data)
-    except WalqError as exc:
-        raise LineageError(str(exc)) from None
+        text = content if isinstance(content, str) else content.decode()
+    except UnicodeDecodeError:
+        raise LineageError("history file is not text") from None
     entries = []
-    for line in data.decode().splitlines():
-        if not line.strip() or line.startswith("#"):
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.lstrip()
+        if not line or line.startswith("#"):
             continue
-        parent, switch, _reason = line.split("\t")
-        entries.append((int(parent.strip()), parse_lsn(switch.strip())))
+        fields = line.split("\t", 2)
+        if len(fields) < 2 or not fields[0].isascii() or not fields[0].isdigit():
+            raise LineageError(f"history line {lineno} is not 'parentTLI<TAB>switchpoint<TAB>reason'")
+        try:
+            entries.append((int(fields[0]), parse_lsn(fields[1].strip())))
+        except WalqError:
+            raise LineageError(f"history line {lineno}: {clip(fields[1])} is not an LSN") from None
+    if not entries:
+        raise LineageError("history file has no timeline line")
     return tuple(entries)
 
 
@@ -66,6 +78,7 @@ class Lineage:
 
     def __init__(self, histories: Mapping[int, Iterable[tuple[int, int]]]) -> None:
         self._entries: dict[int, tuple[tuple[int, int], ...]] = {}
+        self._lines: dict[int, tuple[Branch, ...]] = {}
         for tli, entries in histories.items():
             if tli < 1:
                 raise LineageError(f"timeline {tli} cannot have a history file")
@@ -96,7 +109,8 @@ class Lineage:
 
     @classmethod
     def from_archive(cls, names: Iterable[str], read_object: Callable[[str], bytes]) -> Lineage:
-        """Read every ``*.history`` among archived ``names`` through ``read_object``."""
+        """Read every ``*.history`` among archived ``names`` through ``read_object``
+        (which returns an archived file's plain bytes; its errors propagate)."""
         histories: dict[int, bytes] = {}
         for name in names:
             try:
@@ -143,6 +157,8 @@ class Lineage:
 
     def line(self, tli: int) -> tuple[Branch, ...]:
         """The branches a recovery that ends on tli replays, root first."""
+        if tli in self._lines:
+            return self._lines[tli]
         entries = self._ancestry(tli) or ()
         branches = []
         begin = 0
@@ -150,7 +166,8 @@ class Lineage:
             branches.append(Branch(parent, begin, switch))
             begin = switch
         branches.append(Branch(tli, begin, None))
-        return tuple(branches)
+        self._lines[tli] = tuple(branches)
+        return self._lines[tli]
 
     def on_line(self, tli: int, position_tli: int, lsn: int) -> bool:
         """Whether WAL position ``(position_tli, lsn)`` is on tli's line: a recovery
