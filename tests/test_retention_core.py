@@ -9,6 +9,7 @@ path): three pg_basebackups with pgbench between them, then a promotion to timel
 from __future__ import annotations
 
 import os
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,14 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.services.pg import Cluster, chown_postgres, wait_for
+from tests.services.pg import Cluster, as_postgres, chown_postgres, wait_for
 from walq.retention.backups import (
     BackupInfo,
     known_backups,
     parse_backup_history,
     parse_barman_info,
     pg_time,
-    read_barman_base,
+    read_barman_backup_infos,
 )
 from walq.retention.policy import (
     RecoveryWindow,
@@ -35,7 +36,7 @@ from walq.retention.policy import (
     plan_expiry,
 )
 from walq.retention.timelines import Lineage, LineageError
-from walq.wal import lsn_to_segment, parse_lsn, segment_name
+from walq.wal import is_wal_name, lsn_to_segment, parse_lsn, segment_name
 
 SEG = 1 << 20
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -239,14 +240,21 @@ def test_barman_naive_time_is_local_like_barman():
     assert b.stop_time == datetime(2026, 11, 29, 10, 0, 9).astimezone()
 
 
-def test_read_barman_base_reads_backup_info_files(tmp_path):
-    (tmp_path / "20261129T100000").mkdir()
-    (tmp_path / "20261129T100000" / "backup.info").write_text("status=DONE\n")
-    (tmp_path / "junk").mkdir()
-    (tmp_path / "20261129T100000x").mkdir()
-    os.symlink("/etc/passwd", tmp_path / "20261129T100000x" / "backup.info")
-    assert read_barman_base(str(tmp_path)) == [("20261129T100000", b"status=DONE\n")]
-    assert read_barman_base(str(tmp_path / "missing")) == []
+def test_read_barman_backup_infos_reads_both_layouts(tmp_path):
+    (tmp_path / "base" / "20261128T100000").mkdir(parents=True)
+    (tmp_path / "base" / "20261128T100000" / "backup.info").write_text("status=DONE\nold=1\n")
+    (tmp_path / "base" / "20261129T100000").mkdir()
+    (tmp_path / "base" / "20261129T100000" / "backup.info").write_text("status=FAILED\n")
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "20261129T100000-backup.info").write_text("status=DONE\n")  # meta wins
+    (tmp_path / "meta" / "-backup.info").write_text("status=DONE\n")
+    (tmp_path / "meta" / "notes.txt").write_text("x")
+    (tmp_path / "base" / "junk").mkdir()
+    (tmp_path / "base" / "linked").mkdir()
+    os.symlink("/etc/passwd", tmp_path / "base" / "linked" / "backup.info")
+    assert read_barman_backup_infos(str(tmp_path)) == [
+        ("20261128T100000", b"status=DONE\nold=1\n"), ("20261129T100000", b"status=DONE\n")]
+    assert read_barman_backup_infos(str(tmp_path / "missing")) == []
 
 
 # --- known_backups ---------------------------------------------------------------------------
@@ -811,3 +819,73 @@ def test_real_timeline_switch(real_archive, workdir):
     assert all(n[:24] <= switch_seg for n in dplan.delete if n.startswith("00000001"))
     assert set(tail) <= set(dplan.keep)
     assert b3.start_wal in dplan.delete and "00000002.history" in dplan.keep
+
+
+def barman_command() -> Path:
+    """Barman from its own test venv (scripts/barman-venv.sh, as the S3 tests use), never walq's."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "barman-venv.sh"
+    res = subprocess.run([str(script)], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, f"scripts/barman-venv.sh failed:\n{res.stderr[-2000:]}"
+    return Path(res.stdout.strip().splitlines()[-1]).parent / "barman"
+
+
+def test_real_barman_backups_are_read_and_win(cluster_factory, workdir):
+    """Barman 3.19 (backup_method = postgres) takes two base backups of a real cluster.
+    walq reads its backup.info files where that Barman keeps them (meta/), and each
+    backup, described twice (Barman's file and PostgreSQL's .backup file), is Barman's."""
+    barman = barman_command()
+    home = workdir / "barman"
+    for sub in ("incoming", "errors", "streaming"):
+        (home / "pg" / sub).mkdir(parents=True)
+    pg = cluster_factory("pg", conf={"archive_mode": "on", "archive_command": f"'cp %p {home}/pg/incoming/%f'"})
+    conf = workdir / "barman.conf"
+    conf.write_text(
+        f"[barman]\nbarman_home = {home}\nbarman_user = postgres\nlog_file = {workdir}/barman.log\n\n"
+        f"[pg]\ndescription = walq test\nconninfo = {pg.conninfo}\n"
+        f"streaming_conninfo = host={pg.root} port={pg.port} user=postgres\n"
+        "backup_method = postgres\narchiver = on\nstreaming_archiver = off\n"
+    )
+    chown_postgres(workdir)
+    pg.start()
+    pg.pgbench_init(1)
+
+    def run(*args: str) -> str:
+        res = subprocess.run([*as_postgres(), str(barman), "-c", str(conf), *args],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, f"barman {' '.join(args)}: {res.stdout}\n{res.stderr}"
+        return res.stdout
+
+    run("switch-wal", "--force", "--archive", "pg")
+    run("backup", "pg", "--wait", "--wait-timeout", "120")
+    pg.pgbench(200)
+    run("switch-wal", "--force", "--archive", "pg")  # else --wait waits a minute for the end WAL
+    run("backup", "pg", "--wait", "--wait-timeout", "120")
+
+    wals = home / "pg" / "wals"
+    names = sorted(p.name for p in wals.rglob("*") if p.is_file() and is_wal_name(p.name))
+
+    def read(name: str) -> bytes:
+        return (wals / ("" if name.endswith(".history") else name[:16]) / name).read_bytes()
+
+    infos = read_barman_backup_infos(str(home / "pg"))
+    assert len(infos) == 2 and all((home / "pg" / "meta" / f"{i}-backup.info").is_file() for i, _ in infos)
+    found = known_backups(names, read, infos, seg_size=SEG)
+    assert found.problems == ()
+    assert [(b.source, b.barman_status, b.complete) for b in found.backups] == [("barman", "DONE", True)] * 2
+    assert [b.name for b in found.backups] == [i for i, _ in infos]
+    alone = known_backups(names, read, seg_size=SEG)  # what the .backup files say by themselves
+    assert [(b.source, b.start_wal, b.start_lsn, b.label) for b in alone.backups] == [
+        ("walq", b.start_wal, b.start_lsn, b.label) for b in found.backups]
+    assert all(b.label == "pg_basebackup base backup" and b.stop_time.tzinfo for b in found.backups)
+
+    # walq's REDUNDANCY 1 expires neither: Barman still holds both
+    lineage = Lineage.from_archive(names, read)
+    plan = plan_expiry(Redundancy(1), found.backups, names, lineage, datetime.now(UTC))
+    assert [b.name for b in plan.retained] == [i for i, _ in infos] and plan.expired == ()
+    assert set(plan.delete) == {n for n in names if n[:24] < found.backups[0].start_wal}
+
+    # once Barman deletes the older backup, walq knows only the newer one
+    run("delete", "pg", infos[0][0])
+    names = sorted(p.name for p in wals.rglob("*") if p.is_file() and is_wal_name(p.name))
+    found = known_backups(names, read, read_barman_backup_infos(str(home / "pg")), seg_size=SEG)
+    assert [(b.name, b.source) for b in found.backups] == [(infos[1][0], "barman")]

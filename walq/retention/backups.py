@@ -6,8 +6,9 @@ them from two places:
 * the backup history files PostgreSQL archives at the end of a base backup taken
   on a primary (``<segment>.<offset>.backup``; a backup taken on a standby writes
   none, so walq cannot see it);
-* Barman's ``base/<backup_id>/backup.info`` when a Barman server shares the home
-  (or the barman-cloud prefix).
+* Barman's backup.info files when a Barman server shares the home
+  (``meta/<id>-backup.info`` since Barman 3.13.2, ``base/<id>/backup.info`` before
+  and in barman-cloud's prefix).
 
 I/O is injected (``read_object`` and the Barman infos as bytes), so the same code
 reads local disk and S3.
@@ -312,20 +313,31 @@ def _is_complete(b: BackupInfo, archived: set[str], seg_size: int | None) -> boo
     return True
 
 
-def read_barman_base(base_dir: str) -> list[tuple[str, bytes]]:
-    """``(backup_id, backup.info bytes)`` for each ``base_dir/<id>/backup.info`` on local disk."""
-    found = []
-    try:
-        entries = sorted(os.listdir(base_dir))
-    except FileNotFoundError:
-        return []
-    for backup_id in entries:
-        path = os.path.join(base_dir, backup_id, "backup.info")
+def read_barman_backup_infos(server_dir: str) -> list[tuple[str, bytes]]:
+    """``(backup_id, backup.info bytes)`` for every backup a local Barman server holds.
+
+    Barman 3.13.2 and later keep ``<server>/meta/<backup_id>-backup.info``; earlier
+    versions (and barman-cloud's S3 layout) keep ``<server>/base/<backup_id>/backup.info``.
+    Barman reads both, the meta file taking precedence, and so does this. Symlinks
+    are not followed."""
+    found: dict[str, bytes] = {}
+    for backup_id, path in [
+        *((d, os.path.join(server_dir, "base", d, "backup.info")) for d in _listdir(os.path.join(server_dir, "base"))),
+        *((f[: -len("-backup.info")], os.path.join(server_dir, "meta", f))
+          for f in _listdir(os.path.join(server_dir, "meta")) if f.endswith("-backup.info") and len(f) > 12),
+    ]:
         if os.path.islink(path) or not os.path.isfile(path):
             continue
         with open(path, "rb") as f:
-            found.append((backup_id, f.read(MAX_TEXT_SIZE + 1)))
-    return found
+            found[backup_id] = f.read(MAX_TEXT_SIZE + 1)
+    return sorted(found.items())
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def known_backups(
@@ -340,7 +352,7 @@ def known_backups(
 
     ``read_object(name)`` returns an archived file's plain bytes (errors propagate:
     a storage failure is not a missing backup). ``barman_infos`` yields ``(backup_id,
-    backup.info bytes)`` (see read_barman_base for local homes).
+    backup.info bytes)`` (read_barman_backup_infos for a local Barman server directory).
 
     When both describe one backup (same start WAL and LSN, labels not in conflict),
     **Barman's description wins**: Barman knows whether the backup's data exists and
