@@ -8,6 +8,7 @@ path): three pg_basebackups with pgbench between them, then a promotion to timel
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from tests.services.pg import Cluster, as_postgres, chown_postgres, wait_for
 from walq.retention.backups import (
     BackupInfo,
+    BackupParseError,
     known_backups,
     parse_backup_history,
     parse_barman_info,
@@ -168,6 +170,7 @@ def test_backup_history_file_parses():
     (lambda t: t.replace("(file 000000010000000000000002)", "(file 000000010000000000000009)"), "not its own segment"),
     (lambda t: t.replace("STOP WAL LOCATION", "STOP WAL PLACE"), "STOP WAL LOCATION"),
     (lambda t: t.replace("START TIMELINE: 1", "START TIMELINE: 2"), "timeline"),
+    (lambda t: t.replace("START TIMELINE: 1", "START TIMELINE: \u00b9"), "timeline"),  # isdigit, not int
     (lambda t: t.replace("0/300100", "0/100100"), "before START"),
     (lambda t: t.replace("LABEL: b\n", "LABEL: b\nLABEL: c\n"), "twice"),
     (lambda t: t.replace("0/200028 (", "1/200028 ("), "not in file"),
@@ -255,6 +258,22 @@ def test_read_barman_backup_infos_reads_both_layouts(tmp_path):
     assert read_barman_backup_infos(str(tmp_path)) == [
         ("20261128T100000", b"status=DONE\nold=1\n"), ("20261129T100000", b"status=DONE\n")]
     assert read_barman_backup_infos(str(tmp_path / "missing")) == []
+
+
+_BACKUP_TEXT = backup_file(1, 2, 3)[1].decode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=400),
+                 st.builds(lambda i, j, junk: (_BACKUP_TEXT[:i] + junk + _BACKUP_TEXT[j:]).encode(),
+                           st.integers(0, len(_BACKUP_TEXT)), st.integers(0, len(_BACKUP_TEXT)), st.text(max_size=12))))
+def test_backup_parsers_raise_only_their_parse_error(content):
+    """Whatever the bytes, a parser returns a backup or raises BackupParseError
+    (a ValueError): known_backups turns that into a problem, never a crash."""
+    for parse in (lambda c: parse_backup_history(backup_file(1, 2, 3)[0], c),
+                  lambda c: parse_barman_info("20261129T100000", c)):
+        with contextlib.suppress(BackupParseError):
+            parse(content)
 
 
 # --- known_backups ---------------------------------------------------------------------------

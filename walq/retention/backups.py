@@ -193,7 +193,7 @@ def parse_backup_history(name: str, content: bytes, zone: tzinfo | None = None) 
 
 def _timeline(name: str, value: str | None, wal: str) -> int:
     tli = int(wal[:8], 16)
-    if value is not None and (not value.strip().isdigit() or int(value) != tli):
+    if value is not None and (not value.strip().isascii() or not value.strip().isdigit() or int(value) != tli):
         raise BackupParseError(f"{name}: timeline {clip(value)} does not match file {wal}")
     return tli
 
