@@ -21,7 +21,7 @@ from walq import spool_state
 from walq.cli import main
 from walq.config import load_config
 from walq.errors import ConfigError
-from walq.fleet import _sweep_spool
+from walq.fleet.stages import _sweep_spool
 from walq.fsutil import OWNED_MARKER, make_owned_dir
 
 

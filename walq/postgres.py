@@ -14,16 +14,12 @@ from typing import Any
 
 from walq.catalog import Catalog
 from walq.config import ServerConfig
-from walq.errors import ConfigError, TransientError
+from walq.errors import ConfigError, PostgresError
 from walq.masking import mask_library_logs, mask_secrets, url_passwords
 
 mask_library_logs("psycopg")  # its debug lines quote libpq's errors, which may quote the conninfo
 CONNECT_TIMEOUT = 5  # seconds; checks and status must not hang on a dead server
 APPLICATION_NAME = "walq"
-
-
-class PostgresError(TransientError):
-    """PostgreSQL could not be reached or refused a query (may heal)."""
 
 
 def mask_conninfo(text: str) -> str:

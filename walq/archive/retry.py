@@ -60,6 +60,8 @@ def retry(config: Config, server_name: str, names: list[str] | None):
     reset = reset_failed(config, server_name, names)
     if config.fleet:
         return reset, None
-    from walq.archiver import archive
+    from walq.archive.embedded import (
+        archive,  # the in-process runner: embedded mode only (fleet imports this module)
+    )
 
     return reset, archive(config, [server_name])
