@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from walq.archive.identity import server_identity
 from walq.catalog.base import Catalog
 from walq.codecs import CODEC_NAMES, get_codec
 from walq.config import Config, ServerConfig
@@ -177,28 +178,7 @@ class WalJob(BaseModel):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
-# -- the server's identity and prepare settings -------------------------------------------------
-
-
-def server_identity(catalog: Catalog, server: ServerConfig) -> tuple[int | None, int | None]:
-    """(system identifier, segment size) this server's WAL must carry, None while unknown:
-    the configured identifier wins over the one learned into the catalog."""
-    sysid = server.system_identifier or int(catalog.get_meta(server.name, "system_identifier") or 0)
-    seg = int(catalog.get_meta(server.name, "wal_segment_size") or 0)
-    return sysid or None, seg or None
-
-
-def adopt_identity(catalog: Catalog, server: ServerConfig, sysid: int, seg_size: int | None) -> int | None:
-    """The one "learn or enforce" rule: record the identity on first sight; return the
-    known system identifier when it conflicts (the caller says why, in its own words)."""
-    known = server.system_identifier or int(catalog.get_meta(server.name, "system_identifier") or 0)
-    if known and known != sysid:
-        return known
-    if not known:
-        catalog.set_meta(server.name, "system_identifier", str(sysid))
-    if seg_size and not catalog.get_meta(server.name, "wal_segment_size"):
-        catalog.set_meta(server.name, "wal_segment_size", str(seg_size))
-    return None
+# -- a new job and how to prepare it -------------------------------------------------
 
 
 def new_job(

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from walq.archive.job import WalJob, adopt_identity
+from walq.archive.identity import adopt_identity
+from walq.archive.job import WalJob
 from walq.archive.scan import move_to_errors
 from walq.catalog.base import ArchivedInfo, Catalog, WalRecord, WalState
 from walq.codecs import (

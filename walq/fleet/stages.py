@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from walq.archive.dirs import ensure_server_dirs
-from walq.archive.job import WalJob, new_job, prepare_settings, server_identity
+from walq.archive.identity import server_identity
+from walq.archive.job import WalJob, new_job, prepare_settings
 from walq.archive.policy import give_up as gave_up
 from walq.archive.policy import settle_failure
 from walq.archive.retry import reset_failed
