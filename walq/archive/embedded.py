@@ -103,7 +103,7 @@ def finish(catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob
     if record is not None and record.state is WalState.ARCHIVED:
         return handle_already_archived(catalog, storage, server, job, record)
     if record is not None and record.state is WalState.FAILED:  # failed -> claimed only through retry
-        Path(job.payload or "").unlink(missing_ok=True)
+        job.payload_path.unlink(missing_ok=True)
         return Outcome(job.wal, "failed", f"marked failed ({record.last_error}); `walq retry` re-drives it")
     check_identity(catalog, server, job)
     job = store(storage, job)

@@ -163,6 +163,12 @@ class WalJob(BaseModel):
                 raise ValueError(str(exc)) from None
         return self
 
+    @property
+    def payload_path(self) -> Path:
+        """The payload in the spool; only asked of a prepared job."""
+        assert self.payload is not None, f"{self.wal} is not prepared"
+        return Path(self.payload)
+
     def spool(self, config: Config) -> Path:
         """``{spool_dir}/{server}/{chain}`` (the server's spool itself for a chainless job)."""
         root = config.spool_dir / self.server

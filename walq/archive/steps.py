@@ -255,8 +255,7 @@ def encrypt(job: WalJob, server: ServerConfig) -> WalJob:
         return job
     from walq.crypto import encrypt_file  # gpg plumbing, only for servers that encrypt
 
-    assert job.payload is not None
-    src = Path(job.payload)
+    src = job.payload_path
     dst = src.with_name(src.name + ".gpg")
     encrypt_file(src, dst, server)
     make_private(dst)  # gpg creates its output with the umask's mode
@@ -289,8 +288,8 @@ def stored_checksum(storage: Storage, obj: StoredObject, server: ServerConfig, r
 
 def put_request(job: WalJob) -> PutRequest:
     """What storage is handed for this job (the one place a PutRequest is built)."""
-    assert job.payload is not None and job.codec is not None and job.checksum is not None
-    return PutRequest(name=job.wal, payload=Path(job.payload), codec=job.codec, encrypted=job.encrypted,
+    assert job.codec is not None and job.checksum is not None
+    return PutRequest(name=job.wal, payload=job.payload_path, codec=job.codec, encrypted=job.encrypted,
                       mtime=job.mtime or 0.0, checksum=job.checksum)
 
 
@@ -320,7 +319,7 @@ def store(storage: Storage, job: WalJob) -> WalJob:
 
 def commit(catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, *, fence: int | None) -> None:
     """Record the WAL as archived (fenced), write Barman's xlogdb line, then remove the source."""
-    assert job.payload is not None and job.checksum is not None and job.codec is not None
+    assert job.checksum is not None and job.codec is not None
     obj = stored_object(job)
     if job.adopted:
         existing = stored_checksum(storage, obj, server, None)
@@ -342,7 +341,7 @@ def commit(catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob
     if not (job.adopted and storage.has_commit_record(job.wal)):
         storage.record_commit(obj, job.mtime or 0.0, job.codec, job.encrypted)
     remove_source(Path(job.source))
-    Path(job.payload).unlink(missing_ok=True)
+    job.payload_path.unlink(missing_ok=True)
 
 
 def remove_source(path: Path) -> None:
@@ -358,8 +357,7 @@ def handle_already_archived(
     catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, record: WalRecord
 ) -> Outcome:
     """Barman's duplicate rules, decided by the checksum of the uncompressed bytes."""
-    assert job.payload is not None
-    Path(job.payload).unlink(missing_ok=True)
+    job.payload_path.unlink(missing_ok=True)
     if record.checksum == job.checksum:
         if not storage.has_commit_record(job.wal):
             obj = storage.find(job.wal)

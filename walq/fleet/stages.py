@@ -242,7 +242,7 @@ def commit_stage(rt: Runtime, data: Any) -> Outcome:
     try:
         record = rt.catalog.get(server.name, job.wal)
         if record is not None and record.state is WalState.ARCHIVED:
-            Path(job.payload or "").unlink(missing_ok=True)
+            job.payload_path.unlink(missing_ok=True)
             source = new_job(job.server, job.wal, job.source, job.origin)  # judged by its own bytes
             outcome = settle_source(rt, server, source, record) or Outcome(
                 job.wal, "duplicate", "already archived; its source is already gone", job.size or 0)
@@ -275,7 +275,7 @@ def verify_stored(storage: Storage, job: WalJob) -> StoredObject:
     """Before a source is removed: storage holds this WAL at the job's key, with the
     job's size, and (unless adopted, which commit checks by checksum) it is the
     object this chain wrote. Otherwise refuse, having touched nothing."""
-    assert job.key is not None and job.payload is not None and job.checksum is not None
+    assert job.key is not None and job.checksum is not None
     found = storage.find(job.wal)
     if found is None or found.key != job.key or found.size != job.stored_size:
         held = "nothing" if found is None else f"{clip(found.key)} ({found.size} bytes)"
@@ -291,7 +291,7 @@ def verify_stored(storage: Storage, job: WalJob) -> StoredObject:
         raise TaskArgumentError(f"refused: {job.server}/{job.wal}: {clip(found.key)} is not a "
                                 f"{job.stored_codec} object; nothing was touched")
     _payload_present(job)  # a swept spool: a newer chain owns the WAL (it will adopt this object)
-    if not job.adopted and not storage.written_from(found, Path(job.payload), job.checksum):
+    if not job.adopted and not storage.written_from(found, job.payload_path, job.checksum):
         raise TaskArgumentError(
             f"refused: {job.server}/{job.wal}: {clip(found.key)} was not written from this chain's "
             f"payload; nothing was touched"
@@ -302,7 +302,7 @@ def verify_stored(storage: Storage, job: WalJob) -> StoredObject:
 def _payload_present(job: WalJob) -> None:
     """A chain whose spool was swept (it stalled for two claim timeouts) has been
     superseded by a re-enqueued one: stop it quietly rather than fail the WAL."""
-    if not Path(job.payload or "").exists():
+    if not job.payload_path.exists():
         raise AlreadyDone(f"{job.wal}: spool payload {job.payload} is gone; a newer chain owns this WAL")
 
 
