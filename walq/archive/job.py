@@ -27,6 +27,7 @@ from walq.catalog.base import Catalog
 from walq.codecs import CODEC_NAMES, get_codec
 from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, WalqError, clip
+from walq.storage import open_storage
 from walq.wal import MAX_SEG_SIZE, MIN_SEG_SIZE, parse_wal_name
 
 MAX_STORED_SIZE = 2 * MAX_SEG_SIZE  # a stored payload: a segment, compressed or not, plus gpg's overhead
@@ -153,10 +154,6 @@ class WalJob(BaseModel):
             if payload.parent != self.spool(config) or payload.name != self.payload_name():
                 raise ValueError(f"payload {clip(self.payload)} is outside this WAL's spool directory")
         if self.key is not None:
-            from walq.storage import (
-                open_storage,  # storage backends are heavy; only keyed jobs need one
-            )
-
             try:
                 open_storage(server).validate_key(self.wal, self.key)
             except WalqError as exc:
