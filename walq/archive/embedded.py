@@ -154,9 +154,8 @@ def archive_server(
         catalog = open_catalog(config)
         try:
             if server.conninfo:
-                from walq.postgres import (
-                    learn_identity,  # psycopg: only for servers with a conninfo
-                )
+                # psycopg is imported only for servers with a conninfo
+                from walq.postgres import learn_identity
 
                 learn_identity(catalog, server)  # the sysid is known before the first WAL
             batch = scan(server)

@@ -60,8 +60,8 @@ def retry(config: Config, server_name: str, names: list[str] | None):
     reset = reset_failed(config, server_name, names)
     if config.fleet:
         return reset, None
-    from walq.archive.embedded import (
-        archive,  # the in-process runner: embedded mode only (fleet imports this module)
-    )
+    # The in-process runner (process pool, locks) only when embedded mode runs it:
+    # fleet workers import this module for reset_failed.
+    from walq.archive.embedded import archive
 
     return reset, archive(config, [server_name])

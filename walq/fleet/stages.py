@@ -99,7 +99,8 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
         _ensure_dirs(config, server)
         _sweep_spool(config, server)
         if server.conninfo and server_identity(rt.catalog, server)[0] is None:
-            from walq.postgres import learn_identity  # psycopg: only for servers with a conninfo
+            # psycopg is imported only for servers with a conninfo
+            from walq.postgres import learn_identity
 
             learn_identity(rt.catalog, server)  # until known: the first WAL is checked too
         batch = scan(server)
