@@ -34,15 +34,15 @@ IDLE = ("Condition.wait", "_epoll.poll", "select (", "_PollLikeSelector.select",
 BUCKETS = [  # (name, test on the leaf frame, test on the whole stack); first match wins
     ("codec", lambda leaf, st: "compress (codecs.py" in leaf or "compress_chunks" in leaf
      or "decompress_chunks" in leaf),
-    ("sha256", lambda leaf, st: "accounted (pipeline.py" in leaf or "_copy_verified (fetch.py" in leaf),
-    ("read", lambda leaf, st: "_chain (pipeline.py" in leaf),
+    ("sha256", lambda leaf, st: "accounted (steps.py" in leaf or "_copy_verified (fetch.py" in leaf),
+    ("read", lambda leaf, st: "_chain (steps.py" in leaf),
     ("imports", lambda leaf, st: "importlib" in st),
     ("boto3 (requests, signing)", lambda leaf, st: "botocore" in st or "urllib3" in st),
     ("PostgreSQL catalog (psycopg)", lambda leaf, st: "psycopg" in st),
     ("Redis / kombu", lambda leaf, st: "redis" in st or "kombu" in st),
     ("Celery / billiard", lambda leaf, st: "celery" in st or "billiard" in st),
-    ("store + commit", lambda leaf, st: "finish (archiver.py" in st or "store (" in st or "commit (" in st),
-    ("write payload", lambda leaf, st: "prepare (pipeline.py" in leaf),
+    ("store + commit", lambda leaf, st: "finish (embedded.py" in st or "store (" in st or "commit (" in st),
+    ("write payload", lambda leaf, st: "prepare (steps.py" in leaf),
 ]
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from tests.conftest import WALQ, WalqHome
 from tests.services.pg import wait_for
+from walq.archive.job import new_job as PrepareJob
+from walq.archive.steps import prepare
 from walq.catalog import open_catalog
 from walq.fsutil import OWNED_MARKER
-from walq.pipeline import PrepareJob, prepare
 from walq.storage import PutRequest, open_storage
 
 

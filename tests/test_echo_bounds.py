@@ -16,7 +16,9 @@ from tests.services.fleet import (  # noqa: F401 - fixtures
     fresh_schema_url,
     redis_server,
 )
-from walq.fleet import StageArgs, TaskArgumentError, parse_args
+from walq.archive.job import WalJob as StageArgs
+from walq.errors import TaskArgumentError
+from walq.fleet.args import parse_args
 
 HUGE = 20 << 20
 BOUND = 1024

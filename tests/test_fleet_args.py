@@ -19,8 +19,10 @@ from tests.services.fleet import (  # noqa: F401 - fixtures
     pending,
     redis_server,
 )
+from walq.archive.job import WalJob as StageArgs
 from walq.catalog import open_catalog
-from walq.fleet import StageArgs, TaskArgumentError, parse_args  # noqa: I001
+from walq.errors import TaskArgumentError
+from walq.fleet.args import parse_args
 
 W = "000000010000000000000006"
 CHAIN = uuid.uuid4().hex

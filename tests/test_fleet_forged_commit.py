@@ -27,8 +27,8 @@ from tests.services.fleet import (  # noqa: F401 - fixtures
     xlogdb_names,
 )
 from tests.services.pg import free_port, wait_for
-from walq import fleet
 from walq.catalog import WalState, open_catalog
+from walq.fleet import stages as fleet
 from walq.storage.local import LocalStorage
 
 PASSWD = Path("/etc/passwd")

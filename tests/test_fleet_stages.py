@@ -12,9 +12,9 @@ import pytest
 from tests.conftest import WalqHome
 from tests.services.fleet import xlogdb_names
 from tests.services.pg import wait_for
-from walq import fleet
 from walq.catalog import WalState
 from walq.errors import FencedError
+from walq.fleet import stages as fleet
 from walq.fsutil import OWNED_MARKER
 
 

@@ -86,7 +86,7 @@ def test_walq_archive_with_a_fleet_config_takes_the_fenced_commit_lock(make_home
     """A manual `walq archive` in a fleet setup must not interleave with Celery commits."""
     import redis as redis_lib
 
-    from walq.archiver import writer_lock
+    from walq.archive.embedded import writer_lock
 
     home = make_home({"pg1": {}}, lock_url=redis_server.url, lock_ttl=2)
     lock = writer_lock(home.config, "pg1")

@@ -20,7 +20,7 @@ from tests.services.pg import wait_for
 from walq.cli import main
 from walq.config import load_config
 from walq.errors import ConfigError
-from walq.fleet import _sweep_spool
+from walq.fleet.stages import _sweep_spool
 from walq.fsutil import OWNED_MARKER, make_owned_dir
 from walq.restore import spool as spool_state
 

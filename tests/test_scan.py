@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from tests.conftest import write_config
+from walq.archive.scan import scan
 from walq.config import load_config
-from walq.scan import scan
 
 
 def _server(root: Path, **settings):

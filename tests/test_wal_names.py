@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tests.conftest import WalqHome
+from walq.archive.job import _wal_name
 from walq.catalog import open_catalog
 from walq.config import ServerConfig, check_server_name
 from walq.errors import ConfigError
-from walq.fleet import _wal_name
 from walq.restore.spool_hit import _is_segment_name, _is_server_name
 from walq.storage.local import LocalStorage
 from walq.storage.s3 import S3Storage

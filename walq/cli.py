@@ -59,7 +59,7 @@ class Progress:
 
 
 def cmd_archive(config: Config, args: argparse.Namespace) -> int:
-    from walq.archiver import archive
+    from walq.archive.embedded import archive
 
     runs = archive(config, args.servers or None, Progress())
     status = EXIT_OK
@@ -93,7 +93,7 @@ def _report_busy(run) -> None:  # noqa: ANN001 - walq.archiver.ServerRun
 
 
 def cmd_put_wal(config: Config, args: argparse.Namespace) -> int:
-    from walq.putwal import put_wal
+    from walq.archive.putwal import put_wal
 
     try:
         put_wal(config, args.server, Path(args.path))
@@ -186,7 +186,7 @@ def _fleet_status(config: Config) -> dict[str, object]:
     if not config.fleet:
         return {}
     try:
-        from walq.fleet_status import fleet_status
+        from walq.fleet.queues import fleet_status
     except ImportError:
         return {}
     return fleet_status(config)
@@ -235,7 +235,7 @@ def cmd_list(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_retry(config: Config, args: argparse.Namespace) -> int:
-    from walq.retry import retry
+    from walq.archive.retry import retry
 
     if not args.walnames and not args.all_failed:
         raise ConfigError("retry: name WAL files or pass --all-failed")

@@ -16,16 +16,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from walq.errors import ConfigError, IntegrityError, clip
+from walq.errors import ConfigError, DecompressionError, clip
 
 CHUNK_SIZE = 1 << 20
 DETECT_BYTES = 10
 SMALL_READ = 64 << 10  # input slice for codecs whose output is bounded by their input
 XZ_MEMLIMIT = 256 << 20  # zstd's own default window limit is 128 MiB; bz2, gzip, lz4 need little
-
-
-class DecompressionError(IntegrityError):
-    """Compressed bytes are corrupt, or expand beyond the size they may hold."""
 
 
 class Compressor(Protocol):

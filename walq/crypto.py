@@ -24,15 +24,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from walq.config import ServerConfig
-from walq.errors import ConfigError, TransientError, clip
+from walq.errors import ConfigError, CryptoError, clip
 
 READ_CHUNK = 256 << 10
 _passphrases: dict[str, bytes] = {}
 _passphrase_lock = threading.Lock()
-
-
-class CryptoError(TransientError):
-    """gpg failed: unusable key, wrong passphrase, corrupt data. Fixing the setup heals it."""
 
 
 def gpg_binary() -> str:

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from walq.errors import ConfigError
+from walq.errors import NotOwnedError
 
 OWNED_MARKER = ".walq-owned"
 _MARKER_TEXT = b"created by walq: walq may delete this directory and everything in it\n"
@@ -154,10 +154,6 @@ def copy_private(src: Path, dst: Path) -> None:
 
 
 # -- owned directories ------------------------------------------------------------------
-
-
-class NotOwnedError(ConfigError):
-    """A directory walq would delete from exists but was not created (marked) by walq."""
 
 
 def _is_real_dir(path: Path) -> bool:

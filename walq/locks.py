@@ -22,20 +22,31 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from walq.errors import LockBusyError
+from walq.errors import LockBusyError, LockHeldError, LockLostError
 from walq.fsutil import makedirs_durable, open_private, write_private
 from walq.proclife import is_running, proc_start
 
 
 class ServerLock(Protocol):
+    """What every server lock does (FileLock, RedisLock): callers never ask which one."""
+
     token: int | None
 
     def acquire(self) -> int:
         """Take the lock or raise LockBusyError; return the fencing token."""
         ...
 
+    def acquire_within(self, seconds: float) -> int:
+        """Take the lock, waiting up to ``seconds`` where the lock can wait (a file lock
+        does not: it tries once); LockBusyError if still busy."""
+        ...
+
     def extend(self) -> None:
         """Keep a held lock alive (no-op where locks do not expire)."""
+        ...
+
+    def progress(self) -> None:
+        """Record that the holder moved forward (no-op where nobody reads it)."""
         ...
 
     def release(self) -> None: ...
@@ -56,8 +67,9 @@ class FileLock:
     never forks while holding one (the archive pool uses spawn).
     """
 
-    def __init__(self, home: Path, server: str, purpose: str = "archive-wal") -> None:
+    def __init__(self, home: Path, server: str, purpose: str = "archive-wal", explain_after: float | None = None) -> None:
         self.path = Path(home) / f".{server}-{purpose}.lock"
+        self.explain_after = explain_after  # when set, a busy lock raises LockHeldError naming its holder
         self.counter = Path(home) / f".{server}-{purpose}.fence"
         self.purpose = purpose
         self.token: int | None = None
@@ -77,6 +89,13 @@ class FileLock:
         self._owner_pid = os.getpid()
         self.token = self._next_token()
         return self.token
+
+    def acquire_within(self, seconds: float) -> int:
+        """Try once (a flock never waits here); with ``explain_after``, a busy lock raises
+        LockHeldError naming its holder and whether it progressed within that many seconds."""
+        if self.explain_after is None:
+            return self.acquire()
+        return acquire_or_explain(self, self.explain_after)
 
     def _record_holder(self, fd: int) -> None:
         pid = os.getpid()
@@ -222,14 +241,6 @@ def is_locked(path: Path) -> bool:
     return False
 
 
-class LockHeldError(LockBusyError):
-    """A busy file lock, with who holds it (``holder``)."""
-
-    def __init__(self, holder: LockHolder) -> None:
-        super().__init__(holder.describe())
-        self.holder = holder
-
-
 def acquire_or_explain(lock: FileLock, stall_after: float) -> int:
     """Take ``lock``, or raise LockHeldError naming its holder and whether it is healthy."""
     try:
@@ -259,10 +270,6 @@ def busy_holder(lock: FileLock, stall_after: float, settle_seconds: float = 2.0)
         if not is_locked(lock.path):
             return None
         time.sleep(0.05)
-
-
-class LockLostError(LockBusyError):
-    """A held Redis lock expired or was taken over; the holder must stop writing."""
 
 
 # KEYS[1] lock, KEYS[2] fence counter; ARGV[1] owner, ARGV[2] ttl ms.
@@ -341,6 +348,9 @@ class RedisLock:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.02 + random.random() * 0.08)
+
+    def progress(self) -> None:
+        """Nothing to record: the keeper thread's renewals are this lock's sign of life."""
 
     def holder(self) -> str | None:
         value = self.client.get(self.key)

@@ -12,7 +12,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from walq.errors import InvalidWalError, WalqError, clip
+from walq.errors import InvalidWalError, WalNameError, WalqError, clip
 
 # \A..\Z and fullmatch, never "$": "$" also matches before a trailing newline, and a
 # name ending in "\n" would be archived under it and split its xlogdb line.
@@ -44,10 +44,6 @@ XLP_LONG_HEADER = 0x0002
 XLP_ALL_FLAGS = 0x000F
 LONG_HEADER = struct.Struct("<HHIQI4xQII")  # 40 bytes, little-endian hosts
 LONG_HEADER_SIZE = LONG_HEADER.size
-
-
-class WalNameError(WalqError, ValueError):
-    """A string is not a WAL file name."""
 
 
 class WalKind(enum.StrEnum):

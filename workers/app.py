@@ -16,7 +16,6 @@ import os
 import sys
 
 from celery import Celery
-from celery.signals import worker_process_init
 from kombu import Queue
 
 from walq import keys
@@ -93,10 +92,3 @@ def _load() -> Config:
 config = _load()
 app = make_app(config)
 
-
-@worker_process_init.connect
-def _fresh_clients(**_: object) -> None:
-    """After the prefork fork: never reuse the parent's sockets (catalog pool, Redis)."""
-    from workers import tasks
-
-    tasks.reset_runtime()

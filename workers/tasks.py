@@ -1,4 +1,4 @@
-"""walq's Celery tasks: validate arguments, call walq.fleet, decide retry or park.
+"""walq's Celery tasks: call walq.fleet.stages, apply walq.archive.policy's verdict.
 
 Task names are the public surface Flower shows and applies:
 ``walq.scan_server``, ``walq.compress``, ``walq.encrypt``, ``walq.store``,
@@ -13,25 +13,30 @@ from typing import Any
 
 from celery import Task, chain
 from celery.exceptions import Ignore
+from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
 
-from walq import fleet
-from walq.errors import LockBusyError, PermanentError
+from walq.archive.policy import Verdict, decide
+from walq.errors import PermanentError
+from walq.fleet import stages
+from walq.fleet.runtime import Runtime
 from workers.app import app, config
 
 log = get_task_logger("walq")
-_runtime: fleet.Runtime | None = None
+_runtime: Runtime | None = None
 
 
-def runtime() -> fleet.Runtime:
+def runtime() -> Runtime:
     global _runtime
     if _runtime is None:
-        _runtime = fleet.Runtime(config)
+        _runtime = Runtime(config)
     return _runtime
 
 
-def reset_runtime() -> None:
-    """Drop clients inherited across a fork; the child builds its own on first use."""
+@worker_process_init.connect
+def reset_runtime(**_: object) -> None:
+    """After the prefork fork: never reuse the parent's sockets (catalog pool, Redis);
+    the child builds its own clients on first use."""
     global _runtime
     _runtime = None
 
@@ -43,7 +48,7 @@ def backoff(retries: int) -> float:
 
 
 class WalTask(Task):
-    """Retries are decided by walq.fleet.is_transient and counted against task_max_retries."""
+    """Retries are decided by walq.archive.policy and counted against task_max_retries."""
 
     max_retries = None  # the limit is config.task_max_retries, applied in run_stage
     acks_late = True
@@ -54,43 +59,44 @@ def run_stage(task: Task, fn: Any, data: Any) -> Any:
     rt = runtime()
     try:
         return fn(rt, data)
-    except fleet.TaskArgumentError:
-        raise  # touches nothing, never retried: the caller made the arguments up
-    except fleet.AlreadyDone as exc:
-        log.info("%s: %s", task.name, exc)
-        raise Ignore() from None
-    except LockBusyError as exc:  # contention is not failure: not counted against the limit
-        raise task.retry(exc=exc, countdown=random.uniform(0.1, 1.0), max_retries=None) from None
     except Exception as exc:
-        if fleet.is_transient(exc):
+        verdict = decide(exc)
+        if verdict is Verdict.REFUSE:
+            raise  # touches nothing, never retried: the caller made the arguments up
+        if verdict is Verdict.DONE:
+            log.info("%s: %s", task.name, exc)
+            raise Ignore() from None
+        if verdict is Verdict.WAIT:  # contention is not failure: not counted against the limit
+            raise task.retry(exc=exc, countdown=random.uniform(0.1, 1.0), max_retries=None) from None
+        if verdict is Verdict.RETRY:
             attempts = task.request.retries + 1
             if task.request.retries >= config.task_max_retries:
-                outcome = fleet.give_up(rt, data, exc, attempts)
+                outcome = stages.give_up(rt, data, exc, attempts)
                 raise PermanentError(f"{outcome.name}: {outcome.message}") from None
             log.warning("%s: transient error (attempt %d): %s", task.name, attempts, exc)
             raise task.retry(exc=exc, countdown=backoff(task.request.retries)) from None
-        outcome = fleet.park(rt, data, exc)
+        outcome = stages.park(rt, data, exc)
         raise PermanentError(f"{outcome.name} {outcome.status}: {outcome.message}") from None
 
 
 @app.task(name="walq.compress", bind=True, base=WalTask)
 def compress(self: Task, job: dict[str, Any]) -> dict[str, Any]:
-    return run_stage(self, fleet.compress_stage, job)
+    return run_stage(self, stages.compress_stage, job)
 
 
 @app.task(name="walq.encrypt", bind=True, base=WalTask)
 def encrypt(self: Task, prepared: dict[str, Any]) -> dict[str, Any]:
-    return run_stage(self, fleet.encrypt_stage, prepared)
+    return run_stage(self, stages.encrypt_stage, prepared)
 
 
 @app.task(name="walq.store", bind=True, base=WalTask)
 def store(self: Task, prepared: dict[str, Any]) -> dict[str, Any]:
-    return run_stage(self, fleet.store_stage, prepared)
+    return run_stage(self, stages.store_stage, prepared)
 
 
 @app.task(name="walq.commit", bind=True, base=WalTask)
 def commit(self: Task, stored: dict[str, Any]) -> dict[str, Any]:
-    outcome = run_stage(self, fleet.commit_stage, stored)
+    outcome = run_stage(self, stages.commit_stage, stored)
     return {"wal": outcome.name, "status": outcome.status, "message": outcome.message}
 
 
@@ -110,17 +116,17 @@ def enqueue(job: dict[str, Any]) -> str:
 
 @app.task(name="walq.scan_server", bind=True, base=WalTask)
 def scan_server(self: Task, server: str) -> dict[str, Any]:
-    jobs = run_stage(self, fleet.scan_server, server)
+    jobs = run_stage(self, stages.scan_server, server)
     return {"server": server, "enqueued": [enqueue(job) for job in jobs]}
 
 
 @app.task(name="walq.retry_wal", bind=True, base=WalTask)
 def retry_wal(self: Task, server: str, wal: str) -> dict[str, Any]:
-    job = run_stage(self, lambda rt, _: fleet.retry_wal(rt, server, wal), None)
+    job = run_stage(self, lambda rt, _: stages.retry_wal(rt, server, wal), None)
     return {"server": server, "wal": wal, "enqueued": [enqueue(job)] if job else []}
 
 
 @app.task(name="walq.retry_failed", bind=True, base=WalTask)
 def retry_failed(self: Task, server: str) -> dict[str, Any]:
-    jobs = run_stage(self, lambda rt, _: fleet.retry_failed(rt, server), None)
+    jobs = run_stage(self, lambda rt, _: stages.retry_failed(rt, server), None)
     return {"server": server, "enqueued": [enqueue(job) for job in jobs]}

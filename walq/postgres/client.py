@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from walq.archive.identity import adopt_identity
 from walq.catalog import Catalog
 from walq.config import ServerConfig
-from walq.errors import ConfigError, TransientError
+from walq.errors import ConfigError, PostgresError
 from walq.masking import mask_library_logs, mask_secrets, url_passwords
 
 if TYPE_CHECKING:  # psycopg is imported on first connection: a server without conninfo never loads it
@@ -25,10 +26,6 @@ if TYPE_CHECKING:  # psycopg is imported on first connection: a server without c
 mask_library_logs("psycopg")  # its debug lines quote libpq's errors, which may quote the conninfo
 CONNECT_TIMEOUT = 5  # seconds; checks and status must not hang on a dead server
 APPLICATION_NAME = "walq"
-
-
-class PostgresError(TransientError):
-    """PostgreSQL could not be reached or refused a query (may heal)."""
 
 
 def mask_conninfo(text: str) -> str:
@@ -256,15 +253,11 @@ def learn_identity(catalog: Catalog, server: ServerConfig) -> int | None:
     except Exception:  # noqa: BLE001 - best effort, see docstring
         return None
     sysid = int(sysid)
-    known = server.system_identifier or int(catalog.get_meta(server.name, "system_identifier") or 0)
-    if known and known != sysid:
+    known = adopt_identity(catalog, server, sysid, int(seg) if seg else None)
+    if known is not None:
         raise ConfigError(
             f"servers.{server.name}: PostgreSQL reports system identifier {sysid} but this server's "
             f"archive belongs to {known} (conninfo points at another cluster?)"
         )
-    if not known:
-        catalog.set_meta(server.name, "system_identifier", str(sysid))
-    if seg and not catalog.get_meta(server.name, "wal_segment_size"):
-        catalog.set_meta(server.name, "wal_segment_size", str(int(seg)))
     return sysid
 

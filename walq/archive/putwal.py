@@ -137,12 +137,13 @@ def _expected_seg_size(config: Config, server: ServerConfig, source: Path) -> tu
 def _learned_seg_size(config: Config, server: ServerConfig) -> int:
     """The catalog's wal_segment_size, best effort: only asked about a file without a
     usable header, which put-wal refuses or passes on to the archiver's checks."""
+    from walq.archive.identity import server_identity
     from walq.catalog import open_catalog
 
     try:
         catalog = open_catalog(config, readonly=True)
         try:
-            value = int(catalog.get_meta(server.name, "wal_segment_size") or 0)
+            value = server_identity(catalog, server)[1] or 0
         finally:
             catalog.close()
     except Exception:  # noqa: BLE001 - no catalog yet, or unreachable: fall back to any valid size

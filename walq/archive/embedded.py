@@ -15,55 +15,31 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from walq.catalog import Catalog, WalState, open_catalog
-from walq.config import Config, ServerConfig
-from walq.errors import (
-    ConfigError,
-    DuplicateWalError,
-    InvalidWalError,
-    LockBusyError,
-    PermanentError,
-    TransientError,
-)
-from walq.fsutil import (
-    NotOwnedError,
-    incoming_mode,
-    make_owned_dir,
-    makedirs_durable,
-    remove_owned_tree,
-    set_group_access,
-    spool_leftover,
-)
-from walq.locks import (
-    FileLock,
-    LockHeldError,
-    LockHolder,
-    RedisLock,
-    ServerLock,
-    acquire_or_explain,
-    open_lock,
-)
-from walq.pipeline import (
+from walq.archive.dirs import ensure_server_dirs
+from walq.archive.job import WalJob, new_job, prepare_settings
+from walq.archive.policy import WALS_OWN_FAILURES, settle_failure
+from walq.archive.scan import Candidate, scan
+from walq.archive.steps import (
     Outcome,
-    Prepared,
-    PrepareJob,
     check_identity,
     commit,
     encrypt,
     handle_already_archived,
     prepare,
-    reject,
     store,
 )
+from walq.catalog import Catalog, WalState, open_catalog
+from walq.config import Config, ServerConfig
+from walq.errors import ConfigError, LockBusyError, LockHeldError, NotOwnedError
+from walq.fsutil import make_owned_dir, remove_owned_tree, set_group_access, spool_leftover
+from walq.locks import FileLock, LockHolder, ServerLock, open_lock
 from walq.proclife import die_with_parent
-from walq.scan import Candidate, scan
 from walq.storage import Storage, open_storage
 
 Reporter = Callable[[str, Outcome, int, int], None]
@@ -93,28 +69,12 @@ class ServerRun:
 
 
 def writer_lock(config: Config, server: str) -> ServerLock:
-    """Barman's archive-wal file lock; with a fleet lock URL, the fleet's fenced commit
-    lock instead, so a manual `walq archive` never interleaves with Celery commits."""
+    """Barman's archive-wal file lock (a busy one names its holder); with a fleet lock
+    URL, the fleet's fenced commit lock instead, so a manual `walq archive` never
+    interleaves with Celery commits."""
     if config.effective_lock_url:
         return open_lock(config, server, "commit")
-    return FileLock(config.home, server)
-
-
-def ensure_server_dirs(config: Config, server: ServerConfig) -> None:
-    """Create the directories a server needs; a failure names the config key."""
-    wanted = {
-        "incoming_dir": server.incoming_dir,
-        "streaming_dir": server.streaming_dir,
-        "errors_dir": server.errors_dir,
-        "spool_dir": config.spool_dir,
-    }
-    if server.local_wals_dir is not None:
-        wanted["storage_url"] = server.local_wals_dir
-    for key, path in wanted.items():
-        try:
-            makedirs_durable(path, incoming_mode() if key == "incoming_dir" else None)  # type: ignore[arg-type]
-        except OSError as exc:
-            raise ConfigError(f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}") from None
+    return FileLock(config.home, server, explain_after=config.claim_timeout)
 
 
 def reset_spool(spool: Path) -> None:
@@ -126,60 +86,44 @@ def reset_spool(spool: Path) -> None:
     make_owned_dir(spool)
 
 
-def prepare_job(config: Config, server: ServerConfig, catalog: Catalog, wal: Candidate) -> PrepareJob:
-    sysid = server.system_identifier or int(catalog.get_meta(server.name, "system_identifier") or 0)
-    seg = int(catalog.get_meta(server.name, "wal_segment_size") or 0)
-    return PrepareJob(
-        server=server.name, name=wal.name, source=str(wal.path), origin=wal.origin,
-        spool_dir=str(config.spool_dir / server.name), codec=server.compression,
-        level=server.compression_level, seg_size=seg or None, system_identifier=sysid or None,
-    )
+def scanned_job(config: Config, server: ServerConfig, catalog: Catalog, wal: Candidate) -> WalJob:
+    """The WalJob for a WAL this run found, prepared into the server's spool."""
+    job = new_job(server.name, wal.name, str(wal.path), wal.origin)
+    return prepare_settings(config, server, catalog, job, config.spool_dir / server.name)  # type: ignore[operator]
 
 
-def prepare_and_encrypt(job: PrepareJob, server: ServerConfig) -> Prepared:
+def prepare_and_encrypt(job: WalJob, server: ServerConfig) -> WalJob:
     """The CPU-bound half, run in a pool worker."""
     return encrypt(prepare(job), server)
 
 
-def finish(
-    catalog: Catalog, storage: Storage, server: ServerConfig, prepared: Prepared, fence: int | None
-) -> Outcome:
+def finish(catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, fence: int | None) -> Outcome:
     """Dedup, store and commit one prepared WAL (the I/O half, single writer)."""
-    record = catalog.get(server.name, prepared.name)
+    record = catalog.get(server.name, job.wal)
     if record is not None and record.state is WalState.ARCHIVED:
-        return handle_already_archived(catalog, storage, server, prepared, record)
+        return handle_already_archived(catalog, storage, server, job, record)
     if record is not None and record.state is WalState.FAILED:  # failed -> claimed only through retry
-        Path(prepared.payload).unlink(missing_ok=True)
-        return Outcome(prepared.name, "failed", f"marked failed ({record.last_error}); `walq retry` re-drives it")
-    check_identity(catalog, server, prepared)
-    started = time.perf_counter()
-    obj, adopted = store(storage, prepared)
-    commit(catalog, storage, server, prepared, obj, adopted=adopted, fence=fence,
-           store_seconds=time.perf_counter() - started)
-    return Outcome(prepared.name, "archived", "recovered" if adopted else "", prepared.size, obj.size)
+        job.payload_path.unlink(missing_ok=True)
+        return Outcome(job.wal, "failed", f"marked failed ({record.last_error}); `walq retry` re-drives it")
+    check_identity(catalog, server, job)
+    job = store(storage, job)
+    commit(catalog, storage, server, job, fence=fence)
+    return Outcome(job.wal, "archived", "recovered" if job.adopted else "", job.size or 0, job.stored_size)
 
 
 def settle(
-    catalog: Catalog, storage: Storage, server: ServerConfig, wal: Candidate,
-    result: Callable[[], Prepared], fence: int | None,
+    catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob,
+    result: Callable[[], WalJob], fence: int | None,
 ) -> Outcome:
-    """Turn one WAL's prepare result into an outcome, mapping errors to Barman's rules."""
+    """Turn one WAL's prepare result into an outcome; its failures go through the policy."""
     try:
         return finish(catalog, storage, server, result(), fence)
-    except DuplicateWalError as exc:
-        return reject(catalog, server, wal.name, str(wal.path), str(exc), "duplicate")
-    except InvalidWalError as exc:
-        return reject(catalog, server, wal.name, str(wal.path), str(exc), "error")
-    except PermanentError as exc:
-        catalog.mark_failed(server.name, wal.name, str(exc), str(wal.path))
-        return Outcome(wal.name, "failed", str(exc))
-    except (TransientError, OSError) as exc:
-        catalog.release(server.name, wal.name, str(exc))
-        return Outcome(wal.name, "failed", f"{exc} (left in place; retried on the next run)")
+    except WALS_OWN_FAILURES as exc:
+        return settle_failure(catalog, server, job, exc)
 
 
-def _immediate(value: Prepared | None, error: BaseException | None) -> Callable[[], Prepared]:
-    def get() -> Prepared:
+def _immediate(value: WalJob | None, error: BaseException | None) -> Callable[[], WalJob]:
+    def get() -> WalJob:
         if error is not None:
             raise error
         assert value is not None
@@ -197,19 +141,20 @@ def archive_server(
     run = ServerRun(server.name)
     lock = writer_lock(config, server.name)
     try:
-        fence = _take(lock, config)
+        fence = lock.acquire_within(min(30.0, config.lock_ttl))  # the file lock never waits
     except LockBusyError as exc:
         run.busy = True
         run.holder = exc.holder if isinstance(exc, LockHeldError) else None
         return run
     try:
-        ensure_server_dirs(config, server)
+        ensure_server_dirs(config, server, ConfigError, with_storage=True)
         reset_spool(config.spool_dir / server.name)  # type: ignore[operator]
         storage = open_storage(server)
         storage.cleanup()
         catalog = open_catalog(config)
         try:
             if server.conninfo:
+                # psycopg is imported only for servers with a conninfo
                 from walq.postgres.client import learn_identity
 
                 learn_identity(catalog, server)  # the sysid is known before the first WAL
@@ -221,8 +166,7 @@ def archive_server(
                 catalog.claim(server.name, wal.name, str(wal.path), config.claim_timeout, steal=True)
             for i, outcome in enumerate(_process(config, server, catalog, storage, batch.wals, pool, fence), 1):
                 run.outcomes.append(outcome)
-                if isinstance(lock, FileLock):
-                    lock.progress()
+                lock.progress()
                 if report:
                     report(server.name, outcome, i, total)
         finally:
@@ -232,41 +176,32 @@ def archive_server(
     return run
 
 
-def _take(lock: ServerLock, config: Config) -> int:
-    """The writer lock's fencing token; LockBusyError (LockHeldError for the file lock) if busy."""
-    if isinstance(lock, RedisLock):
-        return lock.acquire_within(min(30.0, config.lock_ttl))
-    if isinstance(lock, FileLock):
-        return acquire_or_explain(lock, config.claim_timeout)
-    return lock.acquire()
-
-
 def _process(
     config: Config, server: ServerConfig, catalog: Catalog, storage: Storage,
     wals: list[Candidate], pool: ProcessPoolExecutor | None, fence: int,
 ) -> Iterable[Outcome]:
-    jobs = [(wal, prepare_job(config, server, catalog, wal)) for wal in wals]
+    jobs = [scanned_job(config, server, catalog, wal) for wal in wals]
     if pool is None or len(jobs) <= 1:
-        for wal, job in jobs:
+        for job in jobs:
             try:
                 prepared, error = prepare_and_encrypt(job, server), None
             except Exception as exc:  # mapped to an outcome by settle()
                 prepared, error = None, exc
-            yield settle(catalog, storage, server, wal, _immediate(prepared, error), fence)
+            yield settle(catalog, storage, server, job, _immediate(prepared, error), fence)
         return
     window = max(2, 2 * pool._max_workers)  # noqa: SLF001 - bounded read-ahead
-    pending: deque[tuple[Candidate, Future[Prepared]]] = deque()
+    pending: deque[tuple[WalJob, Future[WalJob]]] = deque()
     it = iter(jobs)
-    for wal, job in it:
-        pending.append((wal, pool.submit(prepare_and_encrypt, job, server)))
+    for job in it:
+        pending.append((job, pool.submit(prepare_and_encrypt, job, server)))
         if len(pending) >= window:
             break
     while pending:
-        wal, fut = pending.popleft()
-        yield settle(catalog, storage, server, wal, fut.result, fence)
+        job, fut = pending.popleft()
+        yield settle(catalog, storage, server, job, fut.result, fence)
         nxt = next(it, None)
         if nxt is not None:
-            pending.append((nxt[0], pool.submit(prepare_and_encrypt, nxt[1], server)))
+            pending.append((nxt, pool.submit(prepare_and_encrypt, nxt, server)))
 
 
 def worker_count(config: Config) -> int:

@@ -1,10 +1,10 @@
-"""The steps of archiving one WAL, each a plain function.
+"""The steps of archiving one WAL, each a plain function of its WalJob.
 
 ``prepare`` (validate + checksum + compress into the spool) is CPU work and
 runs in a process pool or a Celery prefork worker; ``encrypt`` likewise;
 ``store`` and ``commit`` are I/O and run under the server's fenced lock. The
 embedded archiver and the Celery tasks call exactly these functions, passing
-only names and spool paths between them, never payloads.
+one WalJob (names and spool paths, never payloads) from each to the next.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ import hashlib
 import os
 import stat
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+from walq.archive.identity import adopt_identity
+from walq.archive.job import WalJob
+from walq.archive.scan import move_to_errors
 from walq.catalog.base import ArchivedInfo, Catalog, WalRecord, WalState
 from walq.codecs import (
     CHUNK_SIZE,
@@ -35,7 +38,6 @@ from walq.errors import (
     TransientError,
 )
 from walq.fsutil import fsync_dir, make_owned_dir, make_private, open_private
-from walq.scan import move_to_errors
 from walq.storage.base import PutRequest, Storage, StoredObject
 from walq.storage.readback import plain_chunks
 from walq.wal import (
@@ -51,47 +53,6 @@ from walq.wal import (
 )
 
 MAX_TEXT_WAL = MAX_TEXT_SIZE  # history and backup files are small text
-
-
-@dataclass(frozen=True, slots=True)
-class PrepareJob:
-    """Everything a worker needs to prepare one WAL; JSON-friendly on purpose."""
-
-    server: str
-    name: str
-    source: str
-    origin: str
-    spool_dir: str
-    codec: str
-    level: int | None = None
-    seg_size: int | None = None
-    system_identifier: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A validated WAL and its payload in the spool, ready to store."""
-
-    server: str
-    name: str
-    source: str
-    origin: str
-    payload: str
-    codec: str
-    encrypted: bool
-    size: int
-    checksum: str
-    mtime: float
-    sysid: int | None
-    seg_size: int | None
-    prepare_seconds: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {f: getattr(self, f) for f in self.__slots__}  # type: ignore[attr-defined]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Prepared:
-        return cls(**data)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +89,14 @@ def spool_path(spool_dir: str, name: str, suffix: str) -> Path:
     return Path(spool_dir) / f"{name}{suffix}"
 
 
-def prepare(job: PrepareJob) -> Prepared:
-    """Validate, checksum and compress one WAL into the spool, reading it once."""
+def prepare(job: WalJob) -> WalJob:
+    """Validate, checksum and compress one WAL into the spool, reading it once.
+
+    Takes the scan's job (spool_dir, codec, level, expected seg_size/sysid) and
+    returns it with the payload and what the bytes said."""
+    assert job.spool_dir is not None and job.codec is not None, "a job's prepare settings are set"
     started = time.perf_counter()
-    wal = parse_wal_name(job.name)
+    wal = parse_wal_name(job.wal)
     try:
         make_owned_dir(job.spool_dir)  # walq's own: the only kind of directory it ever removes
     except OSError as exc:
@@ -146,12 +111,12 @@ def prepare(job: PrepareJob) -> Prepared:
                 raise InvalidWalError("empty file (0 bytes)")
             validate_segment_header(
                 first[:LONG_HEADER_SIZE], wal, st.st_size,
-                expected_seg_size=job.seg_size, system_identifier=job.system_identifier,
+                expected_seg_size=job.seg_size, system_identifier=job.sysid,
             )
         out_codec = in_codec or job.codec
         # The origin is part of the spool name: the same WAL from streaming/ and incoming/
         # can be prepared at the same time (wal-reference 9.10) and must not share a file.
-        final = spool_path(job.spool_dir, f"{job.name}.{job.origin}", get_codec(out_codec).extension or ".none")
+        final = spool_path(job.spool_dir, f"{job.wal}.{job.origin}", get_codec(out_codec).extension or ".none")
         part = final.with_name(f".{final.name}.part")
         hasher = hashlib.sha256()
         size = 0
@@ -201,7 +166,7 @@ def prepare(job: PrepareJob) -> Prepared:
             raise InvalidWalError(str(exc)) from None
         except OSError as exc:
             part.unlink(missing_ok=True)
-            raise TransientError(f"cannot prepare {job.name}: {exc}") from exc
+            raise TransientError(f"cannot prepare {job.wal}: {exc}") from exc
         except Exception as exc:  # corrupt compressed input surfaces as codec errors
             part.unlink(missing_ok=True)
             raise InvalidWalError(f"cannot decompress {in_codec} content: {exc}") from exc
@@ -210,7 +175,7 @@ def prepare(job: PrepareJob) -> Prepared:
     try:
         if wal.kind in (WalKind.SEGMENT, WalKind.PARTIAL):
             hdr = validate_segment_header(
-                head, wal, size, expected_seg_size=job.seg_size, system_identifier=job.system_identifier
+                head, wal, size, expected_seg_size=job.seg_size, system_identifier=job.sysid
             )
             sysid, seg_size = hdr.sysid, hdr.seg_size
         elif wal.kind is WalKind.HISTORY:
@@ -221,12 +186,11 @@ def prepare(job: PrepareJob) -> Prepared:
         part.unlink(missing_ok=True)
         raise
     os.rename(part, final)
-    return Prepared(
-        server=job.server, name=job.name, source=job.source, origin=job.origin,
-        payload=str(final), codec=out_codec, encrypted=False, size=size,
-        checksum=hasher.hexdigest(), mtime=st.st_mtime, sysid=sysid, seg_size=seg_size,
-        prepare_seconds=time.perf_counter() - started,
-    )
+    return job.model_copy(update={
+        "payload": str(final), "codec": out_codec, "encrypted": False, "size": size,
+        "checksum": hasher.hexdigest(), "mtime": st.st_mtime, "sysid": sysid, "seg_size": seg_size,
+        "prepare_seconds": time.perf_counter() - started,
+    })
 
 
 def _plain_limit(kind: WalKind, seg_size: int | None) -> int:
@@ -285,33 +249,29 @@ def _account(piece: bytes, size: int, head: bytes, text: bytearray, kind: WalKin
     return size + len(piece), head, text
 
 
-def encrypt(prepared: Prepared, server: ServerConfig) -> Prepared:
+def encrypt(job: WalJob, server: ServerConfig) -> WalJob:
     """Encrypt the spool payload when the server asks for it; pass through otherwise."""
     if server.encryption != "gpg":
-        return prepared
-    from walq.crypto import encrypt_file
+        return job
+    from walq.crypto import encrypt_file  # gpg plumbing, only for servers that encrypt
 
-    src = Path(prepared.payload)
+    src = job.payload_path
     dst = src.with_name(src.name + ".gpg")
     encrypt_file(src, dst, server)
     make_private(dst)  # gpg creates its output with the umask's mode
     src.unlink(missing_ok=True)
-    return replace(prepared, payload=str(dst), encrypted=True)
+    return job.model_copy(update={"payload": str(dst), "encrypted": True})
 
 
-def check_identity(catalog: Catalog, server: ServerConfig, prepared: Prepared) -> None:
+def check_identity(catalog: Catalog, server: ServerConfig, job: WalJob) -> None:
     """Enforce (and on first sight learn) the cluster's system identifier and segment size."""
-    if prepared.sysid is None:
+    if job.sysid is None:
         return
-    known = server.system_identifier or int(catalog.get_meta(server.name, "system_identifier") or 0)
-    if known and known != prepared.sysid:
+    known = adopt_identity(catalog, server, job.sysid, job.seg_size)
+    if known is not None:
         raise InvalidWalError(
-            f"system identifier {prepared.sysid} differs from this server's {known} (WAL from another cluster)"
+            f"system identifier {job.sysid} differs from this server's {known} (WAL from another cluster)"
         )
-    if not known:
-        catalog.set_meta(server.name, "system_identifier", str(prepared.sysid))
-    if prepared.seg_size and not catalog.get_meta(server.name, "wal_segment_size"):
-        catalog.set_meta(server.name, "wal_segment_size", str(prepared.seg_size))
 
 
 def stored_checksum(storage: Storage, obj: StoredObject, server: ServerConfig, record: WalRecord | None) -> str:
@@ -326,55 +286,62 @@ def stored_checksum(storage: Storage, obj: StoredObject, server: ServerConfig, r
     return hasher.hexdigest()
 
 
-def store(storage: Storage, prepared: Prepared) -> tuple[StoredObject, bool]:
-    """Conditional write. Returns (object, adopted): adopted means an identical copy
-    was already stored (a crash between store and commit), so nothing new was written."""
-    request = PutRequest(
-        name=prepared.name, payload=Path(prepared.payload), codec=prepared.codec,
-        encrypted=prepared.encrypted, mtime=prepared.mtime, checksum=prepared.checksum,
-    )
+def put_request(job: WalJob) -> PutRequest:
+    """What storage is handed for this job (the one place a PutRequest is built)."""
+    assert job.codec is not None and job.checksum is not None
+    return PutRequest(name=job.wal, payload=job.payload_path, codec=job.codec, encrypted=job.encrypted,
+                      mtime=job.mtime or 0.0, checksum=job.checksum)
+
+
+def stored_object(job: WalJob) -> StoredObject:
+    """The object store recorded for this job (the one place a StoredObject is built from it)."""
+    assert job.key is not None
+    return StoredObject(job.wal, job.key, job.stored_size, job.stored_codec, job.stored_encrypted)
+
+
+def store(storage: Storage, job: WalJob) -> WalJob:
+    """Conditional write; the job comes back with where it went. ``adopted`` means an
+    identical copy was already stored (a crash between store and commit), so nothing
+    new was written."""
+    started = time.perf_counter()
     try:
-        return storage.put(request), False
+        obj, adopted = storage.put(put_request(job)), False
     except AlreadyStoredError:
-        existing = storage.find(prepared.name)
+        existing = storage.find(job.wal)
         if existing is None:
-            raise StorageError(f"{prepared.name} reported present but cannot be found") from None
-        return existing, True
+            raise StorageError(f"{job.wal} reported present but cannot be found") from None
+        obj, adopted = existing, True
+    return job.model_copy(update={
+        "key": obj.key, "stored_size": obj.size, "stored_codec": obj.codec, "stored_encrypted": obj.encrypted,
+        "adopted": adopted, "store_seconds": time.perf_counter() - started,
+    })
 
 
-def commit(
-    catalog: Catalog,
-    storage: Storage,
-    server: ServerConfig,
-    prepared: Prepared,
-    obj: StoredObject,
-    *,
-    adopted: bool,
-    fence: int | None,
-    store_seconds: float = 0.0,
-) -> None:
+def commit(catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, *, fence: int | None) -> None:
     """Record the WAL as archived (fenced), write Barman's xlogdb line, then remove the source."""
-    if adopted:
+    assert job.checksum is not None and job.codec is not None
+    obj = stored_object(job)
+    if job.adopted:
         existing = stored_checksum(storage, obj, server, None)
-        if existing != prepared.checksum:
+        if existing != job.checksum:
             raise DuplicateWalError(
-                f"{prepared.name} is already stored with different content (sha256 {existing[:12]}… vs {prepared.checksum[:12]}…)"
+                f"{job.wal} is already stored with different content (sha256 {existing[:12]}… vs {job.checksum[:12]}…)"
             )
     # An adopted object may predate a codec change (S3 keys say which codec it is).
-    codec = obj.codec if adopted and obj.codec else prepared.codec
-    encrypted = obj.encrypted if adopted and obj.encrypted is not None else prepared.encrypted
-    storage.validate_key(prepared.name, obj.key)  # the catalog never records a key get-wal would refuse
+    codec = obj.codec if job.adopted and obj.codec else job.codec
+    encrypted = obj.encrypted if job.adopted and obj.encrypted is not None else job.encrypted
+    storage.validate_key(job.wal, obj.key)  # the catalog never records a key get-wal would refuse
     info = ArchivedInfo(
-        size=prepared.size, stored_size=obj.size, codec=codec,
-        encryption="gpg" if encrypted else "none", checksum=prepared.checksum,
-        storage_key=obj.key, mtime=prepared.mtime, prepare_seconds=prepared.prepare_seconds,
-        store_seconds=store_seconds,
+        size=job.size or 0, stored_size=obj.size, codec=codec,
+        encryption="gpg" if encrypted else "none", checksum=job.checksum,
+        storage_key=obj.key, mtime=job.mtime or 0.0, prepare_seconds=job.prepare_seconds,
+        store_seconds=job.store_seconds,
     )
-    catalog.mark_archived(server.name, prepared.name, info, fence)
-    if not (adopted and storage.has_commit_record(prepared.name)):
-        storage.record_commit(obj, prepared.mtime, prepared.codec, prepared.encrypted)
-    remove_source(Path(prepared.source))
-    Path(prepared.payload).unlink(missing_ok=True)
+    catalog.mark_archived(server.name, job.wal, info, fence)
+    if not (job.adopted and storage.has_commit_record(job.wal)):
+        storage.record_commit(obj, job.mtime or 0.0, job.codec, job.encrypted)
+    remove_source(Path(job.source))
+    job.payload_path.unlink(missing_ok=True)
 
 
 def remove_source(path: Path) -> None:
@@ -387,30 +354,17 @@ def remove_source(path: Path) -> None:
 
 
 def handle_already_archived(
-    catalog: Catalog, storage: Storage, server: ServerConfig, prepared: Prepared, record: WalRecord
+    catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, record: WalRecord
 ) -> Outcome:
     """Barman's duplicate rules, decided by the checksum of the uncompressed bytes."""
-    Path(prepared.payload).unlink(missing_ok=True)
-    if record.checksum == prepared.checksum:
-        if not storage.has_commit_record(prepared.name):
-            obj = storage.find(prepared.name)
+    job.payload_path.unlink(missing_ok=True)
+    if record.checksum == job.checksum:
+        if not storage.has_commit_record(job.wal):
+            obj = storage.find(job.wal)
             if obj is not None:  # a crash between catalog commit and xlogdb append
-                storage.record_commit(obj, record.mtime or prepared.mtime, record.codec or "none", record.encryption == "gpg")
-        remove_source(Path(prepared.source))
-        return Outcome(prepared.name, "duplicate", "identical copy already archived; source removed", prepared.size)
-    target = move_to_errors(Path(prepared.source), server.errors_dir, "duplicate")  # type: ignore[arg-type]
-    return Outcome(
-        prepared.name, "rejected",
-        f"different copy of an archived WAL moved to {target}", prepared.size,
-    )
-
-
-def reject(catalog: Catalog, server: ServerConfig, name: str, source: str, reason: str, suffix: str = "error") -> Outcome:
-    """Park a bad file in errors/ and the catalog; nothing else is touched."""
-    src = Path(source)
-    target = None
-    if src.exists() or src.is_symlink():
-        target = move_to_errors(src, server.errors_dir, suffix)  # type: ignore[arg-type]
-    catalog.mark_failed(server.name, name, reason, str(target) if target else source)
-    where = f"; moved to {target}" if target else ""
-    return Outcome(name, "rejected", f"{reason}{where}")
+                storage.record_commit(obj, record.mtime or job.mtime or 0.0, record.codec or "none",
+                                      record.encryption == "gpg")
+        remove_source(Path(job.source))
+        return Outcome(job.wal, "duplicate", "identical copy already archived; source removed", job.size or 0)
+    target = move_to_errors(Path(job.source), server.errors_dir, "duplicate")  # type: ignore[arg-type]
+    return Outcome(job.wal, "rejected", f"different copy of an archived WAL moved to {target}", job.size or 0)

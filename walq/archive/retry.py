@@ -60,6 +60,8 @@ def retry(config: Config, server_name: str, names: list[str] | None):
     reset = reset_failed(config, server_name, names)
     if config.fleet:
         return reset, None
-    from walq.archiver import archive
+    # The in-process runner (process pool, locks) only when embedded mode runs it:
+    # fleet workers import this module for reset_failed.
+    from walq.archive.embedded import archive
 
     return reset, archive(config, [server_name])
