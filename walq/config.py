@@ -32,6 +32,17 @@ def _absolute(v: Path | None) -> Path | None:
     return v
 
 
+def _check_retention(v: str | None) -> str | None:
+    """A retention_policy is refused at load time (one line naming the key), never at expiry."""
+    if v is None:
+        return None
+    # imported here: only a config that sets a policy pays for the retention modules
+    from walq.retention.policy import parse_retention_policy
+
+    parse_retention_policy(v)  # ValueError names what is wrong
+    return v
+
+
 def check_server_name(name: str) -> str:
     """Server names become path components and Redis keys: no '/', no '..'."""
     if not SERVER_NAME_RE.fullmatch(name) or ".." in name:
@@ -150,6 +161,12 @@ class ServerConfig(BaseModel):
     # archive_command (archiver) and/or pg_receivewal (streaming_archiver).
     archiver: bool = True
     streaming_archiver: bool = False
+    # Retention (Barman's syntax; walq.retention.policy). None: never expire. A server
+    # without its own takes the top-level retention_policy.
+    retention_policy: str | None = None
+    # Where Barman keeps its lock files (Barman's barman_lock_directory, default its
+    # barman_home): walq takes Barman's xlogdb lock there. Default: walq's home.
+    barman_lock_directory: Path | None = None
 
     @field_validator("storage_url")
     @classmethod
@@ -168,6 +185,16 @@ class ServerConfig(BaseModel):
     @field_validator("incoming_dir", "streaming_dir", "errors_dir")
     @classmethod
     def _absolute_dir(cls, v: Path | None) -> Path | None:
+        return _absolute(v)
+
+    @field_validator("retention_policy")
+    @classmethod
+    def _retention(cls, v: str | None) -> str | None:
+        return _check_retention(v)
+
+    @field_validator("barman_lock_directory")
+    @classmethod
+    def _lock_dir(cls, v: Path | None) -> Path | None:
         return _absolute(v)
 
     @field_validator("slot_name")
@@ -226,6 +253,8 @@ class Config(BaseSettings):
     # false: everything walq creates is 0600 (files) / 0700 (directories); true: 0640 / 0750,
     # for walq and PostgreSQL running as different users of one group.
     group_access: bool = False
+    retention_policy: str | None = None  # the default for servers without their own
+    expire_interval: Annotated[float, Field(gt=0)] = 3600.0  # fleet beat: seconds between expiries
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
 
     @field_validator("catalog_url")
@@ -242,6 +271,11 @@ class Config(BaseSettings):
     @classmethod
     def _lock_url(cls, v: str | None) -> str | None:
         return check_url(v, LOCK_SCHEMES) if v else v
+
+    @field_validator("retention_policy")
+    @classmethod
+    def _retention(cls, v: str | None) -> str | None:
+        return _check_retention(v)
 
     @field_validator("home", "spool_dir")
     @classmethod
@@ -264,6 +298,8 @@ class Config(BaseSettings):
                     "streaming_dir": server.streaming_dir or base / "streaming",
                     "errors_dir": server.errors_dir or base / "errors",
                     "storage_url": server.storage_url or f"file://{base / 'wals'}",
+                    "retention_policy": server.retention_policy or self.retention_policy,
+                    "barman_lock_directory": server.barman_lock_directory or self.home,
                 }
             )
         object.__setattr__(self, "servers", filled)
