@@ -78,7 +78,7 @@ def test_failed_and_reset(catalog: Catalog) -> None:
     catalog.mark_failed("pg1", W3, "late")  # never demotes an archived WAL
     assert [r.name for r in catalog.records("pg1", WalState.FAILED)] == [W1, W2]
     assert catalog.get("pg1", W1).source_path == "/errors/x"
-    assert catalog.counts("pg1") == {"claimed": 0, "archived": 1, "failed": 2}
+    assert catalog.counts("pg1") == {"claimed": 0, "archived": 1, "failed": 2, "expired": 0}
     assert not catalog.claim("pg1", W1, "/in/" + W1, 60), "failed WALs wait for an operator"
     assert catalog.reset_failed("pg1", [W2, W3]) == [W2]
     assert catalog.reset_failed("pg1") == [W1]
@@ -87,13 +87,15 @@ def test_failed_and_reset(catalog: Catalog) -> None:
 
 
 def test_the_allowed_transitions() -> None:
-    """claimed -> archived | failed; failed -> claimed (an operator's retry); archived is terminal."""
+    """claimed -> archived | failed; failed -> claimed (an operator's retry); archived -> expired
+    (retention); expired is terminal."""
     allowed = {state: set(targets) for state, targets in TRANSITIONS.items()}
     assert allowed == {
         None: {WalState.CLAIMED, WalState.FAILED},
         WalState.CLAIMED: {WalState.CLAIMED, WalState.ARCHIVED, WalState.FAILED},
         WalState.FAILED: {WalState.CLAIMED},
-        WalState.ARCHIVED: set(),
+        WalState.ARCHIVED: {WalState.EXPIRED},
+        WalState.EXPIRED: set(),
     }
     assert issubclass(TransitionError, PermanentError)
 
@@ -175,3 +177,94 @@ def test_postgres_migrate_is_idempotent(catalog_db: str) -> None:  # noqa: F811
     assert second.migrate() == first.schema_version()
     first.close()
     second.close()
+
+
+# --- retention: the expired state ------------------------------------------------------------
+
+
+def _archived(catalog: Catalog, *names: str) -> None:
+    for n in names:
+        catalog.claim("pg1", n, "/in/" + n, 60)
+        catalog.mark_archived("pg1", n, INFO)
+
+
+def test_expired_only_from_archived_in_one_transaction(catalog: Catalog) -> None:
+    _archived(catalog, W1, W2)
+    catalog.claim("pg1", W3, "/in/" + W3, 60)
+    with pytest.raises(TransitionError):
+        catalog.mark_expired("pg1", [W1, W3], "REDUNDANCY 1")
+    assert catalog.get("pg1", W1).state is WalState.ARCHIVED, "a refused expiry writes nothing"
+    with pytest.raises(TransitionError):
+        catalog.mark_expired("pg1", ["000000010000000000000009"], "no row")
+    assert catalog.mark_expired("pg1", [W1, W2], "REDUNDANCY 1: before X") == [W1, W2]
+    rec = catalog.get("pg1", W1)
+    assert rec.state is WalState.EXPIRED and rec.reason == "REDUNDANCY 1: before X"
+    assert rec.expired_at is not None and rec.storage_key == INFO.storage_key, "the row still says where it was"
+    assert catalog.mark_expired("pg1", [W1, W2], "again") == [], "a rerun leaves expired rows as they are"
+    assert catalog.get("pg1", W1).reason == "REDUNDANCY 1: before X"
+    assert catalog.archived_names("pg1") == []
+    assert catalog.counts("pg1")["expired"] == 2
+    assert [r.name for r in catalog.records("pg1", WalState.EXPIRED)] == [W1, W2]
+
+
+def test_expired_rows_are_terminal(catalog: Catalog) -> None:
+    _archived(catalog, W1)
+    catalog.mark_expired("pg1", [W1], "gone")
+    assert not catalog.claim("pg1", W1, "/in/" + W1, 60)
+    assert not catalog.claim("pg1", W1, "/in/" + W1, 60, steal=True)
+    catalog.mark_failed("pg1", W1, "boom")
+    assert catalog.get("pg1", W1).state is WalState.EXPIRED
+    assert catalog.reset_failed("pg1") == []
+    assert TRANSITIONS[WalState.EXPIRED] == frozenset()
+    assert TRANSITIONS[WalState.ARCHIVED] == frozenset({WalState.EXPIRED})
+
+
+def test_expiry_is_fenced(catalog: Catalog) -> None:
+    _archived(catalog, W1)
+    catalog.claim("pg1", W2, "/in/" + W2, 60)
+    catalog.mark_archived("pg1", W2, INFO, fence=7)
+    with pytest.raises(FencedError):
+        catalog.mark_expired("pg1", [W1], "stale", fence=6)
+    assert catalog.get("pg1", W1).state is WalState.ARCHIVED
+    assert catalog.mark_expired("pg1", [W1], "fresh", fence=7) == [W1]
+
+
+def test_sqlite_catalog_of_an_older_walq_gains_the_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE wal (server TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL, source_path TEXT, "
+        "size INTEGER, stored_size INTEGER, codec TEXT, encryption TEXT, checksum TEXT, storage_key TEXT, "
+        "mtime REAL, claimed_at REAL, deadline REAL, archived_at REAL, prepare_seconds REAL, store_seconds REAL, "
+        "attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, PRIMARY KEY (server, name));"
+        f"INSERT INTO wal (server, name, state) VALUES ('pg1', '{W1}', 'archived');")
+    db.commit()
+    db.close()
+    ro = SqliteCatalog(path, readonly=True)
+    assert ro.get("pg1", W1).expired_at is None
+    ro.close()
+    cat = SqliteCatalog(path)
+    assert cat.mark_expired("pg1", [W1], "old") == [W1] and cat.get("pg1", W1).reason == "old"
+    cat.close()
+
+
+def test_postgres_schema_1_migrates_to_expiry(catalog_db: str) -> None:  # noqa: F811
+    import psycopg
+
+    from walq.catalog.postgres import MIGRATIONS
+
+    url = fresh_schema_url(catalog_db)
+    with psycopg.connect(url, autocommit=True) as conn:  # what walq with schema version 1 left
+        conn.execute("CREATE TABLE walq_schema (version integer PRIMARY KEY)")
+        conn.execute(MIGRATIONS[0])
+        conn.execute("INSERT INTO walq_schema VALUES (1)")
+        conn.execute(f"INSERT INTO walq_wal (server, name, state) VALUES ('pg1', '{W1}', 'archived')")
+    cat = PostgresCatalog(url)
+    try:
+        assert cat.schema_version() == len(MIGRATIONS) >= 2
+        assert cat.get("pg1", W1).expired_at is None
+        assert cat.mark_expired("pg1", [W1], "migrated") == [W1]
+    finally:
+        cat.close()

@@ -73,7 +73,7 @@ def test_made_up_task_arguments_are_refused_and_touch_nothing(
         assert "refused" in str(result.result) and expected in str(result.result), (name, str(result.result))
     catalog = open_catalog(home.config)
     try:
-        assert catalog.counts("pg1") == {"claimed": 0, "archived": 0, "failed": 0}
+        assert catalog.counts("pg1") == {"claimed": 0, "archived": 0, "failed": 0, "expired": 0}
         assert catalog.records("ghost") == []
     finally:
         catalog.close()

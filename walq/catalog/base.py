@@ -2,7 +2,8 @@
 
 States: ``claimed`` (found by a scan, being worked on until ``deadline``),
 ``archived`` (stored durably and committed), ``failed`` (parked: needs an
-operator's retry). Implementations: SqliteCatalog (embedded) and
+operator's retry), ``expired`` (retention removed it: ``expired_at`` and
+``reason`` say when and why; the row stays, so its key is never forgotten). Implementations: SqliteCatalog (embedded) and
 PostgresCatalog (fleet); tests/test_catalog_contract.py runs both.
 
 A row moves only along TRANSITIONS, enforced inside each catalog's write (not by
@@ -23,18 +24,21 @@ class WalState(enum.StrEnum):
     CLAIMED = "claimed"
     ARCHIVED = "archived"
     FAILED = "failed"
+    EXPIRED = "expired"
 
 
 # state -> the states a row in it may move to (None: no row yet).
 #   (none)   -> claimed (a scan) | failed (a file parked before it was ever claimed)
 #   claimed  -> claimed (re-claim a stalled claim) | archived (commit) | failed (park)
 #   failed   -> claimed (an operator's retry)
-#   archived -> nothing: terminal (a retention policy may add 'expired' later)
+#   archived -> expired (walq expire / walq delete; the object goes after the row says so)
+#   expired  -> nothing: terminal
 TRANSITIONS: dict[WalState | None, frozenset[WalState]] = {
     None: frozenset({WalState.CLAIMED, WalState.FAILED}),
     WalState.CLAIMED: frozenset({WalState.CLAIMED, WalState.ARCHIVED, WalState.FAILED}),
     WalState.FAILED: frozenset({WalState.CLAIMED}),
-    WalState.ARCHIVED: frozenset(),
+    WalState.ARCHIVED: frozenset({WalState.EXPIRED}),
+    WalState.EXPIRED: frozenset(),
 }
 
 
@@ -81,8 +85,10 @@ class WalRecord:
     store_seconds: float | None
     attempts: int
     last_error: str | None
+    expired_at: float | None = None
+    reason: str | None = None  # why the row expired (retention's reason)
 
-    COLUMNS = ["server", "name", "state", "source_path", "size", "stored_size", "codec", "encryption", "checksum", "storage_key", "mtime", "claimed_at", "deadline", "archived_at", "prepare_seconds", "store_seconds", "attempts", "last_error"]
+    COLUMNS = ["server", "name", "state", "source_path", "size", "stored_size", "codec", "encryption", "checksum", "storage_key", "mtime", "claimed_at", "deadline", "archived_at", "prepare_seconds", "store_seconds", "attempts", "last_error", "expired_at", "reason"]
 
 
 class Catalog(Protocol):
@@ -108,6 +114,13 @@ class Catalog(Protocol):
         """Commit a claimed row. Raises FencedError when ``fence`` is older than one
         already seen, TransitionError when the row is missing or not claimed (an
         archived row is never overwritten); either way nothing is written."""
+        ...
+
+    def mark_expired(self, server: str, names: list[str], reason: str, fence: int | None = None) -> list[str]:
+        """In one transaction, move archived rows to ``expired`` with the time and
+        ``reason``; returns the names it moved. Rows already expired are left as they
+        are (a rerun); any other state, or no row, raises TransitionError and nothing
+        is written. FencedError as for mark_archived."""
         ...
 
     def get(self, server: str, name: str) -> WalRecord | None: ...

@@ -54,6 +54,11 @@ MIGRATIONS: list[str] = [
         server text NOT NULL, key text NOT NULL, value text, PRIMARY KEY (server, key)
     );
     """,
+    # 2: retention (walq expire): when and why a row expired
+    """
+    ALTER TABLE walq_wal ADD COLUMN IF NOT EXISTS expired_at double precision,
+                         ADD COLUMN IF NOT EXISTS reason text;
+    """,
 ]
 SCHEMA_LOCK = 0x77616C71  # pg_advisory_xact_lock key: 'walq'
 NOW = "extract(epoch from clock_timestamp())::double precision"
@@ -165,7 +170,7 @@ class PostgresCatalog:
             "VALUES (%s, %s, 'failed', %s, 1, %s) "
             "ON CONFLICT (server, name) DO UPDATE SET state = 'failed', attempts = w.attempts + 1, "
             "last_error = EXCLUDED.last_error, source_path = coalesce(EXCLUDED.source_path, w.source_path), "
-            "deadline = NULL WHERE w.state <> 'archived'",
+            "deadline = NULL WHERE w.state NOT IN ('archived', 'expired')",
             (server, name, source_path, error),
         )
 
@@ -199,6 +204,40 @@ class PostgresCatalog:
                         info.storage_key, info.mtime, info.prepare_seconds, info.store_seconds, server, name,
                     ),
                 )
+        except pg_errors.OperationalError as exc:
+            raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
+
+    def mark_expired(self, server: str, names: list[str], reason: str, fence: int | None = None) -> list[str]:
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                if fence is not None:
+                    conn.execute(
+                        "INSERT INTO walq_fence (server, token) VALUES (%s, %s) ON CONFLICT (server) DO NOTHING",
+                        (server, fence),
+                    )
+                    newest = conn.execute(
+                        "SELECT token FROM walq_fence WHERE server = %s FOR UPDATE", (server,)
+                    ).fetchone()[0]
+                    if fence < newest:
+                        raise FencedError(f"expiry refused: fencing token {fence} is older than {newest}")
+                    conn.execute("UPDATE walq_fence SET token = %s WHERE server = %s", (fence, server))
+                rows = dict(conn.execute(
+                    "SELECT name, state FROM walq_wal WHERE server = %s AND name = ANY(%s) FOR UPDATE",
+                    (server, list(names)),
+                ).fetchall())
+                moved = []
+                for name in names:
+                    state = rows.get(name)
+                    if state == WalState.EXPIRED:
+                        continue
+                    check_transition(server, name, state, WalState.EXPIRED)
+                    moved.append(name)
+                conn.execute(
+                    f"UPDATE walq_wal SET state = 'expired', expired_at = {NOW}, reason = %s "
+                    f"WHERE server = %s AND name = ANY(%s) AND state = 'archived'",
+                    (reason, server, moved),
+                )
+                return moved
         except pg_errors.OperationalError as exc:
             raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
 

@@ -37,8 +37,10 @@ CREATE INDEX IF NOT EXISTS wal_state ON wal (server, state);
 CREATE TABLE IF NOT EXISTS fence (server TEXT PRIMARY KEY, token INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (server TEXT, key TEXT, value TEXT, PRIMARY KEY (server, key));
 """
+# Columns added after the first release: (name, type). A catalog written by an older
+# walq gets them with ALTER TABLE when opened for writing; a read-only one reads NULLs.
+ADDED_COLUMNS = [("expired_at", "REAL"), ("reason", "TEXT")]
 
-_SELECT = "SELECT " + ", ".join(WalRecord.COLUMNS) + " FROM wal"
 
 
 def _record(row: tuple) -> WalRecord:
@@ -63,8 +65,17 @@ class SqliteCatalog:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.executescript(SCHEMA)
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(wal)")}
+            missing = [(n, t) for n, t in ADDED_COLUMNS if n not in have]
+            if missing and not readonly:
+                for column, kind in missing:
+                    self.db.execute(f"ALTER TABLE wal ADD COLUMN {column} {kind}")
+                missing = []
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(f"catalog {self.path}: {exc}") from exc
+        absent = {n for n, _ in missing}
+        self._select = "SELECT " + ", ".join(
+            f"NULL AS {c}" if c in absent else c for c in WalRecord.COLUMNS) + " FROM wal"
 
     def _write(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         return self.db.execute(sql, params)
@@ -111,7 +122,7 @@ class SqliteCatalog:
             "INSERT INTO wal (server, name, state, source_path, attempts, last_error) VALUES (?,?,?,?,1,?) "
             "ON CONFLICT (server, name) DO UPDATE SET state=excluded.state, attempts=wal.attempts+1, "
             "last_error=excluded.last_error, source_path=COALESCE(excluded.source_path, wal.source_path) "
-            "WHERE wal.state != 'archived'",
+            "WHERE wal.state NOT IN ('archived', 'expired')",
             (server, name, WalState.FAILED, source_path, error),
         )
 
@@ -143,15 +154,49 @@ class SqliteCatalog:
             self.db.execute("ROLLBACK")
             raise
 
+    def mark_expired(self, server: str, names: list[str], reason: str, fence: int | None = None) -> list[str]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self._check_fence(server, fence, "expiry")
+            moved = []
+            for name in names:
+                row = self.db.execute("SELECT state FROM wal WHERE server=? AND name=?", (server, name)).fetchone()
+                if row is not None and row[0] == WalState.EXPIRED:
+                    continue
+                check_transition(server, name, row[0] if row else None, WalState.EXPIRED)
+                moved.append(name)
+            now = time.time()
+            self.db.executemany(
+                "UPDATE wal SET state=?, expired_at=?, reason=? WHERE server=? AND name=? AND state=?",
+                [(WalState.EXPIRED, now, reason, server, n, WalState.ARCHIVED) for n in moved],
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return moved
+
+    def _check_fence(self, server: str, fence: int | None, what: str) -> None:
+        """Inside a write transaction: refuse a token older than the newest seen, record it."""
+        if fence is None:
+            return
+        row = self.db.execute("SELECT token FROM fence WHERE server=?", (server,)).fetchone()
+        if row is not None and fence < row[0]:
+            raise FencedError(f"{what} refused: fencing token {fence} is older than {row[0]}")
+        self.db.execute(
+            "INSERT INTO fence (server, token) VALUES (?, ?) ON CONFLICT (server) DO UPDATE SET token=excluded.token",
+            (server, fence),
+        )
+
     def get(self, server: str, name: str) -> WalRecord | None:
-        row = self.db.execute(_SELECT + " WHERE server=? AND name=?", (server, name)).fetchone()
+        row = self.db.execute(self._select + " WHERE server=? AND name=?", (server, name)).fetchone()
         return _record(row) if row else None
 
     def records(self, server: str, state: WalState | None = None) -> list[WalRecord]:
         if state is None:
-            rows = self.db.execute(_SELECT + " WHERE server=? ORDER BY name", (server,))
+            rows = self.db.execute(self._select + " WHERE server=? ORDER BY name", (server,))
         else:
-            rows = self.db.execute(_SELECT + " WHERE server=? AND state=? ORDER BY name", (server, state))
+            rows = self.db.execute(self._select + " WHERE server=? AND state=? ORDER BY name", (server, state))
         return [_record(r) for r in rows]
 
     def archived_names(self, server: str) -> list[str]:
