@@ -113,3 +113,92 @@ def test_multipart_above_threshold(storage: Storage, workdir: Path) -> None:
         assert storage.stored_checksum(obj) == hashlib.sha256(data).hexdigest()
     with pytest.raises(AlreadyStoredError):
         storage.put(request(workdir, SEG, data))
+
+
+# --- retention: delete ------------------------------------------------------------------------
+
+
+def test_delete_removes_objects_and_is_idempotent(storage: Storage, workdir: Path) -> None:
+    objs = [storage.put(request(workdir, n, n.encode() * 10, codec="zstd")) for n in (SEG, NEXT, HIST)]
+    storage.delete(objs[:2])
+    assert [o.name for o in storage.list()] == [HIST]
+    assert storage.find(SEG) is None and storage.find(NEXT) is None
+    storage.delete(objs[:2])  # a rerun after a crash: already gone is not an error
+    storage.delete([])
+    assert [o.name for o in storage.list()] == [HIST]
+
+
+def test_delete_refuses_a_key_that_is_not_the_wals(storage: Storage, workdir: Path) -> None:
+    from walq.errors import StorageKeyError
+    from walq.storage import StoredObject
+
+    obj = storage.put(request(workdir, SEG, b"x" * 100))
+    with pytest.raises(StorageKeyError):
+        storage.delete([StoredObject(NEXT, obj.key, obj.size)])
+    assert storage.find(SEG) is not None
+
+
+def test_delete_more_than_one_batch(storage: Storage, workdir: Path) -> None:
+    """Over 1,000 keys: S3 needs two DeleteObjects requests; local, many hash directories."""
+    from walq.storage import StoredObject
+    from walq.wal import segment_name
+
+    names = [segment_name(1, n, 1 << 20) for n in range(1, 1102)]  # 1 MiB segments: 5 hash dirs
+    objs = []
+    for n in names[:3]:
+        objs.append(storage.put(request(workdir, n, b"y" * 10)))
+    # the rest are keys of WALs never stored: deleting them is a no-op, but they fill the batches
+    prefix = objs[0].key[: -len(names[0])]  # wals/<hash dir>/ of the first
+    for n in names[3:]:
+        objs.append(StoredObject(n, prefix[: -len(n[:16]) - 1] + f"{n[:16]}/{n}", 10))
+    storage.delete(objs)
+    assert list(storage.list()) == []
+
+
+def test_local_delete_removes_empty_hash_dirs_only(workdir: Path) -> None:
+    from walq.storage.local import LocalStorage
+
+    storage = LocalStorage(workdir / "wals", "pg1")
+    a = storage.put(request(workdir, SEG, b"a"))
+    b = storage.put(request(workdir, "000000010000000100000001", b"b"))
+    barmans = workdir / "wals" / "0000000100000001" / "000000010000000100000002"
+    barmans.write_bytes(b"Barman's")  # a file walq has no row for keeps its directory
+    storage.delete([a, b])
+    assert not (workdir / "wals" / SEG[:16]).exists()
+    assert barmans.exists()
+
+
+def test_xlogdb_rewrite_keeps_other_lines_byte_for_byte(workdir: Path) -> None:
+    import fcntl
+    import threading
+
+    from walq.storage.local import LocalStorage
+
+    home = workdir / "home"
+    home.mkdir()
+    storage = LocalStorage(workdir / "wals", "pg1", lock_dir=home)
+    objs = [storage.put(request(workdir, n, n.encode())) for n in (SEG, NEXT)]
+    for o in objs:
+        storage.record_commit(o, 1.5, "zstd", False)
+    barman_line = b"000000010000000000000009\t123\t1700000000.0\tgzip\tNone\n"
+    with open(storage.xlogdb, "ab") as f:
+        f.write(barman_line)
+    before = storage.xlogdb.read_bytes()
+    lock = home / ".pg1-xlogdb.lock"
+    assert lock.exists() and (lock.stat().st_mode & 0o777) == 0o600
+
+    # while someone (Barman) holds the xlogdb lock, neither append nor rewrite gets in
+    fd = os.open(lock, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (storage.rewrite_xlogdb([SEG]), done.set()))
+    t.start()
+    assert not done.wait(0.5), "the rewrite waited for Barman's lock"
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    t.join(10)
+    assert done.is_set()
+    after = storage.xlogdb.read_bytes()
+    assert after == b"".join(ln for ln in before.splitlines(keepends=True) if not ln.startswith(SEG.encode()))
+    assert barman_line in after and not (workdir / "wals" / ".pg1-xlog.db.walq-rewrite").exists()
+    assert storage.rewrite_xlogdb([SEG]) == 0

@@ -17,4 +17,4 @@ def open_storage(server: ServerConfig) -> Storage:
         return S3Storage(server)
     from walq.storage.local import LocalStorage
 
-    return LocalStorage(server.local_wals_dir, server.name)  # type: ignore[arg-type]
+    return LocalStorage(server.local_wals_dir, server.name, server.barman_lock_directory)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ Contract tests in tests/test_storage_contract.py run against every backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -69,6 +69,14 @@ class Storage(Protocol):
 
     def has_commit_record(self, name: str) -> bool:
         """Whether record_commit already ran for this WAL (crash recovery)."""
+        ...
+
+    def delete(self, objs: Iterable[StoredObject]) -> None:
+        """Remove these objects (keys validated first); one already gone is not an error,
+        so a rerun after a crash finishes the job. Local: unlink, then remove hash
+        directories left empty, fsyncing the parents. S3: DeleteObjects in batches of at
+        most 1,000, falling back to one DeleteObject per key when the store rejects the
+        batch. Raises StorageError if any object may still be there."""
         ...
 
     def check(self) -> None:

@@ -18,7 +18,8 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,11 +47,14 @@ TMP_DIR = STORAGE_TMP  # dot-directory: invisible to Barman's globs; walq's own 
 class LocalStorage:
     """Archive WAL into a Barman ``wals/`` directory on a local file system."""
 
-    def __init__(self, root: Path, server: str) -> None:
+    def __init__(self, root: Path, server: str, lock_dir: Path | None = None) -> None:
         self.root = Path(root)
         self.server = server
         self.url = f"file://{self.root}"
         self.xlogdb = self.root / f"{server}-xlog.db"
+        # Barman's xlogdb lock (ServerXLOGDBLock: {barman_lock_directory}/.SERVER-xlogdb.lock);
+        # None: only walq's own flock on the xlogdb (no Barman to agree with).
+        self.xlogdb_lock_path = Path(lock_dir) / f".{server}-xlogdb.lock" if lock_dir is not None else None
 
     def path_for(self, name: str) -> Path:
         wal = parse_wal_name(name)
@@ -157,19 +161,93 @@ class LocalStorage:
             elif entry.name.endswith(".history") and WAL_NAME_RE.fullmatch(entry.name):
                 yield StoredObject(entry.name, entry.name, entry.stat().st_size)
 
+    @contextmanager
+    def xlogdb_lock(self) -> Iterator[None]:
+        """Barman's xlogdb lock, taken as Barman takes it: open (creating, mode 0600) and a
+        blocking exclusive flock, then its pid as the file's content. Every xlogdb write
+        (append or rewrite) holds it, so walq and Barman never lose each other's lines."""
+        if self.xlogdb_lock_path is None:
+            yield
+            return
+        try:
+            fd = os.open(self.xlogdb_lock_path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot open Barman's xlogdb lock {self.xlogdb_lock_path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.ftruncate(fd, len(f"{os.getpid()}\n"))
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
     def record_commit(self, obj: StoredObject, mtime: float, codec: str, encrypted: bool) -> None:
         compression = codec if codec != "none" else "None"
         line = f"{obj.name}\t{obj.size}\t{mtime!r}\t{compression}\t{'gpg' if encrypted else 'None'}\n"
         try:
-            fd = os.open(self.xlogdb, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                os.write(fd, line.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            with self.xlogdb_lock():  # opened under the lock: a rewrite may have replaced the file
+                fd = os.open(self.xlogdb, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    os.write(fd, line.encode())
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         except OSError as exc:
             raise StorageError(f"cannot append to {self.xlogdb}: {exc.strerror}") from exc
+
+    def rewrite_xlogdb(self, drop: Iterable[str]) -> int:
+        """Rewrite the xlogdb without the lines of ``drop``, atomically, under Barman's lock:
+        a temp file beside it, fsync, rename over it, fsync the directory. Lines of other
+        names (Barman's own included) stay byte for byte. Returns how many lines went."""
+        gone = set(drop)
+        tmp = self.root / f".{self.server}-xlog.db.walq-rewrite"
+        try:
+            with self.xlogdb_lock():
+                try:
+                    with open(self.xlogdb, "rb") as f:
+                        lines = f.read().splitlines(keepends=True)
+                except FileNotFoundError:
+                    return 0
+                kept = [ln for ln in lines if ln.split(b"\t", 1)[0].decode(errors="replace") not in gone]
+                removed = len(lines) - len(kept)
+                if not removed:
+                    return 0
+                mode = stat.S_IMODE(os.stat(self.xlogdb).st_mode)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+                try:
+                    os.write(fd, b"".join(kept))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, self.xlogdb)
+                fsync_dir(self.root)
+                return removed
+        except OSError as exc:
+            raise StorageError(f"cannot rewrite {self.xlogdb}: {exc.strerror or exc}") from exc
+
+    def delete(self, objs: Iterable[StoredObject]) -> None:
+        dirs: set[Path] = set()
+        try:
+            for obj in objs:
+                path = self.root / self.validate_key(obj.name, obj.key)
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
+                dirs.add(path.parent)
+            for d in sorted(dirs):
+                if d == self.root or not d.is_dir():
+                    continue
+                fsync_dir(d)
+                try:
+                    os.rmdir(d)  # only when empty: Barman's own files keep the directory
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+            fsync_dir(self.root)
+        except OSError as exc:
+            raise StorageError(f"cannot delete from {self.root}: {exc.strerror or exc}") from exc
 
     def has_commit_record(self, name: str) -> bool:
         try:

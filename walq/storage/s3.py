@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -46,6 +47,8 @@ PART_SIZE = 8 << 20  # boto3's default part size, as barman-cloud uses
 READ_CHUNK = 1 << 20
 STALE_UPLOAD_SECONDS = 24 * 3600  # cleanup aborts multipart uploads older than this
 DEFAULT_MAX_ATTEMPTS = 5
+DELETE_BATCH = 1000  # S3's limit of keys per DeleteObjects request
+log = logging.getLogger(__name__)
 
 # Error codes whose server message is not echoed (may mention the identity).
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken",
@@ -205,6 +208,7 @@ class S3Storage:
         self.bucket, path = parse_s3_url(server.storage_url)
         self.base = f"{path}/{server.name}/wals/" if path else f"{server.name}/wals/"
         self.server_prefix = self.base[: -len("wals/")]
+        self._batch_delete = True  # DeleteObjects until the store refuses it once
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -387,6 +391,36 @@ class S3Storage:
                         continue
                     found.append(obj)
         yield from sorted(found, key=lambda o: (o.name, o.key))
+
+    def delete(self, objs: Iterable[StoredObject]) -> None:
+        """DeleteObjects, at most DELETE_BATCH keys a request. A store that rejects the batch
+        request itself (e.g. boto3's default CRC32 checksum where it wants Content-MD5:
+        MissingContentMD5, or a refusal dressed as InvalidAccessKeyId) gets one
+        DeleteObject per key instead, for the rest of this storage's life, as
+        barman-cloud does. A key the batch reports as failed is retried alone once."""
+        keys = [self.validate_key(o.name, o.key) for o in objs]
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start:start + DELETE_BATCH]
+            if self._batch_delete:
+                try:
+                    failed = self._delete_batch(batch)
+                except StorageError as exc:
+                    log.warning("S3 DeleteObjects refused (%s); deleting one key at a time", exc)
+                    self._batch_delete = False
+                    failed = batch
+            else:
+                failed = batch
+            for key in failed:
+                with self._errors("delete", key):
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def _delete_batch(self, keys: list[str]) -> list[str]:
+        """One DeleteObjects request; the keys it reports as not deleted (a missing key
+        is deleted, for S3)."""
+        with self._errors("delete objects under", self.base):
+            resp = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+        return [e["Key"] for e in resp.get("Errors", []) if e.get("Code") not in _NOT_FOUND]
 
     def record_commit(self, obj: StoredObject, mtime: float, codec: str, encrypted: bool) -> None:
         """Nothing to do: barman-cloud has no xlogdb in the bucket (the catalog is the record)."""
