@@ -288,6 +288,41 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_NOT_OK
 
 
+def cmd_expire(config: Config, args: argparse.Namespace) -> int:
+    from walq.retention.expire import expire_server
+
+    names = args.servers or sorted(config.servers)
+    if not names:
+        print(f"walq: {NO_SERVERS}", file=sys.stderr)
+        return EXIT_OK
+    return _retention_runs(names, lambda name: expire_server(config, name, args.dry_run))
+
+
+def cmd_delete(config: Config, args: argparse.Namespace) -> int:
+    from walq.retention.expire import delete_before
+
+    return _retention_runs([args.server], lambda name: delete_before(config, name, args.before, args.dry_run))
+
+
+def _retention_runs(names: list[str], run) -> int:  # noqa: ANN001 - name -> ExpiryResult
+    """Each server in turn (one failing does not stop the others): 0 done or nothing to
+    do, 1 some refused, 2 some failed."""
+    from walq.retention.report import print_result
+
+    status = EXIT_OK
+    for name in names:
+        try:
+            result = run(name)
+        except WalqError as exc:
+            print(f"walq: {name}: {_one_line(str(exc))}", file=sys.stderr)
+            status = EXIT_ERROR
+            continue
+        print_result(result)
+        if result.refused is not None and status == EXIT_OK:
+            status = EXIT_NOT_OK
+    return status
+
+
 def cmd_receive_wal(config: Config, args: argparse.Namespace) -> int:
     from walq.postgres.receiver import receive_wal
 
@@ -370,6 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="read the archive back: continuity and checksums")
     p.add_argument("server")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("expire", help="apply the servers' retention_policy (delete WAL no kept backup needs)")
+    p.add_argument("servers", nargs="*", metavar="SERVER")
+    p.add_argument("--dry-run", action="store_true", help="print every name that would go; change nothing")
+    p.set_defaults(func=cmd_expire)
+
+    p = sub.add_parser("delete", help="delete every WAL before WALNAME on its timeline line, whatever the policy")
+    p.add_argument("server")
+    p.add_argument("--before", required=True, metavar="WALNAME")
+    p.add_argument("--dry-run", action="store_true", help="print every name that would go; change nothing")
+    p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("receive-wal", help="supervise pg_receivewal into the streaming dir")
     p.add_argument("server")

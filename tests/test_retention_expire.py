@@ -1,0 +1,343 @@
+"""walq expire / walq delete end to end, with real parts.
+
+A real primary archives through ``walq put-wal``; three ``pg_basebackup``s with
+pgbench between them; ``walq archive`` (embedded) stores everything on local disk
+or on S3 (SeaweedFS). Then REDUNDANCY 2: a dry run changes nothing; an expiry
+killed with SIGKILL between the catalog mark and the deletes (a real SIGSTOP at
+the fault point, then SIGKILL) loses nothing kept, and the rerun finishes;
+exactly the files before the oldest kept backup's start are gone; verify is
+clean; PITR from the oldest kept backup reaches the end; ``walq delete --before``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WALQ, WalqHome, walq_command
+from tests.services.pg import Cluster, as_postgres, chown_postgres, wait_for
+from tests.services.s3 import (  # noqa: F401 - fixtures
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    Bucket,
+    s3_bucket,
+    s3_server,
+    s3_settings,
+)
+from walq.catalog import WalState
+from walq.catalog.sqlite import SqliteCatalog
+from walq.config import load_config
+from walq.errors import ConfigError
+
+# --- config --------------------------------------------------------------------------------------
+
+
+def test_retention_policy_per_server_with_a_global_default(make_home) -> None:
+    home = make_home({"pg1": {}, "pg2": {"retention_policy": "recovery window of 2 weeks"}},
+                     retention_policy="REDUNDANCY 3")
+    servers = home.config.servers
+    assert servers["pg1"].retention_policy == "REDUNDANCY 3"
+    assert servers["pg2"].retention_policy == "recovery window of 2 weeks"
+    assert servers["pg1"].barman_lock_directory == home.home
+
+
+@pytest.mark.parametrize("where", ["top", "server"])
+def test_a_bad_retention_policy_is_one_line_naming_the_key(make_home, where: str) -> None:
+    servers = {"pg1": {"retention_policy": "REDUNDANCY two"}} if where == "server" else {"pg1": {}}
+    top = {"retention_policy": "KEEP 3"} if where == "top" else {}
+    home = make_home(servers, **top)
+    with pytest.raises(ConfigError) as err:
+        load_config(home.config_path)
+    key = "servers.pg1.retention_policy" if where == "server" else "retention_policy"
+    assert f"{key}:" in str(err.value) and "\n" not in str(err.value)
+    res = home.run("expire")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and key in res.stderr
+
+
+# --- S3 batch delete fallback --------------------------------------------------------------------
+
+
+class RefuseBatchDelete:
+    """A loopback proxy in front of SeaweedFS that refuses DeleteObjects without a
+    Content-MD5 header (MissingContentMD5, as stores that refuse boto3's CRC32 do) and
+    passes every other request, single DeleteObject included, to the real store."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.refused = 0
+        self.single_deletes = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                return
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if self.command == "POST" and "delete" in self.path.split("?", 1)[-1] \
+                        and not self.headers.get("Content-MD5"):
+                    proxy.refused += 1
+                    msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>MissingContentMD5</Code>'
+                           b"<Message>Missing required header for this request: Content-MD5</Message></Error>")
+                    self.send_response(400)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                if self.command == "DELETE":
+                    proxy.single_deletes += 1
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                conn.request(self.command, self.path, body=body,
+                             headers={k: v for k, v in self.headers.items() if k.lower() != "connection"})
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status, resp.reason)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("content-length", "connection", "transfer-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_s3_delete_falls_back_to_single_deletes_when_the_batch_is_refused(
+    s3_bucket: Bucket, workdir: Path,  # noqa: F811 - fixture
+) -> None:
+    import hashlib
+
+    from walq.config import ServerConfig
+    from walq.storage import PutRequest, open_storage
+
+    proxy = RefuseBatchDelete(s3_bucket.server.ports["s3"])
+    try:
+        storage = open_storage(ServerConfig(name="pg1", storage_url=s3_bucket.url("fleet"),
+                                            s3_endpoint_url=proxy.endpoint))
+        objs = []
+        for n in ("000000010000000000000001", "000000010000000000000002", "00000002.history"):
+            p = workdir / n
+            p.write_bytes(n.encode())
+            objs.append(storage.put(PutRequest(n, p, "none", False, 1.0, hashlib.sha256(n.encode()).hexdigest())))
+        storage.delete(objs[:2])
+        assert proxy.refused == 1 and proxy.single_deletes == 2
+        assert [o.name for o in storage.list()] == ["00000002.history"]
+        storage.delete(objs[2:])  # the refusal is remembered: no second batch attempt
+        assert proxy.refused == 1 and proxy.single_deletes == 3
+        assert s3_bucket.object_keys("fleet/") == []
+    finally:
+        proxy.close()
+
+
+# --- real clusters --------------------------------------------------------------------------------
+
+SEG = 1 << 20
+
+
+def would_go(out: str) -> set[str]:
+    return set(re.findall(r"^pg1: would delete ([0-9A-F]{24}\S*)$", out, re.MULTILINE))
+
+
+def start_wal(backup: Path) -> str:
+    """The backup's START WAL file, from the backup_label pg_basebackup wrote (independent of walq)."""
+    text = (backup / "backup_label").read_text()
+    return re.search(r"START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)", text).group(1)
+
+
+def primary_with_three_backups(cluster_factory, home: WalqHome, workdir: Path) -> tuple[list[Path], tuple]:
+    primary = cluster_factory("primary", conf={
+        "archive_mode": "on", "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'"})
+    primary.start()
+    primary.pgbench_init(1)
+    backups = []
+    for i in range(3):
+        if i:
+            primary.pgbench(300)
+        backups.append(workdir / f"b{i}" / "data")
+        primary.basebackup(backups[-1])
+    primary.pgbench(200)
+    at_end = primary.accounts_fingerprint()
+    last = primary.switch_wal()
+    primary.wait_archived(last, timeout=120)
+    primary.stop()
+    return backups, at_end
+
+
+def catalog_rows(home: WalqHome) -> dict[str, tuple[str, str | None]]:
+    cat = SqliteCatalog(home.config.catalog_path, readonly=True)
+    try:
+        return {r.name: (r.state.value, r.reason) for r in cat.records("pg1")}
+    finally:
+        cat.close()
+
+
+def stored_names(home: WalqHome) -> list[str]:
+    from walq.storage import open_storage
+
+    return [o.name for o in open_storage(home.config.server("pg1")).list()]
+
+
+def xlogdb_names(home: WalqHome) -> list[str] | None:
+    path = home.wals() / "pg1-xlog.db"
+    return [ln.split("\t")[0] for ln in path.read_text().splitlines()] if path.exists() else None
+
+
+def snapshot(home: WalqHome) -> tuple:
+    xlogdb = home.wals() / "pg1-xlog.db"
+    return catalog_rows(home), stored_names(home), xlogdb.read_bytes() if xlogdb.exists() else None
+
+
+def kill_mid_expiry(home: WalqHome, workdir: Path) -> None:
+    """Start `walq expire`, freeze it right after the catalog mark (SIGSTOP at the fault
+    point), then SIGKILL it: a real kill -9 between (a) and (b)/(c)."""
+    faults = workdir / "faults"
+    faults.mkdir()
+    (faults / "expire-marked").touch()
+    chown_postgres(faults)
+    chown_postgres(home.root)
+    env = dict(os.environ, WALQ_FAULT_DIR=str(faults))
+    proc = subprocess.Popen([*as_postgres(), "env", f"WALQ_FAULT_DIR={faults}", str(WALQ), "--config",
+                             str(home.config_path), "expire", "pg1"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pid_file = faults / "expire-marked.pid"
+    try:
+        wait_for(lambda: pid_file.exists() or proc.poll() is not None, 120, "expire to reach the fault point")
+        assert pid_file.exists(), proc.communicate()
+        pid = int(pid_file.read_text())
+        wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "T", 10, "SIGSTOP")
+        os.kill(pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGCONT)  # runuser stops itself when its child stops
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
+    backend: str, make_home, cluster_factory, workdir: Path, walq_runnable_by_postgres, request,
+) -> None:
+    env_prefix = ""
+    if backend == "s3":
+        bucket: Bucket = request.getfixturevalue("s3_bucket")
+        settings = s3_settings(bucket, compression="zstd", s3_region=REGION)
+        env_prefix = (f"env AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} "
+                      f"AWS_DEFAULT_REGION={REGION} AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null ")
+    else:
+        settings = {"compression": "zstd"}
+    home: WalqHome = make_home({"pg1": {**settings, "retention_policy": "REDUNDANCY 2"}}, archive_workers=1)
+    home.give_to_postgres()
+    backups, at_end = primary_with_three_backups(cluster_factory, home, workdir)
+    res = home.run("archive", as_pg=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    before = catalog_rows(home)
+    names = sorted(before)
+    starts = [start_wal(b) for b in backups]
+    assert starts == sorted(starts) and all(s in names for s in starts)
+    expected = {n for n in names if n[:24] < starts[1]}
+    assert any(n.endswith(".backup") for n in expected) and starts[0] in expected
+
+    # --dry-run: every name that would go, and nothing changes
+    state = snapshot(home)
+    res = home.run("expire", "--dry-run", as_pg=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert set(would_go(res.stdout)) == expected
+    assert "REDUNDANCY 2: 3 base backup(s) known, 2 retained" in res.stdout
+    assert snapshot(home) == state
+
+    # kill -9 between the catalog mark and the deletes: rows expired, every object still there
+    kill_mid_expiry(home, workdir)
+    rows = catalog_rows(home)
+    assert {n for n, (st, _) in rows.items() if st == "expired"} == expected
+    assert stored_names(home) == state[1], "nothing was deleted yet"
+    assert all(rows[n][0] == "archived" for n in names if n not in expected), "nothing kept was touched"
+
+    # the rerun finishes the job
+    res = home.run("expire", "pg1", as_pg=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"finished an interrupted expiry: {len(expected)} object(s)" in res.stdout
+    rows = catalog_rows(home)
+    assert {n for n, (st, _) in rows.items() if st == "expired"} == expected
+    assert all(reason.startswith("REDUNDANCY 2: timeline 1 kept from " + starts[1])
+               for st, reason in rows.values() if st == "expired")
+    kept = sorted(n for n in names if n not in expected)
+    assert stored_names(home) == kept
+    if backend == "local":
+        assert xlogdb_names(home) == kept
+        assert not any(p.is_dir() and not any(p.iterdir()) for p in home.wals().iterdir()), "empty hash dirs"
+    res = home.run("verify", "pg1", as_pg=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = home.run("expire", "pg1", as_pg=True)  # nothing more to do
+    assert res.returncode == 0 and "deleted 0 file(s)" in res.stdout, res.stdout
+
+    # PITR from the oldest kept backup still reaches the end of the archive
+    restore_cmd = f"'{env_prefix}{walq_command(home, 'get-wal pg1 %f %p')}'"
+    to_end = Cluster(workdir / "to_end").restore_from(backups[1], {"restore_command": restore_cmd})
+    to_end.start()
+    try:
+        to_end.wait_promoted()
+        assert to_end.accounts_fingerprint() == at_end
+    finally:
+        to_end.stop("immediate")
+
+    # delete --before the newest backup's start: whatever the policy
+    res = home.run("delete", "pg1", "--before", starts[2], "--dry-run", as_pg=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    gone = {n for n in kept if n[:24] < starts[2]}
+    assert set(would_go(res.stdout)) == gone
+    assert stored_names(home) == kept
+    res = home.run("delete", "pg1", "--before", starts[2], as_pg=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert stored_names(home) == sorted(set(kept) - gone)
+    assert home.run("verify", "pg1", as_pg=True).returncode == 0
+    res = home.run("delete", "pg1", "--before", "000000010000000F000000FF", as_pg=True)
+    assert res.returncode == 1 and "not in the archive" in res.stdout
+    assert stored_names(home) == sorted(set(kept) - gone)
+
+
+def test_expire_refuses_without_a_backup_and_deletes_nothing(make_home, wal_corpus) -> None:
+    home: WalqHome = make_home({"pg1": {"retention_policy": "REDUNDANCY 1"}})
+    home.incoming().mkdir(parents=True)
+    wal_corpus.copy_into(home.incoming(), [n for n in wal_corpus.segments if not n.endswith(".backup")][:6])
+    assert home.run("archive").returncode == 0
+    before = snapshot(home)
+    assert len(before[1]) == 6
+    res = home.run("expire")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "refused: no base backup is known" in res.stdout
+    assert snapshot(home) == before
+    assert all(state == WalState.ARCHIVED.value for state, _ in before[0].values())
+
+
+def test_expire_without_a_policy_is_nothing_to_do(make_home) -> None:
+    home: WalqHome = make_home({"pg1": {}})
+    res = home.run("expire")
+    assert res.returncode == 0 and "no retention_policy" in res.stdout, res.stdout + res.stderr
