@@ -12,6 +12,7 @@ clean; PITR from the oldest kept backup reaches the end; ``walq delete --before`
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import signal
@@ -279,6 +280,8 @@ def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
     assert {n for n, (st, _) in rows.items() if st == "expired"} == expected
     assert stored_names(home) == state[1], "nothing was deleted yet"
     assert all(rows[n][0] == "archived" for n in names if n not in expected), "nothing kept was touched"
+    res = home.run("verify", "pg1", as_pg=True)
+    assert res.returncode == 1 and "expired but still in storage" in res.stdout, res.stdout
 
     # the rerun finishes the job
     res = home.run("expire", "pg1", as_pg=True)
@@ -295,6 +298,12 @@ def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
         assert not any(p.is_dir() and not any(p.iterdir()) for p in home.wals().iterdir()), "empty hash dirs"
     res = home.run("verify", "pg1", as_pg=True)
     assert res.returncode == 0, res.stdout + res.stderr
+    status = json.loads(home.run("status", "pg1", "--json", as_pg=True, check=True).stdout)["servers"][0]
+    window = status["retention"]
+    assert window["policy"] == "REDUNDANCY 2" and window["base_backups"] == 2
+    assert window["expired"] == len(expected) and window["oldest_restorable"]["wal"] == starts[1]
+    assert window["newest_restorable"]["wal"] == max(n for n in kept if len(n) == 24)
+    assert status["gaps"] == []
     res = home.run("expire", "pg1", as_pg=True)  # nothing more to do
     assert res.returncode == 0 and "deleted 0 file(s)" in res.stdout, res.stdout
 

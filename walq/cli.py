@@ -149,10 +149,25 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
         print(f"  gaps:             {len(st['gaps'])}" + "".join(f"\n    {a}..{b}" for a, b in st["gaps"]))
         print(f"  failed:           {len(st['failed'])}" + "".join(f"\n    {f['name']}: {f['error']}" for f in st["failed"]))
         print(f"  errors/ files:    {st['errors_dir_files']}")
+        _print_retention(st["retention"])
         _print_streaming(st)
     for key, value in extra.items():
         print(f"{key}: {json.dumps(value)}")
     return EXIT_OK
+
+
+def _print_retention(ret: dict) -> None:
+    """The retention window (walq.report.retention)."""
+
+    def point(p: dict | None) -> str:
+        if not p:
+            return "-"
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(p["time"])) if p.get("time") else ""
+        return f"{p['wal']}" + (f" ({when})" if when else "")
+
+    print(f"  retention:        {ret['policy'] or 'none (never expires)'}; {ret['base_backups']} base backup(s) "
+          f"known, {ret['expired']} expired")
+    print(f"  restorable:       from {point(ret['oldest_restorable'])} to {point(ret['newest_restorable'])}")
 
 
 def _print_streaming(st: dict) -> None:

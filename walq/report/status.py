@@ -19,6 +19,7 @@ from walq.errors import WalqError
 from walq.postgres.client import PostgresError, fetch_info, slot_name
 from walq.postgres.receiver import ReceiverState, receiver_state
 from walq.report.continuity import continuity
+from walq.report.retention import RetentionWindow, retention_window
 
 # The shapes below are ``walq status --json`` (keys in output order); cli.py prints from them.
 
@@ -94,6 +95,7 @@ class ServerStatus(StreamingStatus):
     system_identifier: str | None
     wal_segment_size: int | None
     storage_url: str | None
+    retention: RetentionWindow
 
 
 def list_pending(directory: Path) -> list[Path]:
@@ -178,5 +180,7 @@ def server_status(
         "system_identifier": catalog.get_meta(server.name, "system_identifier"),
         "wal_segment_size": seg_size or None,
         "storage_url": server.storage_url,
+        "retention": retention_window(server, archived, cont.watermark if cont else None,
+                                      counts.get("expired", 0)),
         **streaming_status(server, with_postgres),
     }

@@ -2,7 +2,9 @@
 
 Every archived row must have its object, every object its row, every object
 must decode to bytes whose sha256 matches the catalog, and every timeline must
-be continuous. Reads run on a few threads (decompression releases the GIL).
+be continuous. Rows marked ``expired`` by retention are not problems: their
+objects are meant to be gone (one still present is an expiry to finish), and
+continuity is checked from the oldest kept segment. Reads run on a few threads (decompression releases the GIL).
 """
 
 from __future__ import annotations
@@ -41,8 +43,13 @@ def verify(server: ServerConfig, catalog: Catalog, storage: Storage, threads: in
             report.problems.append(f"{name}: catalog row refused: {exc}")
     for name in sorted(set(records) - set(objects)):
         report.problems.append(f"{name}: in the catalog but missing from storage")
+    expired = {r.name for r in catalog.records(server.name, WalState.EXPIRED)}
     for name in sorted(set(objects) - set(records)):
-        report.problems.append(f"{name}: in storage but not in the catalog")
+        if name in expired:
+            report.problems.append(f"{name}: expired but still in storage (an interrupted expiry: "
+                                   "run walq expire again)")
+        else:
+            report.problems.append(f"{name}: in storage but not in the catalog")
 
     def check(obj: StoredObject) -> str | None:
         rec = records[obj.name]
