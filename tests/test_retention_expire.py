@@ -214,6 +214,22 @@ def snapshot(home: WalqHome) -> tuple:
     return catalog_rows(home), stored_names(home), xlogdb.read_bytes() if xlogdb.exists() else None
 
 
+def barman_rebuilds_xlogdb(home: WalqHome, workdir: Path) -> bytes:
+    """Barman 3.19 (its own venv) sharing walq's home: `barman rebuild-xlogdb pg1`; its xlogdb."""
+    from tests.test_retention_core import barman_command
+
+    conf = workdir / "barman.conf"
+    conf.write_text(
+        f"[barman]\nbarman_home = {home.home}\nbarman_user = postgres\nlog_file = {workdir}/barman.log\n\n"
+        "[pg1]\ndescription = walq shares this home\nconninfo = host=/nonexistent\n"
+        "backup_method = postgres\nstreaming_conninfo = host=/nonexistent\narchiver = on\n")
+    chown_postgres(workdir)
+    res = subprocess.run([*as_postgres(), str(barman_command()), "-c", str(conf), "rebuild-xlogdb", "pg1"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return (home.wals() / "pg1-xlog.db").read_bytes()
+
+
 def kill_mid_expiry(home: WalqHome, workdir: Path) -> None:
     """Start `walq expire`, freeze it right after the catalog mark (SIGSTOP at the fault
     point), then SIGKILL it: a real kill -9 between (a) and (b)/(c)."""
@@ -295,6 +311,8 @@ def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
     assert stored_names(home) == kept
     if backend == "local":
         assert xlogdb_names(home) == kept
+        ours = (home.wals() / "pg1-xlog.db").read_bytes()
+        assert barman_rebuilds_xlogdb(home, workdir) == ours, "Barman's rebuild-xlogdb gives walq's xlogdb"
         assert not any(p.is_dir() and not any(p.iterdir()) for p in home.wals().iterdir()), "empty hash dirs"
     res = home.run("verify", "pg1", as_pg=True)
     assert res.returncode == 0, res.stdout + res.stderr
