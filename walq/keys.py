@@ -20,6 +20,7 @@ TASK_QUEUES = {
     "walq.scan_server": SCAN_QUEUE,
     "walq.retry_wal": SCAN_QUEUE,
     "walq.retry_failed": SCAN_QUEUE,
+    "walq.expire_server": SCAN_QUEUE,
     "walq.compress": CPU_QUEUE,
     "walq.encrypt": CPU_QUEUE,
     "walq.store": IO_QUEUE,

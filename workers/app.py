@@ -31,8 +31,9 @@ def visibility_timeout(config: Config) -> int:
 
 
 def beat_schedule(config: Config) -> dict[str, dict[str, object]]:
-    """walq.scan_server for every server every scan_interval seconds; stale ticks expire."""
-    return {
+    """walq.scan_server for every server every scan_interval seconds; walq.expire_server
+    every expire_interval seconds for servers with a retention_policy; stale ticks expire."""
+    schedule: dict[str, dict[str, object]] = {
         f"scan {name}": {
             "task": "walq.scan_server",
             "schedule": config.scan_interval,
@@ -41,6 +42,16 @@ def beat_schedule(config: Config) -> dict[str, dict[str, object]]:
         }
         for name in sorted(config.servers)
     }
+    schedule.update({
+        f"expire {name}": {
+            "task": "walq.expire_server",
+            "schedule": config.expire_interval,
+            "args": (name,),
+            "options": {"expires": max(config.expire_interval, 5.0)},
+        }
+        for name, server in sorted(config.servers.items()) if server.retention_policy
+    })
+    return schedule
 
 
 def make_app(config: Config) -> Celery:

@@ -2,7 +2,7 @@
 
 Task names are the public surface Flower shows and applies:
 ``walq.scan_server``, ``walq.compress``, ``walq.encrypt``, ``walq.store``,
-``walq.commit``, ``walq.retry_wal``, ``walq.retry_failed``. Task ids name the
+``walq.commit``, ``walq.retry_wal``, ``walq.retry_failed``, ``walq.expire_server``. Task ids name the
 server, the WAL and the stage, so Flower's task list reads like a WAL's history.
 """
 
@@ -19,6 +19,7 @@ from celery.utils.log import get_task_logger
 from walq.archive.policy import Verdict, decide
 from walq.errors import PermanentError
 from walq.fleet import stages
+from walq.fleet.expire import expire_task
 from walq.fleet.runtime import Runtime
 from workers.app import app, config
 
@@ -130,3 +131,9 @@ def retry_wal(self: Task, server: str, wal: str) -> dict[str, Any]:
 def retry_failed(self: Task, server: str) -> dict[str, Any]:
     jobs = run_stage(self, lambda rt, _: stages.retry_failed(rt, server), None)
     return {"server": server, "enqueued": [enqueue(job) for job in jobs]}
+
+
+@app.task(name="walq.expire_server", bind=True)
+def expire_server(self: Task, server: str) -> dict[str, Any]:
+    """Apply the server's retention_policy under its fenced commit lock (walq.fleet.expire)."""
+    return expire_task(config, server)
