@@ -286,6 +286,16 @@ def cmd_catalog_init(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_catalog_resync(config: Config, args: argparse.Namespace) -> int:
+    """Repair the catalog from storage (walq.retention.resync): 0 in sync, 1 lost or refused objects."""
+    from walq.retention.resync import print_resync, resync
+
+    result = resync(config, args.server, args.dry_run)
+    for line in print_resync(result):
+        print(line)
+    return EXIT_OK if result.ok else EXIT_NOT_OK
+
+
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     from walq.catalog import open_catalog
     from walq.report.verify import verify
@@ -416,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_sub = p.add_subparsers(dest="catalog_command", required=True)
     c = catalog_sub.add_parser("init", help="create or migrate the catalog schema")
     c.set_defaults(func=cmd_catalog_init)
+    c = catalog_sub.add_parser("resync", help="adopt objects others stored, mark what others deleted")
+    c.add_argument("server")
+    c.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    c.set_defaults(func=cmd_catalog_resync)
 
     p = sub.add_parser("verify", help="read the archive back: continuity and checksums")
     p.add_argument("server")

@@ -21,6 +21,7 @@ from walq.locks import FileLock, busy_holder, is_locked
 from walq.postgres.checks import postgres_checks
 from walq.report.result import CheckResult
 from walq.report.status import list_pending, server_status
+from walq.retention.resync import lost_wals
 from walq.storage import open_storage
 
 
@@ -98,6 +99,10 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
         results.append(CheckResult.skip("no gaps", "segment size not learned yet"))
     else:
         results.append(CheckResult("no gaps", not gaps, describe_gaps(gaps)))
+    lost = lost_wals(catalog, server.name)
+    if lost:  # only ever set by `walq catalog resync`: rows whose objects vanished mid-archive
+        results.append(CheckResult("no lost WALs", False,
+                                   f"{len(lost)} lost (catalog resync), first {lost[0]}"))
     failed = status["failed"]
     results.append(CheckResult(
         "no failed WALs", not failed,
