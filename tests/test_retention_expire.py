@@ -214,6 +214,21 @@ def snapshot(home: WalqHome) -> tuple:
     return catalog_rows(home), stored_names(home), xlogdb.read_bytes() if xlogdb.exists() else None
 
 
+def recovery_window_would_delete(home: WalqHome, days: int) -> set[str]:
+    """`RECOVERY WINDOW OF 1 DAYS`, dry run, as if ``days`` days had passed: the window keeps
+    the backups that ended within it and the newest one that ended before it."""
+    from datetime import UTC, datetime, timedelta
+
+    from walq.retention.expire import expire_server
+
+    config = home.config
+    server = config.servers["pg1"].model_copy(update={"retention_policy": "RECOVERY WINDOW OF 1 DAYS"})
+    config = config.model_copy(update={"servers": {"pg1": server}})
+    result = expire_server(config, "pg1", dry_run=True, now=datetime.now(UTC) + timedelta(days=days))
+    assert result.refused is None, result.refused
+    return set(result.to_delete)
+
+
 def barman_rebuilds_xlogdb(home: WalqHome, workdir: Path) -> bytes:
     """Barman 3.19 (its own venv) sharing walq's home: `barman rebuild-xlogdb pg1`; its xlogdb."""
     from tests.test_retention_core import barman_command
@@ -284,6 +299,8 @@ def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
 
     # --dry-run: every name that would go, and nothing changes
     state = snapshot(home)
+    assert recovery_window_would_delete(home, days=30) == {n for n in names if n[:24] < starts[2]}
+    assert recovery_window_would_delete(home, days=0) == {n for n in names if n[:24] < starts[0]}
     res = home.run("expire", "--dry-run", as_pg=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert set(would_go(res.stdout)) == expected
