@@ -385,3 +385,14 @@ def test_expire_without_a_policy_is_nothing_to_do(make_home) -> None:
     home: WalqHome = make_home({"pg1": {}})
     res = home.run("expire")
     assert res.returncode == 0 and "no retention_policy" in res.stdout, res.stdout + res.stderr
+
+
+def test_nothing_archived_is_nothing_to_do_and_a_bad_walname_is_an_error(make_home) -> None:
+    home: WalqHome = make_home({"pg1": {"retention_policy": "REDUNDANCY 1"}})
+    res = home.run("expire", "pg1")
+    assert res.returncode == 0 and "nothing archived" in res.stdout, res.stdout + res.stderr
+    for bad in ("nonsense", "00000002.history", "000000010000000000000001.partial"):
+        res = home.run("delete", "pg1", "--before", bad)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, (bad, res.stderr)
+    res = home.run("expire", "ghost")
+    assert res.returncode == 2 and "unknown server 'ghost'" in res.stderr

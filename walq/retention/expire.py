@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 
 from walq.catalog import Catalog, WalRecord, WalState, open_catalog
 from walq.config import Config, ServerConfig
-from walq.errors import LockBusyError, LockHeldError, WalqError
+from walq.errors import LockBusyError, LockHeldError, WalqError, clip
 from walq.fleet.faults import fault_point
 from walq.locks import ServerLock
 from walq.retention.backups import BackupDiscovery, known_backups, read_barman_backup_infos
@@ -44,6 +44,7 @@ from walq.retention.policy import (
 from walq.retention.timelines import Lineage, LineageError
 from walq.storage import Storage, StoredObject, open_storage
 from walq.storage.readback import plain_chunks
+from walq.wal import WalKind, parse_wal_name
 
 LOCK_WAIT = 60.0  # seconds an expiry waits for a running archive to release the lock
 
@@ -182,6 +183,9 @@ def expire_server(config: Config, server_name: str, dry_run: bool = False, *,
     policy = parse_retention_policy(server.retention_policy)
 
     def plan_for(archive: _Archive, result: ExpiryResult) -> str | None:
+        if not archive.archived:
+            result.notes.append("nothing archived: nothing to expire")
+            return None
         try:
             found, lineage = _discover(config, archive)
         except LineageError as exc:
@@ -203,6 +207,8 @@ def expire_server(config: Config, server_name: str, dry_run: bool = False, *,
 def delete_before(config: Config, server_name: str, walname: str, dry_run: bool = False) -> ExpiryResult:
     """Every segment of WALNAME's timeline and its ancestors before WALNAME, whatever the policy."""
     config.server(server_name)
+    if parse_wal_name(walname).kind is not WalKind.SEGMENT:  # WalNameError (exit 2) for a bad name
+        raise WalqError(f"delete --before: {clip(walname)} is not a WAL segment name")
 
     def plan_for(archive: _Archive, result: ExpiryResult) -> str | None:
         if archive.seg_size is None:

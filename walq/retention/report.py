@@ -13,7 +13,7 @@ def print_result(result: ExpiryResult, out: TextIO = sys.stdout) -> None:
     s = result.server
     lines: list[str] = []
     plan = result.plan
-    if result.policy is None and plan is None:
+    if plan is None:
         lines += [f"{s}: {note}" for note in result.notes]
     if isinstance(plan, ExpiryPlan):
         known = len(plan.retained) + len(plan.expired) + len(plan.incomplete)
