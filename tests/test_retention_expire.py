@@ -396,3 +396,30 @@ def test_nothing_archived_is_nothing_to_do_and_a_bad_walname_is_an_error(make_ho
         assert res.returncode == 2 and res.stderr.count("\n") == 1, (bad, res.stderr)
     res = home.run("expire", "ghost")
     assert res.returncode == 2 and "unknown server 'ghost'" in res.stderr
+
+
+def test_a_wal_arriving_again_after_expiry_is_judged_as_a_duplicate(make_home, wal_corpus) -> None:
+    """Archived, expired (object deleted), then the same name arrives again: an identical
+    copy is dropped, a different one parked in errors/; nothing is stored again."""
+    from walq.storage import open_storage
+
+    home: WalqHome = make_home({"pg1": {}})
+    segs = wal_corpus.segments
+    wal_corpus.copy_into(home.incoming(), segs[:3])
+    assert home.run("archive").returncode == 0
+    cat = SqliteCatalog(home.config.catalog_path)
+    try:
+        assert cat.mark_expired("pg1", segs[:2], "test") == segs[:2]
+    finally:
+        cat.close()
+    storage = open_storage(home.config.server("pg1"))
+    storage.delete([storage.find(n) for n in segs[:2]])
+    wal_corpus.copy_into(home.incoming(), segs[:1])
+    data = wal_corpus.path(segs[1]).read_bytes()
+    (home.incoming() / segs[1]).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same name, other bytes
+    res = home.run("archive")
+    assert "1 duplicate(s) dropped" in res.stdout, res.stdout + res.stderr
+    assert list(home.incoming().iterdir()) == []
+    assert [p.name.split(".")[0] for p in home.errors().iterdir()] == [segs[1]]
+    assert storage.find(segs[0]) is None and storage.find(segs[1]) is None
+    assert catalog_rows(home)[segs[0]][0] == "expired"

@@ -100,7 +100,8 @@ def prepare_and_encrypt(job: WalJob, server: ServerConfig) -> WalJob:
 def finish(catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, fence: int | None) -> Outcome:
     """Dedup, store and commit one prepared WAL (the I/O half, single writer)."""
     record = catalog.get(server.name, job.wal)
-    if record is not None and record.state is WalState.ARCHIVED:
+    # expired: archived once, then retention deleted it; a copy arriving again is judged the same way
+    if record is not None and record.state in (WalState.ARCHIVED, WalState.EXPIRED):
         return handle_already_archived(catalog, storage, server, job, record)
     if record is not None and record.state is WalState.FAILED:  # failed -> claimed only through retry
         job.payload_path.unlink(missing_ok=True)

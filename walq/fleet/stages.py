@@ -81,6 +81,11 @@ def chain_job(server: ServerConfig, wal: str, source: Path, origin: str) -> dict
     return new_job(server.name, wal, str(source), origin, chain=uuid.uuid4().hex).wire()
 
 
+# A WAL once archived: still stored, or archived and then expired by retention. A copy
+# of it found again in incoming/ or streaming/ is dropped if identical, parked if not.
+DONE_STATES = (WalState.ARCHIVED, WalState.EXPIRED)
+
+
 def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
     """List the server's directories, claim new or stalled WALs, return one job each.
 
@@ -110,7 +115,7 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
                 jobs.append(chain_job(server, wal.name, wal.path, wal.origin))
                 continue
             record = rt.catalog.get(server.name, wal.name)
-            if record is not None and record.state is WalState.ARCHIVED:
+            if record is not None and record.state in DONE_STATES:
                 leftovers.append(wal)
         if leftovers:
             settle_leftovers(rt, server, leftovers)
@@ -164,7 +169,7 @@ def settle_leftovers(rt: Runtime, server: ServerConfig, wals: list[Candidate]) -
     try:
         for wal in wals:
             record = rt.catalog.get(server.name, wal.name)
-            if record is not None and record.state is WalState.ARCHIVED:
+            if record is not None and record.state in DONE_STATES:
                 settle_source(rt, server, new_job(server.name, wal.name, str(wal.path), wal.origin), record)
     finally:
         lock.release()
