@@ -342,15 +342,16 @@ def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
     res = home.run("expire", "pg1", as_pg=True)  # nothing more to do
     assert res.returncode == 0 and "deleted 0 file(s)" in res.stdout, res.stdout
 
-    # PITR from the oldest kept backup still reaches the end of the archive
+    # PITR from every kept backup (the oldest first) still reaches the end of the archive
     restore_cmd = f"'{env_prefix}{walq_command(home, 'get-wal pg1 %f %p')}'"
-    to_end = Cluster(workdir / "to_end").restore_from(backups[1], {"restore_command": restore_cmd})
-    to_end.start()
-    try:
-        to_end.wait_promoted()
-        assert to_end.accounts_fingerprint() == at_end
-    finally:
-        to_end.stop("immediate")
+    for i in (1, 2):
+        to_end = Cluster(workdir / f"to_end{i}").restore_from(backups[i], {"restore_command": restore_cmd})
+        to_end.start()
+        try:
+            to_end.wait_promoted()
+            assert to_end.accounts_fingerprint() == at_end
+        finally:
+            to_end.stop("immediate")
 
     # delete --before the newest backup's start: whatever the policy
     res = home.run("delete", "pg1", "--before", starts[2], "--dry-run", as_pg=True)
