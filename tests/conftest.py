@@ -21,6 +21,10 @@ import pytest
 from tests.services.pg import Cluster, as_postgres, chown_postgres, ensure_runnable
 from walq.config import Config, load_config
 
+# The real services' fixtures (s3_server, s3_bucket, barman_cloud_restore, gpg_key, gpg_env,
+# redis_server, catalog_db, fleet_factory) are found by every test module through these.
+pytest_plugins = ["tests.services.s3", "tests.services.gpg", "tests.services.fleet"]
+
 BASE = Path(os.environ.get("WALQ_TEST_BASE", "/tmp/walq-tests"))
 VENV_BIN = Path(sys.executable).parent
 WALQ = VENV_BIN / "walq"

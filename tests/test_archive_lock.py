@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WALQ, WalqHome
-from tests.services.fleet import RedisServer, redis_server  # noqa: F401 - fixture
+from tests.services.fleet import RedisServer
 from tests.services.pg import wait_for
 from walq import keys
 from walq.errors import LockBusyError
@@ -204,7 +204,7 @@ def test_a_forked_child_releasing_a_file_lock_leaves_the_parent_holding_it(tmp_p
     FileLock(tmp_path, "pg1").acquire()
 
 
-def test_a_forked_child_releasing_a_redis_lock_leaves_the_parent_holding_it(redis_server: RedisServer) -> None:  # noqa: F811
+def test_a_forked_child_releasing_a_redis_lock_leaves_the_parent_holding_it(redis_server: RedisServer) -> None:
     client = redis_server.client()
     held = RedisLock(client, "pg1", ttl=30)
     held.acquire()

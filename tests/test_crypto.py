@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WalqHome
-from tests.services.gpg import PASSPHRASE, GpgKey, gpg_env, gpg_key  # noqa: F401
-from tests.services.s3 import Bucket, barman_cloud_restore, s3_bucket, s3_server, s3_settings  # noqa: F401
+from tests.services.gpg import PASSPHRASE, GpgKey
+from tests.services.s3 import Bucket, s3_settings
 from walq.catalog import open_catalog
 from walq.codecs import get_codec
 from walq.wal import parse_wal_name

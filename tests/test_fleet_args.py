@@ -10,14 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.services.fleet import (  # noqa: F401 - fixtures
-    catalog_db,
+from tests.services.fleet import (
     celery_client,
-    fleet_factory,
     fleet_settings,
     fresh_schema_url,
     pending,
-    redis_server,
 )
 from walq.archive.job import WalJob as StageArgs
 from walq.catalog import open_catalog
@@ -56,7 +53,7 @@ def _cases(home, secret: Path) -> list[tuple[str, list[object], str]]:  # noqa: 
 
 
 def test_made_up_task_arguments_are_refused_and_touch_nothing(
-    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory,  # noqa: F811
+    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory,
 ) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     secret = workdir / W

@@ -8,13 +8,10 @@ import json
 from pathlib import Path
 
 from tests.conftest import WalqHome, run_archiving_primary, walq_command
-from tests.services.fleet import (  # noqa: F401 - fixtures
-    catalog_db,
-    fleet_factory,
+from tests.services.fleet import (
     fleet_settings,
     fresh_schema_url,
     pending,
-    redis_server,
     stored_names,
     xlogdb_names,
 )
@@ -23,7 +20,7 @@ from walq.catalog import WalState, open_catalog
 
 
 def test_three_workers_archive_real_wal_once_and_pitr_restores(
-    make_home, cluster_factory, workdir: Path, redis_server, catalog_db, fleet_factory,  # noqa: F811
+    make_home, cluster_factory, workdir: Path, redis_server, catalog_db, fleet_factory,
     walq_runnable_by_postgres,
 ) -> None:
     home: WalqHome = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))

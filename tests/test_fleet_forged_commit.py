@@ -15,15 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WalqHome
-from tests.services.fleet import (  # noqa: F401 - fixtures
-    catalog_db,
+from tests.services.fleet import (
     celery_client,
-    fleet_factory,
     fleet_settings,
     fresh_schema_url,
     http,
     pending,
-    redis_server,
     xlogdb_names,
 )
 from tests.services.pg import free_port, wait_for
@@ -60,7 +57,7 @@ def _forged_keys(wal: str) -> list[str]:
 
 
 def test_forged_commit_through_a_real_worker_touches_nothing(
-    make_home, wal_corpus, redis_server, catalog_db, fleet_factory,  # noqa: F811
+    make_home, wal_corpus, redis_server, catalog_db, fleet_factory,
 ) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     claimed, unclaimed = wal_corpus.segments[5], wal_corpus.segments[6]

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import WALQ, WalqHome
 from tests.services.pg import wait_for
-from tests.services.s3 import FaultProxy, s3_bucket, s3_server, s3_settings  # noqa: F401
+from tests.services.s3 import FaultProxy, s3_settings
 from tests.test_fastpath import spooled
 from walq.restore import prefetch
 from walq.restore import spool as spool_state

@@ -17,11 +17,8 @@ import pytest
 
 from tests.conftest import WalqHome
 from tests.services.pg import wait_for
-from tests.services.s3 import (  # noqa: F401
+from tests.services.s3 import (
     Bucket,
-    barman_cloud_restore,
-    s3_bucket,
-    s3_server,
     s3_settings,
 )
 from tests.test_fastpath import spooled

@@ -24,13 +24,11 @@ import pytest
 
 from tests.conftest import WALQ, WalqHome, _fresh_dir
 from tests.services.pg import wait_for
-from tests.services.s3 import (  # noqa: F401
+from tests.services.s3 import (
     SECRET_KEY,
     Bucket,
     FaultProxy,
     SeaweedS3,
-    s3_bucket,
-    s3_server,
     s3_settings,
     set_aws_env,
 )

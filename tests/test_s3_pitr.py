@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import WalqHome, run_archiving_primary, walq_command
 from tests.services.gpg import make_key
 from tests.services.pg import Cluster, as_postgres, chown_postgres
-from tests.services.s3 import ACCESS_KEY, SECRET_KEY, Bucket, s3_bucket, s3_server, s3_settings  # noqa: F401
+from tests.services.s3 import ACCESS_KEY, SECRET_KEY, Bucket, s3_settings
 
 
 def test_pitr_from_encrypted_compressed_wal_on_s3(

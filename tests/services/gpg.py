@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,29 +77,17 @@ def stop_agent(home: Path) -> None:
                    capture_output=True, timeout=30)
 
 
-_shared: GpgKey | None = None
-
-
 @pytest.fixture(scope="session")
-def gpg_key(request: pytest.FixtureRequest) -> GpgKey:
-    """A session keyring with one passphrase-protected RSA key (one per session, however
-    many modules import the fixture)."""
-    global _shared
-    if _shared is None:
-        from tests.conftest import _fresh_dir
+def gpg_key() -> Iterator[GpgKey]:
+    """A session keyring with one passphrase-protected RSA key."""
+    from tests.conftest import _fresh_dir
 
-        root = _fresh_dir("gpg")
-        os.chmod(root, 0o700)
-        key = _shared = make_key(root)
-
-        def stop() -> None:
-            global _shared
-            stop_agent(key.home)
-            shutil.rmtree(root, ignore_errors=True)
-            _shared = None
-
-        request.addfinalizer(stop)
-    return _shared
+    root = _fresh_dir("gpg")
+    os.chmod(root, 0o700)
+    key = make_key(root)
+    yield key
+    stop_agent(key.home)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
