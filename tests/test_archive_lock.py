@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WALQ, WalqHome
 from tests.services.fleet import RedisServer
+from tests.services.homes import WALQ, WalqHome
 from tests.services.pg import wait_for
 from walq import keys
 from walq.errors import LockBusyError

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WALQ, WalqHome, write_config
+from tests.conftest import write_config
+from tests.services.homes import WALQ, WalqHome
 
 
 def one_error_line(res: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -12,7 +12,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.conftest import WALQ, WalqHome
+from tests.services.homes import WALQ, WalqHome
 from tests.services.pg import wait_for
 from walq.archive.job import new_job as PrepareJob
 from walq.archive.steps import prepare

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import WalqHome
 from tests.services.fleet import (
     celery_client,
     fleet_settings,
     fresh_schema_url,
 )
+from tests.services.homes import WalqHome
 from walq.archive.job import WalJob as StageArgs
 from walq.errors import TaskArgumentError
 from walq.fleet.args import parse_args

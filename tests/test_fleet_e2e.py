@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import WalqHome, run_archiving_primary, walq_command
 from tests.services.fleet import (
     fleet_settings,
     fresh_schema_url,
@@ -15,7 +14,9 @@ from tests.services.fleet import (
     stored_names,
     xlogdb_names,
 )
+from tests.services.homes import WalqHome, walq_command
 from tests.services.pg import Cluster, chown_postgres, wait_for
+from tests.services.pitr import run_archiving_primary
 from walq.catalog import WalState, open_catalog
 
 

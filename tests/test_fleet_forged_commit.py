@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WalqHome
 from tests.services.fleet import (
     celery_client,
     fleet_settings,
@@ -23,6 +22,7 @@ from tests.services.fleet import (
     pending,
     xlogdb_names,
 )
+from tests.services.homes import WalqHome
 from tests.services.pg import free_port, wait_for
 from walq.catalog import WalState, open_catalog
 from walq.fleet import stages as fleet

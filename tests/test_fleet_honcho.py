@@ -11,13 +11,13 @@ import subprocess
 import threading
 from pathlib import Path
 
-from tests.conftest import walq_command
 from tests.services.fleet import (
     REPO,
     VENV_BIN,
     fleet_settings,
     fresh_schema_url,
 )
+from tests.services.homes import walq_command
 from tests.services.pg import free_port, wait_for
 
 

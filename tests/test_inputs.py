@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WALQ, WalqHome
-from tests.services.gpg import GpgKey
+from tests.services.gpg import GpgKey, gpg_settings
+from tests.services.homes import WALQ, WalqHome
 from tests.services.pg import free_port
-from tests.test_crypto import gpg_settings
 
 SECRET = "SECRET-pw-4711"
 DEADLINE = 20  # seconds: the old code waited 30 s for the pool; a hang fails the test

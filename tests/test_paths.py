@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WALQ, WalqHome, write_config
+from tests.conftest import write_config
+from tests.services.homes import WALQ, WalqHome
 from tests.services.pg import wait_for
 from walq.cli import main
 from walq.config import load_config

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import WalqHome, run_archiving_primary, walq_command
+from tests.services.homes import WalqHome, walq_command
 from tests.services.pg import Cluster
+from tests.services.pitr import run_archiving_primary
 
 
 def test_pitr_to_restore_point_and_to_end(walq_home: WalqHome, cluster_factory, workdir: Path,

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WalqHome, run_archiving_primary, walq_command
 from tests.services.gpg import make_key
+from tests.services.homes import WalqHome, walq_command
 from tests.services.pg import Cluster, as_postgres, chown_postgres
+from tests.services.pitr import run_archiving_primary
 from tests.services.s3 import ACCESS_KEY, SECRET_KEY, Bucket, s3_settings
 
 

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.services.pg import as_postgres, chown_postgres
+from tests.services.scratch import fresh_dir
+
 PASSPHRASE = "walq-test-passphrase"  # throwaway key, throwaway passphrase
 UID = "walq test <walq-test@example.invalid>"
 
@@ -43,6 +46,11 @@ class GpgKey:
         )
 
 
+def gpg_settings(key: GpgKey, **extra: object) -> dict[str, object]:
+    return {"encryption": "gpg", "encryption_key_id": key.fingerprint,
+            "encryption_passphrase_command": key.passphrase_command, **extra}
+
+
 def make_key(root: Path, as_pg: bool = False) -> GpgKey:
     """Generate the key (as the postgres OS user when ``as_pg``, for restore_command)."""
     home = root / f"g{uuid.uuid4().hex[:6]}"
@@ -54,8 +62,6 @@ def make_key(root: Path, as_pg: bool = False) -> GpgKey:
     os.chmod(pf, 0o600)
     prefix: list[str] = []
     if as_pg:
-        from tests.services.pg import as_postgres, chown_postgres
-
         chown_postgres(root)
         prefix = as_postgres()
     env = dict(os.environ, GNUPGHOME=str(home))
@@ -80,9 +86,7 @@ def stop_agent(home: Path) -> None:
 @pytest.fixture(scope="session")
 def gpg_key() -> Iterator[GpgKey]:
     """A session keyring with one passphrase-protected RSA key."""
-    from tests.conftest import _fresh_dir
-
-    root = _fresh_dir("gpg")
+    root = fresh_dir("gpg")
     os.chmod(root, 0o700)
     key = make_key(root)
     yield key

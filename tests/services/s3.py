@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.services.pg import free_port, wait_for
+from tests.services.scratch import fresh_dir
 
 ACCESS_KEY = "walqtestaccess"
 SECRET_KEY = "walq-test-secret-0123456789"  # a throwaway identity for a loopback server
@@ -202,16 +203,10 @@ def set_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     reset_clients()
 
 
-def _fresh_root(prefix: str) -> Path:
-    from tests.conftest import _fresh_dir
-
-    return _fresh_dir(prefix)
-
-
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[SeaweedS3]:
     """One server for the whole session."""
-    root = _fresh_root("s3")
+    root = fresh_dir("s3")
     try:
         server = SeaweedS3(root).start()
     except BaseException:
