@@ -26,6 +26,7 @@ if sys.path[0] != str(REPO):  # before bench/ itself, where bench.py would shado
 
 from bench import corpus as corpus_mod  # noqa: E402
 from bench import runners  # noqa: E402
+from tests.services.config_file import write_walq_config  # noqa: E402
 
 PYSPY = REPO / ".venv-bench" / "bin" / "py-spy"
 IDLE = ("Condition.wait", "_epoll.poll", "select (", "_PollLikeSelector.select", "Connection._recv",
@@ -104,7 +105,7 @@ def main() -> int:
                 bucket = s3.bucket("prof")
                 extra = {"storage_url": f"s3://{bucket}/walq", "s3_endpoint_url": s3.endpoint}
                 env = s3.env()
-            cfg = runners.write_walq_config(d, {"pg1": runners.walq_server(codec, level, **extra)})
+            cfg = write_walq_config(d, {"pg1": runners.walq_server(codec, level, **extra)})
             corpus.link_into(d / "home" / "pg1" / "incoming")
             record([str(runners.WALQ), "--config", str(cfg), "archive"], raw, env)
         elif args.row == "get-wal":
@@ -119,7 +120,7 @@ def main() -> int:
 
             redis = ctx.redis = RedisServer(scratch / "redis").start()
             db = ctx.catalog_db = CatalogDB(ADMIN_URL).__enter__()
-            cfg = runners.write_walq_config(d, {"pg1": runners.walq_server(codec, level)}, **runners.fleet_settings(ctx))
+            cfg = write_walq_config(d, {"pg1": runners.walq_server(codec, level)}, **runners.fleet_settings(ctx))
             subprocess.run([str(runners.WALQ), "--config", str(cfg), "catalog", "init"], check=True, capture_output=True)
             incoming = d / "home" / "pg1" / "incoming"
             corpus.link_into(incoming)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bench.corpus import REPO, Corpus
 from bench.measure import Meter, Sample
+from tests.services.config_file import write_walq_config
 
 VENV = REPO / ".venv" / "bin"
 WALQ = VENV / "walq"
@@ -90,25 +91,6 @@ def tree_bytes(path: Path, skip: tuple[str, ...] = ()) -> tuple[int, int]:
 def _expect(count: int, wanted: int, what: str) -> None:
     if count != wanted:
         raise RuntimeError(f"{what}: {count} stored, expected {wanted}")
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return json.dumps(str(value))
-
-
-def write_walq_config(root: Path, servers: dict[str, dict[str, object]], **top: object) -> Path:
-    lines = [f"home = {_toml(root / 'home')}"] + [f"{k} = {_toml(v)}" for k, v in top.items()]
-    for name, settings in servers.items():
-        lines.append(f"\n[servers.{name}]")
-        lines += [f"{k} = {_toml(v)}" for k, v in settings.items() if v is not None]
-    path = root / "walq.toml"
-    path.write_text("\n".join(lines) + "\n")
-    (root / "home").mkdir(exist_ok=True)
-    return path
 
 
 def walq_server(codec: str, level: int | None, **extra: object) -> dict[str, object]:

@@ -7,7 +7,6 @@ tests/services/, never here.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.services.config_file import write_walq_config
 from tests.services.homes import VENV_BIN, WalqHome
 from tests.services.pg import Cluster, chown_postgres, ensure_runnable, wait_for
 from tests.services.scratch import fresh_dir
@@ -98,31 +98,11 @@ def wal_corpus() -> Iterator[WalCorpus]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def write_config(root: Path, servers: dict[str, dict[str, object]], **top: object) -> Path:
-    def value(v: object) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return str(v)
-        if isinstance(v, dict):
-            return "{" + ", ".join(f'"{k}" = {value(x)}' for k, x in v.items()) + "}"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines = [f'home = "{root / "home"}"'] + [f"{k} = {value(v)}" for k, v in top.items()]
-    for name, settings in servers.items():
-        lines.append(f"\n[servers.{name}]")
-        lines += [f"{k} = {value(v)}" for k, v in settings.items()]
-    path = root / "walq.toml"
-    path.write_text("\n".join(lines) + "\n")
-    os.chmod(path, 0o644)
-    return path
-
-
 @pytest.fixture
 def walq_home(workdir: Path) -> WalqHome:
     """One server 'pg1' with zstd on local storage under a fresh home."""
     (workdir / "home").mkdir()
-    return WalqHome(workdir, write_config(workdir, {"pg1": {"compression": "zstd"}}))
+    return WalqHome(workdir, write_walq_config(workdir, {"pg1": {"compression": "zstd"}}))
 
 
 @pytest.fixture
@@ -131,7 +111,7 @@ def make_home(workdir: Path):
 
     def make(servers: dict[str, dict[str, object]] | None = None, **top: object) -> WalqHome:
         (workdir / "home").mkdir(exist_ok=True)
-        return WalqHome(workdir, write_config(workdir, servers or {"pg1": {}}, **top))
+        return WalqHome(workdir, write_walq_config(workdir, servers or {"pg1": {}}, **top))
 
     return make
 
