@@ -12,9 +12,8 @@ from tests.services.fleet import (
     fresh_schema_url,
     pending,
     stored_names,
-    xlogdb_names,
 )
-from tests.services.homes import WalqHome, walq_command
+from tests.services.homes import WalqHome, walq_command, xlogdb_names
 from tests.services.pg import Cluster, chown_postgres, wait_for
 from tests.services.pitr import run_archiving_primary
 from walq.catalog import WalState, open_catalog

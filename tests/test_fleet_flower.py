@@ -11,8 +11,8 @@ from tests.services.fleet import (
     fleet_settings,
     fresh_schema_url,
     http,
-    xlogdb_names,
 )
+from tests.services.homes import xlogdb_names
 from tests.services.pg import free_port, wait_for
 from walq.catalog import WalState, open_catalog
 

@@ -20,9 +20,8 @@ from tests.services.fleet import (
     fresh_schema_url,
     http,
     pending,
-    xlogdb_names,
 )
-from tests.services.homes import WalqHome
+from tests.services.homes import WalqHome, xlogdb_names
 from tests.services.pg import free_port, wait_for
 from walq.catalog import WalState, open_catalog
 from walq.fleet import stages as fleet

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 import redis
 
+from tests.services.homes import xlogdb_names
 from tests.services.pg import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -244,13 +245,6 @@ def fleet_factory(tmp_path: Path) -> Iterator:
     yield make
     for fleet in fleets:
         fleet.stop_all()
-
-
-def xlogdb_names(wals_dir: Path, server: str = "pg1") -> list[str]:
-    try:
-        return [line.split()[0] for line in (wals_dir / f"{server}-xlog.db").read_text().splitlines() if line.strip()]
-    except FileNotFoundError:
-        return []
 
 
 def stored_names(wals_dir: Path) -> list[str]:

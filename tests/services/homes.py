@@ -70,3 +70,11 @@ def walq_command(home: WalqHome, *args: str) -> str:
 def spooled(spool: Path) -> list[str]:
     """The segments waiting in the spool (not the prefetcher's own dot-files)."""
     return sorted(p.name for p in spool.iterdir() if not p.name.startswith(".")) if spool.is_dir() else []
+
+
+def xlogdb_names(wals_dir: Path, server: str = "pg1") -> list[str]:
+    """The WAL names in a Barman wals/ directory's ``<server>-xlog.db``, in file order."""
+    try:
+        return [line.split()[0] for line in (wals_dir / f"{server}-xlog.db").read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
