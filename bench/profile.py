@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -91,7 +90,7 @@ def main() -> int:
     scratch.mkdir(parents=True)
     raw = args.raw or scratch.parent / f"profile-{args.row}.txt"
     ctx = runners.Ctx(corpus, scratch, REPO / ".venv-bench" / "bin")
-    s3 = redis = db = None
+    s3 = None
     try:
         if args.row in ("s3", "get-wal"):
             from bench.services import BenchS3
@@ -118,8 +117,8 @@ def main() -> int:
             from bench.services import CatalogDB
             from tests.services.fleet import ADMIN_URL, RedisServer
 
-            redis = ctx.redis = RedisServer(scratch / "redis").start()
-            db = ctx.catalog_db = CatalogDB(ADMIN_URL).__enter__()
+            ctx.redis = RedisServer(scratch / "redis").start()
+            ctx.catalog_db = CatalogDB(ADMIN_URL).__enter__()
             cfg = write_walq_config(d, {"pg1": runners.walq_server(codec, level)}, **runners.fleet_settings(ctx))
             subprocess.run([str(runners.WALQ), "--config", str(cfg), "catalog", "init"], check=True, capture_output=True)
             incoming = d / "home" / "pg1" / "incoming"
@@ -141,13 +140,7 @@ def main() -> int:
         print(f"{args.row}, {args.codec}, {len(corpus.segments)} segments ({raw}):")
         print(summarize(raw))
     finally:
-        if s3 is not None:
-            s3.kill()
-        if redis is not None:
-            redis.stop()
-        if db is not None:
-            db.__exit__(None, None, None)
-        shutil.rmtree(scratch, ignore_errors=True)
+        ctx.close()
     return 0
 
 
