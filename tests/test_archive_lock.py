@@ -172,14 +172,14 @@ def test_stale_holder_record_is_reported(make_home, wal_corpus) -> None:
         _release(holder)
 
 
-def _in_forked_child(action) -> int:  # noqa: ANN001 - a callable run in the child
+def _in_forked_child(action) -> int:  # action: a callable run in the child
     """Run ``action`` in a real forked child (as a daemon or a careless pool would), return its exit code."""
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             action()
-        except BaseException:  # noqa: BLE001 - the child must never return into pytest
+        except BaseException:  # the child must never return into pytest
             code = 1
         os._exit(code)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])

@@ -25,12 +25,12 @@ W = "000000010000000000000006"
 CHAIN = uuid.uuid4().hex
 
 
-def _job(home, **changes: object) -> dict[str, object]:  # noqa: ANN001
+def _job(home, **changes: object) -> dict[str, object]:
     job = {"server": "pg1", "wal": W, "source": str(home.incoming() / W), "origin": "incoming", "chain": CHAIN}
     return {**job, **changes}
 
 
-def _cases(home, secret: Path) -> list[tuple[str, list[object], str]]:  # noqa: ANN001
+def _cases(home, secret: Path) -> list[tuple[str, list[object], str]]:
     spool = home.home / "spool" / "pg1" / CHAIN
     prepared = {**_job(home), "payload": str(spool / f"{W}.zst"), "codec": "zstd", "encrypted": False,
                 "size": 1, "checksum": "0" * 64, "mtime": 0.0}

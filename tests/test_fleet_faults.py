@@ -37,7 +37,7 @@ def fleet_home(make_home, redis_server, catalog_db):
     return make
 
 
-def _wait_archived(catalog, fleet, names: list[str], timeout: float = 180) -> None:  # noqa: ANN001
+def _wait_archived(catalog, fleet, names: list[str], timeout: float = 180) -> None:
     try:
         wait_for(lambda: catalog.archived_names("pg1") == names and catalog.counts("pg1")["claimed"] == 0,
                  timeout, "every WAL to be archived", 0.25)
@@ -45,7 +45,7 @@ def _wait_archived(catalog, fleet, names: list[str], timeout: float = 180) -> No
         raise AssertionError(f"archived {len(catalog.archived_names('pg1'))}/{len(names)}\n{fleet.logs()}") from None
 
 
-def _frozen_at(fault_dir: Path, stage: str, fleet) -> int:  # noqa: ANN001
+def _frozen_at(fault_dir: Path, stage: str, fleet) -> int:
     try:
         pid = wait_for(lambda: read_pid(fault_dir / f"{stage}.pid"), 90, f"a worker to reach {stage}", 0.1)
         wait_for(lambda: process_state(pid) == "T", 30, f"pid {pid} to stop", 0.05)
@@ -173,7 +173,7 @@ def test_two_beats_enqueue_each_wal_once(fleet_home, wal_corpus, fleet_factory) 
     assert all(len(ids) == 1 for ids in chains.values()), {k: v for k, v in chains.items() if len(v) > 1}
 
 
-def fleet_redis(home):  # noqa: ANN001
+def fleet_redis(home):
     import redis
 
     return redis.Redis.from_url(home.config.effective_lock_url)

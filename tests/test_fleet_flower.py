@@ -83,7 +83,7 @@ def test_failed_wal_retried_through_flower_api_with_auth(
 def test_flower_refuses_to_start_without_auth(make_home, redis_server, catalog_db, fleet_factory) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     fleet = fleet_factory(home.config_path)
-    proc = fleet._spawn("flower-open", ["flower", f"--port={free_port()}", "--address=127.0.0.1"],  # noqa: SLF001
+    proc = fleet._spawn("flower-open", ["flower", f"--port={free_port()}", "--address=127.0.0.1"],
                         {"FLOWER_BASIC_AUTH": ""})
     proc.popen.wait(timeout=60)
     assert proc.popen.returncode != 0

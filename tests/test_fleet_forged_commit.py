@@ -105,7 +105,7 @@ def test_forged_commit_through_a_real_worker_touches_nothing(
         assert not dest.exists()
 
 
-def _stored_args(home: WalqHome, wal_corpus) -> tuple[fleet.Runtime, dict[str, object]]:  # noqa: ANN001
+def _stored_args(home: WalqHome, wal_corpus) -> tuple[fleet.Runtime, dict[str, object]]:
     wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:1])
     rt = fleet.Runtime(home.config)
     job = fleet.scan_server(rt, "pg1")[0]

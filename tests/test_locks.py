@@ -54,7 +54,7 @@ def test_expired_holder_loses_and_new_token_is_newer(redis_server: RedisServer) 
     client = redis_server.client()
     stale = RedisLock(client, "pg1", ttl=0.3)
     t1 = stale.acquire()
-    stale._stop.set()  # simulate a frozen holder: no more extensions  # noqa: SLF001
+    stale._stop.set()  # simulate a frozen holder: no more extensions
     fresh = RedisLock(client, "pg1", ttl=30)
     t2 = wait_for(lambda: _try(fresh), 10, "the stale lock to expire")
     assert t2 > t1

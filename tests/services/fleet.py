@@ -279,7 +279,7 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
-def assert_archived_once(home, catalog, names: list[str], server: str = "pg1") -> None:  # noqa: ANN001
+def assert_archived_once(home, catalog, names: list[str], server: str = "pg1") -> None:
     """Every WAL archived, exactly once: one catalog row, one payload, one xlogdb line; sources gone."""
     from walq.catalog import WalState
 
@@ -317,7 +317,7 @@ def http(method: str, url: str, body: object | None = None, auth: str | None = N
         return status, raw.decode(errors="replace")
 
 
-def celery_client(config_path: Path):  # noqa: ANN201
+def celery_client(config_path: Path):
     """A bare Celery client (JSON only) for sending tasks by name, like an operator's script."""
     from celery import Celery
 
