@@ -14,8 +14,8 @@ from tests.services.fleet import (
     stored_names,
 )
 from tests.services.homes import WalqHome, walq_command, xlogdb_names
-from tests.services.pg import Cluster, chown_postgres, wait_for
-from tests.services.pitr import run_archiving_primary
+from tests.services.pg import chown_postgres, wait_for
+from tests.services.pitr import recovered, run_archiving_primary
 from walq.catalog import WalState, open_catalog
 
 
@@ -63,10 +63,5 @@ def test_three_workers_archive_real_wal_once_and_pitr_restores(
     chown_postgres(home.root)
     assert home.run("verify", "pg1", as_pg=True).returncode == 0
     restore_cmd = f"'{walq_command(home, 'get-wal pg1 %f %p')}'"
-    restored = Cluster(workdir / "restored").restore_from(workdir / "base", {"restore_command": restore_cmd})
-    restored.start()
-    try:
-        restored.wait_promoted()
+    with recovered(workdir / "restored", workdir / "base", {"restore_command": restore_cmd}) as restored:
         assert restored.accounts_fingerprint() == expected
-    finally:
-        restored.stop("immediate")

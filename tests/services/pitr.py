@@ -5,6 +5,8 @@ recovered from it with ``walq get-wal`` as restore_command."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +83,16 @@ def take_backup(source: Cluster, root: Path) -> None:
     os.chmod(root, 0o755)
     chown_postgres(root)
     source.basebackup(root / "data")
+
+
+@contextmanager
+def recovered(root: Path, base: Path, conf: dict[str, str]) -> Iterator[Cluster]:
+    """A copy of the base backup ``base`` in ``root``, recovered with ``conf``
+    (restore_command, recovery targets) and promoted; stopped on leaving."""
+    cluster = Cluster(root).restore_from(base, conf)
+    cluster.start()
+    try:
+        cluster.wait_promoted()
+        yield cluster
+    finally:
+        cluster.stop("immediate")
