@@ -131,7 +131,7 @@ class Bench:
                     continue
                 try:
                     run = fn()  # type: ignore[operator]
-                except Exception as exc:  # noqa: BLE001 - the row says what went wrong
+                except Exception as exc:  # the row says what went wrong
                     s.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
                     self.log(f"  {scenario:10s} {tool:28s} {codec:7s} FAILED: {s.error}")
                     if self.args.verbose:
@@ -223,7 +223,7 @@ def run_all(b: Bench, ctx: Ctx, only: set[str]) -> None:
         b.log(f"restore from S3 ({label}), once per WAL in order")
         try:
             source = runners.prepare_restore_source(ctx, codec, level)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             b.series_for("restore", "walq get-wal --prefetch 8", label).error = f"source archive failed: {exc}"
             source = None
         if source is not None:
@@ -357,21 +357,18 @@ def main(argv: list[str] | None = None) -> int:
     scratch.mkdir(parents=True, exist_ok=True)
     os.chmod(scratch, 0o755)
     ctx = Ctx(corpus, scratch, REPO / ".venv-bench" / "bin", per_wal_limit=args.per_wal_limit, log=b.log)
-    s3 = redis = catalog_db = None
     try:
         if only & {"s3", "restore"}:
             from bench.services import BenchS3
 
-            s3 = BenchS3(scratch / "s3").start()
-            ctx.s3 = s3
+            s3 = ctx.s3 = BenchS3(scratch / "s3").start()
             b.log(f"SeaweedFS S3 on {s3.endpoint} (https on port {s3.https_port})")
         if only & {"fleet", "sustained"}:
             from bench.services import CatalogDB
             from tests.services.fleet import ADMIN_URL, RedisServer
 
-            redis = RedisServer(scratch / "redis").start()
-            catalog_db = CatalogDB(ADMIN_URL).__enter__()
-            ctx.redis, ctx.catalog_db = redis, catalog_db
+            ctx.redis = RedisServer(scratch / "redis").start()
+            ctx.catalog_db = CatalogDB(ADMIN_URL).__enter__()
         run_all(b, ctx, only)
         if "sustained" in only:
             from bench import sustained
@@ -383,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     results[label] = sustained.run(ctx, seconds=args.sustained_seconds, quick=args.quick,
                                                    codec=codec, level=level)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     results[label] = {"error": f"{type(exc).__name__}: {exc}"}
                     if args.verbose:
                         traceback.print_exc()
@@ -391,13 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             b.extra["sustained"] = results
         corpus.check_intact()
     finally:
-        if s3 is not None:
-            s3.kill()
-        if redis is not None:
-            redis.stop()
-        if catalog_db is not None:
-            catalog_db.__exit__(None, None, None)
-        shutil.rmtree(scratch, ignore_errors=True)
+        ctx.close()
 
     results = evaluate(b)
     info = machine_info()

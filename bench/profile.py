@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ if sys.path[0] != str(REPO):  # before bench/ itself, where bench.py would shado
 
 from bench import corpus as corpus_mod  # noqa: E402
 from bench import runners  # noqa: E402
+from tests.services.config_file import write_walq_config  # noqa: E402
 
 PYSPY = REPO / ".venv-bench" / "bin" / "py-spy"
 IDLE = ("Condition.wait", "_epoll.poll", "select (", "_PollLikeSelector.select", "Connection._recv",
@@ -90,7 +90,7 @@ def main() -> int:
     scratch.mkdir(parents=True)
     raw = args.raw or scratch.parent / f"profile-{args.row}.txt"
     ctx = runners.Ctx(corpus, scratch, REPO / ".venv-bench" / "bin")
-    s3 = redis = db = None
+    s3 = None
     try:
         if args.row in ("s3", "get-wal"):
             from bench.services import BenchS3
@@ -104,7 +104,7 @@ def main() -> int:
                 bucket = s3.bucket("prof")
                 extra = {"storage_url": f"s3://{bucket}/walq", "s3_endpoint_url": s3.endpoint}
                 env = s3.env()
-            cfg = runners.write_walq_config(d, {"pg1": runners.walq_server(codec, level, **extra)})
+            cfg = write_walq_config(d, {"pg1": runners.walq_server(codec, level, **extra)})
             corpus.link_into(d / "home" / "pg1" / "incoming")
             record([str(runners.WALQ), "--config", str(cfg), "archive"], raw, env)
         elif args.row == "get-wal":
@@ -117,9 +117,9 @@ def main() -> int:
             from bench.services import CatalogDB
             from tests.services.fleet import ADMIN_URL, RedisServer
 
-            redis = ctx.redis = RedisServer(scratch / "redis").start()
-            db = ctx.catalog_db = CatalogDB(ADMIN_URL).__enter__()
-            cfg = runners.write_walq_config(d, {"pg1": runners.walq_server(codec, level)}, **runners.fleet_settings(ctx))
+            ctx.redis = RedisServer(scratch / "redis").start()
+            ctx.catalog_db = CatalogDB(ADMIN_URL).__enter__()
+            cfg = write_walq_config(d, {"pg1": runners.walq_server(codec, level)}, **runners.fleet_settings(ctx))
             subprocess.run([str(runners.WALQ), "--config", str(cfg), "catalog", "init"], check=True, capture_output=True)
             incoming = d / "home" / "pg1" / "incoming"
             corpus.link_into(incoming)
@@ -140,13 +140,7 @@ def main() -> int:
         print(f"{args.row}, {args.codec}, {len(corpus.segments)} segments ({raw}):")
         print(summarize(raw))
     finally:
-        if s3 is not None:
-            s3.kill()
-        if redis is not None:
-            redis.stop()
-        if db is not None:
-            db.__exit__(None, None, None)
-        shutil.rmtree(scratch, ignore_errors=True)
+        ctx.close()
     return 0
 
 

@@ -28,9 +28,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.corpus import REPO, Corpus
 from bench.measure import Meter, Sample
+from tests.services.config_file import write_walq_config
+
+if TYPE_CHECKING:  # the services need the test stack; local-only runs never load them
+    from bench.services import BenchS3, CatalogDB
+    from tests.services.fleet import RedisServer
 
 VENV = REPO / ".venv" / "bin"
 WALQ = VENV / "walq"
@@ -61,9 +67,9 @@ class Ctx:
     corpus: Corpus
     scratch: Path
     bench_bin: Path  # .venv-bench/bin (barman, barman-cloud-*)
-    s3: object | None = None  # bench.services.BenchS3
-    catalog_db: object | None = None  # bench.services.CatalogDB
-    redis: object | None = None  # tests.services.fleet.RedisServer
+    s3: BenchS3 | None = None
+    catalog_db: CatalogDB | None = None
+    redis: RedisServer | None = None
     per_wal_limit: int = 0  # for tools that start one process per WAL (0: whole corpus)
     log: Callable[[str], None] = print
 
@@ -76,6 +82,16 @@ class Ctx:
         if self.per_wal_limit and self.per_wal_limit < len(self.corpus.segments):
             return self.corpus.middle(self.per_wal_limit)
         return self.corpus
+
+    def close(self) -> None:
+        """Stop the services started for this run and remove the scratch tree."""
+        if self.s3 is not None:
+            self.s3.kill()
+        if self.redis is not None:
+            self.redis.stop()
+        if self.catalog_db is not None:
+            self.catalog_db.__exit__(None, None, None)
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def tree_bytes(path: Path, skip: tuple[str, ...] = ()) -> tuple[int, int]:
@@ -90,25 +106,6 @@ def tree_bytes(path: Path, skip: tuple[str, ...] = ()) -> tuple[int, int]:
 def _expect(count: int, wanted: int, what: str) -> None:
     if count != wanted:
         raise RuntimeError(f"{what}: {count} stored, expected {wanted}")
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return json.dumps(str(value))
-
-
-def write_walq_config(root: Path, servers: dict[str, dict[str, object]], **top: object) -> Path:
-    lines = [f"home = {_toml(root / 'home')}"] + [f"{k} = {_toml(v)}" for k, v in top.items()]
-    for name, settings in servers.items():
-        lines.append(f"\n[servers.{name}]")
-        lines += [f"{k} = {_toml(v)}" for k, v in settings.items() if v is not None]
-    path = root / "walq.toml"
-    path.write_text("\n".join(lines) + "\n")
-    (root / "home").mkdir(exist_ok=True)
-    return path
 
 
 def walq_server(codec: str, level: int | None, **extra: object) -> dict[str, object]:
@@ -342,7 +339,7 @@ def fleet_settings(ctx: Ctx, scan_interval: float = 0.5) -> dict[str, object]:
     return fs(ctx.redis.url, ctx.catalog_db.fresh_schema(), scan_interval=scan_interval)  # type: ignore[union-attr]
 
 
-def start_fleet(ctx: Ctx, cfg: Path, logdir: Path, meter: Meter | None):  # noqa: ANN201
+def start_fleet(ctx: Ctx, cfg: Path, logdir: Path, meter: Meter | None):
     from tests.services.fleet import Fleet
 
     fleet = Fleet(cfg, logdir)

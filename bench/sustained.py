@@ -24,7 +24,8 @@ import threading
 import time
 
 from bench.measure import Meter
-from bench.runners import WALQ, Ctx, fleet_settings, start_fleet, walq_server, write_walq_config
+from bench.runners import WALQ, Ctx, fleet_settings, start_fleet, walq_server
+from tests.services.config_file import write_walq_config
 from tests.services.pg import Cluster, chown_postgres
 
 PGBENCH_TPS = 500  # a steady write load beside the archiver (unthrottled, pgbench alone takes the cores)

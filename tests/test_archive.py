@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WalqHome
+from tests.services.homes import WalqHome
 from walq.catalog import WalState, open_catalog
 from walq.codecs import detect
 from walq.fsutil import OWNED_MARKER
@@ -223,7 +223,7 @@ def test_unreadable_file_is_reported_and_left_in_place(walq_home: WalqHome, wal_
 def _run_as_pg(home: WalqHome, *args: str):
     import subprocess
 
-    from tests.conftest import WALQ
+    from tests.services.homes import WALQ
     from tests.services.pg import as_postgres
 
     return subprocess.run([*as_postgres(), str(WALQ), "--config", str(home.config_path), *args],

@@ -17,21 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WALQ, WalqHome
-from tests.services.fleet import RedisServer, redis_server  # noqa: F401 - fixture
+from tests.services.fleet import RedisServer
+from tests.services.homes import WALQ, WalqHome, xlogdb_names
 from tests.services.pg import wait_for
 from walq import keys
 from walq.errors import LockBusyError
 from walq.locks import FileLock, RedisLock
 from walq.restore import prefetch
 from walq.restore import spool as spool_state
-
-
-def _xlogdb_names(home: WalqHome) -> list[str]:
-    try:
-        return [line.split("\t")[0] for line in (home.wals() / "pg1-xlog.db").read_text().splitlines()]
-    except FileNotFoundError:
-        return []
 
 
 def _children(pid: int) -> set[int]:
@@ -65,7 +58,7 @@ def test_kill_9_of_the_parent_alone_then_rerun_archives_everything(make_home, wa
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     workers: set[int] = set()
     try:
-        wait_for(lambda: _xlogdb_names(home), 120, "the first archived WAL")
+        wait_for(lambda: xlogdb_names(home.wals()), 120, "the first archived WAL")
         workers = _children(proc.pid)
         assert workers, "the run has no pool workers; the test proves nothing"
         os.kill(proc.pid, signal.SIGKILL)  # the parent only, as an OOM kill or `kill -9 PID` does
@@ -84,7 +77,7 @@ def test_kill_9_of_the_parent_alone_then_rerun_archives_everything(make_home, wa
     assert res.returncode == 0, res.stdout + res.stderr
     assert "skipped" not in res.stdout
     assert os.listdir(home.incoming()) == []
-    assert _xlogdb_names(home) == names
+    assert xlogdb_names(home.wals()) == names
     assert home.run("check").returncode == 0
 
 
@@ -179,14 +172,14 @@ def test_stale_holder_record_is_reported(make_home, wal_corpus) -> None:
         _release(holder)
 
 
-def _in_forked_child(action) -> int:  # noqa: ANN001 - a callable run in the child
+def _in_forked_child(action) -> int:  # action: a callable run in the child
     """Run ``action`` in a real forked child (as a daemon or a careless pool would), return its exit code."""
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             action()
-        except BaseException:  # noqa: BLE001 - the child must never return into pytest
+        except BaseException:  # the child must never return into pytest
             code = 1
         os._exit(code)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
@@ -204,7 +197,7 @@ def test_a_forked_child_releasing_a_file_lock_leaves_the_parent_holding_it(tmp_p
     FileLock(tmp_path, "pg1").acquire()
 
 
-def test_a_forked_child_releasing_a_redis_lock_leaves_the_parent_holding_it(redis_server: RedisServer) -> None:  # noqa: F811
+def test_a_forked_child_releasing_a_redis_lock_leaves_the_parent_holding_it(redis_server: RedisServer) -> None:
     client = redis_server.client()
     held = RedisLock(client, "pg1", ttl=30)
     held.acquire()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services.fleet import catalog_db, fresh_schema_url  # noqa: F401 - fixture
+from tests.services.fleet import fresh_schema_url
 from walq.catalog.base import TRANSITIONS, ArchivedInfo, Catalog, WalState
 from walq.catalog.postgres import PostgresCatalog
 from walq.catalog.sqlite import SqliteCatalog
@@ -145,7 +145,7 @@ def test_meta(catalog: Catalog) -> None:
     assert catalog.get_meta("pg2", "system_identifier") is None
 
 
-def test_postgres_claims_race(catalog_db: str) -> None:  # noqa: F811
+def test_postgres_claims_race(catalog_db: str) -> None:
     """Eight threads with their own pools race for 50 WALs: each is claimed exactly once."""
     url = fresh_schema_url(catalog_db)
     catalogs = [PostgresCatalog(url, max_size=1) for _ in range(8)]
@@ -169,7 +169,7 @@ def test_postgres_claims_race(catalog_db: str) -> None:  # noqa: F811
     assert sorted(won) == names
 
 
-def test_postgres_migrate_is_idempotent(catalog_db: str) -> None:  # noqa: F811
+def test_postgres_migrate_is_idempotent(catalog_db: str) -> None:
     url = fresh_schema_url(catalog_db)
     first = PostgresCatalog(url)
     assert first.schema_version() == len(__import__("walq.catalog.postgres", fromlist=["x"]).MIGRATIONS)

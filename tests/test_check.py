@@ -12,10 +12,10 @@ import os
 import re
 import shutil
 
-from tests.conftest import WalqHome, walq_command
+from tests.services.homes import WalqHome, walq_command
 from tests.services.pg import Cluster, chown_postgres, wait_for
-from tests.test_receiver import Receiver, close_segment
-from tests.test_timeline import archived_through
+from tests.services.pitr import archived_through
+from tests.services.receiver import Receiver, close_segment
 
 LINE = re.compile(r"^pg1: (?P<name>.+?): (?P<status>OK|FAILED)(?: \((?P<detail>.*)\))?$")
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WALQ, WalqHome, write_config
+from tests.services.config_file import write_walq_config
+from tests.services.homes import WALQ, WalqHome
 
 
 def one_error_line(res: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -89,7 +90,7 @@ def test_storage_url_that_is_a_file(make_home, wal_corpus) -> None:
 def test_status_into_a_closed_pipe_is_quiet(workdir: Path) -> None:
     """`walq status | head -1`: enough servers that the output outgrows the pipe."""
     (workdir / "home").mkdir()
-    config = write_config(workdir, {f"pg{i}": {} for i in range(400)})
+    config = write_walq_config(workdir, {f"pg{i}": {} for i in range(400)})
     proc = subprocess.Popen([str(WALQ), "--config", str(config), "status"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None

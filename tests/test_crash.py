@@ -12,20 +12,13 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.conftest import WALQ, WalqHome
+from tests.services.homes import WALQ, WalqHome, xlogdb_names
 from tests.services.pg import wait_for
 from walq.archive.job import new_job as PrepareJob
 from walq.archive.steps import prepare
 from walq.catalog import open_catalog
 from walq.fsutil import OWNED_MARKER
 from walq.storage import PutRequest, open_storage
-
-
-def _xlogdb_names(home: WalqHome) -> list[str]:
-    try:
-        return [line.split("\t")[0] for line in (home.wals() / "pg1-xlog.db").read_text().splitlines()]
-    except FileNotFoundError:
-        return []
 
 
 def _stored_files(home: WalqHome) -> list[Path]:
@@ -38,7 +31,7 @@ def test_kill_9_mid_batch_then_rerun(make_home, wal_corpus) -> None:
     proc = subprocess.Popen([str(WALQ), "--config", str(home.config_path), "archive"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for(lambda: len(_xlogdb_names(home)) >= 4, 120, "a few commits")
+        wait_for(lambda: len(xlogdb_names(home.wals())) >= 4, 120, "a few commits")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -52,7 +45,7 @@ def test_kill_9_mid_batch_then_rerun(make_home, wal_corpus) -> None:
     res = home.run("archive")
     assert res.returncode == 0, res.stdout + res.stderr
     assert os.listdir(home.incoming()) == []
-    assert _xlogdb_names(home) == names  # once each, in order
+    assert xlogdb_names(home.wals()) == names  # once each, in order
     assert sorted(p.name for p in _stored_files(home)) == names
     assert os.listdir(home.wals() / ".walq-tmp") == [OWNED_MARKER]  # nothing but walq's marker
     assert os.listdir(home.home / "spool" / "pg1") == [OWNED_MARKER]
@@ -71,7 +64,7 @@ def test_stored_but_uncommitted_wal_is_adopted(walq_home: WalqHome, wal_corpus) 
     res = walq_home.run("archive")
     assert res.returncode == 0, res.stdout
     assert f"{names[1]} archived" in res.stdout and "recovered" in res.stdout
-    assert _xlogdb_names(walq_home) == names
+    assert xlogdb_names(walq_home.wals()) == names
     catalog = open_catalog(config)
     try:
         assert catalog.archived_names("pg1") == names

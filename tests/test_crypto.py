@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WalqHome
-from tests.services.gpg import PASSPHRASE, GpgKey, gpg_env, gpg_key  # noqa: F401
-from tests.services.s3 import Bucket, barman_cloud_restore, s3_bucket, s3_server, s3_settings  # noqa: F401
+from tests.services.gpg import PASSPHRASE, GpgKey, gpg_settings
+from tests.services.homes import WalqHome
+from tests.services.s3 import Bucket, s3_settings
 from walq.catalog import open_catalog
 from walq.codecs import get_codec
 from walq.wal import parse_wal_name
@@ -28,11 +28,6 @@ TOOLS = {"gzip": ["gzip", "-dc"], "bzip2": ["bzip2", "-dc"], "xz": ["xz", "-dc"]
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def gpg_settings(key: GpgKey, **extra: object) -> dict[str, object]:
-    return {"encryption": "gpg", "encryption_key_id": key.fingerprint,
-            "encryption_passphrase_command": key.passphrase_command, **extra}
 
 
 def plain_gpg_then_tool(key: GpgKey, blob: bytes, codec: str) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WALQ, WalqHome
+from tests.services.homes import WALQ, WalqHome
 from walq import codecs
 from walq.catalog import open_catalog
 from walq.codecs import CHUNK_SIZE, CODEC_NAMES, CODECS, compress_chunks, decompress_chunks

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import WalqHome
-from tests.services.fleet import (  # noqa: F401 - fixtures
-    catalog_db,
+from tests.services.fleet import (
     celery_client,
-    fleet_factory,
     fleet_settings,
     fresh_schema_url,
-    redis_server,
 )
+from tests.services.homes import WalqHome
 from walq.archive.job import WalJob as StageArgs
 from walq.errors import TaskArgumentError
 from walq.fleet.args import parse_args
@@ -37,7 +34,7 @@ def _huge_calls(home: WalqHome) -> list[tuple[str, list[object]]]:
 
 
 def test_a_20_mb_task_argument_gives_a_short_refusal(
-    make_home, redis_server, catalog_db, fleet_factory,  # noqa: F811
+    make_home, redis_server, catalog_db, fleet_factory,
 ) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     fleet = fleet_factory(home.config_path)

@@ -10,14 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.services.fleet import (  # noqa: F401 - fixtures
-    catalog_db,
+from tests.services.fleet import (
     celery_client,
-    fleet_factory,
     fleet_settings,
     fresh_schema_url,
     pending,
-    redis_server,
 )
 from walq.archive.job import WalJob as StageArgs
 from walq.catalog import open_catalog
@@ -28,12 +25,12 @@ W = "000000010000000000000006"
 CHAIN = uuid.uuid4().hex
 
 
-def _job(home, **changes: object) -> dict[str, object]:  # noqa: ANN001
+def _job(home, **changes: object) -> dict[str, object]:
     job = {"server": "pg1", "wal": W, "source": str(home.incoming() / W), "origin": "incoming", "chain": CHAIN}
     return {**job, **changes}
 
 
-def _cases(home, secret: Path) -> list[tuple[str, list[object], str]]:  # noqa: ANN001
+def _cases(home, secret: Path) -> list[tuple[str, list[object], str]]:
     spool = home.home / "spool" / "pg1" / CHAIN
     prepared = {**_job(home), "payload": str(spool / f"{W}.zst"), "codec": "zstd", "encrypted": False,
                 "size": 1, "checksum": "0" * 64, "mtime": 0.0}
@@ -56,7 +53,7 @@ def _cases(home, secret: Path) -> list[tuple[str, list[object], str]]:  # noqa: 
 
 
 def test_made_up_task_arguments_are_refused_and_touch_nothing(
-    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory,  # noqa: F811
+    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory,
 ) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     secret = workdir / W

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import write_config
+from tests.services.config_file import write_walq_config
 from tests.services.fleet import CELERY, REPO
 from walq.cli import build_parser
 
@@ -29,7 +29,7 @@ def compose() -> dict:
 @pytest.fixture(scope="module")
 def fleet_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("compose")
-    return write_config(root, {"pg1": {}}, broker_url="redis://127.0.0.1:1/0")
+    return write_walq_config(root, {"pg1": {}}, broker_url="redis://127.0.0.1:1/0")
 
 
 def _check_command(argv: list[str], config: Path) -> None:

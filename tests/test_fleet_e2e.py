@@ -7,23 +7,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import WalqHome, run_archiving_primary, walq_command
-from tests.services.fleet import (  # noqa: F401 - fixtures
-    catalog_db,
-    fleet_factory,
+from tests.services.fleet import (
     fleet_settings,
     fresh_schema_url,
     pending,
-    redis_server,
     stored_names,
-    xlogdb_names,
 )
-from tests.services.pg import Cluster, chown_postgres, wait_for
+from tests.services.homes import WalqHome, walq_command, xlogdb_names
+from tests.services.pg import chown_postgres, wait_for
+from tests.services.pitr import recovered, run_archiving_primary
 from walq.catalog import WalState, open_catalog
 
 
 def test_three_workers_archive_real_wal_once_and_pitr_restores(
-    make_home, cluster_factory, workdir: Path, redis_server, catalog_db, fleet_factory,  # noqa: F811
+    make_home, cluster_factory, workdir: Path, redis_server, catalog_db, fleet_factory,
     walq_runnable_by_postgres,
 ) -> None:
     home: WalqHome = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
@@ -66,10 +63,5 @@ def test_three_workers_archive_real_wal_once_and_pitr_restores(
     chown_postgres(home.root)
     assert home.run("verify", "pg1", as_pg=True).returncode == 0
     restore_cmd = f"'{walq_command(home, 'get-wal pg1 %f %p')}'"
-    restored = Cluster(workdir / "restored").restore_from(workdir / "base", {"restore_command": restore_cmd})
-    restored.start()
-    try:
-        restored.wait_promoted()
+    with recovered(workdir / "restored", workdir / "base", {"restore_command": restore_cmd}) as restored:
         assert restored.accounts_fingerprint() == expected
-    finally:
-        restored.stop("immediate")

@@ -17,15 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.services.fleet import (  # noqa: F401 - fixtures
+from tests.services.fleet import (
     assert_archived_once,
-    catalog_db,
-    fleet_factory,
     fleet_settings,
     fresh_schema_url,
     process_state,
     read_pid,
-    redis_server,
 )
 from tests.services.pg import wait_for
 from walq import keys
@@ -33,14 +30,14 @@ from walq.catalog import open_catalog
 
 
 @pytest.fixture
-def fleet_home(make_home, redis_server, catalog_db):  # noqa: F811
+def fleet_home(make_home, redis_server, catalog_db):
     def make(**overrides: object):
         return make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db), **overrides))
 
     return make
 
 
-def _wait_archived(catalog, fleet, names: list[str], timeout: float = 180) -> None:  # noqa: ANN001
+def _wait_archived(catalog, fleet, names: list[str], timeout: float = 180) -> None:
     try:
         wait_for(lambda: catalog.archived_names("pg1") == names and catalog.counts("pg1")["claimed"] == 0,
                  timeout, "every WAL to be archived", 0.25)
@@ -48,7 +45,7 @@ def _wait_archived(catalog, fleet, names: list[str], timeout: float = 180) -> No
         raise AssertionError(f"archived {len(catalog.archived_names('pg1'))}/{len(names)}\n{fleet.logs()}") from None
 
 
-def _frozen_at(fault_dir: Path, stage: str, fleet) -> int:  # noqa: ANN001
+def _frozen_at(fault_dir: Path, stage: str, fleet) -> int:
     try:
         pid = wait_for(lambda: read_pid(fault_dir / f"{stage}.pid"), 90, f"a worker to reach {stage}", 0.1)
         wait_for(lambda: process_state(pid) == "T", 30, f"pid {pid} to stop", 0.05)
@@ -58,7 +55,7 @@ def _frozen_at(fault_dir: Path, stage: str, fleet) -> int:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("stage", ["compress", "encrypt", "store", "commit"])
-def test_kill_9_in_each_stage_loses_nothing(stage: str, fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:  # noqa: F811
+def test_kill_9_in_each_stage_loses_nothing(stage: str, fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:
     home = fleet_home()
     faults = workdir / "faults"
     faults.mkdir()
@@ -81,7 +78,7 @@ def test_kill_9_in_each_stage_loses_nothing(stage: str, fleet_home, wal_corpus, 
     assert "WorkerLostError" in logs or "exited prematurely" in logs, "the kill went unnoticed"
 
 
-def test_kill_9_of_a_whole_worker_is_recovered_by_the_scans(fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:  # noqa: F811
+def test_kill_9_of_a_whole_worker_is_recovered_by_the_scans(fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:
     """The worker's main process dies too: its unacked message waits for the visibility
     timeout, so the catalog claim's deadline is what brings the WAL back."""
     home = fleet_home(claim_timeout=6.0)
@@ -105,7 +102,7 @@ def test_kill_9_of_a_whole_worker_is_recovered_by_the_scans(fleet_home, wal_corp
         catalog.close()
 
 
-def test_frozen_lock_holder_is_fenced_and_writes_nothing_twice(fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:  # noqa: F811
+def test_frozen_lock_holder_is_fenced_and_writes_nothing_twice(fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:
     home = fleet_home(lock_ttl=2.0, claim_timeout=120.0)
     faults = workdir / "faults"
     faults.mkdir()
@@ -134,7 +131,7 @@ def test_frozen_lock_holder_is_fenced_and_writes_nothing_twice(fleet_home, wal_c
     assert re.search(r"refused: fencing token \d+ is older than \d+", fleet.logs(tail=0)), fleet.logs()
 
 
-def test_redis_restart_mid_run_recovers_on_next_scans(fleet_home, wal_corpus, fleet_factory, redis_server) -> None:  # noqa: F811
+def test_redis_restart_mid_run_recovers_on_next_scans(fleet_home, wal_corpus, fleet_factory, redis_server) -> None:
     home = fleet_home(claim_timeout=6.0)
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:30])
     fleet = fleet_factory(home.config_path)
@@ -153,7 +150,7 @@ def test_redis_restart_mid_run_recovers_on_next_scans(fleet_home, wal_corpus, fl
         catalog.close()
 
 
-def test_two_beats_enqueue_each_wal_once(fleet_home, wal_corpus, fleet_factory) -> None:  # noqa: F811
+def test_two_beats_enqueue_each_wal_once(fleet_home, wal_corpus, fleet_factory) -> None:
     home = fleet_home()
     fleet = fleet_factory(home.config_path)
     fleet.worker("w1")
@@ -176,7 +173,7 @@ def test_two_beats_enqueue_each_wal_once(fleet_home, wal_corpus, fleet_factory) 
     assert all(len(ids) == 1 for ids in chains.values()), {k: v for k, v in chains.items() if len(v) > 1}
 
 
-def fleet_redis(home):  # noqa: ANN001
+def fleet_redis(home):
     import redis
 
     return redis.Redis.from_url(home.config.effective_lock_url)

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.services.fleet import (  # noqa: F401 - fixtures
-    catalog_db,
-    fleet_factory,
+from tests.services.fleet import (
     fleet_settings,
     fresh_schema_url,
     http,
-    redis_server,
-    xlogdb_names,
 )
+from tests.services.homes import xlogdb_names
 from tests.services.pg import free_port, wait_for
 from walq.catalog import WalState, open_catalog
 
@@ -23,7 +20,7 @@ AUTH = "operator:s3cret-pass"
 
 
 def test_failed_wal_retried_through_flower_api_with_auth(
-    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory,  # noqa: F811
+    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory,
 ) -> None:
     blocked = workdir / "archive-volume"
     blocked.write_text("not a directory: the storage cannot be created under it\n")
@@ -83,10 +80,10 @@ def test_failed_wal_retried_through_flower_api_with_auth(
     assert AUTH.split(":")[1] not in fleet.logs(tail=0), "the Flower password leaked into a log"
 
 
-def test_flower_refuses_to_start_without_auth(make_home, redis_server, catalog_db, fleet_factory) -> None:  # noqa: F811
+def test_flower_refuses_to_start_without_auth(make_home, redis_server, catalog_db, fleet_factory) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     fleet = fleet_factory(home.config_path)
-    proc = fleet._spawn("flower-open", ["flower", f"--port={free_port()}", "--address=127.0.0.1"],  # noqa: SLF001
+    proc = fleet._spawn("flower-open", ["flower", f"--port={free_port()}", "--address=127.0.0.1"],
                         {"FLOWER_BASIC_AUTH": ""})
     proc.popen.wait(timeout=60)
     assert proc.popen.returncode != 0
@@ -94,7 +91,7 @@ def test_flower_refuses_to_start_without_auth(make_home, redis_server, catalog_d
 
 
 def test_cli_retry_in_fleet_mode_redrives_through_the_next_scan(
-    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory,  # noqa: F811
+    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory,
 ) -> None:
     blocked = workdir / "archive-volume"
     blocked.write_text("not a directory\n")

@@ -14,18 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WalqHome
-from tests.services.fleet import (  # noqa: F401 - fixtures
-    catalog_db,
+from tests.services.fleet import (
     celery_client,
-    fleet_factory,
     fleet_settings,
     fresh_schema_url,
     http,
     pending,
-    redis_server,
-    xlogdb_names,
 )
+from tests.services.homes import WalqHome, xlogdb_names
 from tests.services.pg import free_port, wait_for
 from walq.catalog import WalState, open_catalog
 from walq.fleet import stages as fleet
@@ -60,7 +56,7 @@ def _forged_keys(wal: str) -> list[str]:
 
 
 def test_forged_commit_through_a_real_worker_touches_nothing(
-    make_home, wal_corpus, redis_server, catalog_db, fleet_factory,  # noqa: F811
+    make_home, wal_corpus, redis_server, catalog_db, fleet_factory,
 ) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     claimed, unclaimed = wal_corpus.segments[5], wal_corpus.segments[6]
@@ -109,7 +105,7 @@ def test_forged_commit_through_a_real_worker_touches_nothing(
         assert not dest.exists()
 
 
-def _stored_args(home: WalqHome, wal_corpus) -> tuple[fleet.Runtime, dict[str, object]]:  # noqa: ANN001
+def _stored_args(home: WalqHome, wal_corpus) -> tuple[fleet.Runtime, dict[str, object]]:
     wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:1])
     rt = fleet.Runtime(home.config)
     job = fleet.scan_server(rt, "pg1")[0]

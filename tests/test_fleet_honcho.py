@@ -11,20 +11,18 @@ import subprocess
 import threading
 from pathlib import Path
 
-from tests.conftest import walq_command
-from tests.services.fleet import (  # noqa: F401 - fixtures
+from tests.services.fleet import (
     REPO,
     VENV_BIN,
-    catalog_db,
     fleet_settings,
     fresh_schema_url,
-    redis_server,
 )
+from tests.services.homes import walq_command
 from tests.services.pg import free_port, wait_for
 
 
 def test_honcho_start_archives_pgbench_continuously(
-    make_home, cluster_factory, workdir: Path, redis_server, catalog_db, walq_runnable_by_postgres,  # noqa: F811
+    make_home, cluster_factory, workdir: Path, redis_server, catalog_db, walq_runnable_by_postgres,
 ) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     home.give_to_postgres()  # archive_command runs as the postgres user, as in production

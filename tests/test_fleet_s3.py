@@ -7,21 +7,18 @@ from __future__ import annotations
 import filecmp
 from pathlib import Path
 
-from tests.services.fleet import (  # noqa: F401 - fixtures
-    catalog_db,
-    fleet_factory,
+from tests.services.fleet import (
     fleet_settings,
     fresh_schema_url,
     pending,
-    redis_server,
 )
 from tests.services.pg import wait_for
-from tests.services.s3 import Bucket, s3_bucket, s3_server, s3_settings  # noqa: F401 - fixtures
+from tests.services.s3 import Bucket, s3_settings
 from walq.catalog import WalState, open_catalog
 
 
 def test_fleet_archives_to_s3_with_prefork_and_thread_pools(
-    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory, s3_bucket: Bucket,  # noqa: F811
+    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory, s3_bucket: Bucket,
 ) -> None:
     home = make_home({"pg1": s3_settings(s3_bucket, compression="lz4")},
                      **fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WalqHome
-from tests.services.fleet import xlogdb_names
+from tests.services.homes import WalqHome, xlogdb_names
 from tests.services.pg import wait_for
 from walq.catalog import WalState
 from walq.errors import FencedError

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WALQ, WalqHome
-from tests.services.gpg import GpgKey, gpg_env, gpg_key  # noqa: F401
+from tests.services.gpg import GpgKey, gpg_settings
+from tests.services.homes import WALQ, WalqHome
 from tests.services.pg import free_port
-from tests.test_crypto import gpg_settings
 
 SECRET = "SECRET-pw-4711"
 DEADLINE = 20  # seconds: the old code waited 30 s for the pool; a hang fails the test
@@ -280,7 +279,7 @@ def test_unrecorded_system_identifier_is_skipped(cluster_factory, make_home) -> 
     assert "not yet recorded" not in res.stdout
 
 
-def test_decryption_without_passphrase_command_is_skipped(gpg_env: GpgKey, make_home) -> None:  # noqa: F811
+def test_decryption_without_passphrase_command_is_skipped(gpg_env: GpgKey, make_home) -> None:
     settings = {k: v for k, v in gpg_settings(gpg_env).items() if k != "encryption_passphrase_command"}
     home = make_home({"pg1": settings})
     res = home.run("check", "pg1")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services.fleet import RedisServer, redis_server  # noqa: F401 - fixture
+from tests.services.fleet import RedisServer
 from tests.services.pg import wait_for
 from walq import keys
 from walq.errors import LockBusyError
@@ -23,7 +23,7 @@ def test_file_lock_tokens_grow(tmp_path: Path) -> None:
     b.release()
 
 
-def test_redis_lock_exclusive_and_tokens_grow(redis_server: RedisServer) -> None:  # noqa: F811
+def test_redis_lock_exclusive_and_tokens_grow(redis_server: RedisServer) -> None:
     client = redis_server.client()
     a, b = RedisLock(client, "pg1", ttl=30), RedisLock(client, "pg1", ttl=30)
     t1 = a.acquire()
@@ -37,7 +37,7 @@ def test_redis_lock_exclusive_and_tokens_grow(redis_server: RedisServer) -> None
     assert client.get(keys.lock("pg1", "commit")) is None
 
 
-def test_redis_lock_is_extended_while_held(redis_server: RedisServer) -> None:  # noqa: F811
+def test_redis_lock_is_extended_while_held(redis_server: RedisServer) -> None:
     client = redis_server.client()
     lock = RedisLock(client, "pg1", ttl=0.6)
     lock.acquire()
@@ -50,11 +50,11 @@ def test_redis_lock_is_extended_while_held(redis_server: RedisServer) -> None:  
     lock.release()
 
 
-def test_expired_holder_loses_and_new_token_is_newer(redis_server: RedisServer) -> None:  # noqa: F811
+def test_expired_holder_loses_and_new_token_is_newer(redis_server: RedisServer) -> None:
     client = redis_server.client()
     stale = RedisLock(client, "pg1", ttl=0.3)
     t1 = stale.acquire()
-    stale._stop.set()  # simulate a frozen holder: no more extensions  # noqa: SLF001
+    stale._stop.set()  # simulate a frozen holder: no more extensions
     fresh = RedisLock(client, "pg1", ttl=30)
     t2 = wait_for(lambda: _try(fresh), 10, "the stale lock to expire")
     assert t2 > t1
@@ -65,7 +65,7 @@ def test_expired_holder_loses_and_new_token_is_newer(redis_server: RedisServer) 
     fresh.release()
 
 
-def test_tokens_keep_growing_across_redis_restart(redis_server: RedisServer) -> None:  # noqa: F811
+def test_tokens_keep_growing_across_redis_restart(redis_server: RedisServer) -> None:
     lock = RedisLock(redis_server.client(), "pg1", ttl=30)
     before = lock.acquire()
     lock.release()
@@ -82,7 +82,7 @@ def _try(lock: RedisLock) -> int | None:
         return None
 
 
-def test_walq_archive_with_a_fleet_config_takes_the_fenced_commit_lock(make_home, wal_corpus, redis_server: RedisServer) -> None:  # noqa: F811
+def test_walq_archive_with_a_fleet_config_takes_the_fenced_commit_lock(make_home, wal_corpus, redis_server: RedisServer) -> None:
     """A manual `walq archive` in a fleet setup must not interleave with Celery commits."""
     import redis as redis_lib
 

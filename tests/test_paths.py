@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WALQ, WalqHome, write_config
+from tests.services.config_file import write_walq_config
+from tests.services.homes import WALQ, WalqHome
 from tests.services.pg import wait_for
 from walq.cli import main
 from walq.config import load_config
@@ -80,7 +81,7 @@ def test_overlapping_layouts_are_refused_naming_both_keys(workdir: Path, top, se
     home = workdir / "home"
     fill = {"home": home, "root": workdir}
     servers = {} if server is None else {"pg1": {k: v.format(**fill) for k, v in server.items()}}
-    path = write_config(workdir, servers,
+    path = write_walq_config(workdir, servers,
                         **{k: v.format(**fill) for k, v in top.items()})
     with pytest.raises(ConfigError) as err:
         load_config(path)
@@ -94,10 +95,10 @@ def test_overlapping_layouts_are_refused_naming_both_keys(workdir: Path, top, se
 
 def test_two_servers_sharing_a_directory_are_refused(workdir: Path) -> None:
     shared = workdir / "shared-incoming"
-    path = write_config(workdir, {"pg1": {"incoming_dir": str(shared)}, "pg2": {"incoming_dir": str(shared)}})
+    path = write_walq_config(workdir, {"pg1": {"incoming_dir": str(shared)}, "pg2": {"incoming_dir": str(shared)}})
     with pytest.raises(ConfigError, match=r"servers\.pg1\.incoming_dir .* overlaps servers\.pg2\.incoming_dir"):
         load_config(path)
-    path = write_config(workdir, {"pg1": {}, "pg2": {"storage_url": f"file://{workdir}/home/pg1/wals"}})
+    path = write_walq_config(workdir, {"pg1": {}, "pg2": {"storage_url": f"file://{workdir}/home/pg1/wals"}})
     with pytest.raises(ConfigError, match=r"servers\.pg1\.storage_url .* overlaps servers\.pg2\.storage_url"):
         load_config(path)
 
@@ -108,12 +109,12 @@ def test_overlap_through_a_symlink_is_refused_in_both_directions(workdir: Path, 
     wal = wal_corpus.copy_into(incoming, wal_corpus.segments[:1])[0]
     # spool_dir names a link that resolves to the server's directory
     (workdir / "spool-link").symlink_to(home / "pg1")
-    path = write_config(workdir, {"pg1": {}}, spool_dir=str(workdir / "spool-link"))
+    path = write_walq_config(workdir, {"pg1": {}}, spool_dir=str(workdir / "spool-link"))
     res = _walq(path, "archive")
     assert res.returncode == 2 and "spool_dir" in _one_line(res.stderr) and "servers.pg1.incoming_dir" in res.stderr
     # a server directory names a link (through a not yet existing child) into the spool
     (workdir / "in-link").symlink_to(home / "spool")
-    path = write_config(workdir, {"pg1": {"errors_dir": str(workdir / "in-link" / "errors")}})
+    path = write_walq_config(workdir, {"pg1": {"errors_dir": str(workdir / "in-link" / "errors")}})
     res = _walq(path, "archive")
     assert res.returncode == 2 and "servers.pg1.errors_dir" in _one_line(res.stderr) and "spool_dir" in res.stderr
     assert (incoming / wal).exists()
@@ -215,7 +216,7 @@ def test_relative_paths_are_refused(workdir: Path, text: str, key: str, capsys, 
 
 
 def test_relative_home_from_the_environment_is_refused(workdir: Path, capsys, monkeypatch) -> None:
-    path = write_config(workdir, {"pg1": {}})
+    path = write_walq_config(workdir, {"pg1": {}})
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("WALQ_HOME", "rel-home")
     assert main(["--config", str(path), "status"]) == 2

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import WalqHome, run_archiving_primary, walq_command
-from tests.services.pg import Cluster
+from tests.services.homes import WalqHome, walq_command
+from tests.services.pitr import recovered, run_archiving_primary
 
 
 def test_pitr_to_restore_point_and_to_end(walq_home: WalqHome, cluster_factory, workdir: Path,
@@ -25,23 +25,13 @@ def test_pitr_to_restore_point_and_to_end(walq_home: WalqHome, cluster_factory, 
     assert walq_home.run("verify", "pg1", as_pg=True).returncode == 0
 
     restore_cmd = f"'{walq_command(walq_home, 'get-wal pg1 %f %p --prefetch 4')}'"
-    to_point = Cluster(workdir / "to_point").restore_from(workdir / "base", {
+    with recovered(workdir / "to_point", workdir / "base", {
         "restore_command": restore_cmd,
         "recovery_target_name": "'walq_rp1'",
         "recovery_target_action": "'promote'",
-    })
-    to_point.start()
-    try:
-        to_point.wait_promoted()
+    }) as to_point:
         assert to_point.accounts_fingerprint() == at_restore_point
-    finally:
-        to_point.stop("immediate")
 
-    to_end = Cluster(workdir / "to_end").restore_from(workdir / "base", {"restore_command": restore_cmd})
-    to_end.start()
-    try:
-        to_end.wait_promoted()
+    with recovered(workdir / "to_end", workdir / "base", {"restore_command": restore_cmd}) as to_end:
         assert to_end.accounts_fingerprint() == at_end
         assert "restored log file" in to_end.log()
-    finally:
-        to_end.stop("immediate")

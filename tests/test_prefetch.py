@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WALQ, WalqHome
+from tests.services.homes import WALQ, WalqHome, spooled
 from tests.services.pg import wait_for
-from tests.services.s3 import FaultProxy, s3_bucket, s3_server, s3_settings  # noqa: F401
-from tests.test_fastpath import spooled
+from tests.services.s3 import FaultProxy, s3_settings
 from walq.restore import prefetch
 from walq.restore import spool as spool_state
 

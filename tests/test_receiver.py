@@ -10,77 +10,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
-from tests.conftest import WALQ, WalqHome, walq_command
-from tests.services.pg import Cluster, chown_postgres, wait_for
-from walq.postgres.receiver import STATE_FILE, truncate_wrong_partial
+from tests.services.homes import WalqHome
+from tests.services.pg import Cluster, wait_for
+from tests.services.pitr import restore_from_archive, take_backup
+from tests.services.receiver import Receiver, close_segment
+from walq.postgres.receiver import truncate_wrong_partial
 from walq.wal import parse_wal_name
 
 SEG = 1 << 20
-
-
-class Receiver:
-    """``walq receive-wal SERVER`` running in the background, its output in a log file."""
-
-    def __init__(self, home: WalqHome, server: str = "pg1") -> None:
-        self.home = home
-        self.server = server
-        self.log_path = home.root / f"receiver-{server}.log"
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def streaming(self) -> Path:
-        return self.home.server_dir(self.server) / "streaming"
-
-    def start(self) -> Receiver:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [str(WALQ), "--config", str(self.home.config_path), "receive-wal", self.server],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        return self
-
-    def state(self) -> dict:
-        try:
-            return json.loads((self.streaming / STATE_FILE).read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text()
-        except OSError:
-            return ""
-
-    def wait_streaming(self, timeout: float = 120, not_child: int | None = None) -> int:
-        """Wait until pg_receivewal reports streaming (optionally a child other than ``not_child``)."""
-
-        def ready():
-            st = self.state()
-            assert self.proc is not None and self.proc.poll() is None, f"receiver exited:\n{self.log()}"
-            child = st.get("child_pid")
-            partial = any(n.endswith(".partial") for n in os.listdir(self.streaming))
-            if st.get("state") == "streaming" and child and child != not_child and partial:
-                return child
-            return None
-
-        return wait_for(ready, timeout, f"the receiver to stream\n{self.log()}")
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=90)
-
-    def __enter__(self) -> Receiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.stop()
 
 
 def streaming_home(make_home, cluster: Cluster, **settings: object) -> WalqHome:
@@ -89,23 +28,6 @@ def streaming_home(make_home, cluster: Cluster, **settings: object) -> WalqHome:
     home = make_home({"pg1": server})
     home.run("receive-wal", "pg1", "--create-slot", check=True)
     return home
-
-
-def close_segment(cluster: Cluster, streaming: Path) -> str:
-    """Switch WAL and wait until the closed segment is complete in streaming/ with a newer
-    .partial beside it (so the keep-last rule no longer holds it back)."""
-    closed = cluster.switch_wal()
-
-    def settled() -> bool:
-        names = sorted(os.listdir(streaming))
-        newer = [n for n in names if n.endswith(".partial") and n[:24] > closed]
-        if closed in names and newer:
-            return True
-        cluster.psql("SELECT txid_current()")  # a commit record opens the next segment
-        return False
-
-    wait_for(settled, 120, f"{closed} to be complete in {streaming}", interval=0.5)
-    return closed
 
 
 def status(home: WalqHome) -> dict:
@@ -122,31 +44,6 @@ def archive_through(home: WalqHome, last: str) -> dict:
     assert st["failed"] == []
     assert st["watermark"] is not None and st["watermark"] >= last, (st["watermark"], last)
     return st
-
-
-def restore_from_archive(cluster_root: Path, source: Cluster, home: WalqHome, conf: dict[str, str] | None = None) -> Cluster:
-    """A cluster recovered from ``source``'s base backup (taken earlier into cluster_root/data)."""
-    restored = Cluster(cluster_root)
-    chown_postgres(home.root)
-    restored.configure({
-        "port": str(restored.port),
-        "unix_socket_directories": f"'{restored.root}'",
-        "restore_command": f"'{walq_command(home, 'get-wal', 'pg1', '%f', '%p')}'",
-        "archive_mode": "off",
-        **(conf or {}),
-    })
-    restored._run(["touch", str(restored.data / "recovery.signal")])
-    restored.start()
-    wait_for(lambda: restored.psql("SELECT pg_is_in_recovery()") == "f", 180,
-             f"the restored cluster to finish recovery\n{restored.log()}", interval=0.5)
-    return restored
-
-
-def take_backup(source: Cluster, root: Path) -> None:
-    root.mkdir(parents=True)
-    os.chmod(root, 0o755)
-    chown_postgres(root)
-    source.basebackup(root / "data")
 
 
 def test_streamed_archive_restores_to_the_same_data(cluster_factory, make_home, workdir, walq_runnable_by_postgres):

@@ -15,16 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WalqHome
+from tests.services.homes import WalqHome, spooled
 from tests.services.pg import wait_for
-from tests.services.s3 import (  # noqa: F401
+from tests.services.s3 import (
     Bucket,
-    barman_cloud_restore,
-    s3_bucket,
-    s3_server,
     s3_settings,
 )
-from tests.test_fastpath import spooled
 from walq.catalog import WalState, open_catalog
 from walq.codecs import get_codec
 from walq.restore import spool as spool_state

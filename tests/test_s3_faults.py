@@ -22,18 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WALQ, WalqHome, _fresh_dir
+from tests.services.homes import WALQ, WalqHome
 from tests.services.pg import wait_for
-from tests.services.s3 import (  # noqa: F401
+from tests.services.s3 import (
     SECRET_KEY,
     Bucket,
     FaultProxy,
     SeaweedS3,
-    s3_bucket,
-    s3_server,
     s3_settings,
     set_aws_env,
 )
+from tests.services.scratch import fresh_dir
 from walq.catalog import WalState, open_catalog
 from walq.wal import parse_wal_name
 
@@ -66,7 +65,7 @@ def assert_all_archived_and_exact(home: WalqHome, names: list[str], corpus, work
 @pytest.fixture
 def own_s3(monkeypatch: pytest.MonkeyPatch):
     """A private SeaweedFS this test may kill and restart."""
-    root = _fresh_dir("s3own")
+    root = fresh_dir("s3own")
     server = SeaweedS3(root)
     try:
         server.start()

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WalqHome, run_archiving_primary, walq_command
 from tests.services.gpg import make_key
-from tests.services.pg import Cluster, as_postgres, chown_postgres
-from tests.services.s3 import ACCESS_KEY, SECRET_KEY, Bucket, s3_bucket, s3_server, s3_settings  # noqa: F401
+from tests.services.homes import WalqHome, walq_command
+from tests.services.pg import as_postgres, chown_postgres
+from tests.services.pitr import recovered, run_archiving_primary
+from tests.services.s3 import ACCESS_KEY, SECRET_KEY, Bucket, s3_settings
 
 
 def test_pitr_from_encrypted_compressed_wal_on_s3(
@@ -59,18 +60,13 @@ def test_pitr_from_encrypted_compressed_wal_on_s3(
         assert res.returncode == 0, res.stdout + res.stderr
 
         restore_cmd = f"'env {prefix} {walq_command(home, 'get-wal pg1 %f %p --prefetch 4')}'"
-        to_point = Cluster(workdir / "to_point").restore_from(workdir / "base", {
+        with recovered(workdir / "to_point", workdir / "base", {
             "restore_command": restore_cmd,
             "recovery_target_name": "'walq_s3_rp'",
             "recovery_target_action": "'promote'",
-        })
-        to_point.start()
-        try:
-            to_point.wait_promoted()
+        }) as to_point:
             assert to_point.accounts_fingerprint() == at_restore_point
             assert "restored log file" in to_point.log()
-        finally:
-            to_point.stop("immediate")
     finally:
         subprocess.run([*as_postgres(), "env", f"GNUPGHOME={key.home}", "gpgconf", "--kill", "gpg-agent"],
                        capture_output=True, timeout=30)

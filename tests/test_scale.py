@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.conftest import WalqHome
+from tests.services.homes import WalqHome
 from walq.catalog import open_catalog
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.conftest import write_config
+from tests.services.config_file import write_walq_config
 from walq.archive.scan import scan
 from walq.config import load_config
 
 
 def _server(root: Path, **settings):
     (root / "home").mkdir(exist_ok=True)
-    cfg = load_config(write_config(root, {"pg1": settings}))
+    cfg = load_config(write_walq_config(root, {"pg1": settings}))
     s = cfg.server("pg1")
     for d in (s.incoming_dir, s.streaming_dir):
         d.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services.s3 import Bucket, s3_bucket, s3_server  # noqa: F401
+from tests.services.s3 import Bucket
 from walq.config import ServerConfig
 from walq.errors import AlreadyStoredError
 from walq.storage import PutRequest, Storage, open_storage

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WalqHome
+from tests.services.homes import WalqHome
 from tests.services.pg import wait_for
 from walq.config import load_config
 from walq.errors import StorageKeyError

@@ -16,21 +16,11 @@ import json
 import os
 import struct
 
-from tests.conftest import walq_command
+from tests.services.homes import walq_command
 from tests.services.pg import Cluster, chown_postgres, wait_for
-from tests.test_receiver import restore_from_archive, take_backup
+from tests.services.pitr import archived_through, restore_from_archive, take_backup
+from tests.services.receiver import Receiver, close_segment
 from walq.wal import lsn_to_segment, parse_lsn, parse_wal_name
-
-
-def archived_through(cluster: Cluster, name: str) -> None:
-    """Wait until PostgreSQL's archiver has handed ``name`` (and everything before) to walq."""
-
-    def done() -> bool:
-        last = cluster.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-        ready = cluster.psql("SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'")
-        return last >= name and ready == "0"
-
-    wait_for(done, 120, f"archive_command to archive {name}\n{cluster.log()}", interval=0.2)
 
 
 def header_tli(path) -> int:
@@ -120,8 +110,6 @@ def test_streamed_standby_promotion_archives_both_timelines(cluster_factory, mak
     """pg_receivewal on a standby follows its promotion: the old timeline's last file stays
     .partial and is archived under that name (it is no longer the newest), the history
     file lands in the root of wals/, and the new timeline is archived and served."""
-    from tests.test_receiver import Receiver, close_segment
-
     primary = cluster_factory("primary").start()
     primary.pgbench_init(1)
     standby = Cluster(workdir / "standby")

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.conftest import WalqHome
+from tests.services.homes import WalqHome
 from walq.archive.job import _wal_name
 from walq.catalog import open_catalog
 from walq.config import ServerConfig, check_server_name

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 import redis
 
+from tests.services.homes import xlogdb_names
 from tests.services.pg import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -246,13 +247,6 @@ def fleet_factory(tmp_path: Path) -> Iterator:
         fleet.stop_all()
 
 
-def xlogdb_names(wals_dir: Path, server: str = "pg1") -> list[str]:
-    try:
-        return [line.split()[0] for line in (wals_dir / f"{server}-xlog.db").read_text().splitlines() if line.strip()]
-    except FileNotFoundError:
-        return []
-
-
 def stored_names(wals_dir: Path) -> list[str]:
     """WAL payloads in a Barman wals/ directory (hash dirs and history files)."""
     names = []
@@ -285,7 +279,7 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
-def assert_archived_once(home, catalog, names: list[str], server: str = "pg1") -> None:  # noqa: ANN001
+def assert_archived_once(home, catalog, names: list[str], server: str = "pg1") -> None:
     """Every WAL archived, exactly once: one catalog row, one payload, one xlogdb line; sources gone."""
     from walq.catalog import WalState
 
@@ -323,7 +317,7 @@ def http(method: str, url: str, body: object | None = None, auth: str | None = N
         return status, raw.decode(errors="replace")
 
 
-def celery_client(config_path: Path):  # noqa: ANN201
+def celery_client(config_path: Path):
     """A bare Celery client (JSON only) for sending tasks by name, like an operator's script."""
     from celery import Celery
 

@@ -11,10 +11,14 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.services.pg import as_postgres, chown_postgres
+from tests.services.scratch import fresh_dir
 
 PASSPHRASE = "walq-test-passphrase"  # throwaway key, throwaway passphrase
 UID = "walq test <walq-test@example.invalid>"
@@ -42,6 +46,11 @@ class GpgKey:
         )
 
 
+def gpg_settings(key: GpgKey, **extra: object) -> dict[str, object]:
+    return {"encryption": "gpg", "encryption_key_id": key.fingerprint,
+            "encryption_passphrase_command": key.passphrase_command, **extra}
+
+
 def make_key(root: Path, as_pg: bool = False) -> GpgKey:
     """Generate the key (as the postgres OS user when ``as_pg``, for restore_command)."""
     home = root / f"g{uuid.uuid4().hex[:6]}"
@@ -53,8 +62,6 @@ def make_key(root: Path, as_pg: bool = False) -> GpgKey:
     os.chmod(pf, 0o600)
     prefix: list[str] = []
     if as_pg:
-        from tests.services.pg import as_postgres, chown_postgres
-
         chown_postgres(root)
         prefix = as_postgres()
     env = dict(os.environ, GNUPGHOME=str(home))
@@ -76,29 +83,15 @@ def stop_agent(home: Path) -> None:
                    capture_output=True, timeout=30)
 
 
-_shared: GpgKey | None = None
-
-
 @pytest.fixture(scope="session")
-def gpg_key(request: pytest.FixtureRequest) -> GpgKey:
-    """A session keyring with one passphrase-protected RSA key (one per session, however
-    many modules import the fixture)."""
-    global _shared
-    if _shared is None:
-        from tests.conftest import _fresh_dir
-
-        root = _fresh_dir("gpg")
-        os.chmod(root, 0o700)
-        key = _shared = make_key(root)
-
-        def stop() -> None:
-            global _shared
-            stop_agent(key.home)
-            shutil.rmtree(root, ignore_errors=True)
-            _shared = None
-
-        request.addfinalizer(stop)
-    return _shared
+def gpg_key() -> Iterator[GpgKey]:
+    """A session keyring with one passphrase-protected RSA key."""
+    root = fresh_dir("gpg")
+    os.chmod(root, 0o700)
+    key = make_key(root)
+    yield key
+    stop_agent(key.home)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ same ports and data (the "S3 stopped mid-batch" fault). ``FaultProxy`` is a
 tiny loopback HTTP proxy in front of it that answers 503 to every Nth request,
 a fault a real server cannot produce on demand.
 
-Fixtures: ``s3_server`` (one per session) and ``s3_bucket`` (a fresh bucket per
-test). Import them into a test module with
-``from tests.services.s3 import s3_bucket, s3_server  # noqa: F401``.
+Fixtures: ``s3_server`` (one per session), ``s3_bucket`` (a fresh bucket per
+test) and ``barman_cloud_restore``; tests/conftest.py registers this module as a
+plugin, so every test module can ask for them.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.services.pg import free_port, wait_for
+from tests.services.scratch import fresh_dir
 
 ACCESS_KEY = "walqtestaccess"
 SECRET_KEY = "walq-test-secret-0123456789"  # a throwaway identity for a loopback server
@@ -202,36 +203,18 @@ def set_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     reset_clients()
 
 
-def _fresh_root(prefix: str) -> Path:
-    from tests.conftest import _fresh_dir
-
-    return _fresh_dir(prefix)
-
-
-_shared: SeaweedS3 | None = None
-
-
 @pytest.fixture(scope="session")
-def s3_server(request: pytest.FixtureRequest) -> SeaweedS3:
-    """One server for the whole session, however many test modules import this fixture
-    (each importing module gets its own fixture definition, hence the module global)."""
-    global _shared
-    if _shared is None or _shared.proc is None or _shared.proc.poll() is not None:
-        root = _fresh_root("s3")
-        try:
-            server = _shared = SeaweedS3(root).start()
-        except BaseException:
-            shutil.rmtree(root, ignore_errors=True)
-            raise
-
-        def stop() -> None:
-            global _shared
-            server.kill()
-            shutil.rmtree(root, ignore_errors=True)
-            _shared = None
-
-        request.addfinalizer(stop)
-    return _shared
+def s3_server() -> Iterator[SeaweedS3]:
+    """One server for the whole session."""
+    root = fresh_dir("s3")
+    try:
+        server = SeaweedS3(root).start()
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    yield server
+    server.kill()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

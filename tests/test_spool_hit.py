@@ -5,21 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import WalqHome
+from tests.services.homes import WalqHome, spooled
 from tests.services.pg import wait_for
 from walq.restore import spool as spool_state
 from walq.restore.spool_hit import DEFAULT_HOME, simple_toml_home
-
-
-def spooled(spool: Path) -> list[str]:
-    """The segments waiting in the spool (not the prefetcher's own dot-files)."""
-    return sorted(p.name for p in spool.iterdir() if not p.name.startswith(".")) if spool.is_dir() else []
 
 
 def test_prefetched_wal_is_served_from_the_spool(walq_home: WalqHome, wal_corpus) -> None:
