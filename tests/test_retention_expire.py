@@ -23,17 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WALQ, WalqHome, walq_command
-from tests.services.pg import Cluster, as_postgres, chown_postgres, wait_for
-from tests.services.s3 import (  # noqa: F401 - fixtures
-    ACCESS_KEY,
-    REGION,
-    SECRET_KEY,
-    Bucket,
-    s3_bucket,
-    s3_server,
-    s3_settings,
-)
+from tests.services.homes import WALQ, WalqHome, walq_command
+from tests.services.pg import as_postgres, chown_postgres, wait_for
+from tests.services.pitr import recovered
+from tests.services.retention import primary_with_three_backups, start_wal
+from tests.services.s3 import ACCESS_KEY, REGION, SECRET_KEY, Bucket, s3_settings
 from walq.catalog import WalState
 from walq.catalog.sqlite import SqliteCatalog
 from walq.config import load_config
@@ -129,9 +123,7 @@ class RefuseBatchDelete:
         self.httpd.server_close()
 
 
-def test_s3_delete_falls_back_to_single_deletes_when_the_batch_is_refused(
-    s3_bucket: Bucket, workdir: Path,  # noqa: F811 - fixture
-) -> None:
+def test_s3_delete_falls_back_to_single_deletes_when_the_batch_is_refused(s3_bucket: Bucket, workdir: Path) -> None:
     import hashlib
 
     from walq.config import ServerConfig
@@ -163,31 +155,6 @@ SEG = 1 << 20
 
 def would_go(out: str) -> set[str]:
     return set(re.findall(r"^pg1: would delete ([0-9A-F]{24}\S*)$", out, re.MULTILINE))
-
-
-def start_wal(backup: Path) -> str:
-    """The backup's START WAL file, from the backup_label pg_basebackup wrote (independent of walq)."""
-    text = (backup / "backup_label").read_text()
-    return re.search(r"START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)", text).group(1)
-
-
-def primary_with_three_backups(cluster_factory, home: WalqHome, workdir: Path) -> tuple[list[Path], tuple]:
-    primary = cluster_factory("primary", conf={
-        "archive_mode": "on", "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'"})
-    primary.start()
-    primary.pgbench_init(1)
-    backups = []
-    for i in range(3):
-        if i:
-            primary.pgbench(300)
-        backups.append(workdir / f"b{i}" / "data")
-        primary.basebackup(backups[-1])
-    primary.pgbench(200)
-    at_end = primary.accounts_fingerprint()
-    last = primary.switch_wal()
-    primary.wait_archived(last, timeout=120)
-    primary.stop()
-    return backups, at_end
 
 
 def catalog_rows(home: WalqHome) -> dict[str, tuple[str, str | None]]:
@@ -345,13 +312,8 @@ def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
     # PITR from every kept backup (the oldest first) still reaches the end of the archive
     restore_cmd = f"'{env_prefix}{walq_command(home, 'get-wal pg1 %f %p')}'"
     for i in (1, 2):
-        to_end = Cluster(workdir / f"to_end{i}").restore_from(backups[i], {"restore_command": restore_cmd})
-        to_end.start()
-        try:
-            to_end.wait_promoted()
+        with recovered(workdir / f"to_end{i}", backups[i], {"restore_command": restore_cmd}) as to_end:
             assert to_end.accounts_fingerprint() == at_end
-        finally:
-            to_end.stop("immediate")
 
     # delete --before the newest backup's start: whatever the policy
     res = home.run("delete", "pg1", "--before", starts[2], "--dry-run", as_pg=True)

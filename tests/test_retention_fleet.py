@@ -6,26 +6,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import WalqHome, walq_command
-from tests.services.fleet import (  # noqa: F401 - fixtures
-    catalog_db,
+from tests.services.fleet import (
     celery_client,
-    fleet_factory,
     fleet_settings,
     fresh_schema_url,
     pending,
-    redis_server,
     stored_names,
-    xlogdb_names,
 )
-from tests.services.pg import Cluster, chown_postgres, wait_for
-from tests.test_retention_expire import primary_with_three_backups, start_wal
+from tests.services.homes import WalqHome, walq_command, xlogdb_names
+from tests.services.pg import chown_postgres, wait_for
+from tests.services.pitr import recovered
+from tests.services.retention import primary_with_three_backups, start_wal
 from walq.catalog import WalState, open_catalog
 
 
 def test_beat_expires_redundancy_2_in_the_fleet(
-    make_home, cluster_factory, workdir: Path, redis_server, catalog_db, fleet_factory,  # noqa: F811
-    walq_runnable_by_postgres,
+    make_home, cluster_factory, workdir: Path, redis_server, catalog_db, fleet_factory, walq_runnable_by_postgres,
 ) -> None:
     home: WalqHome = make_home({"pg1": {"retention_policy": "REDUNDANCY 2"}},
                                **fleet_settings(redis_server.url, fresh_schema_url(catalog_db)), expire_interval=2.0)
@@ -70,10 +66,5 @@ def test_beat_expires_redundancy_2_in_the_fleet(
     chown_postgres(home.root)
     assert home.run("verify", "pg1", as_pg=True).returncode == 0
     restore_cmd = f"'{walq_command(home, 'get-wal pg1 %f %p')}'"
-    restored = Cluster(workdir / "restored").restore_from(backups[1], {"restore_command": restore_cmd})
-    restored.start()
-    try:
-        restored.wait_promoted()
+    with recovered(workdir / "restored", backups[1], {"restore_command": restore_cmd}) as restored:
         assert restored.accounts_fingerprint() == at_end
-    finally:
-        restored.stop("immediate")

@@ -9,7 +9,7 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from tests.conftest import WalqHome
+from tests.services.homes import WalqHome
 from tests.test_retention_core import barman_command
 from walq.catalog import WalState
 from walq.catalog.sqlite import SqliteCatalog
