@@ -89,7 +89,7 @@ def reset_spool(spool: Path) -> None:
 def scanned_job(config: Config, server: ServerConfig, catalog: Catalog, wal: Candidate) -> WalJob:
     """The WalJob for a WAL this run found, prepared into the server's spool."""
     job = new_job(server.name, wal.name, str(wal.path), wal.origin)
-    return prepare_settings(config, server, catalog, job, config.spool_dir / server.name)  # type: ignore[operator]
+    return prepare_settings(config, server, catalog, job, config.spool_dir / server.name)
 
 
 def prepare_and_encrypt(job: WalJob, server: ServerConfig) -> WalJob:
@@ -148,7 +148,7 @@ def archive_server(
         return run
     try:
         ensure_server_dirs(config, server, ConfigError, with_storage=True)
-        reset_spool(config.spool_dir / server.name)  # type: ignore[operator]
+        reset_spool(config.spool_dir / server.name)
         storage = open_storage(server)
         storage.cleanup()
         catalog = open_catalog(config)

@@ -56,7 +56,6 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
         raise ConfigError(f"{source}: not a regular file")
     size = _check_size(config, server, source, wal)
     incoming = server.incoming_dir
-    assert incoming is not None
     try:
         makedirs_durable(incoming, incoming_mode())
     except OSError as exc:

@@ -366,5 +366,5 @@ def handle_already_archived(
                                       record.encryption == "gpg")
         remove_source(Path(job.source))
         return Outcome(job.wal, "duplicate", "identical copy already archived; source removed", job.size or 0)
-    target = move_to_errors(Path(job.source), server.errors_dir, "duplicate")  # type: ignore[arg-type]
+    target = move_to_errors(Path(job.source), server.errors_dir, "duplicate")
     return Outcome(job.wal, "rejected", f"different copy of an archived WAL moved to {target}", job.size or 0)

@@ -199,7 +199,6 @@ class S3Storage:
     """Archive WAL into an S3 bucket the way barman-cloud-wal-archive lays it out."""
 
     def __init__(self, server: ServerConfig) -> None:
-        assert server.storage_url is not None
         self.server = server
         self.url = server.storage_url
         self.bucket, path = parse_s3_url(server.storage_url)
