@@ -131,7 +131,7 @@ class Bench:
                     continue
                 try:
                     run = fn()  # type: ignore[operator]
-                except Exception as exc:  # noqa: BLE001 - the row says what went wrong
+                except Exception as exc:  # the row says what went wrong
                     s.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
                     self.log(f"  {scenario:10s} {tool:28s} {codec:7s} FAILED: {s.error}")
                     if self.args.verbose:
@@ -223,7 +223,7 @@ def run_all(b: Bench, ctx: Ctx, only: set[str]) -> None:
         b.log(f"restore from S3 ({label}), once per WAL in order")
         try:
             source = runners.prepare_restore_source(ctx, codec, level)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             b.series_for("restore", "walq get-wal --prefetch 8", label).error = f"source archive failed: {exc}"
             source = None
         if source is not None:
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     results[label] = sustained.run(ctx, seconds=args.sustained_seconds, quick=args.quick,
                                                    codec=codec, level=level)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     results[label] = {"error": f"{type(exc).__name__}: {exc}"}
                     if args.verbose:
                         traceback.print_exc()

@@ -9,7 +9,7 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ORDER = ["local", "limit", "fleet", "s3", "restore"]
 TITLES = {"local": "local archive", "limit": "codec alone (limit)", "fleet": "walq fleet",

@@ -16,7 +16,7 @@ import time
 import zlib
 
 
-def _compressor(codec: str, level: int | None):  # noqa: ANN202
+def _compressor(codec: str, level: int | None):
     if codec == "zstd":
         import zstandard
 
@@ -37,7 +37,7 @@ def _compressor(codec: str, level: int | None):  # noqa: ANN202
     raise SystemExit(f"unknown codec {codec}")
 
 
-def _worker(paths: list[str], codec: str, level: int | None, barrier, out) -> None:  # noqa: ANN001
+def _worker(paths: list[str], codec: str, level: int | None, barrier, out) -> None:
     fn = _compressor(codec, level)
     barrier.wait()
     busy = cpu = 0.0

@@ -101,7 +101,7 @@ class Meter:
             with contextlib.suppress(OSError):
                 (self.group / "cgroup.procs").write_text(str(pid))
 
-    def _preexec(self):  # noqa: ANN202
+    def _preexec(self):
         group = self.group
 
         def enter() -> None:
@@ -134,7 +134,7 @@ class Meter:
     # -- running things -------------------------------------------------------------------
     def popen(self, cmd: list[str], **kw) -> subprocess.Popen:
         kw.setdefault("stdout", subprocess.DEVNULL)
-        return subprocess.Popen(cmd, preexec_fn=self._preexec(), **kw)  # noqa: PLW1509
+        return subprocess.Popen(cmd, preexec_fn=self._preexec(), **kw)
 
     def wait(self, proc: subprocess.Popen, label: str = "") -> int:
         """Reap the child (wait4); returns its exit code."""
@@ -178,7 +178,7 @@ class Meter:
         if self._sh is None:
             loop = 'while IFS= read -r line; do eval "$line"; printf "%s\\n" "$?"; done'
             self._sh = subprocess.Popen(["/bin/sh", "-c", loop], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, env=env, preexec_fn=self._preexec())  # noqa: PLW1509
+                                        text=True, env=env, preexec_fn=self._preexec())
             self._sh_env = env
         return self._sh
 

@@ -342,7 +342,7 @@ def fleet_settings(ctx: Ctx, scan_interval: float = 0.5) -> dict[str, object]:
     return fs(ctx.redis.url, ctx.catalog_db.fresh_schema(), scan_interval=scan_interval)  # type: ignore[union-attr]
 
 
-def start_fleet(ctx: Ctx, cfg: Path, logdir: Path, meter: Meter | None):  # noqa: ANN201
+def start_fleet(ctx: Ctx, cfg: Path, logdir: Path, meter: Meter | None):
     from tests.services.fleet import Fleet
 
     fleet = Fleet(cfg, logdir)

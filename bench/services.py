@@ -66,7 +66,7 @@ class BenchS3(SeaweedS3):
                 if keys:
                     client.delete_objects(Bucket=name, Delete={"Objects": keys})
             client.delete_bucket(Bucket=name)
-        except Exception:  # noqa: BLE001 - best effort: the whole server is removed at the end
+        except Exception:  # best effort: the whole server is removed at the end
             pass
 
     def pids(self) -> list[int]:

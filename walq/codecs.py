@@ -100,7 +100,9 @@ def _zstd_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
     stand for 128 KiB), so read through stream_reader, whose read(n) returns at most n."""
     import zstandard
 
-    reader = zstandard.ZstdDecompressor().stream_reader(_ChunkReader(chunks), read_size=SMALL_READ)
+    # zstandard reads any object with read(size) (its docs); its hints ask for IO[bytes]
+    source = _ChunkReader(chunks)
+    reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=SMALL_READ)  # type: ignore[arg-type]
     while True:
         try:
             piece = reader.read(out_max)

@@ -20,11 +20,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from walq.errors import LockBusyError, LockHeldError, LockLostError
 from walq.fsutil import makedirs_durable, open_private, write_private
 from walq.proclife import is_running, proc_start
+
+if TYPE_CHECKING:  # annotations only: importing locks loads neither redis nor pydantic
+    import redis
+
+    from walq.config import Config
 
 
 class ServerLock(Protocol):
@@ -53,7 +58,9 @@ class ServerLock(Protocol):
 
     def __enter__(self) -> int: ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 class FileLock:
@@ -312,7 +319,7 @@ class RedisLock:
     GC pause, network partition) loses the lock; its late commit is refused.
     """
 
-    def __init__(self, client, server: str, purpose: str = "commit", ttl: float = 60.0) -> None:  # noqa: ANN001 - redis.Redis
+    def __init__(self, client: redis.Redis, server: str, purpose: str = "commit", ttl: float = 60.0) -> None:
         from walq import keys
 
         self.client = client
@@ -362,7 +369,7 @@ class RedisLock:
                 self.extend()
             except LockLostError:
                 return
-            except Exception:  # noqa: BLE001 - Redis unreachable: the next tick tries again
+            except Exception:  # Redis unreachable: the next tick tries again
                 continue
 
     def extend(self) -> None:
@@ -393,7 +400,7 @@ class RedisLock:
         self.release()
 
 
-def open_lock(config, server: str, purpose: str = "commit", client=None) -> ServerLock:  # noqa: ANN001
+def open_lock(config: Config, server: str, purpose: str = "commit", client: redis.Redis | None = None) -> ServerLock:
     """The fleet's Redis lock when a lock/broker URL is configured, else the file lock."""
     url = config.effective_lock_url
     if not url:

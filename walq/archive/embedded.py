@@ -189,7 +189,7 @@ def _process(
                 prepared, error = None, exc
             yield settle(catalog, storage, server, job, _immediate(prepared, error), fence)
         return
-    window = max(2, 2 * pool._max_workers)  # noqa: SLF001 - bounded read-ahead
+    window = max(2, 2 * worker_count(config))  # bounded read-ahead: the pool has worker_count() workers
     pending: deque[tuple[WalJob, Future[WalJob]]] = deque()
     it = iter(jobs)
     for job in it:

@@ -145,7 +145,7 @@ def _learned_seg_size(config: Config, server: ServerConfig) -> int:
             value = server_identity(catalog, server)[1] or 0
         finally:
             catalog.close()
-    except Exception:  # noqa: BLE001 - no catalog yet, or unreachable: fall back to any valid size
+    except Exception:  # no catalog yet, or unreachable: fall back to any valid size
         return 0
     return value if _valid_seg_size(value) else 0
 

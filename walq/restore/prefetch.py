@@ -104,7 +104,7 @@ def start(config: Config, server: ServerConfig, after: str, count: int, storage:
         return
     try:
         run(config, server, after, count, storage)
-    except BaseException as exc:  # noqa: BLE001 - a daemon reports, it never returns into the CLI
+    except BaseException as exc:  # a daemon reports, it never returns into the CLI
         print(f"walq: prefetcher for {server.name} stopped: {exc}", file=sys.stderr)
         os._exit(1)
     os._exit(0)
@@ -162,7 +162,7 @@ def run(config: Config, server: ServerConfig, after: str, count: int, storage: S
     catalog = open_catalog_for_restore(config)
     try:
         seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0) if catalog else 0
-        if not seg_size:
+        if catalog is None or not seg_size:
             return
         window: list[str] = []
         cursor = after

@@ -130,7 +130,7 @@ class LocalStorage:
     def open(self, obj: StoredObject) -> BinaryIO:
         self.validate_key(obj.name, obj.key)
         try:
-            return open(self.root / obj.key, "rb")  # noqa: SIM115 - caller closes
+            return open(self.root / obj.key, "rb")  # caller closes
         except FileNotFoundError:
             raise
         except OSError as exc:
@@ -178,15 +178,6 @@ class LocalStorage:
                 return any(line.startswith(prefix) for line in f)
         except FileNotFoundError:
             return False
-        except OSError as exc:
-            raise StorageError(f"cannot read {self.xlogdb}: {exc.strerror or exc}") from exc
-
-    def xlogdb_lines(self) -> list[list[str]]:
-        try:
-            with open(self.xlogdb) as f:
-                return [line.split() for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
         except OSError as exc:
             raise StorageError(f"cannot read {self.xlogdb}: {exc.strerror or exc}") from exc
 

@@ -162,7 +162,7 @@ def _code(exc: BaseException) -> str:
     return ""
 
 
-def _status(exc: BaseException) -> str:
+def _status(exc: BaseException | None) -> str:
     from botocore.exceptions import ClientError
 
     if isinstance(exc, ClientError):
