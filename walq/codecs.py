@@ -14,7 +14,7 @@ import lzma
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from walq.errors import ConfigError, DecompressionError, clip
 
@@ -281,11 +281,6 @@ def split_extension(key_basename: str) -> tuple[str, str | None]:
     if dot and f".{ext}" in EXTENSIONS:
         return stem, EXTENSIONS[f".{ext}"]
     return key_basename, None
-
-
-def read_chunks(src: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    while chunk := src.read(size):
-        yield chunk
 
 
 def compress_chunks(chunks: Iterable[bytes], codec: str, level: int | None = None) -> Iterator[bytes]:

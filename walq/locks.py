@@ -328,7 +328,6 @@ class RedisLock:
         self.ttl_ms = max(1, int(ttl * 1000))
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self.token: int | None = None
-        self.lost = False
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._owner_pid: int | None = None
@@ -338,7 +337,6 @@ class RedisLock:
         if token is None:
             raise LockBusyError(f"{self.key} is held by {self.holder() or 'another worker'}")
         self.token = int(token)
-        self.lost = False
         self._owner_pid = os.getpid()
         self._stop.clear()
         self._keeper = threading.Thread(target=self._keep_alive, name=f"keep {self.key}", daemon=True)
@@ -377,7 +375,6 @@ class RedisLock:
         if self.token is None or self._owner_pid != os.getpid():
             raise LockLostError(f"{self.key} is not held by this process")
         if not self.client.eval(_EXTEND, 1, self.key, self.owner, self.ttl_ms):
-            self.lost = True
             raise LockLostError(f"{self.key} expired or was taken over (token {self.token})")
 
     def release(self) -> None:

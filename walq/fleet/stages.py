@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from walq.archive.dirs import ensure_server_dirs
-from walq.archive.identity import server_identity
+from walq.archive.identity import known_system_identifier
 from walq.archive.job import WalJob, new_job, prepare_settings
 from walq.archive.policy import give_up as gave_up
 from walq.archive.policy import settle_failure
@@ -98,7 +98,7 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
     try:
         _ensure_dirs(config, server)
         _sweep_spool(config, server)
-        if server.conninfo and server_identity(rt.catalog, server)[0] is None:
+        if server.conninfo and known_system_identifier(rt.catalog, server) is None:
             # psycopg is imported only for servers with a conninfo
             from walq.postgres.client import learn_identity
 

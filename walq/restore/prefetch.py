@@ -32,6 +32,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from walq.archive.identity import known_segment_size
 from walq.catalog import Catalog
 from walq.config import Config, ServerConfig, load_config
 from walq.errors import WalqError
@@ -161,7 +162,7 @@ def run(config: Config, server: ServerConfig, after: str, count: int, storage: S
         os.nice(NICENESS)  # recovery's own calls come first; prefetching fills the gaps
     catalog = open_catalog_for_restore(config)
     try:
-        seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0) if catalog else 0
+        seg_size = known_segment_size(catalog, server) if catalog else None
         if catalog is None or not seg_size:
             return
         window: list[str] = []
