@@ -391,13 +391,9 @@ def main(argv: list[str] | None = None) -> int:
             b.extra["sustained"] = results
         corpus.check_intact()
     finally:
-        if s3 is not None:
-            s3.kill()
-        if redis is not None:
-            redis.stop()
-        if catalog_db is not None:
-            catalog_db.__exit__(None, None, None)
-        shutil.rmtree(scratch, ignore_errors=True)
+        from bench.services import stop_services
+
+        stop_services(s3, redis, catalog_db, scratch)
 
     results = evaluate(b)
     info = machine_info()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -140,13 +139,9 @@ def main() -> int:
         print(f"{args.row}, {args.codec}, {len(corpus.segments)} segments ({raw}):")
         print(summarize(raw))
     finally:
-        if s3 is not None:
-            s3.kill()
-        if redis is not None:
-            redis.stop()
-        if db is not None:
-            db.__exit__(None, None, None)
-        shutil.rmtree(scratch, ignore_errors=True)
+        from bench.services import stop_services
+
+        stop_services(s3, redis, db, scratch)
     return 0
 
 

@@ -9,12 +9,17 @@ plain-HTTP port, as the test suite does.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.services.pg import free_port, wait_for
 from tests.services.s3 import SSE_KEY, SeaweedS3, weed_binary
+
+if TYPE_CHECKING:
+    from tests.services.fleet import RedisServer
 
 
 class BenchS3(SeaweedS3):
@@ -112,3 +117,14 @@ class CatalogDB:
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def stop_services(s3: BenchS3 | None, redis: RedisServer | None, db: CatalogDB | None, scratch: Path) -> None:
+    """Stop what a bench run started (None: not started) and remove its scratch directory."""
+    if s3 is not None:
+        s3.kill()
+    if redis is not None:
+        redis.stop()
+    if db is not None:
+        db.__exit__(None, None, None)
+    shutil.rmtree(scratch, ignore_errors=True)
