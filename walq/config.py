@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, get_args
+from typing import TYPE_CHECKING, Annotated, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -236,7 +236,8 @@ class ServerConfig(ServerSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_places(cls, data: Any) -> Any:
+    def _default_places(cls, data: object) -> object:
+        """Built directly rather than by ``resolve``: left-out places under DEFAULT_HOME."""
         if isinstance(data, dict) and isinstance(data.get("name"), str):
             return {**_server_defaults(DEFAULT_HOME, data["name"]), **data}
         return data
