@@ -12,9 +12,13 @@ import os
 import subprocess
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.services.pg import free_port, wait_for
 from tests.services.s3 import SSE_KEY, SeaweedS3, weed_binary
+
+if TYPE_CHECKING:
+    pass
 
 
 class BenchS3(SeaweedS3):
@@ -112,3 +116,4 @@ class CatalogDB:
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+

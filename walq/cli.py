@@ -22,7 +22,9 @@ from walq.errors import ECHO_LIMIT, ConfigError, DuplicateWalError, NotFoundErro
 from walq.restore.spool import MAX_PREFETCH, parse_prefetch
 
 if TYPE_CHECKING:
+    from walq.archive.embedded import ServerRun
     from walq.config import Config
+    from walq.report.status import StreamingStatus
 
 EXIT_OK, EXIT_NOT_OK, EXIT_ERROR = 0, 1, 2
 
@@ -82,7 +84,7 @@ def cmd_archive(config: Config, args: argparse.Namespace) -> int:
     return status
 
 
-def _report_busy(run) -> None:  # noqa: ANN001 - walq.archiver.ServerRun
+def _report_busy(run: ServerRun) -> None:
     """A skip is quiet only while a live walq archive holds the lock and makes progress."""
     if run.holder is None:  # the fleet's lock: it expires with its holder
         print(f"{run.server}: another walq archive holds the lock; skipped")
@@ -155,29 +157,29 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_streaming(st: dict) -> None:
-    """Receiver state and PostgreSQL's view (walq.status.streaming_status)."""
-    rec = st.get("receiver") or {}
-    if rec.get("running"):
-        print(f"  receiver:         {rec['state']} (pid {rec['pid']}, pg_receivewal {rec.get('child_pid') or '-'}, "
-              f"{rec.get('restarts', 0)} restart(s))")
-    elif rec:
-        last = f"; last: {rec['last_message']}" if rec.get("last_message") else ""
-        print(f"  receiver:         {rec.get('state', 'stopped')}{last}")
+def _print_streaming(st: StreamingStatus) -> None:
+    """Receiver state and PostgreSQL's view (walq.report.status.streaming_status)."""
+    rec = st["receiver"]
+    if rec["running"]:
+        print(f"  receiver:         {rec['state']} (pid {rec['pid']}, pg_receivewal {rec['child_pid'] or '-'}, "
+              f"{rec['restarts']} restart(s))")
+    else:
+        last = f"; last: {rec['last_message']}" if rec["last_message"] else ""
+        print(f"  receiver:         {rec['state']}{last}")
     pg = st.get("postgres")
     if not pg:
         return
-    if not pg.get("reachable"):
-        print(f"  postgres:         unreachable: {pg.get('error')}")
+    if not pg["reachable"]:
+        print(f"  postgres:         unreachable: {pg['error']}")
         return
     print(f"  postgres:         {pg['version']}, current WAL {pg['current_wal'] or '-'} ({pg['current_lsn']})")
-    slot = pg.get("slot")
-    lag = pg.get("replication_lag_bytes")
+    slot = pg["slot"]
+    lag = pg["replication_lag_bytes"]
     if slot:
         state = "active" if slot["active"] else "inactive"
         print(f"  slot:             {slot['name']} {state}, retaining {slot['retained_bytes'] or 0} bytes")
     print(f"  replication lag:  {'-' if lag is None else f'{lag} bytes'}")
-    if pg.get("archiver_failing"):
+    if pg["archiver_failing"]:
         print(f"  archive_command:  FAILING (last failed {pg['archiver_last_failed_wal']})")
 
 
@@ -412,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as exc:  # the environment refused something walq did not foresee
         return _fail(f"walq: {_one_line(str(exc))}", debug=True)
-    except Exception as exc:  # noqa: BLE001 - the safety net promised by the README
+    except Exception as exc:  # the safety net promised by the README
         return _fail(f"walq: internal error: {type(exc).__name__}: {_one_line(str(exc))}", debug=True)
 
 

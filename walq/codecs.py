@@ -14,7 +14,7 @@ import lzma
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from walq.errors import ConfigError, DecompressionError, clip
 
@@ -100,7 +100,9 @@ def _zstd_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
     stand for 128 KiB), so read through stream_reader, whose read(n) returns at most n."""
     import zstandard
 
-    reader = zstandard.ZstdDecompressor().stream_reader(_ChunkReader(chunks), read_size=SMALL_READ)
+    # zstandard reads any object with read(size) (its docs); its hints ask for IO[bytes]
+    source = _ChunkReader(chunks)
+    reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=SMALL_READ)  # type: ignore[arg-type]
     while True:
         try:
             piece = reader.read(out_max)
@@ -279,11 +281,6 @@ def split_extension(key_basename: str) -> tuple[str, str | None]:
     if dot and f".{ext}" in EXTENSIONS:
         return stem, EXTENSIONS[f".{ext}"]
     return key_basename, None
-
-
-def read_chunks(src: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    while chunk := src.read(size):
-        yield chunk
 
 
 def compress_chunks(chunks: Iterable[bytes], codec: str, level: int | None = None) -> Iterator[bytes]:

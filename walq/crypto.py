@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from walq.chunks import read_chunks
 from walq.config import ServerConfig
 from walq.errors import ConfigError, CryptoError, clip
 
@@ -154,8 +155,7 @@ def decrypt_chunks(chunks: Iterable[bytes], server: ServerConfig) -> Iterator[by
     finished = False
     try:
         assert proc.stdout is not None
-        while piece := proc.stdout.read(READ_CHUNK):
-            yield piece
+        yield from read_chunks(proc.stdout, READ_CHUNK)
         proc.wait()
         feeder.join()
         finished = True
@@ -184,13 +184,8 @@ def check_key(server: ServerConfig) -> str:
         encrypt_file(src, dst, server)
         if not server.encryption_passphrase_command:
             return f"encrypts to {server.encryption_key_id}"  # walq.status reports decryption as skipped
-        plain = b"".join(decrypt_chunks(_file_chunks(dst), server))
+        with open(dst, "rb") as f:
+            plain = b"".join(decrypt_chunks(read_chunks(f, READ_CHUNK), server))
         if plain != src.read_bytes():
             raise CryptoError("gpg round trip returned different bytes")
     return f"encrypts to and decrypts from {server.encryption_key_id}"
-
-
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(READ_CHUNK):
-            yield chunk

@@ -57,14 +57,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def makedirs_durable(path: Path, mode: int | None = None) -> None:
     """Create missing directories and fsync each new one's parent. Each gets walq's
     directory mode (private unless ``group_access``); ``mode``, if given, is the leaf's."""
@@ -134,17 +126,6 @@ def make_private(path: str | os.PathLike[str]) -> bool:
         return False
     finally:
         os.close(fd)
-
-
-def link_no_replace(src: Path, dst: Path) -> None:
-    """Publish src at dst; FileExistsError if dst exists (never overwrites)."""
-    os.link(src, dst)
-
-
-def copy_file(src: Path, dst_fd: int) -> None:
-    with open(src, "rb") as fin, os.fdopen(os.dup(dst_fd), "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
-        fout.flush()
 
 
 def copy_private(src: Path, dst: Path) -> None:

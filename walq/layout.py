@@ -54,7 +54,6 @@ def overlap(a: str, b: str) -> bool:
 
 def delete_zones(config: Config) -> list[Place]:
     """Directories inside which walq deletes files or trees."""
-    assert config.spool_dir is not None
     zones = [_place("spool_dir", config.spool_dir),
              _place("home's restore spool", config.home / RESTORE_SPOOL)]
     for server in config.servers.values():

@@ -20,11 +20,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from walq.errors import LockBusyError, LockHeldError, LockLostError
 from walq.fsutil import makedirs_durable, open_private, write_private
 from walq.proclife import is_running, proc_start
+
+if TYPE_CHECKING:  # annotations only: importing locks loads neither redis nor pydantic
+    import redis
+
+    from walq.config import Config
 
 
 class ServerLock(Protocol):
@@ -53,7 +58,9 @@ class ServerLock(Protocol):
 
     def __enter__(self) -> int: ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 class FileLock:
@@ -312,7 +319,7 @@ class RedisLock:
     GC pause, network partition) loses the lock; its late commit is refused.
     """
 
-    def __init__(self, client, server: str, purpose: str = "commit", ttl: float = 60.0) -> None:  # noqa: ANN001 - redis.Redis
+    def __init__(self, client: redis.Redis, server: str, purpose: str = "commit", ttl: float = 60.0) -> None:
         from walq import keys
 
         self.client = client
@@ -321,7 +328,6 @@ class RedisLock:
         self.ttl_ms = max(1, int(ttl * 1000))
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self.token: int | None = None
-        self.lost = False
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._owner_pid: int | None = None
@@ -331,7 +337,6 @@ class RedisLock:
         if token is None:
             raise LockBusyError(f"{self.key} is held by {self.holder() or 'another worker'}")
         self.token = int(token)
-        self.lost = False
         self._owner_pid = os.getpid()
         self._stop.clear()
         self._keeper = threading.Thread(target=self._keep_alive, name=f"keep {self.key}", daemon=True)
@@ -362,7 +367,7 @@ class RedisLock:
                 self.extend()
             except LockLostError:
                 return
-            except Exception:  # noqa: BLE001 - Redis unreachable: the next tick tries again
+            except Exception:  # Redis unreachable: the next tick tries again
                 continue
 
     def extend(self) -> None:
@@ -370,7 +375,6 @@ class RedisLock:
         if self.token is None or self._owner_pid != os.getpid():
             raise LockLostError(f"{self.key} is not held by this process")
         if not self.client.eval(_EXTEND, 1, self.key, self.owner, self.ttl_ms):
-            self.lost = True
             raise LockLostError(f"{self.key} expired or was taken over (token {self.token})")
 
     def release(self) -> None:
@@ -393,7 +397,7 @@ class RedisLock:
         self.release()
 
 
-def open_lock(config, server: str, purpose: str = "commit", client=None) -> ServerLock:  # noqa: ANN001
+def open_lock(config: Config, server: str, purpose: str = "commit", client: redis.Redis | None = None) -> ServerLock:
     """The fleet's Redis lock when a lock/broker URL is configured, else the file lock."""
     url = config.effective_lock_url
     if not url:

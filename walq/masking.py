@@ -68,7 +68,7 @@ class MaskSecretsFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken format string: leave it to logging
+        except Exception:  # a broken format string: leave it to logging
             return True
         masked = mask_secrets(message)
         if masked != message:

@@ -23,7 +23,6 @@ WAL_NAME_RE = re.compile(
 
 MIN_SEG_SIZE = 1 << 20
 MAX_SEG_SIZE = 1 << 30
-DEFAULT_SEG_SIZE = 16 << 20
 MAX_TEXT_SIZE = 1 << 20  # history and backup files are small text
 
 # XLOG_PAGE_MAGIC per PostgreSQL major version; a new major only needs a row.
@@ -72,10 +71,6 @@ class WalName:
     def hash_dir(self) -> str:
         """Barman's hash directory: TLI+log in upper case, '' for history files."""
         return "" if self.kind is WalKind.HISTORY else self.name[:16].upper()
-
-    @property
-    def is_segment(self) -> bool:
-        return self.kind is WalKind.SEGMENT
 
 
 def parse_wal_name(name: str) -> WalName:
@@ -263,8 +258,3 @@ def validate_backup_label(content: bytes) -> None:
         content.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidWalError("backup history file is not text") from None
-
-
-def sort_key(name: str) -> str:
-    """Barman's order: plain byte order of the name (LSN order per timeline)."""
-    return name

@@ -25,6 +25,6 @@ def ensure_server_dirs(config: Config, server: ServerConfig, error: type[WalqErr
         wanted["storage_url"] = server.local_wals_dir
     for key, path in wanted.items():
         try:
-            makedirs_durable(path, incoming_mode() if key == "incoming_dir" else None)  # type: ignore[arg-type]
+            makedirs_durable(path, incoming_mode() if key == "incoming_dir" else None)
         except OSError as exc:
             raise error(f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}") from None

@@ -89,7 +89,7 @@ def reset_spool(spool: Path) -> None:
 def scanned_job(config: Config, server: ServerConfig, catalog: Catalog, wal: Candidate) -> WalJob:
     """The WalJob for a WAL this run found, prepared into the server's spool."""
     job = new_job(server.name, wal.name, str(wal.path), wal.origin)
-    return prepare_settings(config, server, catalog, job, config.spool_dir / server.name)  # type: ignore[operator]
+    return prepare_settings(config, server, catalog, job, config.spool_dir / server.name)
 
 
 def prepare_and_encrypt(job: WalJob, server: ServerConfig) -> WalJob:
@@ -148,7 +148,7 @@ def archive_server(
         return run
     try:
         ensure_server_dirs(config, server, ConfigError, with_storage=True)
-        reset_spool(config.spool_dir / server.name)  # type: ignore[operator]
+        reset_spool(config.spool_dir / server.name)
         storage = open_storage(server)
         storage.cleanup()
         catalog = open_catalog(config)
@@ -189,7 +189,7 @@ def _process(
                 prepared, error = None, exc
             yield settle(catalog, storage, server, job, _immediate(prepared, error), fence)
         return
-    window = max(2, 2 * pool._max_workers)  # noqa: SLF001 - bounded read-ahead
+    window = max(2, 2 * worker_count(config))  # bounded read-ahead: the pool has worker_count() workers
     pending: deque[tuple[WalJob, Future[WalJob]]] = deque()
     it = iter(jobs)
     for job in it:

@@ -88,7 +88,7 @@ def reject(catalog: Catalog, server: ServerConfig, name: str, source: str, reaso
     src = Path(source)
     target = None
     if src.exists() or src.is_symlink():
-        target = move_to_errors(src, server.errors_dir, suffix)  # type: ignore[arg-type]
+        target = move_to_errors(src, server.errors_dir, suffix)
     catalog.mark_failed(server.name, name, reason, str(target) if target else source)
     where = f"; moved to {target}" if target else ""
     return Outcome(name, "rejected", f"{reason}{where}")

@@ -12,11 +12,11 @@ first 40 bytes are read to learn the size from the long page header.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
+from walq.chunks import sha256_file
 from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, DuplicateWalError, InvalidWalError, TransientError
 from walq.fsutil import fsync_dir, incoming_mode, makedirs_durable, open_private
@@ -36,14 +36,6 @@ from walq.wal import (
 MAX_TEXT_FILE_SIZE = 1 << 20  # .history and .backup: a few lines of text (walq.pipeline.MAX_TEXT_WAL)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def put_wal(config: Config, server_name: str, source: Path) -> str:
     """Copy ``source`` into the server's incoming/; returns 'stored' or 'identical'."""
     server = config.server(server_name)
@@ -56,7 +48,6 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
         raise ConfigError(f"{source}: not a regular file")
     size = _check_size(config, server, source, wal)
     incoming = server.incoming_dir
-    assert incoming is not None
     try:
         makedirs_durable(incoming, incoming_mode())
     except OSError as exc:
@@ -137,21 +128,21 @@ def _expected_seg_size(config: Config, server: ServerConfig, source: Path) -> tu
 def _learned_seg_size(config: Config, server: ServerConfig) -> int:
     """The catalog's wal_segment_size, best effort: only asked about a file without a
     usable header, which put-wal refuses or passes on to the archiver's checks."""
-    from walq.archive.identity import server_identity
+    from walq.archive.identity import known_segment_size
     from walq.catalog import open_catalog
 
     try:
         catalog = open_catalog(config, readonly=True)
         try:
-            value = server_identity(catalog, server)[1] or 0
+            value = known_segment_size(catalog, server) or 0
         finally:
             catalog.close()
-    except Exception:  # noqa: BLE001 - no catalog yet, or unreachable: fall back to any valid size
+    except Exception:  # no catalog yet, or unreachable: fall back to any valid size
         return 0
     return value if _valid_seg_size(value) else 0
 
 
 def _compare_existing(source: Path, target: Path) -> str:
-    if _sha256(source) == _sha256(target):
+    if sha256_file(source) == sha256_file(target):
         return "identical"
     raise DuplicateWalError(f"{target} already exists with different content; {source} was not copied")

@@ -49,7 +49,7 @@ def reset_failed(config: Config, server_name: str, names: list[str] | None) -> l
         parked = {r.name: r.source_path for r in catalog.records(server.name, WalState.FAILED)}
         reset = catalog.reset_failed(server.name, names)
         for name in reset:
-            restore_parked_file(server.errors_dir, server.incoming_dir, name, parked.get(name))  # type: ignore[arg-type]
+            restore_parked_file(server.errors_dir, server.incoming_dir, name, parked.get(name))
     finally:
         catalog.close()
     return reset

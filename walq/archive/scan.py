@@ -108,7 +108,6 @@ def _keep_last(streamed: list[Candidate], batch: Batch) -> list[Candidate]:
 
 def scan(server: ServerConfig) -> Batch:
     """List, classify and sort one server's pending WAL; unknown files go to errors/."""
-    assert server.incoming_dir and server.streaming_dir and server.errors_dir
     batch = Batch()
     streaming = _listing(server.streaming_dir)
     incoming = _listing(server.incoming_dir)

@@ -20,6 +20,7 @@ from walq.archive.identity import adopt_identity
 from walq.archive.job import WalJob
 from walq.archive.scan import move_to_errors
 from walq.catalog.base import ArchivedInfo, Catalog, WalRecord, WalState
+from walq.chunks import Checksum, read_chunks
 from walq.codecs import (
     CHUNK_SIZE,
     DETECT_BYTES,
@@ -145,7 +146,7 @@ def prepare(job: WalJob) -> WalJob:
             if in_codec is None and out_codec == "none":
                 # Stored as it is: checksum and validate, then link the very inode we
                 # read into the spool instead of writing a second copy of it.
-                for _ in accounted(_chain(first, src)):
+                for _ in accounted(read_chunks(src, CHUNK_SIZE, first=first)):
                     pass
                 _link_or_copy(src, job.source, part)
             else:
@@ -153,10 +154,11 @@ def prepare(job: WalJob) -> WalJob:
                     if in_codec:
                         # Already compressed by the producer: keep its bytes as they are
                         # (Barman's rule); decompress only to checksum and validate.
-                        for _ in accounted(decompress_chunks(written(_chain(first, src), out), in_codec, limit)):
+                        plain = decompress_chunks(written(read_chunks(src, CHUNK_SIZE, first=first), out), in_codec, limit)
+                        for _ in accounted(plain):
                             pass
                     else:
-                        for piece in compress_chunks(accounted(_chain(first, src)), out_codec, job.level):
+                        for piece in compress_chunks(accounted(read_chunks(src, CHUNK_SIZE, first=first)), out_codec, job.level):
                             out.write(piece)
         except InvalidWalError:
             part.unlink(missing_ok=True)
@@ -228,15 +230,8 @@ def _link_or_copy(src, source: str, part: Path) -> None:
         part.unlink()
     src.seek(0)
     with os.fdopen(open_private(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as out:  # never an existing file
-        while chunk := src.read(CHUNK_SIZE):
+        for chunk in read_chunks(src, CHUNK_SIZE):
             out.write(chunk)
-
-
-def _chain(first: bytes, src):
-    if first:
-        yield first
-    while chunk := src.read(CHUNK_SIZE):
-        yield chunk
 
 
 def _account(piece: bytes, size: int, head: bytes, text: bytearray, kind: WalKind):
@@ -280,10 +275,7 @@ def stored_checksum(storage: Storage, obj: StoredObject, server: ServerConfig, r
         return record.checksum
     if kept := storage.stored_checksum(obj):
         return kept
-    hasher = hashlib.sha256()
-    for piece in plain_chunks(storage, obj, server):
-        hasher.update(piece)
-    return hasher.hexdigest()
+    return Checksum().of(plain_chunks(storage, obj, server)).hexdigest()
 
 
 def put_request(job: WalJob) -> PutRequest:
@@ -366,5 +358,5 @@ def handle_already_archived(
                                       record.encryption == "gpg")
         remove_source(Path(job.source))
         return Outcome(job.wal, "duplicate", "identical copy already archived; source removed", job.size or 0)
-    target = move_to_errors(Path(job.source), server.errors_dir, "duplicate")  # type: ignore[arg-type]
+    target = move_to_errors(Path(job.source), server.errors_dir, "duplicate")
     return Outcome(job.wal, "rejected", f"different copy of an archived WAL moved to {target}", job.size or 0)

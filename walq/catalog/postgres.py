@@ -10,6 +10,8 @@ The schema is created or migrated on first use and by ``walq catalog init``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
@@ -97,7 +99,7 @@ class PostgresCatalog:
         )
         try:
             self.pool.open(wait=True, timeout=3 * CONNECT_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - any failure here is a config problem to report
+        except Exception as exc:  # any failure here is a config problem to report
             self.pool.close()
             raise ConfigError(f"catalog_url: cannot connect: {_first_line(exc, url)}") from None
         if migrate:
@@ -106,10 +108,10 @@ class PostgresCatalog:
     # -- schema -------------------------------------------------------------
     def schema_version(self) -> int:
         with self.pool.connection() as conn:
-            exists = conn.execute("SELECT to_regclass('walq_schema') IS NOT NULL").fetchone()[0]
+            exists = _only_row(conn.execute("SELECT to_regclass('walq_schema') IS NOT NULL").fetchone())[0]
             if not exists:
                 return 0
-            row = conn.execute("SELECT max(version) FROM walq_schema").fetchone()
+            row = _only_row(conn.execute("SELECT max(version) FROM walq_schema").fetchone())
             return int(row[0] or 0)
 
     def migrate(self) -> int:
@@ -117,10 +119,10 @@ class PostgresCatalog:
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             conn.execute("CREATE TABLE IF NOT EXISTS walq_schema (version integer PRIMARY KEY)")
-            current = conn.execute("SELECT coalesce(max(version), 0) FROM walq_schema").fetchone()[0]
+            current = _only_row(conn.execute("SELECT coalesce(max(version), 0) FROM walq_schema").fetchone())[0]
             for version, ddl in enumerate(MIGRATIONS, 1):
                 if version > current:
-                    conn.execute(sql.SQL(ddl))  # type: ignore[arg-type]
+                    conn.execute(sql.SQL(ddl))
                     conn.execute("INSERT INTO walq_schema (version) VALUES (%s)", (version,))
         return len(MIGRATIONS)
 
@@ -128,7 +130,7 @@ class PostgresCatalog:
     def _exec(self, query: str, params: tuple = ()) -> list[tuple]:
         try:
             with self.pool.connection() as conn:
-                cur = conn.execute(query, params)  # type: ignore[arg-type]
+                cur = conn.execute(query, params)
                 return cur.fetchall() if cur.description else []
         except pg_errors.OperationalError as exc:
             raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
@@ -177,9 +179,9 @@ class PostgresCatalog:
                         "INSERT INTO walq_fence (server, token) VALUES (%s, %s) ON CONFLICT (server) DO NOTHING",
                         (server, fence),
                     )
-                    newest = conn.execute(
+                    newest = _only_row(conn.execute(
                         "SELECT token FROM walq_fence WHERE server = %s FOR UPDATE", (server,)
-                    ).fetchone()[0]
+                    ).fetchone())[0]
                     if fence < newest:
                         raise FencedError(
                             f"commit of {name} refused: fencing token {fence} is older than {newest}"
@@ -253,3 +255,10 @@ class PostgresCatalog:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _only_row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate, or a row upserted just before)."""
+    if row is None:
+        raise TransientError("catalog: a query that always returns a row returned none")
+    return row

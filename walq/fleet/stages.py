@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from walq.archive.dirs import ensure_server_dirs
-from walq.archive.identity import server_identity
+from walq.archive.identity import known_system_identifier
 from walq.archive.job import WalJob, new_job, prepare_settings
 from walq.archive.policy import give_up as gave_up
 from walq.archive.policy import settle_failure
@@ -98,7 +98,7 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
     try:
         _ensure_dirs(config, server)
         _sweep_spool(config, server)
-        if server.conninfo and server_identity(rt.catalog, server)[0] is None:
+        if server.conninfo and known_system_identifier(rt.catalog, server) is None:
             # psycopg is imported only for servers with a conninfo
             from walq.postgres.client import learn_identity
 
@@ -124,7 +124,7 @@ def _ensure_dirs(config: Config, server: ServerConfig) -> None:
     own spool, which walq marks so that only walq ever sweeps it."""
     ensure_server_dirs(config, server, TransientError, with_storage=False)
     try:
-        make_owned_dir(config.spool_dir / server.name, spool_leftover)  # type: ignore[operator]
+        make_owned_dir(config.spool_dir / server.name, spool_leftover)
     except OSError as exc:
         raise TransientError(f"spool_dir: cannot create {config.spool_dir}/{server.name}: {exc.strerror}") from None
 
@@ -134,7 +134,7 @@ def _sweep_spool(config: Config, server: ServerConfig) -> None:
 
     Only inside the server's spool that walq created and marked, and only chain
     directories carrying walq's marker: anything else there is reported, never removed."""
-    root = config.spool_dir / server.name  # type: ignore[operator]
+    root = config.spool_dir / server.name
     if not is_owned(root):
         if root.exists() or root.is_symlink():
             print(f"walq: warning: {root} was not created by walq; its spool is not swept", file=sys.stderr)
@@ -176,7 +176,7 @@ def settle_source(rt: Runtime, server: ServerConfig, job: WalJob, record: WalRec
     if not. None when the source is already gone. The caller holds the commit lock."""
     if not Path(job.source).exists():
         return None
-    spool = rt.config.spool_dir / server.name / uuid.uuid4().hex  # type: ignore[operator]
+    spool = rt.config.spool_dir / server.name / uuid.uuid4().hex
     job = prepare_settings(rt.config, server, rt.catalog, job, spool)
     try:
         prepared = prepare(job)
@@ -359,7 +359,7 @@ def retry_failed(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
 def _claim_existing(rt: Runtime, server_name: str, wal: str) -> dict[str, Any] | None:
     server = rt.config.server(server_name)
     for origin, directory in (("streaming", server.streaming_dir), ("incoming", server.incoming_dir)):
-        path = directory / wal  # type: ignore[operator]
+        path = directory / wal
         if path.is_file() and not path.is_symlink():
             if not rt.catalog.claim(server.name, wal, str(path), rt.config.claim_timeout):
                 return None

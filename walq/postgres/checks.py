@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shlex
 
+from walq.archive.identity import known_system_identifier
 from walq.catalog import Catalog
 from walq.config import ServerConfig
 from walq.errors import WalqError
@@ -62,7 +63,7 @@ def _reachable_checks(server: ServerConfig, info: PgInfo, catalog: Catalog) -> l
                 f"slot '{name}' active, retaining {slot.retained_bytes or 0} bytes" if slot.active
                 else f"slot '{name}' is not active (no receiver connected)",
             ))
-    known = server.system_identifier or int(catalog.get_meta(server.name, "system_identifier") or 0)
+    known = known_system_identifier(catalog, server)
     if not known:
         results.append(CheckResult.skip("system identifier matches",
                                         f"PostgreSQL {info.system_identifier}; the archive has not recorded one yet"))

@@ -250,7 +250,7 @@ def learn_identity(catalog: Catalog, server: ServerConfig) -> int | None:
     try:
         with connect(server, timeout=3) as conn:
             sysid, seg = one_row(conn, f"SELECT (SELECT system_identifier FROM pg_control_system()), {SEGMENT_SIZE_SQL}")
-    except Exception:  # noqa: BLE001 - best effort, see docstring
+    except Exception:  # best effort, see docstring
         return None
     sysid = int(sysid)
     known = adopt_identity(catalog, server, sysid, int(seg) if seg else None)

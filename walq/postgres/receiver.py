@@ -66,7 +66,6 @@ EXIT_OK, EXIT_NOT_OK = 0, 1
 
 
 def state_path(server: ServerConfig) -> Path:
-    assert server.streaming_dir is not None
     return server.streaming_dir / STATE_FILE
 
 
@@ -225,7 +224,6 @@ def reset_streaming(server: ServerConfig) -> tuple[bool, str]:
 
     Returns (ok, message). Refuses, changing nothing, when the directory is ahead of PostgreSQL.
     """
-    assert server.streaming_dir is not None
     lsn, current = current_position(server)
     tli = int(current[:8], 16)
     seg_size = segment_size(server)
@@ -336,10 +334,8 @@ class Supervisor:
     def run_once(self) -> int:
         """Start pg_receivewal, relay its messages until it exits, return its exit code."""
         self._refresh_seg_size()
-        if self.seg_size:
-            assert self.server.streaming_dir is not None
-            if note := truncate_wrong_partial(self.server.streaming_dir, self.seg_size):
-                _log(self.server, note)
+        if self.seg_size and (note := truncate_wrong_partial(self.server.streaming_dir, self.seg_size)):
+            _log(self.server, note)
         argv, env = build_command(self.server, self.binary)
         self.child = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -401,7 +397,6 @@ def receive_wal(config: Config, server_name: str, create_slot: bool = False, res
     """
     server = config.server(server_name)
     require_conninfo(server)
-    assert server.streaming_dir is not None
     try:
         makedirs_durable(server.streaming_dir)
     except OSError as exc:

@@ -26,7 +26,6 @@ from walq.storage import open_storage
 
 def _errors_dir_empty(server: ServerConfig) -> None:
     """Raises unless errors/ is empty or absent; an unreadable one is a failure, not "empty"."""
-    assert server.errors_dir is not None
     try:
         files = list_pending(server.errors_dir)
     except FileNotFoundError:
@@ -37,8 +36,7 @@ def _errors_dir_empty(server: ServerConfig) -> None:
         raise WalqError(f"{len(files)} file(s) in {server.errors_dir}")
 
 
-def _writable(path: Path | None) -> None:
-    assert path is not None
+def _writable(path: Path) -> None:
     makedirs_durable(path)
     probe = path / f".walq-check-{uuid.uuid4().hex}"
     os.close(open_private(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
@@ -90,8 +88,9 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
         attempt("encryption key", lambda: check_key(server))
         if not server.encryption_passphrase_command:
             results.append(CheckResult.skip("decryption", "no encryption_passphrase_command"))
-    for key in ("incoming_dir", "streaming_dir", "errors_dir"):
-        attempt(f"{key} writable", partial(_writable, getattr(server, key)))
+    dirs = {"incoming_dir": server.incoming_dir, "streaming_dir": server.streaming_dir, "errors_dir": server.errors_dir}
+    for key, path in dirs.items():
+        attempt(f"{key} writable", partial(_writable, path))
     status = server_status(catalog, server, with_postgres=False)
     gaps = status["gaps"]
     if status["archived"] and not status["wal_segment_size"]:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Literal, NotRequired, TypedDict
 
+from walq.archive.identity import known_segment_size
 from walq.catalog import Catalog, WalState
 from walq.config import ServerConfig
 from walq.errors import WalqError
@@ -149,7 +150,7 @@ def server_status(
     archived = catalog.records(server.name, WalState.ARCHIVED)
     failed = catalog.records(server.name, WalState.FAILED)
     counts = catalog.counts(server.name)
-    seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0)
+    seg_size = known_segment_size(catalog, server)
     cont = continuity([r.name for r in archived], seg_size) if seg_size and archived else None
     last = max(archived, key=lambda r: r.archived_at or 0, default=None)
     incoming = pending_files(server.incoming_dir)
@@ -176,7 +177,7 @@ def server_status(
             "last_hour": sum(1 for r in archived if (r.archived_at or 0) > now - 3600),
         },
         "system_identifier": catalog.get_meta(server.name, "system_identifier"),
-        "wal_segment_size": seg_size or None,
+        "wal_segment_size": seg_size,
         "storage_url": server.storage_url,
         **streaming_status(server, with_postgres),
     }

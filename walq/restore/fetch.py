@@ -8,7 +8,6 @@ gets the bytes only after they were verified.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from walq.catalog import Catalog, WalRecord, WalState, open_catalog
+from walq.chunks import Checksum, read_chunks
 from walq.codecs import CHUNK_SIZE, DecompressionError
 from walq.config import Config, ServerConfig
 from walq.errors import (
@@ -28,7 +28,7 @@ from walq.errors import (
 )
 from walq.fsutil import open_private
 from walq.storage import Storage, StoredObject
-from walq.storage.readback import plain_chunks, read_chunks
+from walq.storage.readback import plain_chunks
 
 
 def open_catalog_for_restore(config: Config) -> Catalog | None:
@@ -80,15 +80,12 @@ def _copy_verified(
 ) -> None:
     """Stream the object's plain bytes into ``out``; raise IntegrityError unless they
     match the catalog's size and checksum. The catalog's size also bounds decompression."""
-    hasher = hashlib.sha256()
-    size = 0
+    summed = Checksum()
     codec = record.codec if record else None
     encrypted = (record.encryption == "gpg") if record and record.encryption else None
     limit = record.size if record is not None and record.size else None
     try:
-        for piece in plain_chunks(storage, obj, server, codec=codec, encrypted=encrypted, limit=limit):
-            hasher.update(piece)
-            size += len(piece)
+        for piece in summed.passing(plain_chunks(storage, obj, server, codec=codec, encrypted=encrypted, limit=limit)):
             try:
                 out.write(piece)
             except OSError as exc:
@@ -100,10 +97,10 @@ def _copy_verified(
     except OSError as exc:
         raise StorageError(f"{obj.name}: cannot read stored object {obj.key}: {exc.strerror or exc}") from None
     if record is not None and record.checksum:
-        if hasher.hexdigest() != record.checksum or (record.size is not None and size != record.size):
+        if summed.hexdigest() != record.checksum or (record.size is not None and summed.size != record.size):
             raise IntegrityError(
                 f"{obj.name}: restored bytes do not match the archived checksum "
-                f"({size} bytes, sha256 {hasher.hexdigest()[:12]}… vs {record.checksum[:12]}…)"
+                f"({summed.size} bytes, sha256 {summed.hexdigest()[:12]}… vs {record.checksum[:12]}…)"
             )
     else:
         print(f"walq: warning: {obj.name} has no catalog checksum; served unverified", file=sys.stderr)

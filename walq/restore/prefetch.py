@@ -32,6 +32,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from walq.archive.identity import known_segment_size
 from walq.catalog import Catalog
 from walq.config import Config, ServerConfig, load_config
 from walq.errors import WalqError
@@ -104,7 +105,7 @@ def start(config: Config, server: ServerConfig, after: str, count: int, storage:
         return
     try:
         run(config, server, after, count, storage)
-    except BaseException as exc:  # noqa: BLE001 - a daemon reports, it never returns into the CLI
+    except BaseException as exc:  # a daemon reports, it never returns into the CLI
         print(f"walq: prefetcher for {server.name} stopped: {exc}", file=sys.stderr)
         os._exit(1)
     os._exit(0)
@@ -161,8 +162,8 @@ def run(config: Config, server: ServerConfig, after: str, count: int, storage: S
         os.nice(NICENESS)  # recovery's own calls come first; prefetching fills the gaps
     catalog = open_catalog_for_restore(config)
     try:
-        seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0) if catalog else 0
-        if not seg_size:
+        seg_size = known_segment_size(catalog, server) if catalog else None
+        if catalog is None or not seg_size:
             return
         window: list[str] = []
         cursor = after

@@ -45,6 +45,7 @@ from walq.wal import WalKind, WalNameError, parse_wal_name, segment_number
 # --- retention_policy --------------------------------------------------------------------
 
 Unit = Literal["DAYS", "WEEKS", "MONTHS"]
+_UNITS: dict[str, Unit] = {"DAY": "DAYS", "WEEK": "WEEKS", "MONTH": "MONTHS"}
 _UNIT_DAYS = {"DAYS": 1, "WEEKS": 7, "MONTHS": 31}  # Barman counts a month as 31 days
 
 # Barman's own patterns (barman/retention_policies.py): case-insensitive, blanks
@@ -98,10 +99,10 @@ def parse_retention_policy(text: str) -> RetentionPolicy:
         return Redundancy(count)
     m = _WINDOW.fullmatch(text)
     if m:
-        value, unit = int(m.group(1)), f"{m.group(2).upper()}S"
+        value, unit = int(m.group(1)), _UNITS[m.group(2).upper()]
         if value < 1:
             raise ValueError(f"retention_policy {shown}: the recovery window must be at least 1 {unit[:-1]}")
-        policy = RecoveryWindow(value, unit)  # type: ignore[arg-type]
+        policy = RecoveryWindow(value, unit)
         try:
             policy.window  # noqa: B018 - an absurd length fails here, not at expiry
         except OverflowError:
@@ -230,8 +231,10 @@ def _segment_of(name: str) -> tuple[int, str] | None:
     return wal.tli, name[8:24].upper()
 
 
-def _refused(policy: object, names: Iterable[str], reason: str, **kw: object) -> ExpiryPlan:
-    return ExpiryPlan(str(policy), (), tuple(sorted(names)), refused=RetentionRefused(reason), **kw)  # type: ignore[arg-type]
+def _refused(
+    policy: object, names: Iterable[str], reason: str, incomplete: tuple[BackupInfo, ...] = ()
+) -> ExpiryPlan:
+    return ExpiryPlan(str(policy), (), tuple(sorted(names)), incomplete=incomplete, refused=RetentionRefused(reason))
 
 
 def plan_expiry(
@@ -282,7 +285,8 @@ def plan_expiry(
         if tli not in decisions:
             decisions[tli] = _decide(tli, retained, lineage)
         d = decisions[tli]
-        gone = d.action == "superseded" or (d.action == "cutoff" and position < d.first_kept[8:])
+        gone = d.action == "superseded" or (
+            d.action == "cutoff" and d.first_kept is not None and position < d.first_kept[8:])
         (delete if gone else keep).append(name)
 
     deciding = {d.backup for d in decisions.values() if d.action == "cutoff"}
@@ -341,7 +345,8 @@ def plan_delete_before(walname: str, archived: Iterable[str], lineage: Lineage, 
     notes = []
     if wal.tli != 1 and not lineage.known(wal.tli):
         notes.append(f"timeline {wal.tli} has no history file: its ancestors are unknown and kept")
-    delete, keep = [], []
+    delete: list[str] = []
+    keep: list[str] = []
     for name in names:
         seg = _segment_of(name)
         if seg is None or seg[0] not in bounds:

@@ -20,7 +20,6 @@ import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from walq.errors import AlreadyStoredError, StorageError, StorageKeyError, clip
 from walq.fsutil import (
@@ -36,7 +35,7 @@ from walq.fsutil import (
     temp_leftover,
 )
 from walq.layout import STORAGE_TMP
-from walq.storage.base import PutRequest, StoredObject
+from walq.storage.base import ObjectStream, PutRequest, StoredObject
 from walq.wal import WAL_NAME_RE, WalKind, parse_wal_name
 
 HASH_DIR_RE = re.compile(r"\A[0-9A-Fa-f]{16}\Z")  # fullmatch: "$" accepts a trailing newline
@@ -127,10 +126,10 @@ class LocalStorage:
         os.utime(tmp, (request.mtime, request.mtime))
         return tmp
 
-    def open(self, obj: StoredObject) -> BinaryIO:
+    def open(self, obj: StoredObject) -> ObjectStream:
         self.validate_key(obj.name, obj.key)
         try:
-            return open(self.root / obj.key, "rb")  # noqa: SIM115 - caller closes
+            return open(self.root / obj.key, "rb")  # caller closes
         except FileNotFoundError:
             raise
         except OSError as exc:
@@ -178,15 +177,6 @@ class LocalStorage:
                 return any(line.startswith(prefix) for line in f)
         except FileNotFoundError:
             return False
-        except OSError as exc:
-            raise StorageError(f"cannot read {self.xlogdb}: {exc.strerror or exc}") from exc
-
-    def xlogdb_lines(self) -> list[list[str]]:
-        try:
-            with open(self.xlogdb) as f:
-                return [line.split() for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
         except OSError as exc:
             raise StorageError(f"cannot read {self.xlogdb}: {exc.strerror or exc}") from exc
 

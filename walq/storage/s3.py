@@ -32,18 +32,18 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from walq.chunks import read_chunks, sha256_file
 from walq.codecs import get_codec, split_extension
 from walq.config import ServerConfig
 from walq.errors import AlreadyStoredError, ConfigError, StorageError, StorageKeyError, clip
-from walq.storage.base import PutRequest, StoredObject
+from walq.storage.base import ObjectStream, PutRequest, StoredObject
 from walq.wal import WAL_NAME_RE, WalKind, parse_wal_name
 
 CHECKSUM_META = "walq-sha256"  # user metadata key (x-amz-meta-walq-sha256)
 GPG_SUFFIX = ".gpg"
 PART_SIZE = 8 << 20  # boto3's default part size, as barman-cloud uses
-READ_CHUNK = 1 << 20
 STALE_UPLOAD_SECONDS = 24 * 3600  # cleanup aborts multipart uploads older than this
 DEFAULT_MAX_ATTEMPTS = 5
 
@@ -162,7 +162,7 @@ def _code(exc: BaseException) -> str:
     return ""
 
 
-def _status(exc: BaseException) -> str:
+def _status(exc: BaseException | None) -> str:
     from botocore.exceptions import ClientError
 
     if isinstance(exc, ClientError):
@@ -199,7 +199,6 @@ class S3Storage:
     """Archive WAL into an S3 bucket the way barman-cloud-wal-archive lays it out."""
 
     def __init__(self, server: ServerConfig) -> None:
-        assert server.storage_url is not None
         self.server = server
         self.url = server.storage_url
         self.bucket, path = parse_s3_url(server.storage_url)
@@ -326,8 +325,7 @@ class S3Storage:
         try:
             parts = []
             with open(payload, "rb") as src:
-                number = 1
-                while chunk := src.read(PART_SIZE):
+                for number, chunk in enumerate(read_chunks(src, PART_SIZE), 1):
                     digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
                     with self._errors(f"upload part {number} of", key):
                         resp = client.upload_part(
@@ -336,7 +334,6 @@ class S3Storage:
                         )
                     parts.append({"PartNumber": number, "ETag": resp["ETag"],
                                   "ChecksumSHA256": resp.get("ChecksumSHA256", digest)})
-                    number += 1
             if self.find(parse_name(key)) is not None:  # a writer got there while we uploaded
                 raise AlreadyStoredError(f"{self._where(key)} already exists")
             try:
@@ -355,7 +352,7 @@ class S3Storage:
                 client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             raise
 
-    def open(self, obj: StoredObject) -> BinaryIO:
+    def open(self, obj: StoredObject) -> ObjectStream:
         from botocore.exceptions import ClientError
 
         self.validate_key(obj.name, obj.key)
@@ -367,7 +364,7 @@ class S3Storage:
             raise StorageError(f"S3 get {self._where(obj.key)} failed: {_describe(exc)}") from None
         except Exception as exc:
             raise StorageError(f"S3 get {self._where(obj.key)} failed: {_describe(exc)}") from None
-        return _Body(resp["Body"], self._where(obj.key))  # type: ignore[return-value]
+        return _Body(resp["Body"], self._where(obj.key))
 
     def list(self) -> Iterator[StoredObject]:
         found: list[StoredObject] = []
@@ -451,8 +448,4 @@ def parse_name(key: str) -> str:
 
 
 def _sha256_b64(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(READ_CHUNK):
-            h.update(chunk)
-    return base64.b64encode(h.digest()).decode()
+    return base64.b64encode(sha256_file(path)).decode()
