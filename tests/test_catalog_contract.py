@@ -15,8 +15,15 @@ from walq.catalog.sqlite import SqliteCatalog
 from walq.errors import FencedError, PermanentError, TransitionError
 
 W1, W2, W3 = "000000010000000000000001", "000000010000000000000002", "000000010000000000000003"
-INFO = ArchivedInfo(size=16, stored_size=8, codec="zstd", encryption="none", checksum="ab" * 32,
-                    storage_key="0000000100000000/" + W1, mtime=1.5)
+INFO = ArchivedInfo(
+    size=16,
+    stored_size=8,
+    codec="zstd",
+    encryption="none",
+    checksum="ab" * 32,
+    storage_key="0000000100000000/" + W1,
+    mtime=1.5,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -98,8 +105,15 @@ def test_the_allowed_transitions() -> None:
     assert issubclass(TransitionError, PermanentError)
 
 
-FORGED = ArchivedInfo(size=1, stored_size=1, codec="none", encryption="none", checksum="cd" * 32,
-                      storage_key="/etc/passwd", mtime=9.0)
+FORGED = ArchivedInfo(
+    size=1,
+    stored_size=1,
+    codec="none",
+    encryption="none",
+    checksum="cd" * 32,
+    storage_key="/etc/passwd",
+    mtime=9.0,
+)
 
 
 def test_commit_lands_only_on_a_claimed_row(catalog: Catalog) -> None:
@@ -120,7 +134,11 @@ def test_archived_row_is_never_overwritten(catalog: Catalog) -> None:
         with pytest.raises(TransitionError, match="is archived"):
             catalog.mark_archived("pg1", W1, FORGED, fence=fence)
     after = catalog.get("pg1", W1)
-    assert after == before and after.storage_key == INFO.storage_key and after.checksum == INFO.checksum
+    assert (
+        after == before
+        and after.storage_key == INFO.storage_key
+        and after.checksum == INFO.checksum
+    )
 
 
 def test_failed_row_is_archived_only_after_a_retry(catalog: Catalog) -> None:
@@ -129,7 +147,9 @@ def test_failed_row_is_archived_only_after_a_retry(catalog: Catalog) -> None:
     with pytest.raises(TransitionError, match="is failed"):
         catalog.mark_archived("pg1", W1, INFO)
     row = catalog.get("pg1", W1)
-    assert row.state is WalState.FAILED and row.storage_key is None and row.last_error == "bad header"
+    assert (
+        row.state is WalState.FAILED and row.storage_key is None and row.last_error == "bad header"
+    )
     assert catalog.reset_failed("pg1", [W1]) == [W1]  # failed -> claimed
     catalog.mark_archived("pg1", W1, INFO)  # claimed -> archived
     assert catalog.get("pg1", W1).state is WalState.ARCHIVED
@@ -170,7 +190,9 @@ def test_postgres_claims_race(catalog_db: str) -> None:
 def test_postgres_migrate_is_idempotent(catalog_db: str) -> None:
     url = fresh_schema_url(catalog_db)
     first = PostgresCatalog(url)
-    assert first.schema_version() == len(__import__("walq.catalog.postgres", fromlist=["x"]).MIGRATIONS)
+    assert first.schema_version() == len(
+        __import__("walq.catalog.postgres", fromlist=["x"]).MIGRATIONS
+    )
     second = PostgresCatalog(url)
     assert second.migrate() == first.schema_version()
     first.close()

@@ -30,8 +30,12 @@ def storage(request, workdir: Path) -> Storage:
         cfg = ServerConfig(name="pg1", storage_url=f"file://{workdir / 'wals'}")
     else:
         bucket: Bucket = request.getfixturevalue("s3_bucket")
-        cfg = ServerConfig(name="pg1", storage_url=bucket.url("fleet"), s3_endpoint_url=bucket.endpoint,
-                           s3_multipart_threshold=5 << 20)
+        cfg = ServerConfig(
+            name="pg1",
+            storage_url=bucket.url("fleet"),
+            s3_endpoint_url=bucket.endpoint,
+            s3_multipart_threshold=5 << 20,
+        )
     return open_storage(cfg)
 
 
@@ -41,10 +45,22 @@ def payload(workdir: Path, data: bytes, tag: str = "p") -> Path:
     return path
 
 
-def request(workdir: Path, name: str, data: bytes, codec: str = "none", encrypted: bool = False,
-            checksum: str | None = None) -> PutRequest:
-    return PutRequest(name=name, payload=payload(workdir, data), codec=codec, encrypted=encrypted,
-                      mtime=1_700_000_000.0, checksum=checksum or hashlib.sha256(data).hexdigest())
+def request(
+    workdir: Path,
+    name: str,
+    data: bytes,
+    codec: str = "none",
+    encrypted: bool = False,
+    checksum: str | None = None,
+) -> PutRequest:
+    return PutRequest(
+        name=name,
+        payload=payload(workdir, data),
+        codec=codec,
+        encrypted=encrypted,
+        mtime=1_700_000_000.0,
+        checksum=checksum or hashlib.sha256(data).hexdigest(),
+    )
 
 
 def read_all(storage: Storage, obj) -> bytes:

@@ -50,12 +50,16 @@ class Progress:
                 f"{self.raw_bytes / elapsed / 1e6:7.1f} MB/s"
             )
             if not outcome.ok:
-                self.stream.write(f"\n{server} {outcome.name} {outcome.status}: {outcome.message}\n")
+                self.stream.write(
+                    f"\n{server} {outcome.name} {outcome.status}: {outcome.message}\n"
+                )
             if done == total:
                 self.stream.write("\n")
         else:
             detail = f" {outcome.message}" if outcome.message else ""
-            sizes = f" {outcome.size}->{outcome.stored_size}" if outcome.status == "archived" else ""
+            sizes = (
+                f" {outcome.size}->{outcome.stored_size}" if outcome.status == "archived" else ""
+            )
             self.stream.write(f"{server} {outcome.name} {outcome.status}{sizes}{detail}\n")
         self.stream.flush()
 
@@ -89,9 +93,14 @@ def _report_busy(run: ServerRun) -> None:
     if run.holder is None:  # the fleet's lock: it expires with its holder
         print(f"{run.server}: another walq archive holds the lock; skipped")
     elif run.stuck:
-        print(f"walq: {run.server}: not archived: archive-wal lock {run.holder.describe()}", file=sys.stderr)
+        print(
+            f"walq: {run.server}: not archived: archive-wal lock {run.holder.describe()}",
+            file=sys.stderr,
+        )
     else:
-        print(f"{run.server}: another walq archive holds the lock ({run.holder.describe()}); skipped")
+        print(
+            f"{run.server}: another walq archive holds the lock ({run.holder.describe()}); skipped"
+        )
 
 
 def cmd_put_wal(config: Config, args: argparse.Namespace) -> int:
@@ -146,10 +155,20 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
         print(f"  last archived:    {st['last_archived'] or '-'}{age}")
         print(f"  archived:         {st['archived']}   in flight: {st['claimed']}")
         q = st["queued"]
-        print(f"  queued:           {q['incoming']} incoming, {q['streaming']} streaming; lag {st['lag_seconds']}s")
-        print(f"  rates:            {st['rates']['last_minute']}/min, {st['rates']['last_hour']}/hour")
-        print(f"  gaps:             {len(st['gaps'])}" + "".join(f"\n    {a}..{b}" for a, b in st["gaps"]))
-        print(f"  failed:           {len(st['failed'])}" + "".join(f"\n    {f['name']}: {f['error']}" for f in st["failed"]))
+        print(
+            f"  queued:           {q['incoming']} incoming, {q['streaming']} streaming; lag {st['lag_seconds']}s"
+        )
+        print(
+            f"  rates:            {st['rates']['last_minute']}/min, {st['rates']['last_hour']}/hour"
+        )
+        print(
+            f"  gaps:             {len(st['gaps'])}"
+            + "".join(f"\n    {a}..{b}" for a, b in st["gaps"])
+        )
+        print(
+            f"  failed:           {len(st['failed'])}"
+            + "".join(f"\n    {f['name']}: {f['error']}" for f in st["failed"])
+        )
         print(f"  errors/ files:    {st['errors_dir_files']}")
         _print_streaming(st)
     for key, value in extra.items():
@@ -161,8 +180,10 @@ def _print_streaming(st: StreamingStatus) -> None:
     """Receiver state and PostgreSQL's view (walq.report.status.streaming_status)."""
     rec = st["receiver"]
     if rec["running"]:
-        print(f"  receiver:         {rec['state']} (pid {rec['pid']}, pg_receivewal {rec['child_pid'] or '-'}, "
-              f"{rec['restarts']} restart(s))")
+        print(
+            f"  receiver:         {rec['state']} (pid {rec['pid']}, pg_receivewal {rec['child_pid'] or '-'}, "
+            f"{rec['restarts']} restart(s))"
+        )
     else:
         last = f"; last: {rec['last_message']}" if rec["last_message"] else ""
         print(f"  receiver:         {rec['state']}{last}")
@@ -172,12 +193,16 @@ def _print_streaming(st: StreamingStatus) -> None:
     if not pg["reachable"]:
         print(f"  postgres:         unreachable: {pg['error']}")
         return
-    print(f"  postgres:         {pg['version']}, current WAL {pg['current_wal'] or '-'} ({pg['current_lsn']})")
+    print(
+        f"  postgres:         {pg['version']}, current WAL {pg['current_wal'] or '-'} ({pg['current_lsn']})"
+    )
     slot = pg["slot"]
     lag = pg["replication_lag_bytes"]
     if slot:
         state = "active" if slot["active"] else "inactive"
-        print(f"  slot:             {slot['name']} {state}, retaining {slot['retained_bytes'] or 0} bytes")
+        print(
+            f"  slot:             {slot['name']} {state}, retaining {slot['retained_bytes'] or 0} bytes"
+        )
     print(f"  replication lag:  {'-' if lag is None else f'{lag} bytes'}")
     if pg["archiver_failing"]:
         print(f"  archive_command:  FAILING (last failed {pg['archiver_last_failed_wal']})")
@@ -227,7 +252,9 @@ def cmd_list(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{c: getattr(r, c) for c in r.COLUMNS} for r in rows], indent=2))
         return EXIT_OK
-    print(f"{'name':<40} {'state':<9} {'size':>10} {'stored':>10} {'codec':<7} {'enc':<5} {'tries':>5}  error")
+    print(
+        f"{'name':<40} {'state':<9} {'size':>10} {'stored':>10} {'codec':<7} {'enc':<5} {'tries':>5}  error"
+    )
     for r in rows:
         print(
             f"{r.name:<40} {r.state:<9} {r.size or '':>10} {r.stored_size or '':>10} "
@@ -268,7 +295,11 @@ def cmd_catalog_init(config: Config, args: argparse.Namespace) -> int:
         version = migrate() if migrate else None
     finally:
         catalog.close()
-    where = "PostgreSQL catalog (catalog_url)" if config.catalog_url else f"SQLite catalog {config.catalog_path}"
+    where = (
+        "PostgreSQL catalog (catalog_url)"
+        if config.catalog_url
+        else f"SQLite catalog {config.catalog_path}"
+    )
     print(f"{where} ready" + (f", schema version {version}" if version else ""))
     return EXIT_OK
 
@@ -339,8 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("server")
     p.add_argument("walname")
     p.add_argument("dest")
-    p.add_argument("--prefetch", type=_prefetch_count, default=0, metavar="N",
-                   help=f"keep the next N segments restored ahead (0 to {MAX_PREFETCH})")
+    p.add_argument(
+        "--prefetch",
+        type=_prefetch_count,
+        default=0,
+        metavar="N",
+        help=f"keep the next N segments restored ahead (0 to {MAX_PREFETCH})",
+    )
     p.set_defaults(func=cmd_get_wal)
 
     p = sub.add_parser("status", help="watermark, lag, gaps, failures")
@@ -415,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the environment refused something walq did not foresee
         return _fail(f"walq: {_one_line(str(exc))}", debug=True)
     except Exception as exc:  # the safety net promised by the README
-        return _fail(f"walq: internal error: {type(exc).__name__}: {_one_line(str(exc))}", debug=True)
+        return _fail(
+            f"walq: internal error: {type(exc).__name__}: {_one_line(str(exc))}", debug=True
+        )
 
 
 def _fail(line: str, debug: bool = False) -> int:

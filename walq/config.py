@@ -33,7 +33,9 @@ from walq.errors import ConfigError, clip
 from walq.fsutil import set_group_access
 from walq.masking import mask_secrets, url_passwords
 
-SERVER_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")  # fullmatch: "$" accepts a trailing newline
+SERVER_NAME_RE = re.compile(
+    r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z"
+)  # fullmatch: "$" accepts a trailing newline
 CompressionName = Literal["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"]
 assert set(get_args(CompressionName)) == set(CODEC_NAMES)
 
@@ -55,7 +57,10 @@ def check_server_name(name: str) -> str:
 
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")  # libpq's URI prefixes
-BROKER_SCHEMES = ("redis", "rediss")  # understood by both kombu (Celery) and redis-py (locks, status)
+BROKER_SCHEMES = (
+    "redis",
+    "rediss",
+)  # understood by both kombu (Celery) and redis-py (locks, status)
 LOCK_SCHEMES = ("redis", "rediss", "unix")  # redis-py's Redis.from_url
 
 
@@ -74,14 +79,20 @@ def check_url(value: str, schemes: tuple[str, ...]) -> str:
     if any(ch.isspace() for ch in value):
         raise ValueError("must not contain spaces (percent-encode them: %20)")
     if re.search(r"%(?![0-9A-Fa-f]{2})", value):
-        raise ValueError("has a '%' that is not followed by two hex digits (percent-encode it: %25)")
+        raise ValueError(
+            "has a '%' that is not followed by two hex digits (percent-encode it: %25)"
+        )
     try:
         parts = urlsplit(value)
         if "," not in parts.netloc:  # libpq allows host1:port1,host2:port2
             _ = parts.port  # ValueError for a port that is not a number from 0 to 65535
     except ValueError as exc:
         raise ValueError(f"is not a valid URL: {mask_secrets(str(exc))}") from None
-    if scheme.lower() in BROKER_SCHEMES and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+    if (
+        scheme.lower() in BROKER_SCHEMES
+        and parts.path.strip("/")
+        and not parts.path.strip("/").isdigit()
+    ):
         raise ValueError("the path must be a Redis database number (redis://host:6379/0)")
     return value
 
@@ -186,7 +197,11 @@ class ServerSettings(BaseModel):
     def _storage_scheme(cls, v: str | None) -> str | None:
         if v is not None and not (v.startswith("file://") or v.startswith("s3://")):
             raise ValueError("must start with file:// or s3://")
-        if v is not None and v.startswith("file://") and not v.removeprefix("file://").startswith("/"):
+        if (
+            v is not None
+            and v.startswith("file://")
+            and not v.removeprefix("file://").startswith("/")
+        ):
             raise ValueError("a file:// URL needs an absolute path (file:///path)")
         return v
 
@@ -218,7 +233,9 @@ class ServerSettings(BaseModel):
     def resolve(self, name: str, home: Path) -> ServerConfig:
         """This table as the server ``name``, its left-out directories placed under ``home``."""
         written = self.model_dump(exclude_unset=True, exclude={"name"})
-        return ServerConfig.model_validate({**_server_defaults(home, name), **written, "name": name})
+        return ServerConfig.model_validate(
+            {**_server_defaults(home, name), **written, "name": name}
+        )
 
 
 class ServerConfig(ServerSettings):
@@ -268,12 +285,16 @@ class Config(BaseSettings):
     broker_url: str | None = None
     lock_url: str | None = None
     catalog_url: str | None = None
-    spool_dir: Path = Field(default=None, validate_default=True)  # None: home/spool (_spool_under_home)
+    spool_dir: Path = Field(
+        default=None, validate_default=True
+    )  # None: home/spool (_spool_under_home)
     scan_interval: Annotated[float, Field(gt=0)] = 10.0
     claim_timeout: Annotated[float, Field(gt=0)] = 600.0
     lock_ttl: Annotated[float, Field(gt=0)] = 60.0
     archive_workers: Annotated[int, Field(ge=0, le=256)] = 0  # 0: one per CPU
-    prefetch_idle_timeout: Annotated[float, Field(gt=0)] = 30.0  # get-wal's prefetcher exits when unused this long
+    prefetch_idle_timeout: Annotated[float, Field(gt=0)] = (
+        30.0  # get-wal's prefetcher exits when unused this long
+    )
     # Fleet task retries: transient errors back off exponentially (with jitter) up to
     # task_retry_backoff_max seconds; after task_max_retries the WAL is marked failed.
     task_max_retries: Annotated[int, Field(ge=0)] = 8
@@ -432,7 +453,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            return (
+                init_settings,
+                env_settings,
+                TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+            )
 
     try:
         config = _FromFile()

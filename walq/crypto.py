@@ -64,10 +64,21 @@ def _summary(stderr: bytes) -> str:
 def encrypt_file(src: Path, dst: Path, server: ServerConfig) -> None:
     """Encrypt ``src`` into ``dst`` for ``encryption_key_id`` (compress-level 0, binary)."""
     if not server.encryption_key_id:
-        raise ConfigError(f"servers.{server.name}.encryption_key_id is required for encryption = 'gpg'")
+        raise ConfigError(
+            f"servers.{server.name}.encryption_key_id is required for encryption = 'gpg'"
+        )
     cmd = [
-        *_base_args(), "--trust-model", "always", "--compress-level", "0",
-        "--recipient", server.encryption_key_id, "--encrypt", "--output", str(dst), str(src),
+        *_base_args(),
+        "--trust-model",
+        "always",
+        "--compress-level",
+        "0",
+        "--recipient",
+        server.encryption_key_id,
+        "--encrypt",
+        "--output",
+        str(dst),
+        str(src),
     ]
     try:
         res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=600)
@@ -91,9 +102,13 @@ def passphrase(server: ServerConfig) -> bytes | None:
         if cached is not None:
             return cached
         try:
-            res = subprocess.run(command, shell=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+            res = subprocess.run(
+                command, shell=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise CryptoError(f"encryption_passphrase_command failed to run: {type(exc).__name__}") from None
+            raise CryptoError(
+                f"encryption_passphrase_command failed to run: {type(exc).__name__}"
+            ) from None
         if res.returncode != 0:
             raise CryptoError(f"encryption_passphrase_command exited {res.returncode}")
         value = res.stdout.rstrip(b"\r\n")
@@ -122,7 +137,11 @@ def decrypt_chunks(chunks: Iterable[bytes], server: ServerConfig) -> Iterator[by
     stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     try:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file, pass_fds=pass_fds
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            pass_fds=pass_fds,
         )
     except OSError as exc:
         stderr_file.close()

@@ -54,7 +54,7 @@ def url_passwords(url: str) -> tuple[str, ...]:
     from urllib.parse import unquote
 
     scheme_end = url.find("://")
-    rest = url[scheme_end + 3:] if scheme_end >= 0 else url
+    rest = url[scheme_end + 3 :] if scheme_end >= 0 else url
     userinfo, at, _ = rest.rpartition("@")
     if not at or ":" not in userinfo:
         return ()

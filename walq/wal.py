@@ -95,7 +95,11 @@ def parse_wal_name(name: str) -> WalName:
 
 def max_plain_size(name: str) -> int:
     """The most bytes a WAL file of this name can hold: a bound for decompression."""
-    return MAX_TEXT_SIZE if parse_wal_name(name).kind in (WalKind.HISTORY, WalKind.BACKUP) else MAX_SEG_SIZE
+    return (
+        MAX_TEXT_SIZE
+        if parse_wal_name(name).kind in (WalKind.HISTORY, WalKind.BACKUP)
+        else MAX_SEG_SIZE
+    )
 
 
 def is_wal_name(name: str) -> bool:
@@ -124,7 +128,9 @@ def segment_number(wal: WalName | str, seg_size: int) -> int:
         raise WalNameError(f"{w.name!r} is a history file and has no segment number")
     per_log = segments_per_log(seg_size)
     if w.seg >= per_log:
-        raise WalNameError(f"{w.name!r}: segment index {w.seg:X} is out of range for {seg_size} byte segments")
+        raise WalNameError(
+            f"{w.name!r}: segment index {w.seg:X} is out of range for {seg_size} byte segments"
+        )
     return w.log * per_log + w.seg
 
 
@@ -200,11 +206,15 @@ def validate_segment_header(
     if hdr.magic == 0 and not any(head[:LONG_HEADER_SIZE]):
         raise InvalidWalError("page header is all zeros (never-written or zero-filled file)")
     if hdr.magic not in KNOWN_PAGE_MAGICS:
-        raise InvalidWalError(f"unknown WAL page magic 0x{hdr.magic:04X} (not PostgreSQL 10-18 WAL)")
+        raise InvalidWalError(
+            f"unknown WAL page magic 0x{hdr.magic:04X} (not PostgreSQL 10-18 WAL)"
+        )
     if not hdr.info & XLP_LONG_HEADER or hdr.info & ~XLP_ALL_FLAGS:
         raise InvalidWalError(f"bad page flags 0x{hdr.info:04X} in the first page")
     if not (MIN_SEG_SIZE <= hdr.seg_size <= MAX_SEG_SIZE and _power_of_two(hdr.seg_size)):
-        raise InvalidWalError(f"header segment size {hdr.seg_size} is not a power of two from 1 MiB to 1 GiB")
+        raise InvalidWalError(
+            f"header segment size {hdr.seg_size} is not a power of two from 1 MiB to 1 GiB"
+        )
     if not (1024 <= hdr.blcksz <= 65536 and _power_of_two(hdr.blcksz)):
         raise InvalidWalError(f"header WAL block size {hdr.blcksz} is invalid")
     if expected_seg_size and hdr.seg_size != expected_seg_size:

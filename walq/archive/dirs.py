@@ -7,7 +7,9 @@ from walq.errors import WalqError
 from walq.fsutil import incoming_mode, makedirs_durable
 
 
-def ensure_server_dirs(config: Config, server: ServerConfig, error: type[WalqError], *, with_storage: bool) -> None:
+def ensure_server_dirs(
+    config: Config, server: ServerConfig, error: type[WalqError], *, with_storage: bool
+) -> None:
     """Create the source, errors and spool dirs (and the local archive when
     ``with_storage``); a failure raises ``error`` naming the config key.
 
@@ -27,4 +29,6 @@ def ensure_server_dirs(config: Config, server: ServerConfig, error: type[WalqErr
         try:
             makedirs_durable(path, incoming_mode() if key == "incoming_dir" else None)
         except OSError as exc:
-            raise error(f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}") from None
+            raise error(
+                f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}"
+            ) from None

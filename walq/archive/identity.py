@@ -15,7 +15,11 @@ from walq.config import ServerConfig
 def known_system_identifier(catalog: Catalog, server: ServerConfig) -> int | None:
     """The identifier this server's WAL must carry, None while unknown: the configured
     one wins over the one learned into the catalog."""
-    return server.system_identifier or int(catalog.get_meta(server.name, "system_identifier") or 0) or None
+    return (
+        server.system_identifier
+        or int(catalog.get_meta(server.name, "system_identifier") or 0)
+        or None
+    )
 
 
 def known_segment_size(catalog: Catalog, server: ServerConfig) -> int | None:
@@ -28,7 +32,9 @@ def server_identity(catalog: Catalog, server: ServerConfig) -> tuple[int | None,
     return known_system_identifier(catalog, server), known_segment_size(catalog, server)
 
 
-def adopt_identity(catalog: Catalog, server: ServerConfig, sysid: int, seg_size: int | None) -> int | None:
+def adopt_identity(
+    catalog: Catalog, server: ServerConfig, sysid: int, seg_size: int | None
+) -> int | None:
     """Record the identity on first sight; return the known system identifier when
     ``sysid`` conflicts with it (the caller says why, in its own words)."""
     known, known_seg = server_identity(catalog, server)

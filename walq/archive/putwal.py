@@ -33,7 +33,9 @@ from walq.wal import (
     parse_wal_name,
 )
 
-MAX_TEXT_FILE_SIZE = 1 << 20  # .history and .backup: a few lines of text (walq.pipeline.MAX_TEXT_WAL)
+MAX_TEXT_FILE_SIZE = (
+    1 << 20
+)  # .history and .backup: a few lines of text (walq.pipeline.MAX_TEXT_WAL)
 
 
 def put_wal(config: Config, server_name: str, source: Path) -> str:
@@ -51,18 +53,25 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
     try:
         makedirs_durable(incoming, incoming_mode())
     except OSError as exc:
-        raise ConfigError(f"servers.{server.name}.incoming_dir: cannot create {incoming}: {exc.strerror}") from None
+        raise ConfigError(
+            f"servers.{server.name}.incoming_dir: cannot create {incoming}: {exc.strerror}"
+        ) from None
     target = incoming / name
     if target.exists():
         return _compare_existing(source, target)
     tmp = incoming / f".{name}.{os.getpid()}.put"
     try:
         tmp.unlink(missing_ok=True)  # a killed call's leftover under a reused pid
-        with open(source, "rb") as fin, os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout:
+        with (
+            open(source, "rb") as fin,
+            os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout,
+        ):
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
             if fout.tell() != size:
-                raise InvalidWalError(f"{source}: changed size while being copied ({size} -> {fout.tell()} bytes); not copied")
+                raise InvalidWalError(
+                    f"{source}: changed size while being copied ({size} -> {fout.tell()} bytes); not copied"
+                )
             os.fsync(fout.fileno())
         st = source.stat()
         os.utime(tmp, (st.st_atime, st.st_mtime))
@@ -72,7 +81,9 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
             return _compare_existing(source, target)
         fsync_dir(incoming)
     except OSError as exc:
-        raise TransientError(f"cannot copy {source} into {incoming}: {exc.strerror or exc}") from exc
+        raise TransientError(
+            f"cannot copy {source} into {incoming}: {exc.strerror or exc}"
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return "stored"
@@ -119,7 +130,11 @@ def _expected_seg_size(config: Config, server: ServerConfig, source: Path) -> tu
         raise TransientError(f"cannot read {source}: {exc.strerror or exc}") from exc
     if len(head) == LONG_HEADER_SIZE:
         hdr = PageHeader.unpack(head)
-        if hdr.magic in KNOWN_PAGE_MAGICS and hdr.info & XLP_LONG_HEADER and _valid_seg_size(hdr.seg_size):
+        if (
+            hdr.magic in KNOWN_PAGE_MAGICS
+            and hdr.info & XLP_LONG_HEADER
+            and _valid_seg_size(hdr.seg_size)
+        ):
             return hdr.seg_size, "the segment size in its page header"
     learned = _learned_seg_size(config, server)
     return (learned, f"servers.{server.name}'s segment size") if learned else (0, "")
@@ -145,4 +160,6 @@ def _learned_seg_size(config: Config, server: ServerConfig) -> int:
 def _compare_existing(source: Path, target: Path) -> str:
     if sha256_file(source) == sha256_file(target):
         return "identical"
-    raise DuplicateWalError(f"{target} already exists with different content; {source} was not copied")
+    raise DuplicateWalError(
+        f"{target} already exists with different content; {source} was not copied"
+    )

@@ -17,7 +17,9 @@ from walq.fsutil import fsync_dir
 from walq.wal import parse_wal_name
 
 
-def restore_parked_file(errors_dir: Path, incoming_dir: Path, name: str, parked: str | None) -> bool:
+def restore_parked_file(
+    errors_dir: Path, incoming_dir: Path, name: str, parked: str | None
+) -> bool:
     """Move a parked copy of ``name`` from errors/ back into incoming/ (True if moved)."""
     target = incoming_dir / name
     if target.exists():

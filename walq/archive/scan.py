@@ -69,7 +69,9 @@ def move_to_errors(path: Path, errors_dir: Path, suffix: str) -> Path:
     return target
 
 
-def _classify(entries: list[os.DirEntry[str]], origin: str, errors_dir: Path, batch: Batch) -> list[Candidate]:
+def _classify(
+    entries: list[os.DirEntry[str]], origin: str, errors_dir: Path, batch: Batch
+) -> list[Candidate]:
     found: list[Candidate] = []
     for entry in entries:
         if entry.name.endswith(".tmp"):

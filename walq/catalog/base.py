@@ -38,7 +38,9 @@ TRANSITIONS: dict[WalState | None, frozenset[WalState]] = {
 }
 
 
-def check_transition(server: str, name: str, current: WalState | str | None, target: WalState) -> None:
+def check_transition(
+    server: str, name: str, current: WalState | str | None, target: WalState
+) -> None:
     """Raise TransitionError unless a row in ``current`` may move to ``target``."""
     state = WalState(current) if current is not None else None
     if target not in TRANSITIONS[state]:
@@ -82,11 +84,32 @@ class WalRecord:
     attempts: int
     last_error: str | None
 
-    COLUMNS = ["server", "name", "state", "source_path", "size", "stored_size", "codec", "encryption", "checksum", "storage_key", "mtime", "claimed_at", "deadline", "archived_at", "prepare_seconds", "store_seconds", "attempts", "last_error"]
+    COLUMNS = [
+        "server",
+        "name",
+        "state",
+        "source_path",
+        "size",
+        "stored_size",
+        "codec",
+        "encryption",
+        "checksum",
+        "storage_key",
+        "mtime",
+        "claimed_at",
+        "deadline",
+        "archived_at",
+        "prepare_seconds",
+        "store_seconds",
+        "attempts",
+        "last_error",
+    ]
 
 
 class Catalog(Protocol):
-    def claim(self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False) -> bool:
+    def claim(
+        self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False
+    ) -> bool:
         """Claim a WAL for work. True for a new row, for a claim past its deadline,
         or (``steal``: the caller holds the only lock) any claimed row.
         False while another worker's claim is live, or once archived/failed."""
@@ -100,11 +123,15 @@ class Catalog(Protocol):
         """Transient failure: keep the row claimable by the next scan, count the attempt."""
         ...
 
-    def mark_failed(self, server: str, name: str, error: str, source_path: str | None = None) -> None:
+    def mark_failed(
+        self, server: str, name: str, error: str, source_path: str | None = None
+    ) -> None:
         """Permanent failure: park the WAL with its reason (creates the row if needed)."""
         ...
 
-    def mark_archived(self, server: str, name: str, info: ArchivedInfo, fence: int | None = None) -> None:
+    def mark_archived(
+        self, server: str, name: str, info: ArchivedInfo, fence: int | None = None
+    ) -> None:
         """Commit a claimed row. Raises FencedError when ``fence`` is older than one
         already seen, TransitionError when the row is missing or not claimed (an
         archived row is never overwritten); either way nothing is written."""

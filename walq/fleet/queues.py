@@ -51,8 +51,12 @@ def fleet_status(config: Config) -> dict[str, object]:
     try:
         result["in_flight"] = {
             name: [
-                {"wal": r.name, "since_s": round(now - (r.claimed_at or now), 1),
-                 "stalled": bool(r.deadline is not None and r.deadline <= now), "attempts": r.attempts}
+                {
+                    "wal": r.name,
+                    "since_s": round(now - (r.claimed_at or now), 1),
+                    "stalled": bool(r.deadline is not None and r.deadline <= now),
+                    "attempts": r.attempts,
+                }
                 for r in catalog.records(name, WalState.CLAIMED)
             ]
             for name in sorted(config.servers)

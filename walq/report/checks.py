@@ -88,7 +88,11 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
         attempt("encryption key", lambda: check_key(server))
         if not server.encryption_passphrase_command:
             results.append(CheckResult.skip("decryption", "no encryption_passphrase_command"))
-    dirs = {"incoming_dir": server.incoming_dir, "streaming_dir": server.streaming_dir, "errors_dir": server.errors_dir}
+    dirs = {
+        "incoming_dir": server.incoming_dir,
+        "streaming_dir": server.streaming_dir,
+        "errors_dir": server.errors_dir,
+    }
     for key, path in dirs.items():
         attempt(f"{key} writable", partial(_writable, path))
     status = server_status(catalog, server, with_postgres=False)
@@ -98,10 +102,15 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
     else:
         results.append(CheckResult("no gaps", not gaps, describe_gaps(gaps)))
     failed = status["failed"]
-    results.append(CheckResult(
-        "no failed WALs", not failed,
-        f"{len(failed)} failed, first {failed[0]['name']}: {failed[0]['error']}" if failed else "",
-    ))
+    results.append(
+        CheckResult(
+            "no failed WALs",
+            not failed,
+            f"{len(failed)} failed, first {failed[0]['name']}: {failed[0]['error']}"
+            if failed
+            else "",
+        )
+    )
     if not config.effective_lock_url:  # the fleet's Redis lock expires with its holder
         _attempt_result(results, "archiver lock", lambda: archiver_lock_check(config, server))
     attempt("errors directory empty", lambda: _errors_dir_empty(server))

@@ -101,7 +101,8 @@ def list_pending(directory: Path) -> list[Path]:
     """The files a directory queues, sorted: dot-files and ``*.tmp`` are work in progress
     (a writer's or walq's own), not queued WAL. Raises OSError for a missing or unreadable one."""
     return sorted(
-        Path(e.path) for e in os.scandir(directory)
+        Path(e.path)
+        for e in os.scandir(directory)
         if not e.name.startswith(".") and not e.name.endswith(".tmp")
     )
 
@@ -137,7 +138,8 @@ def streaming_status(server: ServerConfig, with_postgres: bool = True) -> Stream
         "archiver_last_failed_wal": info.archiver.last_failed_wal,
         "archiver_failing": info.archiver.failing,
         "slot": {"name": slot.name, "active": slot.active, "retained_bytes": slot.retained_bytes}
-        if slot else None,
+        if slot
+        else None,
         "replication_lag_bytes": info.replication_lag_bytes,
     }
     return data
@@ -160,7 +162,13 @@ def server_status(
         "server": server.name,
         "watermark": cont.watermark if cont else None,
         "timelines": [
-            {"tli": t.tli, "first": t.first, "last": t.last, "watermark": t.watermark, "segments": t.count}
+            {
+                "tli": t.tli,
+                "first": t.first,
+                "last": t.last,
+                "watermark": t.watermark,
+                "segments": t.count,
+            }
             for t in (cont.timelines if cont else [])
         ],
         "last_archived": last.name if last else None,

@@ -31,7 +31,9 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(server: ServerConfig, catalog: Catalog, storage: Storage, threads: int = 4) -> VerifyReport:
+def verify(
+    server: ServerConfig, catalog: Catalog, storage: Storage, threads: int = 4
+) -> VerifyReport:
     report = VerifyReport(server.name)
     records = {r.name: r for r in catalog.records(server.name, WalState.ARCHIVED)}
     objects = {o.name: o for o in storage.list()}
@@ -48,14 +50,24 @@ def verify(server: ServerConfig, catalog: Catalog, storage: Storage, threads: in
     def check(obj: StoredObject) -> str | None:
         rec = records[obj.name]
         try:
-            summed = Checksum().of(plain_chunks(storage, obj, server, codec=rec.codec,
-                                                encrypted=rec.encryption == "gpg", limit=rec.size or None))
+            summed = Checksum().of(
+                plain_chunks(
+                    storage,
+                    obj,
+                    server,
+                    codec=rec.codec,
+                    encrypted=rec.encryption == "gpg",
+                    limit=rec.size or None,
+                )
+            )
         except (WalqError, OSError, ValueError) as exc:
             return f"{obj.name}: cannot be read back: {exc}"
         except Exception as exc:  # codec libraries raise their own types on corruption
             return f"{obj.name}: cannot be decoded: {exc}"
         if summed.hexdigest() != rec.checksum or summed.size != rec.size:
-            return f"{obj.name}: checksum mismatch ({summed.size} bytes read, catalog says {rec.size})"
+            return (
+                f"{obj.name}: checksum mismatch ({summed.size} bytes read, catalog says {rec.size})"
+            )
         return None
 
     both = [objects[n] for n in sorted(set(records) & set(objects))]
@@ -67,5 +79,7 @@ def verify(server: ServerConfig, catalog: Catalog, storage: Storage, threads: in
     seg_size = known_segment_size(catalog, server)
     if seg_size and records:
         for start, end in continuity(list(records), seg_size).gaps:
-            report.problems.append(f"gap: {start}..{end} missing" if start != end else f"gap: {start} missing")
+            report.problems.append(
+                f"gap: {start}..{end} missing" if start != end else f"gap: {start} missing"
+            )
     return report

@@ -75,8 +75,15 @@ def stop(spool: Path) -> None:
             os.kill(pid, signal.SIGTERM)
 
 
-def start(config: Config, server: ServerConfig, after: str, count: int, storage: Storage | None = None,
-          *, replace: bool = False) -> None:
+def start(
+    config: Config,
+    server: ServerConfig,
+    after: str,
+    count: int,
+    storage: Storage | None = None,
+    *,
+    replace: bool = False,
+) -> None:
     """Fork a detached prefetcher that restores the ``count`` segments after ``after``.
 
     The caller returns to PostgreSQL at once; the child reuses this process's
@@ -89,7 +96,10 @@ def start(config: Config, server: ServerConfig, after: str, count: int, storage:
     try:
         make_owned_dir(spool, restore_spool_leftover)
     except OSError as exc:
-        print(f"walq: warning: prefetch disabled, cannot create {spool}: {exc.strerror}", file=sys.stderr)
+        print(
+            f"walq: warning: prefetch disabled, cannot create {spool}: {exc.strerror}",
+            file=sys.stderr,
+        )
         return
     except WalqError as exc:  # not walq's directory: never trimmed, so never prefetched into
         print(f"walq: warning: prefetch disabled: {exc}", file=sys.stderr)
@@ -150,7 +160,9 @@ def _remove_stale(spool: Path, keep: set[str]) -> None:
                 os.unlink(entry.path)
 
 
-def run(config: Config, server: ServerConfig, after: str, count: int, storage: Storage | None = None) -> None:
+def run(
+    config: Config, server: ServerConfig, after: str, count: int, storage: Storage | None = None
+) -> None:
     """The prefetcher's loop (in the forked or spawned process)."""
     count = min(count, MAX_PREFETCH)  # the CLI refuses more; the window's memory grows with it
     spool = make_owned_dir(spool_dir(config, server), restore_spool_leftover)
@@ -182,8 +194,16 @@ def run(config: Config, server: ServerConfig, after: str, count: int, storage: S
         os.close(lock_fd)
 
 
-def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Storage, spool: Path,
-          after: str, count: int, seg_size: int) -> None:
+def _loop(
+    config: Config,
+    server: ServerConfig,
+    catalog: Catalog,
+    storage: Storage,
+    spool: Path,
+    after: str,
+    count: int,
+    seg_size: int,
+) -> None:
     planned: deque[str] = deque()  # fetched or in flight, not yet taken by recovery
     running: dict[Future[str], str] = {}
     cursor = after
@@ -202,7 +222,9 @@ def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Stora
                 planned.append(cursor)
                 if not (spool / cursor).is_file():
                     record = catalog.get(server.name, cursor)
-                    running[pool.submit(fetch_into, storage, server, record, cursor, spool)] = cursor
+                    running[pool.submit(fetch_into, storage, server, record, cursor, spool)] = (
+                        cursor
+                    )
                     submitted = True
             if submitted:
                 _publish(spool, list(running.values()))

@@ -71,7 +71,9 @@ class LocalStorage:
         root = os.path.realpath(self.root)
         resolved = os.path.realpath(os.path.join(root, key))
         if resolved != os.path.join(root, key):
-            raise StorageKeyError(f"storage key {key!r} of {name} resolves to {resolved}, not inside {root}")
+            raise StorageKeyError(
+                f"storage key {key!r} of {name} resolves to {resolved}, not inside {root}"
+            )
         return key
 
     def find(self, name: str) -> StoredObject | None:
@@ -101,7 +103,9 @@ class LocalStorage:
             raise
         except OSError as exc:
             raise StorageError(f"cannot write {final}: {exc.strerror or exc}") from exc
-        return StoredObject(request.name, self.key_for(request.name), size, request.codec, request.encrypted)
+        return StoredObject(
+            request.name, self.key_for(request.name), size, request.codec, request.encrypted
+        )
 
     def _stage(self, request: PutRequest) -> Path:
         """A durable copy of the payload on this file system, with the WAL's mtime and
@@ -142,7 +146,9 @@ class LocalStorage:
             if Path(exc.filename or "") != self.root:
                 raise StorageError(f"cannot list {exc.filename}: {exc.strerror}") from exc
         except OSError as exc:
-            raise StorageError(f"cannot list {exc.filename or self.root}: {exc.strerror or exc}") from exc
+            raise StorageError(
+                f"cannot list {exc.filename or self.root}: {exc.strerror or exc}"
+            ) from exc
 
     def _list(self) -> Iterator[StoredObject]:
         entries = sorted(os.scandir(self.root), key=lambda e: e.name)
@@ -158,9 +164,13 @@ class LocalStorage:
 
     def record_commit(self, obj: StoredObject, mtime: float, codec: str, encrypted: bool) -> None:
         compression = codec if codec != "none" else "None"
-        line = f"{obj.name}\t{obj.size}\t{mtime!r}\t{compression}\t{'gpg' if encrypted else 'None'}\n"
+        line = (
+            f"{obj.name}\t{obj.size}\t{mtime!r}\t{compression}\t{'gpg' if encrypted else 'None'}\n"
+        )
         try:
-            fd = os.open(self.xlogdb, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
+            fd = os.open(
+                self.xlogdb, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode()
+            )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 os.write(fd, line.encode())
@@ -188,7 +198,9 @@ class LocalStorage:
             os.close(open_private(test, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
             test.unlink()
         except OSError as exc:
-            raise StorageError(f"storage {self.root} is not writable: {exc.strerror or exc}") from exc
+            raise StorageError(
+                f"storage {self.root} is not writable: {exc.strerror or exc}"
+            ) from exc
 
     def cleanup(self) -> int:
         """Drop temp files a killed run left; only in walq's own (marked) temp dir, files only."""
@@ -196,7 +208,9 @@ class LocalStorage:
         if not tmp_dir.exists() and not tmp_dir.is_symlink():
             return 0
         if not is_owned(tmp_dir):
-            make_owned_dir(tmp_dir, temp_leftover)  # adopts an earlier walq's; refuses anything else
+            make_owned_dir(
+                tmp_dir, temp_leftover
+            )  # adopts an earlier walq's; refuses anything else
         removed = 0
         try:
             for entry in os.scandir(tmp_dir):

@@ -48,9 +48,17 @@ STALE_UPLOAD_SECONDS = 24 * 3600  # cleanup aborts multipart uploads older than 
 DEFAULT_MAX_ATTEMPTS = 5
 
 # Error codes whose server message is not echoed (may mention the identity).
-_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken",
-               "InvalidToken", "TokenRefreshRequired", "UnrecognizedClientException",
-               "403", "Forbidden"}
+_AUTH_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "UnrecognizedClientException",
+    "403",
+    "Forbidden",
+}
 _PRECONDITION = {"PreconditionFailed", "412"}
 _CONFLICT = {"ConditionalRequestConflict", "409"}
 _NOT_IMPLEMENTED = {"NotImplemented", "501"}
@@ -92,9 +100,12 @@ def get_client(endpoint_url: str | None, region: str | None, profile: str | None
             try:
                 session = botocore.session.Session(profile=profile)
                 client = session.create_client(
-                    "s3", region_name=region, endpoint_url=endpoint_url,
-                    config=Config(retries=retries, connect_timeout=5, read_timeout=60,
-                                  max_pool_connections=16),
+                    "s3",
+                    region_name=region,
+                    endpoint_url=endpoint_url,
+                    config=Config(
+                        retries=retries, connect_timeout=5, read_timeout=60, max_pool_connections=16
+                    ),
                 )
             except botocore.exceptions.BotoCoreError as exc:  # ProfileNotFound and friends
                 raise ConfigError(f"s3_profile {profile!r}: {type(exc).__name__}") from None
@@ -140,7 +151,9 @@ def _describe(exc: BaseException) -> str:
         if code in _AUTH_CODES:
             return f"{code} (HTTP {status}): the credentials were refused; check the AWS credential chain"
         if code == "NoSuchBucket":
-            return f"NoSuchBucket (HTTP {status}): the bucket does not exist (walq never creates it)"
+            return (
+                f"NoSuchBucket (HTTP {status}): the bucket does not exist (walq never creates it)"
+            )
         msg = err.get("Message")
         return f"{code} (HTTP {status})" + (f": {msg}" if msg else "")
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
@@ -236,7 +249,7 @@ class S3Storage:
         """barman-cloud's key for ``name``: this server's wals/ prefix, the WAL's hash
         directory, the WAL's name and one codec extension, optionally ``.gpg``."""
         directory = self.dir_for(name)
-        basename = key[len(directory):] if key.startswith(directory) else ""
+        basename = key[len(directory) :] if key.startswith(directory) else ""
         stem, codec, encrypted = split_key_name(basename)
         if "/" in basename or stem != name or self.key_for(name, codec, encrypted) != key:
             raise StorageKeyError(
@@ -329,18 +342,31 @@ class S3Storage:
                     digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
                     with self._errors(f"upload part {number} of", key):
                         resp = client.upload_part(
-                            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                            Body=chunk, ChecksumSHA256=digest, ChecksumAlgorithm="SHA256",
+                            Bucket=self.bucket,
+                            Key=key,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            Body=chunk,
+                            ChecksumSHA256=digest,
+                            ChecksumAlgorithm="SHA256",
                         )
-                    parts.append({"PartNumber": number, "ETag": resp["ETag"],
-                                  "ChecksumSHA256": resp.get("ChecksumSHA256", digest)})
+                    parts.append(
+                        {
+                            "PartNumber": number,
+                            "ETag": resp["ETag"],
+                            "ChecksumSHA256": resp.get("ChecksumSHA256", digest),
+                        }
+                    )
             if self.find(parse_name(key)) is not None:  # a writer got there while we uploaded
                 raise AlreadyStoredError(f"{self._where(key)} already exists")
             try:
                 with self._errors("complete multipart upload of", key):
                     client.complete_multipart_upload(
-                        Bucket=self.bucket, Key=key, UploadId=upload_id,
-                        MultipartUpload={"Parts": parts}, IfNoneMatch="*",
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": parts},
+                        IfNoneMatch="*",
                     )
             except StorageError as exc:
                 cause = exc.__context__
@@ -369,10 +395,12 @@ class S3Storage:
     def list(self) -> Iterator[StoredObject]:
         found: list[StoredObject] = []
         with self._errors("list", self.base):
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.base)
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.base
+            )
             for page in pages:
                 for item in page.get("Contents", []):
-                    rel = item["Key"][len(self.base):]
+                    rel = item["Key"][len(self.base) :]
                     parts = rel.split("/")
                     if len(parts) > 2 or (len(parts) == 2 and len(parts[0]) != 16):
                         continue
@@ -398,10 +426,16 @@ class S3Storage:
         with self._errors("list", self.base):
             client.list_objects_v2(Bucket=self.bucket, Prefix=self.base, MaxKeys=1)
         probe = f"{self.server_prefix}.walq-check-{uuid.uuid4().hex}"
-        sse = {k: v for k, v in self._extra_args(None).items() if k.startswith(("ServerSide", "SSE"))}
+        sse = {
+            k: v for k, v in self._extra_args(None).items() if k.startswith(("ServerSide", "SSE"))
+        }
         with self._errors("write probe", probe):  # with the SSE settings, so a KMS key is tried too
-            client.put_object(Bucket=self.bucket, Key=probe, Body=b"walq check\n", IfNoneMatch="*", **sse)
-        with suppress(Exception):  # a bucket may forbid deletes (object lock); the write proved enough
+            client.put_object(
+                Bucket=self.bucket, Key=probe, Body=b"walq check\n", IfNoneMatch="*", **sse
+            )
+        with suppress(
+            Exception
+        ):  # a bucket may forbid deletes (object lock); the write proved enough
             client.delete_object(Bucket=self.bucket, Key=probe)
 
     def cleanup(self) -> int:
