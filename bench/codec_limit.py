@@ -27,6 +27,7 @@ def _compressor(codec: str, level: int | None):
 
         return lambda data: lz4.frame.compress(data, compression_level=level or 0)
     if codec == "gzip":
+
         def gz(data: bytes) -> bytes:
             obj = zlib.compressobj(6 if level is None else level, zlib.DEFLATED, 31)
             return obj.compress(data) + obj.flush()
@@ -73,7 +74,11 @@ def main() -> None:
     for p in procs:
         p.join()
     wall = max(r[0] for r in results)
-    print(json.dumps({"wall": wall, "cpu": sum(r[1] for r in results), "stored": sum(r[2] for r in results)}))
+    print(
+        json.dumps(
+            {"wall": wall, "cpu": sum(r[1] for r in results), "stored": sum(r[2] for r in results)}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -45,13 +45,24 @@ class Corpus:
         return len(self.segments) * self.seg_size
 
     def take(self, count: int) -> Corpus:
-        return Corpus(self.directory, self.segments[:count], self.system_identifier, self.seg_size, self.pgdata)
+        return Corpus(
+            self.directory,
+            self.segments[:count],
+            self.system_identifier,
+            self.seg_size,
+            self.pgdata,
+        )
 
     def middle(self, count: int) -> Corpus:
         """``count`` consecutive segments from the middle: past the bulk load, typical WAL."""
         start = max(0, (len(self.segments) - count) // 2)
-        return Corpus(self.directory, self.segments[start:start + count], self.system_identifier,
-                      self.seg_size, self.pgdata)
+        return Corpus(
+            self.directory,
+            self.segments[start : start + count],
+            self.system_identifier,
+            self.seg_size,
+            self.pgdata,
+        )
 
     def link_into(self, dest: Path, names: list[str] | None = None) -> list[str]:
         """A fresh copy of the corpus in ``dest``: hard links (the cache is read-only)."""
@@ -65,7 +76,9 @@ class Corpus:
         for name in self.segments:
             st = (self.directory / name).stat()
             if st.st_size != self.seg_size:
-                raise RuntimeError(f"corpus file {name} changed size ({st.st_size}); delete {self.directory}")
+                raise RuntimeError(
+                    f"corpus file {name} changed size ({st.st_size}); delete {self.directory}"
+                )
 
 
 def _count(archive: Path) -> int:
@@ -81,7 +94,13 @@ def make(segments: int, log=print) -> Corpus:
             cached.append((len(data["segments"]), manifest.parent, data))
     if cached:  # the smallest cached corpus that is big enough; its first segments
         _, found, data = min(cached, key=lambda c: c[0])
-        corpus = Corpus(found / "wal", data["segments"], data["system_identifier"], data["seg_size"], found / "pgdata")
+        corpus = Corpus(
+            found / "wal",
+            data["segments"],
+            data["system_identifier"],
+            data["seg_size"],
+            found / "pgdata",
+        )
         return corpus.take(segments)
     base = CACHE / f"corpus-{SEG_MB}m-{segments}"
     manifest = base / "manifest.json"
@@ -93,29 +112,60 @@ def make(segments: int, log=print) -> Corpus:
     os.chmod(base, 0o755)
     chown_postgres(work)
     cluster = Cluster(work / "c")
-    log(f"corpus: making {segments} real {SEG_MB} MiB segments with pgbench in {base} (once; cached)")
+    log(
+        f"corpus: making {segments} real {SEG_MB} MiB segments with pgbench in {base} (once; cached)"
+    )
     started = time.monotonic()
-    cluster.initdb(wal_segsize_mb=SEG_MB, conf={
-        "archive_mode": "on",
-        "archive_command": f"'test ! -f {archive}/%f && cp %p {archive}/%f'",
-        "max_wal_size": "1GB",
-        "min_wal_size": "128MB",
-        "checkpoint_timeout": "30s",
-        "synchronous_commit": "off",
-        "shared_buffers": "128MB",
-    })
+    cluster.initdb(
+        wal_segsize_mb=SEG_MB,
+        conf={
+            "archive_mode": "on",
+            "archive_command": f"'test ! -f {archive}/%f && cp %p {archive}/%f'",
+            "max_wal_size": "1GB",
+            "min_wal_size": "128MB",
+            "checkpoint_timeout": "30s",
+            "synchronous_commit": "off",
+            "shared_buffers": "128MB",
+        },
+    )
     cluster.start()
     try:
         cluster.pgbench_init(scale=10)
         while _count(archive) < segments + 1:
-            cluster._run(["pgbench", "-n", "-T", "15", "-c", "4", "-j", "2", "-h", str(cluster.root),
-                          "-p", str(cluster.port), "-U", "postgres", "postgres"])
+            cluster._run(
+                [
+                    "pgbench",
+                    "-n",
+                    "-T",
+                    "15",
+                    "-c",
+                    "4",
+                    "-j",
+                    "2",
+                    "-h",
+                    str(cluster.root),
+                    "-p",
+                    str(cluster.port),
+                    "-U",
+                    "postgres",
+                    "postgres",
+                ]
+            )
             log(f"corpus: {_count(archive)} segments archived ({time.monotonic() - started:.0f}s)")
         sysid = int(cluster.psql("SELECT system_identifier FROM pg_control_system()"))
         cluster.switch_wal()
-        wait_for(lambda: int(cluster.psql(
-            "SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'")) == 0,
-            120, "the corpus archiver to catch up")
+        wait_for(
+            lambda: (
+                int(
+                    cluster.psql(
+                        "SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'"
+                    )
+                )
+                == 0
+            ),
+            120,
+            "the corpus archiver to catch up",
+        )
     finally:
         cluster.stop()
     names = sorted(p.name for p in archive.iterdir() if len(p.name) == 24)[:segments]
@@ -132,10 +182,18 @@ def make(segments: int, log=print) -> Corpus:
     shutil.copy2(cluster.data / "global" / "pg_control", pgdata / "global" / "pg_control")
     os.chmod(pgdata, 0o700)
     shutil.rmtree(work)
-    manifest.write_text(json.dumps({
-        "segments": names, "system_identifier": sysid, "seg_size": SEG_MB << 20,
-        "made_seconds": round(time.monotonic() - started, 1), "names_sha256": digest.hexdigest(),
-    }, indent=1))
+    manifest.write_text(
+        json.dumps(
+            {
+                "segments": names,
+                "system_identifier": sysid,
+                "seg_size": SEG_MB << 20,
+                "made_seconds": round(time.monotonic() - started, 1),
+                "names_sha256": digest.hexdigest(),
+            },
+            indent=1,
+        )
+    )
     log(f"corpus: done in {time.monotonic() - started:.0f}s")
     return Corpus(wal, names, sysid, SEG_MB << 20, pgdata)
 

@@ -60,7 +60,9 @@ def _label(pid: int) -> str:
     parts = [p for p in raw.split("\0") if p]
     if not parts:
         return f"pid {pid}"
-    words = [os.path.basename(parts[0])] + [os.path.basename(p) if "/" in p else p for p in parts[1:4]]
+    words = [os.path.basename(parts[0])] + [
+        os.path.basename(p) if "/" in p else p for p in parts[1:4]
+    ]
     return " ".join(words)[:60]
 
 
@@ -153,15 +155,23 @@ class Meter:
             raise RuntimeError(f"{' '.join(map(str, cmd))} exited {code}:\n{text[-3000:]}")
         return code, text
 
-    def system(self, cmd: list[str], *, env: dict[str, str] | None = None, check: bool = True,
-               label: str = "") -> tuple[int, str]:
+    def system(
+        self,
+        cmd: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        check: bool = True,
+        label: str = "",
+    ) -> tuple[int, str]:
         """Run ``cmd`` the way PostgreSQL runs archive_command and restore_command: a
         shell forks and execs it. The shell lives in the run's group, so each call
         pays its own process start-up but not the harness's cgroup attach, which
         costs several ms per process and would dwarf a fast tool's call."""
         sh = self._shell(env)
         assert sh.stdin is not None and sh.stdout is not None
-        sh.stdin.write(f"{shlex.join(cmd)} </dev/null >/dev/null 2>{shlex.quote(str(self._sh_err))}\n")
+        sh.stdin.write(
+            f"{shlex.join(cmd)} </dev/null >/dev/null 2>{shlex.quote(str(self._sh_err))}\n"
+        )
         sh.stdin.flush()
         answer = sh.stdout.readline()
         if not answer:
@@ -177,8 +187,14 @@ class Meter:
             self._close_shell()
         if self._sh is None:
             loop = 'while IFS= read -r line; do eval "$line"; printf "%s\\n" "$?"; done'
-            self._sh = subprocess.Popen(["/bin/sh", "-c", loop], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, env=env, preexec_fn=self._preexec())
+            self._sh = subprocess.Popen(
+                ["/bin/sh", "-c", loop],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+                preexec_fn=self._preexec(),
+            )
             self._sh_env = env
         return self._sh
 

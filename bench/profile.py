@@ -28,20 +28,42 @@ from bench import runners  # noqa: E402
 from tests.services.config_file import write_walq_config  # noqa: E402
 
 PYSPY = REPO / ".venv-bench" / "bin" / "py-spy"
-IDLE = ("Condition.wait", "_epoll.poll", "select (", "_PollLikeSelector.select", "Connection._recv",
-        "do_poll", "SocketBuffer._read_from_socket", "Connection.wait", "Event.wait", "sleep")
+IDLE = (
+    "Condition.wait",
+    "_epoll.poll",
+    "select (",
+    "_PollLikeSelector.select",
+    "Connection._recv",
+    "do_poll",
+    "SocketBuffer._read_from_socket",
+    "Connection.wait",
+    "Event.wait",
+    "sleep",
+)
 
 BUCKETS = [  # (name, test on the leaf frame, test on the whole stack); first match wins
-    ("codec", lambda leaf, st: "compress (codecs.py" in leaf or "compress_chunks" in leaf
-     or "decompress_chunks" in leaf),
-    ("sha256", lambda leaf, st: "accounted (steps.py" in leaf or "_copy_verified (fetch.py" in leaf),
+    (
+        "codec",
+        lambda leaf, st: (
+            "compress (codecs.py" in leaf
+            or "compress_chunks" in leaf
+            or "decompress_chunks" in leaf
+        ),
+    ),
+    (
+        "sha256",
+        lambda leaf, st: "accounted (steps.py" in leaf or "_copy_verified (fetch.py" in leaf,
+    ),
     ("read", lambda leaf, st: "_chain (steps.py" in leaf),
     ("imports", lambda leaf, st: "importlib" in st),
     ("boto3 (requests, signing)", lambda leaf, st: "botocore" in st or "urllib3" in st),
     ("PostgreSQL catalog (psycopg)", lambda leaf, st: "psycopg" in st),
     ("Redis / kombu", lambda leaf, st: "redis" in st or "kombu" in st),
     ("Celery / billiard", lambda leaf, st: "celery" in st or "billiard" in st),
-    ("store + commit", lambda leaf, st: "finish (embedded.py" in st or "store (" in st or "commit (" in st),
+    (
+        "store + commit",
+        lambda leaf, st: "finish (embedded.py" in st or "store (" in st or "commit (" in st,
+    ),
     ("write payload", lambda leaf, st: "prepare (steps.py" in leaf),
 ]
 
@@ -68,11 +90,21 @@ def summarize(raw: Path) -> str:
     return "\n".join(lines)
 
 
-def record(cmd: list[str], raw: Path, env: dict[str, str] | None = None, pid: int | None = None) -> subprocess.Popen | None:
+def record(
+    cmd: list[str], raw: Path, env: dict[str, str] | None = None, pid: int | None = None
+) -> subprocess.Popen | None:
     base = [str(PYSPY), "record", "--subprocesses", "-r", "200", "-f", "raw", "-o", str(raw)]
     if pid is not None:
-        return subprocess.Popen([*base, "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run([*base, "--", *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        return subprocess.Popen(
+            [*base, "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    subprocess.run(
+        [*base, "--", *cmd],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
     return None
 
 
@@ -111,21 +143,42 @@ def main() -> int:
             source = runners.prepare_restore_source(ctx, codec, level)
             out = d / "RECOVERYXLOG"
             name = corpus.segments[len(corpus.segments) // 2]
-            record([str(runners.WALQ), "--config", str(source.extra["config"]), "get-wal", "pg1", name, str(out),
-                    "--prefetch", "8"], raw, s3.env())  # type: ignore[union-attr]
+            record(
+                [
+                    str(runners.WALQ),
+                    "--config",
+                    str(source.extra["config"]),
+                    "get-wal",
+                    "pg1",
+                    name,
+                    str(out),
+                    "--prefetch",
+                    "8",
+                ],
+                raw,
+                s3.env(),
+            )  # type: ignore[union-attr]
         else:
             from bench.services import CatalogDB
             from tests.services.fleet import ADMIN_URL, RedisServer
 
             ctx.redis = RedisServer(scratch / "redis").start()
             ctx.catalog_db = CatalogDB(ADMIN_URL).__enter__()
-            cfg = write_walq_config(d, {"pg1": runners.walq_server(codec, level)}, **runners.fleet_settings(ctx))
-            subprocess.run([str(runners.WALQ), "--config", str(cfg), "catalog", "init"], check=True, capture_output=True)
+            cfg = write_walq_config(
+                d, {"pg1": runners.walq_server(codec, level)}, **runners.fleet_settings(ctx)
+            )
+            subprocess.run(
+                [str(runners.WALQ), "--config", str(cfg), "catalog", "init"],
+                check=True,
+                capture_output=True,
+            )
             incoming = d / "home" / "pg1" / "incoming"
             corpus.link_into(incoming)
             fleet = runners.start_fleet(ctx, cfg, d / "logs", None)
             try:
-                spies = [record([], raw.with_suffix(f".{p.name}.txt"), pid=p.pid) for p in fleet.procs]
+                spies = [
+                    record([], raw.with_suffix(f".{p.name}.txt"), pid=p.pid) for p in fleet.procs
+                ]
                 time.sleep(1)
                 fleet.beat()
                 while any(not p.name.startswith(".") for p in incoming.iterdir()):
@@ -135,7 +188,9 @@ def main() -> int:
                     spy.wait(30)  # type: ignore[union-attr]
             finally:
                 fleet.stop_all()
-            merged = "".join(p.read_text() for p in raw.parent.glob(raw.with_suffix("").name + ".*.txt"))
+            merged = "".join(
+                p.read_text() for p in raw.parent.glob(raw.with_suffix("").name + ".*.txt")
+            )
             raw.write_text(merged)
         print(f"{args.row}, {args.codec}, {len(corpus.segments)} segments ({raw}):")
         print(summarize(raw))

@@ -31,9 +31,12 @@ def generated(data: dict, table_md: str, targets_md: str) -> str:
         "",
         f"**Corpus**: {data['corpus']['segments']} real 16 MiB segments from a pgbench cluster; "
         f"{data['rounds']} rounds per tool, alternating, each on a fresh copy."
-        + (f" Tools that start one process per WAL ran on {data['per_wal_limit']} consecutive segments "
-           "from the middle of the corpus."
-           if data.get("per_wal_limit") else ""),
+        + (
+            f" Tools that start one process per WAL ran on {data['per_wal_limit']} consecutive segments "
+            "from the middle of the corpus."
+            if data.get("per_wal_limit")
+            else ""
+        ),
         "",
         table_md,
         "",
@@ -42,13 +45,21 @@ def generated(data: dict, table_md: str, targets_md: str) -> str:
         targets_md,
     ]
     if "python_startup_s" in extra:
-        lines += ["", f"A bare `python -c pass` with walq's interpreter takes {extra['python_startup_s'] * 1000:.0f} ms "
-                      "here (the floor for one restore_command call)."]
+        lines += [
+            "",
+            f"A bare `python -c pass` with walq's interpreter takes {extra['python_startup_s'] * 1000:.0f} ms "
+            "here (the floor for one restore_command call).",
+        ]
     if "sustained" in extra:
         from bench.bench import sustained_text
 
-        lines += ["", "**Sustained load** (fleet, `scan_interval = 0.5`; target: 10 segments/s with archive lag p99 "
-                      "under 2 s)", "", sustained_text(extra["sustained"], markdown=True)]
+        lines += [
+            "",
+            "**Sustained load** (fleet, `scan_interval = 0.5`; target: 10 segments/s with archive lag p99 "
+            "under 2 s)",
+            "",
+            sustained_text(extra["sustained"], markdown=True),
+        ]
     lines += ["", "![segments/s per tool and codec](benchmarks.png)", END]
     return "\n".join(lines)
 

@@ -115,7 +115,9 @@ def walq_server(codec: str, level: int | None, **extra: object) -> dict[str, obj
 # -- walq embedded ---------------------------------------------------------------------------
 
 
-def walq_archive(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False, keep: bool = False) -> Run:
+def walq_archive(
+    ctx: Ctx, codec: str, level: int | None, *, s3: bool = False, keep: bool = False
+) -> Run:
     d = ctx.fresh("walq")
     env = None
     bucket = None
@@ -189,10 +191,17 @@ def barman_archive(ctx: Ctx, codec: str, level: int | None) -> Run:
     (home / "pg1" / "errors").mkdir(parents=True)
     conf = d / "barman.conf"
     lines = [
-        "[barman]", f"barman_home = {home}", "barman_user = root", f"log_file = {d / 'barman.log'}",
-        "log_level = INFO", "", "[pg1]", "description = bench",
+        "[barman]",
+        f"barman_home = {home}",
+        "barman_user = root",
+        f"log_file = {d / 'barman.log'}",
+        "log_level = INFO",
+        "",
+        "[pg1]",
+        "description = bench",
         "conninfo = host=127.0.0.1 port=5432 user=postgres dbname=postgres",
-        "backup_method = postgres", "archiver = on",
+        "backup_method = postgres",
+        "archiver = on",
     ]
     if codec != "none":
         lines.append(f"compression = {codec}")
@@ -220,10 +229,17 @@ def barman_cloud_archive(ctx: Ctx, codec: str, level: int | None) -> Run:
     bucket = ctx.s3.bucket("bcloud")  # type: ignore[union-attr]
     env = ctx.s3.env()  # type: ignore[union-attr]
     flag = {"zstd": "--zstd", "lz4": "--lz4", "gzip": "--gzip", "none": None}[codec]
-    base = [str(ctx.bench_bin / "barman-cloud-wal-archive"), "--cloud-provider", "aws-s3",
-            "--endpoint-url", ctx.s3.endpoint, *([flag] if flag else []),  # type: ignore[union-attr]
-            *(["--compression-level", str(level)] if flag and level is not None else []),
-            f"s3://{bucket}/bc", "pg1"]
+    base = [
+        str(ctx.bench_bin / "barman-cloud-wal-archive"),
+        "--cloud-provider",
+        "aws-s3",
+        "--endpoint-url",
+        ctx.s3.endpoint,
+        *([flag] if flag else []),  # type: ignore[union-attr]
+        *(["--compression-level", str(level)] if flag and level is not None else []),
+        f"s3://{bucket}/bc",
+        "pg1",
+    ]
     store0 = _store_cpu(ctx)
     with Meter() as m:
         for name in corpus.segments:
@@ -234,7 +250,14 @@ def barman_cloud_archive(ctx: Ctx, codec: str, level: int | None) -> Run:
     sizes = _s3_sizes(ctx, bucket, "bc/")
     _expect(len(sizes), n, "barman-cloud-wal-archive")
     _cleanup(ctx, d, bucket)
-    return Run("barman-cloud", n, n * corpus.seg_size, sum(sizes.values()), m.sample(), {"store_cpu_s": store})
+    return Run(
+        "barman-cloud",
+        n,
+        n * corpus.seg_size,
+        sum(sizes.values()),
+        m.sample(),
+        {"store_cpu_s": store},
+    )
 
 
 # -- pgBackRest -----------------------------------------------------------------------------
@@ -255,8 +278,13 @@ def pgbackrest_push(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False
         (d / sub).mkdir()
     bucket = None
     lines = [
-        "[global]", f"spool-path={d / 'spool'}", f"lock-path={d / 'lock'}", f"log-path={d / 'log'}",
-        "archive-async=y", "process-max=2", f"compress-type={PGBR_CODEC[codec]}",
+        "[global]",
+        f"spool-path={d / 'spool'}",
+        f"lock-path={d / 'lock'}",
+        f"log-path={d / 'log'}",
+        "archive-async=y",
+        "process-max=2",
+        f"compress-type={PGBR_CODEC[codec]}",
         *([f"compress-level={level}"] if level is not None and codec != "none" else []),
         "log-level-console=warn",
     ]
@@ -265,10 +293,16 @@ def pgbackrest_push(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False
         from tests.services.s3 import ACCESS_KEY, REGION, SECRET_KEY
 
         lines += [
-            "repo1-type=s3", "repo1-path=/pgbr", f"repo1-s3-bucket={bucket}",
-            "repo1-s3-endpoint=127.0.0.1", f"repo1-storage-port={ctx.s3.https_port}",  # type: ignore[union-attr]
-            f"repo1-s3-region={REGION}", f"repo1-s3-key={ACCESS_KEY}", f"repo1-s3-key-secret={SECRET_KEY}",
-            "repo1-s3-uri-style=path", "repo1-storage-verify-tls=n",
+            "repo1-type=s3",
+            "repo1-path=/pgbr",
+            f"repo1-s3-bucket={bucket}",
+            "repo1-s3-endpoint=127.0.0.1",
+            f"repo1-storage-port={ctx.s3.https_port}",  # type: ignore[union-attr]
+            f"repo1-s3-region={REGION}",
+            f"repo1-s3-key={ACCESS_KEY}",
+            f"repo1-s3-key-secret={SECRET_KEY}",
+            "repo1-s3-uri-style=path",
+            "repo1-storage-verify-tls=n",
         ]
     else:
         lines.append(f"repo1-path={d / 'repo'}")
@@ -297,11 +331,19 @@ def pgbackrest_push(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False
     if s3:
         sizes = _s3_sizes(ctx, bucket, "pgbr/archive/")
     else:
-        sizes = {str(p): p.stat().st_size for p in (d / "repo" / "archive").rglob("0*") if p.is_file()}
+        sizes = {
+            str(p): p.stat().st_size for p in (d / "repo" / "archive").rglob("0*") if p.is_file()
+        }
     _expect(len(sizes), n, f"pgbackrest archive-push (logs {d / 'log'})")
     _cleanup(ctx, d, bucket)
-    return Run("pgbackrest", n, n * ctx.corpus.seg_size, sum(sizes.values()), m.sample(),
-               {"store_cpu_s": store} if store is not None else {})
+    return Run(
+        "pgbackrest",
+        n,
+        n * ctx.corpus.seg_size,
+        sum(sizes.values()),
+        m.sample(),
+        {"store_cpu_s": store} if store is not None else {},
+    )
 
 
 # -- walq fleet ---------------------------------------------------------------------------
@@ -313,9 +355,12 @@ def pgbackrest_push(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False
 # 4 I/O threads in two workers, 3+8, 3+2, 4, 6 and 8 processes). Override with
 # WALQ_BENCH_FLEET="cpu:prefork:2:walq.cpu io:threads:4:walq.scan,walq.io".
 FLEET_WORKERS = tuple(
-    (n, pool, int(c), q) for n, pool, c, q in (
-        w.split(":") for w in os.environ.get(
-            "WALQ_BENCH_FLEET", "fleet:prefork:4:walq.scan,walq.cpu,walq.io").split()
+    (n, pool, int(c), q)
+    for n, pool, c, q in (
+        w.split(":")
+        for w in os.environ.get(
+            "WALQ_BENCH_FLEET", "fleet:prefork:4:walq.scan,walq.cpu,walq.io"
+        ).split()
     )
 )
 
@@ -354,7 +399,9 @@ def start_fleet(ctx: Ctx, cfg: Path, logdir: Path, meter: Meter | None):
 def walq_fleet(ctx: Ctx, codec: str, level: int | None) -> Run:
     d = ctx.fresh("fleet")
     cfg = write_walq_config(d, {"pg1": walq_server(codec, level)}, **fleet_settings(ctx))
-    res = subprocess.run([str(WALQ), "--config", str(cfg), "catalog", "init"], capture_output=True, text=True)
+    res = subprocess.run(
+        [str(WALQ), "--config", str(cfg), "catalog", "init"], capture_output=True, text=True
+    )
     if res.returncode != 0:
         raise RuntimeError(f"walq catalog init: {res.stderr}")
     incoming = d / "home" / "pg1" / "incoming"
@@ -401,7 +448,11 @@ def walq_get_wal(ctx: Ctx, source: Run, prefetch: int = 8) -> Run:
     cmd = [str(WALQ), "--config", str(cfg), "get-wal", "pg1"]
     with Meter() as m:
         for name in corpus.segments:
-            m.system([*cmd, name, str(d / "RECOVERYXLOG"), "--prefetch", str(prefetch)], env=env, label="walq get-wal")
+            m.system(
+                [*cmd, name, str(d / "RECOVERYXLOG"), "--prefetch", str(prefetch)],
+                env=env,
+                label="walq get-wal",
+            )
             _check_restored(d / "RECOVERYXLOG", ctx.corpus.seg_size, name)
         m.stop_clock()
     m.close()
@@ -415,13 +466,24 @@ def barman_cloud_restore(ctx: Ctx, source: Run, parallel: int = 0) -> Run:
     corpus = ctx.per_wal()
     d = ctx.fresh("bcrestore")
     env = ctx.s3.env()  # type: ignore[union-attr]
-    cmd = [str(ctx.bench_bin / "barman-cloud-wal-restore"), "--cloud-provider", "aws-s3",
-           "--endpoint-url", ctx.s3.endpoint, "--spool-dir", str(d / "spool"),  # type: ignore[union-attr]
-           *(["--parallel", str(parallel)] if parallel else [])]
+    cmd = [
+        str(ctx.bench_bin / "barman-cloud-wal-restore"),
+        "--cloud-provider",
+        "aws-s3",
+        "--endpoint-url",
+        ctx.s3.endpoint,
+        "--spool-dir",
+        str(d / "spool"),  # type: ignore[union-attr]
+        *(["--parallel", str(parallel)] if parallel else []),
+    ]
     url = f"s3://{source.extra['bucket']}/walq"
     with Meter() as m:
         for name in corpus.segments:
-            m.system([*cmd, url, "pg1", name, str(d / "RECOVERYXLOG")], env=env, label="barman-cloud-wal-restore")
+            m.system(
+                [*cmd, url, "pg1", name, str(d / "RECOVERYXLOG")],
+                env=env,
+                label="barman-cloud-wal-restore",
+            )
             _check_restored(d / "RECOVERYXLOG", ctx.corpus.seg_size, name)
         m.stop_clock()
     m.close()
@@ -449,9 +511,21 @@ def _check_restored(path: Path, size: int, name: str) -> None:
 
 def codec_limit(ctx: Ctx, codec: str, level: int | None, workers: int) -> Run:
     with Meter() as m:
-        proc = m.popen([str(PYTHON), str(REPO / "bench" / "codec_limit.py"), "--codec", codec,
-                        "--level", str(level if level is not None else -100), "--workers", str(workers),
-                        str(ctx.corpus.directory), *ctx.corpus.segments], stdout=subprocess.PIPE)
+        proc = m.popen(
+            [
+                str(PYTHON),
+                str(REPO / "bench" / "codec_limit.py"),
+                "--codec",
+                codec,
+                "--level",
+                str(level if level is not None else -100),
+                "--workers",
+                str(workers),
+                str(ctx.corpus.directory),
+                *ctx.corpus.segments,
+            ],
+            stdout=subprocess.PIPE,
+        )
         out = proc.stdout.read()  # type: ignore[union-attr]
         if m.wait(proc, "codec_limit") != 0:
             raise RuntimeError("codec_limit.py failed")
@@ -470,4 +544,3 @@ def python_startup(ctx: Ctx, count: int = 20) -> float:
     for _ in range(count):
         subprocess.run([str(PYTHON), "-c", "pass"], check=True)
     return (time.perf_counter() - started) / count
-

@@ -40,7 +40,9 @@ def console_script(tree: Path, out: Path) -> Path:
     script = Path(sys.executable).with_name("walq").read_text()
     entry = "walq.main" if (tree / "walq" / "main.py").is_file() else "walq.fastpath"
     import_line = next(line for line in script.splitlines() if line.startswith("from walq."))
-    script = script.replace(import_line, f"sys.path.insert(0, {str(tree)!r})\nfrom {entry} import main")
+    script = script.replace(
+        import_line, f"sys.path.insert(0, {str(tree)!r})\nfrom {entry} import main"
+    )
     out.write_text(script)
     out.chmod(0o755)
     return out
@@ -48,10 +50,16 @@ def console_script(tree: Path, out: Path) -> Path:
 
 def module_count(cmd: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
     """Modules a call imports after interpreter start-up, and the walq ones among them."""
-    res = subprocess.run(cmd, env={**env, "PYTHONPROFILEIMPORTTIME": "1"}, capture_output=True, text=True)
+    res = subprocess.run(
+        cmd, env={**env, "PYTHONPROFILEIMPORTTIME": "1"}, capture_output=True, text=True
+    )
     if res.returncode != 0:
         raise SystemExit(f"{cmd}: exit {res.returncode}: {res.stderr[-500:]}")
-    names = [line.rsplit("|", 1)[1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")]
+    names = [
+        line.rsplit("|", 1)[1].strip()
+        for line in res.stderr.splitlines()
+        if line.startswith("import time:")
+    ]
     names = [n for n in names if n != "package"]  # the header line
     return len(names), [n for n in names if n.startswith("walq")]
 
@@ -61,9 +69,13 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=200, help="spool hits per variant")
     ap.add_argument("--size-mib", type=int, default=1)
     ap.add_argument("--base", type=Path, help="another walq source tree to time against this one")
-    ap.add_argument("--bytecode", choices=("cached", "none"), default="cached",
-                    help="cached: .pyc written by a first call and read after (a normal install); "
-                         "none: every call compiles (PYTHONDONTWRITEBYTECODE, or a tree it cannot write)")
+    ap.add_argument(
+        "--bytecode",
+        choices=("cached", "none"),
+        default="cached",
+        help="cached: .pyc written by a first call and read after (a normal install); "
+        "none: every call compiles (PYTHONDONTWRITEBYTECODE, or a tree it cannot write)",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="walq-spool-hit-") as tmp:
@@ -73,20 +85,31 @@ def main() -> int:
         spool.mkdir(parents=True)
         (root / "wals").mkdir()
         config = root / "walq.toml"
-        config.write_text(f'home = "{home}"\n\n[servers.{SERVER}]\nstorage_url = "file://{root / "wals"}"\n')
+        config.write_text(
+            f'home = "{home}"\n\n[servers.{SERVER}]\nstorage_url = "file://{root / "wals"}"\n'
+        )
         dest = root / "RECOVERYXLOG"
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("WALQ_CONFIG", "WALQ_HOME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
-        if args.bytecode == "cached":  # .pyc files (stdlib's too) go to a fresh prefix, not into the trees
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("WALQ_CONFIG", "WALQ_HOME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+        }
+        if (
+            args.bytecode == "cached"
+        ):  # .pyc files (stdlib's too) go to a fresh prefix, not into the trees
             env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
         else:  # walq compiles on every call; the stdlib still reads its installed .pyc
             env["PYTHONDONTWRITEBYTECODE"] = "1"
             trees = [REPO] + ([args.base] if args.base is not None else [])
             if any(next((t / "walq").rglob("__pycache__"), None) for t in trees):
-                raise SystemExit("--bytecode none: remove the __pycache__ directories under walq/ first")
+                raise SystemExit(
+                    "--bytecode none: remove the __pycache__ directories under walq/ first"
+                )
 
         variants = {"installed": [str(Path(sys.executable).with_name("walq"))]}
-        if args.base is not None:  # the same script shape for both trees; "installed" is the real one
+        if (
+            args.base is not None
+        ):  # the same script shape for both trees; "installed" is the real one
             variants = {
                 "base": [str(console_script(args.base.resolve(), root / "walq-base"))],
                 "this tree": [str(console_script(REPO, root / "walq-this"))],
@@ -99,38 +122,63 @@ def main() -> int:
         n = 0
         for cmd in variants.values():  # untimed: writes the .pyc files in "cached" mode
             (spool / segment(n)).write_bytes(payload)
-            subprocess.run([*cmd, "--config", str(config), "get-wal", SERVER, segment(n), str(dest)],
-                           env=env, capture_output=True, check=True)
+            subprocess.run(
+                [*cmd, "--config", str(config), "get-wal", SERVER, segment(n), str(dest)],
+                env=env,
+                capture_output=True,
+                check=True,
+            )
             n += 1
         for i in range(args.files):
-            order = labels[i % len(labels):] + labels[: i % len(labels)]  # each variant in each position
+            order = (
+                labels[i % len(labels) :] + labels[: i % len(labels)]
+            )  # each variant in each position
             for label in order:
                 name = segment(n)
                 n += 1
                 (spool / name).write_bytes(payload)
-                cmd = [*variants[label], "--config", str(config), "get-wal", SERVER, name, str(dest)]
+                cmd = [
+                    *variants[label],
+                    "--config",
+                    str(config),
+                    "get-wal",
+                    SERVER,
+                    name,
+                    str(dest),
+                ]
                 t0 = time.perf_counter()
                 res = subprocess.run(cmd, env=env, capture_output=True)
                 times[label].append(time.perf_counter() - t0)
                 if res.returncode != 0 or (spool / name).exists():
-                    raise SystemExit(f"{label}: {name} was not a spool hit: {res.stderr.decode()[-500:]}")
+                    raise SystemExit(
+                        f"{label}: {name} was not a spool hit: {res.stderr.decode()[-500:]}"
+                    )
 
-        print(f"{args.files} spool hits per variant, {args.size_mib} MiB each, one process per call, "
-              f"bytecode {args.bytecode}")
-        print(f"{'entry point':<12} {'median ms':>10} {'p90 ms':>8} {'vs base':>8} {'modules':>8}  walq modules")
+        print(
+            f"{args.files} spool hits per variant, {args.size_mib} MiB each, one process per call, "
+            f"bytecode {args.bytecode}"
+        )
+        print(
+            f"{'entry point':<12} {'median ms':>10} {'p90 ms':>8} {'vs base':>8} {'modules':>8}  walq modules"
+        )
         for label, cmd in variants.items():
             name = segment(n)
             n += 1
             (spool / name).write_bytes(payload)
             count, walq_mods = module_count(
-                [*cmd, "--config", str(config), "get-wal", SERVER, name, str(dest)], env)
+                [*cmd, "--config", str(config), "get-wal", SERVER, name, str(dest)], env
+            )
             ms = sorted(t * 1000 for t in times[label])
             p90 = ms[min(len(ms) - 1, round(0.9 * (len(ms) - 1)))]
             delta = f"{'':>8}"
-            if "base" in times and label != "base":  # median of the differences of calls run back to back
+            if (
+                "base" in times and label != "base"
+            ):  # median of the differences of calls run back to back
                 pairs = zip(times[label], times["base"], strict=True)
                 delta = f"{statistics.median(1000 * (t - b) for t, b in pairs):+8.2f}"
-            print(f"{label:<12} {statistics.median(ms):>10.2f} {p90:>8.2f} {delta} {count:>8}  {' '.join(walq_mods)}")
+            print(
+                f"{label:<12} {statistics.median(ms):>10.2f} {p90:>8.2f} {delta} {count:>8}  {' '.join(walq_mods)}"
+            )
     return 0
 
 

@@ -28,7 +28,9 @@ from bench.runners import WALQ, Ctx, fleet_settings, start_fleet, walq_server
 from tests.services.config_file import write_walq_config
 from tests.services.pg import Cluster, chown_postgres
 
-PGBENCH_TPS = 500  # a steady write load beside the archiver (unthrottled, pgbench alone takes the cores)
+PGBENCH_TPS = (
+    500  # a steady write load beside the archiver (unthrottled, pgbench alone takes the cores)
+)
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -39,13 +41,22 @@ def _pct(values: list[float], p: float) -> float:
     return s[k]
 
 
-def run(ctx: Ctx, rate: float = 10.0, seconds: float | None = None, scan_interval: float = 0.5,
-        quick: bool = False, codec: str = "zstd", level: int | None = 3) -> dict[str, object]:
+def run(
+    ctx: Ctx,
+    rate: float = 10.0,
+    seconds: float | None = None,
+    scan_interval: float = 0.5,
+    quick: bool = False,
+    codec: str = "zstd",
+    level: int | None = 3,
+) -> dict[str, object]:
     d = ctx.fresh("sustained")
     os.chmod(d, 0o755)
     servers = {name: walq_server(codec, level) for name in ("pg1", "pg2", "live")}
     cfg = write_walq_config(d, servers, **fleet_settings(ctx, scan_interval=scan_interval))
-    res = subprocess.run([str(WALQ), "--config", str(cfg), "catalog", "init"], capture_output=True, text=True)
+    res = subprocess.run(
+        [str(WALQ), "--config", str(cfg), "catalog", "init"], capture_output=True, text=True
+    )
     if res.returncode != 0:
         raise RuntimeError(f"walq catalog init: {res.stderr}")
     home = d / "home"
@@ -56,12 +67,17 @@ def run(ctx: Ctx, rate: float = 10.0, seconds: float | None = None, scan_interva
     os.chmod(cfg, 0o644)
 
     cluster = Cluster(d / "live-pg")
-    cluster.initdb(wal_segsize_mb=16, conf={
-        "archive_mode": "on",
-        "archive_command": f"'{WALQ} --config {cfg} put-wal live %p'",
-        "checkpoint_timeout": "30s", "max_wal_size": "256MB", "min_wal_size": "64MB",
-        "synchronous_commit": "off",
-    })
+    cluster.initdb(
+        wal_segsize_mb=16,
+        conf={
+            "archive_mode": "on",
+            "archive_command": f"'{WALQ} --config {cfg} put-wal live %p'",
+            "checkpoint_timeout": "30s",
+            "max_wal_size": "256MB",
+            "min_wal_size": "64MB",
+            "synchronous_commit": "off",
+        },
+    )
     cluster.start()
     cluster.pgbench_init(scale=5)
 
@@ -103,9 +119,32 @@ def run(ctx: Ctx, rate: float = 10.0, seconds: float | None = None, scan_interva
             beat = fleet.beat()
             m.adopt(beat.pid)
             pgbench = subprocess.Popen(
-                ["runuser", "-u", "postgres", "--", "pgbench", "-n", "-T", str(int(total / rate) + 30),
-                 "-c", "2", "-j", "1", "-R", str(PGBENCH_TPS), "-h", str(cluster.root), "-p", str(cluster.port), "-U", "postgres", "postgres"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    "runuser",
+                    "-u",
+                    "postgres",
+                    "--",
+                    "pgbench",
+                    "-n",
+                    "-T",
+                    str(int(total / rate) + 30),
+                    "-c",
+                    "2",
+                    "-j",
+                    "1",
+                    "-R",
+                    str(PGBENCH_TPS),
+                    "-h",
+                    str(cluster.root),
+                    "-p",
+                    str(cluster.port),
+                    "-U",
+                    "postgres",
+                    "postgres",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(1.0 if quick else 3.0)  # pgbench under way before WAL starts arriving
             m.start_clock()
             watcher = threading.Thread(target=watch, daemon=True)
@@ -143,9 +182,12 @@ def run(ctx: Ctx, rate: float = 10.0, seconds: float | None = None, scan_interva
     workers = {k: round(v / (1 << 20)) for k, v in sample.procs.items() if "celery" in k}
     result = {
         "codec": f"{codec}-{level}" if level is not None else codec,
-        "rate_segments_per_s": rate, "fed_segments": len(plan), "fed_seconds": round(fed_seconds, 1),
+        "rate_segments_per_s": rate,
+        "fed_segments": len(plan),
+        "fed_seconds": round(fed_seconds, 1),
         "achieved_rate": round(len(plan) / fed_seconds, 2) if fed_seconds else None,
-        "scan_interval_s": scan_interval, "pgbench_tps": PGBENCH_TPS,
+        "scan_interval_s": scan_interval,
+        "pgbench_tps": PGBENCH_TPS,
         "lag_p50_s": round(statistics.median(lags), 3) if lags else None,
         "lag_p99_s": round(_pct(lags, 99), 3) if lags else None,
         "lag_max_s": round(max(lags), 3) if lags else None,
@@ -154,9 +196,10 @@ def run(ctx: Ctx, rate: float = 10.0, seconds: float | None = None, scan_interva
         "live_pgbench_segments": len(live),
         "live_lag_p50_s": round(statistics.median(live), 3) if live else None,
         "live_lag_max_s": round(max(live), 3) if live else None,
-        "cpu_s_per_segment": round(sample.cpu / max(1, len(lags) + len(live)), 3) if sample.cpu else None,
+        "cpu_s_per_segment": round(sample.cpu / max(1, len(lags) + len(live)), 3)
+        if sample.cpu
+        else None,
         "peak_rss_mib_by_process": workers,
     }
     subprocess.run(["rm", "-rf", str(d)], check=False)
     return result
-

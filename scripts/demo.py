@@ -47,7 +47,9 @@ def main() -> int:
     restored = Cluster(root / "restored")
     try:
         step("initdb a throwaway cluster with archive_command = walq put-wal")
-        primary.initdb(conf={"archive_mode": "on", "archive_command": f"'{walq_cmd} put-wal demo %p'"})
+        primary.initdb(
+            conf={"archive_mode": "on", "archive_command": f"'{walq_cmd} put-wal demo %p'"}
+        )
         primary.start()
         step("pgbench -i, base backup, then pgbench traffic")
         primary.pgbench_init(2)
@@ -64,7 +66,9 @@ def main() -> int:
         if walq(config, "verify", "demo").returncode != 0:
             return 1
         step("restore the base backup with restore_command = walq get-wal --prefetch 8")
-        restored.restore_from(root / "base", {"restore_command": f"'{walq_cmd} get-wal demo %f %p --prefetch 8'"})
+        restored.restore_from(
+            root / "base", {"restore_command": f"'{walq_cmd} get-wal demo %f %p --prefetch 8'"}
+        )
         restored.start()
         restored.wait_promoted()
         after = restored.accounts_fingerprint()

@@ -75,8 +75,18 @@ def _make_corpus(root: Path, segments_wanted: int) -> tuple[list[str], int]:
         cluster.psql("CHECKPOINT")
         cluster.switch_wal()
         # wait until the archiver has caught up with everything it was given
-        wait_for(lambda: int(cluster.psql("SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'")) == 0,
-                 60, "the corpus archiver to catch up")
+        wait_for(
+            lambda: (
+                int(
+                    cluster.psql(
+                        "SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'"
+                    )
+                )
+                == 0
+            ),
+            60,
+            "the corpus archiver to catch up",
+        )
     finally:
         cluster.stop()
     names = sorted(p.name for p in archive.iterdir() if len(p.name) == 24)
@@ -121,7 +131,9 @@ def cluster_factory(workdir: Path) -> Iterator:
     """Start throwaway clusters under workdir; all are stopped at teardown."""
     started: list[Cluster] = []
 
-    def make(name: str = "pg", conf: dict[str, str] | None = None, wal_segsize_mb: int = 1) -> Cluster:
+    def make(
+        name: str = "pg", conf: dict[str, str] | None = None, wal_segsize_mb: int = 1
+    ) -> Cluster:
         cluster = Cluster(workdir / name)
         cluster.initdb(wal_segsize_mb=wal_segsize_mb, conf=conf)
         started.append(cluster)

@@ -23,7 +23,8 @@ from walq.fsutil import OWNED_MARKER
 def _digest_tree(path: Path) -> dict[str, str]:
     return {
         str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(path.rglob("*")) if p.is_file() and ".walq-tmp" not in p.parts
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and ".walq-tmp" not in p.parts
     }
 
 
@@ -53,7 +54,9 @@ def test_archive_real_wal_in_barman_layout(walq_home: WalqHome, wal_corpus) -> N
     assert walq_home.run("verify", "pg1").returncode == 0
 
 
-def test_get_wal_is_byte_identical_and_missing_is_exit_1(walq_home: WalqHome, wal_corpus, workdir: Path) -> None:
+def test_get_wal_is_byte_identical_and_missing_is_exit_1(
+    walq_home: WalqHome, wal_corpus, workdir: Path
+) -> None:
     names = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[:3])
     walq_home.run("archive", check=True)
     dest = workdir / "restored"
@@ -65,7 +68,9 @@ def test_get_wal_is_byte_identical_and_missing_is_exit_1(walq_home: WalqHome, wa
     assert not (workdir / "h").exists()
 
 
-def test_corrupted_archive_copy_is_refused_by_get_wal(walq_home: WalqHome, wal_corpus, workdir: Path) -> None:
+def test_corrupted_archive_copy_is_refused_by_get_wal(
+    walq_home: WalqHome, wal_corpus, workdir: Path
+) -> None:
     name = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[:1])[0]
     walq_home.run("archive", check=True)
     stored = walq_home.wals() / name[:16] / name
@@ -119,13 +124,15 @@ def _errors(home: WalqHome) -> list[str]:
         ("renamed", "page address"),
     ],
 )
-def test_invalid_content_goes_to_errors(case: str, reason: str, walq_home: WalqHome, wal_corpus) -> None:
+def test_invalid_content_goes_to_errors(
+    case: str, reason: str, walq_home: WalqHome, wal_corpus
+) -> None:
     def make_bad(incoming: Path) -> str:
         name = wal_corpus.segments[20]
         if case == "garbage":
             (incoming / name).write_bytes(os.urandom(1 << 20))
         elif case == "truncated":
-            (incoming / name).write_bytes(wal_corpus.path(name).read_bytes()[: 300_000])
+            (incoming / name).write_bytes(wal_corpus.path(name).read_bytes()[:300_000])
         elif case == "zero_length":
             (incoming / name).write_bytes(b"")
         elif case == "other_cluster":
@@ -151,11 +158,15 @@ def test_invalid_content_goes_to_errors(case: str, reason: str, walq_home: WalqH
 
 
 def test_other_cluster_message_names_both_identifiers(walq_home: WalqHome, wal_corpus) -> None:
-    res, _, _ = _bad_case(walq_home, wal_corpus, lambda incoming: _drop_other_cluster_wal(wal_corpus, incoming))
+    res, _, _ = _bad_case(
+        walq_home, wal_corpus, lambda incoming: _drop_other_cluster_wal(wal_corpus, incoming)
+    )
     assert str(wal_corpus.system_identifier) in res.stdout
 
 
-def test_symlink_and_unknown_files_go_to_errors_untouched(walq_home: WalqHome, wal_corpus, workdir: Path) -> None:
+def test_symlink_and_unknown_files_go_to_errors_untouched(
+    walq_home: WalqHome, wal_corpus, workdir: Path
+) -> None:
     target = workdir / "precious"
     target.write_bytes(b"do not touch")
 
@@ -203,13 +214,19 @@ def test_different_duplicate_goes_to_errors(walq_home: WalqHome, wal_corpus) -> 
     assert dest.read_bytes() == wal_corpus.path(bad).read_bytes()  # the archive kept the first copy
 
 
-def test_unreadable_file_is_reported_and_left_in_place(walq_home: WalqHome, wal_corpus, walq_runnable_by_postgres) -> None:
+def test_unreadable_file_is_reported_and_left_in_place(
+    walq_home: WalqHome, wal_corpus, walq_runnable_by_postgres
+) -> None:
     good = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[:2])
     bad = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[2:3])[0]
     walq_home.run("status", as_pg=True)  # chown the tree to postgres
     os.chown(walq_home.incoming() / bad, 0, 0)
     os.chmod(walq_home.incoming() / bad, 0o000)
-    res = walq_home.run("archive", as_pg=False) if os.geteuid() != 0 else _run_as_pg(walq_home, "archive")
+    res = (
+        walq_home.run("archive", as_pg=False)
+        if os.geteuid() != 0
+        else _run_as_pg(walq_home, "archive")
+    )
     assert res.returncode == 1
     assert bad in res.stdout and "Permission denied" in res.stdout
     assert (walq_home.incoming() / bad).exists()
@@ -226,8 +243,12 @@ def _run_as_pg(home: WalqHome, *args: str):
     from tests.services.homes import WALQ
     from tests.services.pg import as_postgres
 
-    return subprocess.run([*as_postgres(), str(WALQ), "--config", str(home.config_path), *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [*as_postgres(), str(WALQ), "--config", str(home.config_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize(
@@ -311,4 +332,6 @@ def test_codec_none_stores_the_read_inode_without_a_second_copy(make_home, wal_c
         dest = home.root / f"out-{name}"
         home.run("get-wal", "pg1", name, str(dest), check=True)
         assert dest.read_bytes() == wal_corpus.path(name).read_bytes()
-    assert not [p for p in (home.home / "spool").rglob("*") if p.is_file() and p.name != OWNED_MARKER]
+    assert not [
+        p for p in (home.home / "spool").rglob("*") if p.is_file() and p.name != OWNED_MARKER
+    ]

@@ -54,8 +54,12 @@ def _alive(pid: int) -> bool:
 def test_kill_9_of_the_parent_alone_then_rerun_archives_everything(make_home, wal_corpus) -> None:
     home = make_home({"pg1": {"compression": "xz", "compression_level": 9}}, archive_workers=2)
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:40])
-    proc = subprocess.Popen([str(WALQ), "--config", str(home.config_path), "archive"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(WALQ), "--config", str(home.config_path), "archive"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     workers: set[int] = set()
     try:
         wait_for(lambda: xlogdb_names(home.wals()), 120, "the first archived WAL")
@@ -63,7 +67,11 @@ def test_kill_9_of_the_parent_alone_then_rerun_archives_everything(make_home, wa
         assert workers, "the run has no pool workers; the test proves nothing"
         os.kill(proc.pid, signal.SIGKILL)  # the parent only, as an OOM kill or `kill -9 PID` does
         proc.wait(timeout=30)
-        wait_for(lambda: not any(_alive(p) for p in workers), 30, f"pool workers {sorted(workers)} to die with their parent")
+        wait_for(
+            lambda: not any(_alive(p) for p in workers),
+            30,
+            f"pool workers {sorted(workers)} to die with their parent",
+        )
     finally:
         for pid in workers:  # never leave an orphan behind, whatever happened above
             if _alive(pid):
@@ -71,7 +79,9 @@ def test_kill_9_of_the_parent_alone_then_rerun_archives_everything(make_home, wa
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
-    assert os.listdir(home.incoming()), "the batch finished before the kill; the test proves nothing"
+    assert os.listdir(home.incoming()), (
+        "the batch finished before the kill; the test proves nothing"
+    )
 
     res = home.run("archive")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -95,8 +105,12 @@ sys.stdin.read()  # alive, holding the lock, doing nothing, until the test close
 
 
 def _hold_lock(home: WalqHome, idle_for: float) -> subprocess.Popen[str]:
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(home.home), str(idle_for)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(home.home), str(idle_for)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "held"
     return holder
@@ -155,8 +169,12 @@ def test_stale_holder_record_is_reported(make_home, wal_corpus) -> None:
     try:
         # The recorded holder is replaced by a process that has exited: whoever holds the
         # flock now is not the walq archive the record names.
-        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True)
+        gone = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         lock_file = home.home / ".pg1-archive-wal.lock"
         dead = int(gone.stdout)
         record = {"pid": dead, "pid_start": "1", "since": time.time(), "command": "archive-wal"}
@@ -167,7 +185,9 @@ def test_stale_holder_record_is_reported(make_home, wal_corpus) -> None:
         assert str(holder.pid) in res.stderr.split("processes with the file open:")[1], res.stderr
         check = home.run("check")
         assert check.returncode == 1
-        assert any("archiver lock" in x and "FAILED" in x for x in check.stdout.splitlines()), check.stdout
+        assert any("archiver lock" in x and "FAILED" in x for x in check.stdout.splitlines()), (
+            check.stdout
+        )
     finally:
         _release(holder)
 
@@ -197,7 +217,9 @@ def test_a_forked_child_releasing_a_file_lock_leaves_the_parent_holding_it(tmp_p
     FileLock(tmp_path, "pg1").acquire()
 
 
-def test_a_forked_child_releasing_a_redis_lock_leaves_the_parent_holding_it(redis_server: RedisServer) -> None:
+def test_a_forked_child_releasing_a_redis_lock_leaves_the_parent_holding_it(
+    redis_server: RedisServer,
+) -> None:
     client = redis_server.client()
     held = RedisLock(client, "pg1", ttl=30)
     held.acquire()
@@ -221,7 +243,9 @@ def _open_fds_to(pid: int, target: Path) -> int:
     return count
 
 
-def test_the_forked_prefetcher_does_not_inherit_the_catalog_connection(make_home, wal_corpus) -> None:
+def test_the_forked_prefetcher_does_not_inherit_the_catalog_connection(
+    make_home, wal_corpus
+) -> None:
     """get-wal forks its prefetcher: the SQLite catalog must be closed by then (SQLite forbids
     carrying a connection across fork); the prefetcher opens its own."""
     home = make_home({"pg1": {"compression": "zstd"}}, prefetch_idle_timeout=300)
@@ -231,7 +255,11 @@ def test_the_forked_prefetcher_does_not_inherit_the_catalog_connection(make_home
     try:
         home.run("get-wal", "pg1", names[0], str(home.root / "a"), "--prefetch", "2", check=True)
         pid = wait_for(lambda: spool_state.running_pid(spool), 30, "the prefetcher")
-        wait_for(lambda: (spool / names[2]).is_file(), 30, "the prefetcher's segments (its own catalog is open)")
+        wait_for(
+            lambda: (spool / names[2]).is_file(),
+            30,
+            "the prefetcher's segments (its own catalog is open)",
+        )
         assert _open_fds_to(pid, home.config.catalog_path.resolve()) == 1
         assert spool_state.running_pid(spool) == pid
     finally:
@@ -241,11 +269,26 @@ def test_the_forked_prefetcher_does_not_inherit_the_catalog_connection(make_home
 def test_a_pool_worker_whose_parent_died_before_prctl_exits_at_once() -> None:
     """The death signal is armed only from prctl on: a worker started by a parent that is
     already gone (here: its recorded parent is not its parent) must not run on."""
-    res = subprocess.run([sys.executable, "-c", "from walq.proclife import die_with_parent\n"
-                          "die_with_parent(1)\nprint('still running')"],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from walq.proclife import die_with_parent\ndie_with_parent(1)\nprint('still running')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (res.returncode, res.stdout) == (1, "")
-    armed = subprocess.run([sys.executable, "-c", "import os\nfrom walq.proclife import die_with_parent\n"
-                            "die_with_parent(os.getppid())\nprint('running')"],
-                           capture_output=True, text=True, timeout=60)
+    armed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os\nfrom walq.proclife import die_with_parent\n"
+            "die_with_parent(os.getppid())\nprint('running')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (armed.returncode, armed.stdout) == (0, "running\n")

@@ -18,9 +18,24 @@ REPO = Path(__file__).resolve().parents[1]
 def test_bench_quick_walq_only(tmp_path: Path) -> None:
     out = tmp_path / "results"
     res = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench.py"), "--quick", "--walq-only", "--segments", "4",
-         "--only", "local", "codec", "--codecs", "zstd-3", "--out", str(out)],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            str(REPO / "bench" / "bench.py"),
+            "--quick",
+            "--walq-only",
+            "--segments",
+            "4",
+            "--only",
+            "local",
+            "codec",
+            "--codecs",
+            "zstd-3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "walq archive" in res.stdout and "codec alone" in res.stdout
@@ -30,5 +45,7 @@ def test_bench_quick_walq_only(tmp_path: Path) -> None:
     assert walq.get("error") is None and walq["segments"] == 4 and walq["rounds"] == 1
     assert walq["seg_per_s"] > 0 and walq["peak_rss_mib"] > 0
     assert series[("limit", "codec alone", "zstd-3")]["seg_per_s"] > 0
-    ratios = [c for c in data["comparisons"] if c["label"].startswith("walq archive vs the codec alone")]
+    ratios = [
+        c for c in data["comparisons"] if c["label"].startswith("walq archive vs the codec alone")
+    ]
     assert ratios and ratios[0]["ratio"] is not None

@@ -15,8 +15,15 @@ from walq.catalog.sqlite import SqliteCatalog
 from walq.errors import FencedError, PermanentError, TransitionError
 
 W1, W2, W3 = "000000010000000000000001", "000000010000000000000002", "000000010000000000000003"
-INFO = ArchivedInfo(size=16, stored_size=8, codec="zstd", encryption="none", checksum="ab" * 32,
-                    storage_key="0000000100000000/" + W1, mtime=1.5)
+INFO = ArchivedInfo(
+    size=16,
+    stored_size=8,
+    codec="zstd",
+    encryption="none",
+    checksum="ab" * 32,
+    storage_key="0000000100000000/" + W1,
+    mtime=1.5,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -100,8 +107,15 @@ def test_the_allowed_transitions() -> None:
     assert issubclass(TransitionError, PermanentError)
 
 
-FORGED = ArchivedInfo(size=1, stored_size=1, codec="none", encryption="none", checksum="cd" * 32,
-                      storage_key="/etc/passwd", mtime=9.0)
+FORGED = ArchivedInfo(
+    size=1,
+    stored_size=1,
+    codec="none",
+    encryption="none",
+    checksum="cd" * 32,
+    storage_key="/etc/passwd",
+    mtime=9.0,
+)
 
 
 def test_commit_lands_only_on_a_claimed_row(catalog: Catalog) -> None:
@@ -122,7 +136,11 @@ def test_archived_row_is_never_overwritten(catalog: Catalog) -> None:
         with pytest.raises(TransitionError, match="is archived"):
             catalog.mark_archived("pg1", W1, FORGED, fence=fence)
     after = catalog.get("pg1", W1)
-    assert after == before and after.storage_key == INFO.storage_key and after.checksum == INFO.checksum
+    assert (
+        after == before
+        and after.storage_key == INFO.storage_key
+        and after.checksum == INFO.checksum
+    )
 
 
 def test_failed_row_is_archived_only_after_a_retry(catalog: Catalog) -> None:
@@ -131,7 +149,9 @@ def test_failed_row_is_archived_only_after_a_retry(catalog: Catalog) -> None:
     with pytest.raises(TransitionError, match="is failed"):
         catalog.mark_archived("pg1", W1, INFO)
     row = catalog.get("pg1", W1)
-    assert row.state is WalState.FAILED and row.storage_key is None and row.last_error == "bad header"
+    assert (
+        row.state is WalState.FAILED and row.storage_key is None and row.last_error == "bad header"
+    )
     assert catalog.reset_failed("pg1", [W1]) == [W1]  # failed -> claimed
     catalog.mark_archived("pg1", W1, INFO)  # claimed -> archived
     assert catalog.get("pg1", W1).state is WalState.ARCHIVED
@@ -172,7 +192,9 @@ def test_postgres_claims_race(catalog_db: str) -> None:
 def test_postgres_migrate_is_idempotent(catalog_db: str) -> None:
     url = fresh_schema_url(catalog_db)
     first = PostgresCatalog(url)
-    assert first.schema_version() == len(__import__("walq.catalog.postgres", fromlist=["x"]).MIGRATIONS)
+    assert first.schema_version() == len(
+        __import__("walq.catalog.postgres", fromlist=["x"]).MIGRATIONS
+    )
     second = PostgresCatalog(url)
     assert second.migrate() == first.schema_version()
     first.close()
@@ -199,8 +221,12 @@ def test_expired_only_from_archived_in_one_transaction(catalog: Catalog) -> None
     assert catalog.mark_expired("pg1", [W1, W2], "REDUNDANCY 1: before X") == [W1, W2]
     rec = catalog.get("pg1", W1)
     assert rec.state is WalState.EXPIRED and rec.reason == "REDUNDANCY 1: before X"
-    assert rec.expired_at is not None and rec.storage_key == INFO.storage_key, "the row still says where it was"
-    assert catalog.mark_expired("pg1", [W1, W2], "again") == [], "a rerun leaves expired rows as they are"
+    assert rec.expired_at is not None and rec.storage_key == INFO.storage_key, (
+        "the row still says where it was"
+    )
+    assert catalog.mark_expired("pg1", [W1, W2], "again") == [], (
+        "a rerun leaves expired rows as they are"
+    )
     assert catalog.get("pg1", W1).reason == "REDUNDANCY 1: before X"
     assert catalog.archived_names("pg1") == []
     assert catalog.counts("pg1")["expired"] == 2
@@ -239,7 +265,8 @@ def test_sqlite_catalog_of_an_older_walq_gains_the_columns(tmp_path: Path) -> No
         "size INTEGER, stored_size INTEGER, codec TEXT, encryption TEXT, checksum TEXT, storage_key TEXT, "
         "mtime REAL, claimed_at REAL, deadline REAL, archived_at REAL, prepare_seconds REAL, store_seconds REAL, "
         "attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, PRIMARY KEY (server, name));"
-        f"INSERT INTO wal (server, name, state) VALUES ('pg1', '{W1}', 'archived');")
+        f"INSERT INTO wal (server, name, state) VALUES ('pg1', '{W1}', 'archived');"
+    )
     db.commit()
     db.close()
     ro = SqliteCatalog(path, readonly=True)
@@ -250,7 +277,7 @@ def test_sqlite_catalog_of_an_older_walq_gains_the_columns(tmp_path: Path) -> No
     cat.close()
 
 
-def test_postgres_schema_1_migrates_to_expiry(catalog_db: str) -> None:  # noqa: F811
+def test_postgres_schema_1_migrates_to_expiry(catalog_db: str) -> None:
     import psycopg
 
     from walq.catalog.postgres import MIGRATIONS
@@ -260,7 +287,9 @@ def test_postgres_schema_1_migrates_to_expiry(catalog_db: str) -> None:  # noqa:
         conn.execute("CREATE TABLE walq_schema (version integer PRIMARY KEY)")
         conn.execute(MIGRATIONS[0])
         conn.execute("INSERT INTO walq_schema VALUES (1)")
-        conn.execute(f"INSERT INTO walq_wal (server, name, state) VALUES ('pg1', '{W1}', 'archived')")
+        conn.execute(
+            f"INSERT INTO walq_wal (server, name, state) VALUES ('pg1', '{W1}', 'archived')"
+        )
     cat = PostgresCatalog(url)
     try:
         assert cat.schema_version() == len(MIGRATIONS) >= 2

@@ -72,7 +72,9 @@ def activity_and_switch(cluster: Cluster) -> str:
 
 def test_check_each_condition(cluster_factory, make_home, walq_runnable_by_postgres):
     pg = cluster_factory("pg")
-    home = make_home({"pg1": {"conninfo": pg.conninfo, "archiver": True, "streaming_archiver": True}})
+    home = make_home(
+        {"pg1": {"conninfo": pg.conninfo, "archiver": True, "streaming_archiver": True}}
+    )
     put_wal = f"'{walq_command(home, 'put-wal', 'pg1', '%p')}'"
     pg.configure({"archive_mode": "on", "archive_command": put_wal})
     home.run("archive", "pg1", check=True)  # creates the directories
@@ -90,10 +92,21 @@ def test_check_each_condition(cluster_factory, make_home, walq_runnable_by_postg
 
         # All conditions hold.
         lines = wait_all_ok(home)
-        for name in ("PostgreSQL reachable", "archive_mode on", "archive_command uses walq",
-                     "no archiver failures", "replication slot", "receiver running", "storage",
-                     "incoming_dir writable", "streaming_dir writable", "errors_dir writable",
-                     "no gaps", "no failed WALs", "system identifier matches"):
+        for name in (
+            "PostgreSQL reachable",
+            "archive_mode on",
+            "archive_command uses walq",
+            "no archiver failures",
+            "replication slot",
+            "receiver running",
+            "storage",
+            "incoming_dir writable",
+            "streaming_dir writable",
+            "errors_dir writable",
+            "no gaps",
+            "no failed WALs",
+            "system identifier matches",
+        ):
             assert lines[name][0], (name, lines)
 
         # PostgreSQL down.
@@ -118,6 +131,7 @@ def test_check_each_condition(cluster_factory, make_home, walq_runnable_by_postg
         pg.psql("SELECT pg_reload_conf()")
         wait_for(lambda: pg.psql("SHOW archive_command").startswith("cp "), 30, "the reload")
         expect_failed(home, "archive_command uses walq")
+
         # ... and failing: that command cannot succeed.
         def archiver_failed() -> bool:
             if int(pg.psql("SELECT failed_count FROM pg_stat_archiver")) > 0:

@@ -17,7 +17,13 @@ from walq.codecs import (
 )
 from walq.errors import ConfigError
 
-TOOLS = {"gzip": ["gzip", "-dc"], "bzip2": ["bzip2", "-dc"], "xz": ["xz", "-dc"], "zstd": ["zstd", "-dc"], "lz4": ["lz4", "-dc"]}
+TOOLS = {
+    "gzip": ["gzip", "-dc"],
+    "bzip2": ["bzip2", "-dc"],
+    "xz": ["xz", "-dc"],
+    "zstd": ["zstd", "-dc"],
+    "lz4": ["lz4", "-dc"],
+}
 
 
 def _chunks(data: bytes, size: int = 100_000):
@@ -56,6 +62,9 @@ def test_levels_are_clamped_and_names_checked() -> None:
 
 
 def test_extensions_split() -> None:
-    assert split_extension("00000001000000000000001F.partial.lz4") == ("00000001000000000000001F.partial", "lz4")
+    assert split_extension("00000001000000000000001F.partial.lz4") == (
+        "00000001000000000000001F.partial",
+        "lz4",
+    )
     assert split_extension("00000002.history.snappy") == ("00000002.history", "snappy")
     assert split_extension("000000010000000000000008") == ("000000010000000000000008", None)

@@ -38,8 +38,8 @@ def test_env_overrides_file(tmp_path: Path, monkeypatch) -> None:
     [
         ('[servers.pg1]\ncompression = "zip"\n', "servers.pg1.compression"),
         ('[servers.pg1]\ncompresion = "zstd"\n', "servers.pg1.compresion: unknown key"),
-        ('bogus = 1\n', "bogus: unknown key"),
-        ('[servers.pg1]\nbatch_size = -1\n', "servers.pg1.batch_size"),
+        ("bogus = 1\n", "bogus: unknown key"),
+        ("[servers.pg1]\nbatch_size = -1\n", "servers.pg1.batch_size"),
         ('[servers.pg1]\nstorage_url = "ftp://x"\n', "servers.pg1.storage_url"),
         ('[servers.pg1]\nencryption = "gpg"\n', "encryption_key_id"),
         ('[servers."a..b"]\n', "invalid"),
@@ -58,7 +58,9 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, fragment: str, 
 def test_uncreatable_directory_names_the_key(tmp_path: Path, capsys) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    path = _write(tmp_path, f'home = "{tmp_path}"\n[servers.pg1]\nincoming_dir = "{blocker}/incoming"\n')
+    path = _write(
+        tmp_path, f'home = "{tmp_path}"\n[servers.pg1]\nincoming_dir = "{blocker}/incoming"\n'
+    )
     assert main(["--config", str(path), "archive"]) == 2
     assert "servers.pg1.incoming_dir" in capsys.readouterr().err
 

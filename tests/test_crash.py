@@ -28,8 +28,12 @@ def _stored_files(home: WalqHome) -> list[Path]:
 def test_kill_9_mid_batch_then_rerun(make_home, wal_corpus) -> None:
     home = make_home({"pg1": {"compression": "xz", "compression_level": 6}}, archive_workers=2)
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:30])
-    proc = subprocess.Popen([str(WALQ), "--config", str(home.config_path), "archive"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(WALQ), "--config", str(home.config_path), "archive"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: len(xlogdb_names(home.wals())) >= 4, 120, "a few commits")
     finally:
@@ -59,8 +63,16 @@ def test_stored_but_uncommitted_wal_is_adopted(walq_home: WalqHome, wal_corpus) 
     server = config.server("pg1")
     # Simulate a crash right after storage.put(): the object exists, no catalog row, no xlogdb line.
     spool = walq_home.root / "spool"
-    prepared = prepare(PrepareJob("pg1", names[1], str(walq_home.incoming() / names[1]), "incoming", str(spool), "zstd"))
-    open_storage(server).put(PutRequest(names[1], Path(prepared.payload), "zstd", False, prepared.mtime, prepared.checksum))
+    prepared = prepare(
+        PrepareJob(
+            "pg1", names[1], str(walq_home.incoming() / names[1]), "incoming", str(spool), "zstd"
+        )
+    )
+    open_storage(server).put(
+        PutRequest(
+            names[1], Path(prepared.payload), "zstd", False, prepared.mtime, prepared.checksum
+        )
+    )
     res = walq_home.run("archive")
     assert res.returncode == 0, res.stdout
     assert f"{names[1]} archived" in res.stdout and "recovered" in res.stdout

@@ -22,8 +22,13 @@ from walq.catalog import open_catalog
 from walq.codecs import get_codec
 from walq.wal import parse_wal_name
 
-TOOLS = {"gzip": ["gzip", "-dc"], "bzip2": ["bzip2", "-dc"], "xz": ["xz", "-dc"],
-         "zstd": ["zstd", "-dc"], "lz4": ["lz4", "-dc"]}
+TOOLS = {
+    "gzip": ["gzip", "-dc"],
+    "bzip2": ["bzip2", "-dc"],
+    "xz": ["xz", "-dc"],
+    "zstd": ["zstd", "-dc"],
+    "lz4": ["lz4", "-dc"],
+}
 
 
 def sha(data: bytes) -> str:
@@ -32,8 +37,14 @@ def sha(data: bytes) -> str:
 
 def plain_gpg_then_tool(key: GpgKey, blob: bytes, codec: str) -> bytes:
     """What a user who left walq would run: gpg --decrypt, then the codec's own tool."""
-    dec = key.gpg("--pinentry-mode", "loopback", "--passphrase-fd", "0", "--decrypt",
-                  input=PASSPHRASE.encode() + b"\n" + blob)
+    dec = key.gpg(
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase-fd",
+        "0",
+        "--decrypt",
+        input=PASSPHRASE.encode() + b"\n" + blob,
+    )
     data = dec.stdout
     if codec == "none":
         return data
@@ -43,8 +54,9 @@ def plain_gpg_then_tool(key: GpgKey, blob: bytes, codec: str) -> bytes:
 
 
 @pytest.mark.parametrize("codec", ["zstd", "gzip"])
-def test_local_gpg_bare_name_pgp_data_and_plain_gpg(codec: str, gpg_env: GpgKey, make_home, wal_corpus,
-                                                     workdir: Path) -> None:
+def test_local_gpg_bare_name_pgp_data_and_plain_gpg(
+    codec: str, gpg_env: GpgKey, make_home, wal_corpus, workdir: Path
+) -> None:
     home: WalqHome = make_home({"pg1": gpg_settings(gpg_env, compression=codec)}, archive_workers=1)
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:2])
     home.run("archive", check=True)
@@ -52,10 +64,14 @@ def test_local_gpg_bare_name_pgp_data_and_plain_gpg(codec: str, gpg_env: GpgKey,
         stored = home.wals() / parse_wal_name(name).hash_dir / name  # bare name, as Barman
         blob = stored.read_bytes()
         if shutil.which("file"):
-            kind = subprocess.run(["file", "--brief", str(stored)], capture_output=True, text=True).stdout.upper()
+            kind = subprocess.run(
+                ["file", "--brief", str(stored)], capture_output=True, text=True
+            ).stdout.upper()
             assert "PGP" in kind and "ENCRYPTED" in kind, kind  # Barman's detection
         assert PASSPHRASE.encode() not in blob
-        assert sha(plain_gpg_then_tool(gpg_env, blob, codec)) == sha(wal_corpus.path(name).read_bytes())
+        assert sha(plain_gpg_then_tool(gpg_env, blob, codec)) == sha(
+            wal_corpus.path(name).read_bytes()
+        )
     xlogdb = (home.wals() / "pg1-xlog.db").read_text().splitlines()
     assert [line.split("\t")[3:] for line in xlogdb] == [[codec, "gpg"]] * 2
     out = workdir / "restored"
@@ -66,9 +82,13 @@ def test_local_gpg_bare_name_pgp_data_and_plain_gpg(codec: str, gpg_env: GpgKey,
 
 
 @pytest.mark.parametrize("codec", ["none", "gzip", "bzip2", "xz", "zstd", "lz4"])
-def test_s3_gpg_key_suffix_and_plain_gpg(codec: str, gpg_env: GpgKey, s3_bucket: Bucket, make_home, wal_corpus,
-                                         workdir: Path) -> None:
-    home = make_home({"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression=codec))}, archive_workers=1)
+def test_s3_gpg_key_suffix_and_plain_gpg(
+    codec: str, gpg_env: GpgKey, s3_bucket: Bucket, make_home, wal_corpus, workdir: Path
+) -> None:
+    home = make_home(
+        {"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression=codec))},
+        archive_workers=1,
+    )
     name = wal_corpus.segments[3]
     wal_corpus.copy_into(home.incoming(), [name])
     home.run("archive", check=True)
@@ -83,10 +103,14 @@ def test_s3_gpg_key_suffix_and_plain_gpg(codec: str, gpg_env: GpgKey, s3_bucket:
     assert out.read_bytes() == original
 
 
-def test_s3_encrypted_duplicate_is_judged_by_plain_checksum(gpg_env: GpgKey, s3_bucket: Bucket, make_home,
-                                                            wal_corpus) -> None:
+def test_s3_encrypted_duplicate_is_judged_by_plain_checksum(
+    gpg_env: GpgKey, s3_bucket: Bucket, make_home, wal_corpus
+) -> None:
     """gpg output differs on every run; the plain sha256 still recognises the same WAL."""
-    home = make_home({"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression="zstd"))}, archive_workers=1)
+    home = make_home(
+        {"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression="zstd"))},
+        archive_workers=1,
+    )
     name = wal_corpus.segments[4]
     wal_corpus.copy_into(home.incoming(), [name])
     home.run("archive", check=True)
@@ -100,15 +124,23 @@ def test_s3_encrypted_duplicate_is_judged_by_plain_checksum(gpg_env: GpgKey, s3_
     assert s3_bucket.object_keys() == before
 
 
-def test_get_wal_with_wrong_passphrase_fails_clearly(gpg_env: GpgKey, make_home, wal_corpus, workdir: Path) -> None:
+def test_get_wal_with_wrong_passphrase_fails_clearly(
+    gpg_env: GpgKey, make_home, wal_corpus, workdir: Path
+) -> None:
     home = make_home({"pg1": gpg_settings(gpg_env, compression="lz4")}, archive_workers=1)
     name = wal_corpus.segments[5]
     wal_corpus.copy_into(home.incoming(), [name])
     home.run("archive", check=True)
     wrong = workdir / "wrong"
     wrong.write_text("not-the-passphrase-xyzzy\n")
-    home = make_home({"pg1": gpg_settings(gpg_env, compression="lz4",
-                                          encryption_passphrase_command=f"cat {wrong}")}, archive_workers=1)
+    home = make_home(
+        {
+            "pg1": gpg_settings(
+                gpg_env, compression="lz4", encryption_passphrase_command=f"cat {wrong}"
+            )
+        },
+        archive_workers=1,
+    )
     res = home.run("get-wal", "pg1", name, str(workdir / "out"))
     assert res.returncode == 2
     assert "Bad passphrase" in res.stderr
@@ -126,8 +158,16 @@ def test_check_reports_a_usable_key(gpg_env: GpgKey, make_home) -> None:
 
 
 def test_unusable_key_leaves_every_source_in_place(gpg_env: GpgKey, make_home, wal_corpus) -> None:
-    home = make_home({"pg1": {"encryption": "gpg", "encryption_key_id": "nobody@example.invalid",
-                              "compression": "zstd"}}, archive_workers=1)
+    home = make_home(
+        {
+            "pg1": {
+                "encryption": "gpg",
+                "encryption_key_id": "nobody@example.invalid",
+                "compression": "zstd",
+            }
+        },
+        archive_workers=1,
+    )
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:3])
     res = home.run("archive")
     assert res.returncode == 1
@@ -144,17 +184,38 @@ def test_unusable_key_leaves_every_source_in_place(gpg_env: GpgKey, make_home, w
         catalog.close()
 
 
-def test_barman_cloud_does_not_serve_gpg_objects(gpg_env: GpgKey, s3_bucket: Bucket, make_home, wal_corpus,
-                                                 barman_cloud_restore: str, workdir: Path) -> None:
+def test_barman_cloud_does_not_serve_gpg_objects(
+    gpg_env: GpgKey,
+    s3_bucket: Bucket,
+    make_home,
+    wal_corpus,
+    barman_cloud_restore: str,
+    workdir: Path,
+) -> None:
     """What the README says: Barman's cloud restore cannot read (and so never serves) .gpg objects."""
-    home = make_home({"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression="zstd"))}, archive_workers=1)
+    home = make_home(
+        {"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression="zstd"))},
+        archive_workers=1,
+    )
     name = wal_corpus.segments[6]
     wal_corpus.copy_into(home.incoming(), [name])
     home.run("archive", check=True)
     res = subprocess.run(
-        [barman_cloud_restore, "--cloud-provider", "aws-s3", "--endpoint-url", s3_bucket.endpoint,
-         s3_bucket.url(), "pg1", name, str(workdir / name)],
-        capture_output=True, text=True, env=s3_bucket.server.env(), timeout=180,
+        [
+            barman_cloud_restore,
+            "--cloud-provider",
+            "aws-s3",
+            "--endpoint-url",
+            s3_bucket.endpoint,
+            s3_bucket.url(),
+            "pg1",
+            name,
+            str(workdir / name),
+        ],
+        capture_output=True,
+        text=True,
+        env=s3_bucket.server.env(),
+        timeout=180,
     )
     assert res.returncode == 1 and not (workdir / name).exists()
 
@@ -168,8 +229,12 @@ def test_decrypt_streams_and_stops_cleanly(gpg_env: GpgKey, workdir: Path) -> No
     from walq.crypto import decrypt_chunks, encrypt_file, forget_passphrases
 
     counter = workdir / "runs"
-    cfg = ServerConfig(name="pg1", encryption="gpg", encryption_key_id=gpg_env.fingerprint,
-                       encryption_passphrase_command=f"echo x >> {counter}; {gpg_env.passphrase_command}")
+    cfg = ServerConfig(
+        name="pg1",
+        encryption="gpg",
+        encryption_key_id=gpg_env.fingerprint,
+        encryption_passphrase_command=f"echo x >> {counter}; {gpg_env.passphrase_command}",
+    )
     forget_passphrases()
     src, dst = workdir / "plain", workdir / "plain.gpg"
     data = os.urandom(6 << 20)

@@ -92,13 +92,18 @@ def run_measured(home: WalqHome, *args: str, fsize_limit: int) -> tuple[int, str
 
     RLIMIT_FSIZE makes any write past ``fsize_limit`` fail (SIGXFSZ kills the
     process), so a passing run proves no file that large was written."""
+
     def limit_file_size() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
 
     err_path = home.root / f"stderr-{os.getpid()}-{len(args)}"
     with open(err_path, "wb") as err, open(os.devnull, "wb") as out:
-        proc = subprocess.Popen([str(WALQ), "--config", str(home.config_path), *args],
-                                stdout=out, stderr=err, preexec_fn=limit_file_size)
+        proc = subprocess.Popen(
+            [str(WALQ), "--config", str(home.config_path), *args],
+            stdout=out,
+            stderr=err,
+            preexec_fn=limit_file_size,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, err_path.read_text(), usage.ru_maxrss
@@ -121,7 +126,9 @@ def test_get_wal_of_a_zstd_bomb_stays_small(walq_home: WalqHome, wal_corpus, wor
             f.write(piece)
     assert stored.stat().st_size < 100_000
     dest = workdir / "restored"
-    code, stderr, rss_kb = run_measured(walq_home, "get-wal", "pg1", name, str(dest), fsize_limit=4 * MiB)
+    code, stderr, rss_kb = run_measured(
+        walq_home, "get-wal", "pg1", name, str(dest), fsize_limit=4 * MiB
+    )
     assert code == 2, stderr
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
     assert name in stderr and "1048576" in stderr
@@ -154,7 +161,9 @@ def test_archive_of_a_bomb_in_incoming_stays_small(codec: str, make_home, wal_co
         catalog.close()
 
 
-def test_get_wal_of_a_corrupt_zstd_object_is_one_line_exit_2(walq_home: WalqHome, wal_corpus, workdir: Path) -> None:
+def test_get_wal_of_a_corrupt_zstd_object_is_one_line_exit_2(
+    walq_home: WalqHome, wal_corpus, workdir: Path
+) -> None:
     """A stored zstd object with a flipped header byte (ZstdError before the fix)."""
     name = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[:1])[0]
     walq_home.run("archive", check=True)
@@ -175,7 +184,9 @@ def test_xz_header_asking_for_a_huge_dictionary_is_refused() -> None:
     """liblzma allocates what the header names; walq caps it (preset 9 needs 65 MiB)."""
     import lzma
 
-    huge = lzma.compress(b"x", format=lzma.FORMAT_XZ, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 30}])
+    huge = lzma.compress(
+        b"x", format=lzma.FORMAT_XZ, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 30}]
+    )
     with pytest.raises(codecs.DecompressionError, match="xz content"):
         b"".join(decompress_chunks([huge], "xz"))
     preset9 = b"".join(compress_chunks([os.urandom(100_000)], "xz", 9))

@@ -23,7 +23,13 @@ W = "000000010000000000000006"
 
 
 def _huge_calls(home: WalqHome) -> list[tuple[str, list[object]]]:
-    job = {"server": "pg1", "wal": W, "source": str(home.incoming() / W), "origin": "incoming", "chain": "a" * 32}
+    job = {
+        "server": "pg1",
+        "wal": W,
+        "source": str(home.incoming() / W),
+        "origin": "incoming",
+        "chain": "a" * 32,
+    }
     return [
         ("walq.compress", [{**job, "wal": "0" * HUGE}]),
         ("walq.compress", [{**job, "source": "/" + "s" * HUGE}]),
@@ -34,7 +40,10 @@ def _huge_calls(home: WalqHome) -> list[tuple[str, list[object]]]:
 
 
 def test_a_20_mb_task_argument_gives_a_short_refusal(
-    make_home, redis_server, catalog_db, fleet_factory,
+    make_home,
+    redis_server,
+    catalog_db,
+    fleet_factory,
 ) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     fleet = fleet_factory(home.config_path)
@@ -84,10 +93,15 @@ def test_a_1_mb_config_value_gives_a_short_error_line(workdir: Path) -> None:
 
 
 def test_a_long_cli_argument_gives_a_short_error_line(walq_home: WalqHome, workdir: Path) -> None:
-    for args in (("get-wal", "pg1", "0" * 100_000, str(workdir / "x")), ("list", "p" * 100_000),
-                 ("get-wal", "pg1", "0" * 24, str(workdir / "x"), "--prefetch", "9" * 100_000 + "x"),
-                 ("c" * 100_000,)):
+    for args in (
+        ("get-wal", "pg1", "0" * 100_000, str(workdir / "x")),
+        ("list", "p" * 100_000),
+        ("get-wal", "pg1", "0" * 24, str(workdir / "x"), "--prefetch", "9" * 100_000 + "x"),
+        ("c" * 100_000,),
+    ):
         res = walq_home.run(*args)
         assert res.returncode == 2, (res.returncode, res.stderr[:300])
-        assert len(res.stderr.strip().splitlines()[-1]) < BOUND and len(res.stderr) < 2 * BOUND, res.stderr[:300]
+        assert len(res.stderr.strip().splitlines()[-1]) < BOUND and len(res.stderr) < 2 * BOUND, (
+            res.stderr[:300]
+        )
         assert "bytes)" in res.stderr or "characters)" in res.stderr, res.stderr[:300]

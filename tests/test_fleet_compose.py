@@ -40,9 +40,20 @@ def _check_command(argv: list[str], config: Path) -> None:
     sub = argv[3]
     assert sub in {"worker", "beat", "flower"}, argv
     # The app really loads and the subcommand exists (``--help`` imports workers and exits 0).
-    env = {**os.environ, "WALQ_CONFIG": str(config), "FLOWER_BASIC_AUTH": "u:p", "PYTHONPATH": str(REPO)}
-    res = subprocess.run([str(CELERY), "-A", "workers", sub, "--help"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "WALQ_CONFIG": str(config),
+        "FLOWER_BASIC_AUTH": "u:p",
+        "PYTHONPATH": str(REPO),
+    }
+    res = subprocess.run(
+        [str(CELERY), "-A", "workers", sub, "--help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     if sub == "worker" and "-Q" in argv:
         queues = set(argv[argv.index("-Q") + 1].split(","))
@@ -61,11 +72,20 @@ def test_compose_services_and_commands(compose: dict, fleet_config: Path) -> Non
             argv = command if isinstance(command, list) else shlex.split(command)
             seen.setdefault(tuple(argv[:4]), name)
             _check_command(argv, fleet_config)
-    assert ("celery", "-A", "workers", "beat") in seen and ("celery", "-A", "workers", "flower") in seen
+    assert ("celery", "-A", "workers", "beat") in seen and (
+        "celery",
+        "-A",
+        "workers",
+        "flower",
+    ) in seen
     assert services["worker-cpu"]["deploy"]["replicas"] >= 1  # scalable workers
     for name in ("worker-cpu", "worker-io", "beat"):
-        assert "walq-data:/var/lib/walq" in services[name]["volumes"], f"{name} misses the shared volume"
-    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+        assert "walq-data:/var/lib/walq" in services[name]["volumes"], (
+            f"{name} misses the shared volume"
+        )
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith(
+        "${FLOWER_BASIC_AUTH:?"
+    )
     assert "--appendonly" in services["redis"]["command"]
     dockerfile = REPO / services["worker-cpu"]["build"]["dockerfile"]
     assert dockerfile.is_file()
@@ -102,6 +122,11 @@ def test_procfile_entries(fleet_config: Path) -> None:
 
 
 def test_honcho_reads_the_procfile() -> None:
-    res = subprocess.run([str(CELERY.parent / "honcho"), "check"], cwd=REPO, capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        [str(CELERY.parent / "honcho"), "check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stdout + res.stderr

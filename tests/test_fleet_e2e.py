@@ -20,7 +20,12 @@ from walq.catalog import WalState, open_catalog
 
 
 def test_three_workers_archive_real_wal_once_and_pitr_restores(
-    make_home, cluster_factory, workdir: Path, redis_server, catalog_db, fleet_factory,
+    make_home,
+    cluster_factory,
+    workdir: Path,
+    redis_server,
+    catalog_db,
+    fleet_factory,
     walq_runnable_by_postgres,
 ) -> None:
     home: WalqHome = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
@@ -36,6 +41,7 @@ def test_three_workers_archive_real_wal_once_and_pitr_restores(
 
     catalog = open_catalog(home.config)
     try:
+
         def settled() -> bool:
             return not pending(home.incoming()) and catalog.counts("pg1")["claimed"] == 0
 
@@ -50,7 +56,9 @@ def test_three_workers_archive_real_wal_once_and_pitr_restores(
         # exactly once: one payload, one xlogdb line, one catalog row per WAL
         assert sorted(xlogdb_names(home.wals())) == archived
         assert stored_names(home.wals()) == archived
-        busy = [p.name for p in fleet.procs if p.name.startswith("w") and "Task walq." in p.output()]
+        busy = [
+            p.name for p in fleet.procs if p.name.startswith("w") and "Task walq." in p.output()
+        ]
         assert len(busy) >= 2, f"work did not spread over the workers: {busy}"
     finally:
         catalog.close()
@@ -63,5 +71,7 @@ def test_three_workers_archive_real_wal_once_and_pitr_restores(
     chown_postgres(home.root)
     assert home.run("verify", "pg1", as_pg=True).returncode == 0
     restore_cmd = f"'{walq_command(home, 'get-wal pg1 %f %p')}'"
-    with recovered(workdir / "restored", workdir / "base", {"restore_command": restore_cmd}) as restored:
+    with recovered(
+        workdir / "restored", workdir / "base", {"restore_command": restore_cmd}
+    ) as restored:
         assert restored.accounts_fingerprint() == expected

@@ -32,22 +32,34 @@ from walq.catalog import open_catalog
 @pytest.fixture
 def fleet_home(make_home, redis_server, catalog_db):
     def make(**overrides: object):
-        return make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db), **overrides))
+        return make_home(
+            **fleet_settings(redis_server.url, fresh_schema_url(catalog_db), **overrides)
+        )
 
     return make
 
 
 def _wait_archived(catalog, fleet, names: list[str], timeout: float = 180) -> None:
     try:
-        wait_for(lambda: catalog.archived_names("pg1") == names and catalog.counts("pg1")["claimed"] == 0,
-                 timeout, "every WAL to be archived", 0.25)
+        wait_for(
+            lambda: (
+                catalog.archived_names("pg1") == names and catalog.counts("pg1")["claimed"] == 0
+            ),
+            timeout,
+            "every WAL to be archived",
+            0.25,
+        )
     except TimeoutError:
-        raise AssertionError(f"archived {len(catalog.archived_names('pg1'))}/{len(names)}\n{fleet.logs()}") from None
+        raise AssertionError(
+            f"archived {len(catalog.archived_names('pg1'))}/{len(names)}\n{fleet.logs()}"
+        ) from None
 
 
 def _frozen_at(fault_dir: Path, stage: str, fleet) -> int:
     try:
-        pid = wait_for(lambda: read_pid(fault_dir / f"{stage}.pid"), 90, f"a worker to reach {stage}", 0.1)
+        pid = wait_for(
+            lambda: read_pid(fault_dir / f"{stage}.pid"), 90, f"a worker to reach {stage}", 0.1
+        )
         wait_for(lambda: process_state(pid) == "T", 30, f"pid {pid} to stop", 0.05)
     except TimeoutError:
         raise AssertionError(fleet.logs()) from None
@@ -55,7 +67,9 @@ def _frozen_at(fault_dir: Path, stage: str, fleet) -> int:
 
 
 @pytest.mark.parametrize("stage", ["compress", "encrypt", "store", "commit"])
-def test_kill_9_in_each_stage_loses_nothing(stage: str, fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:
+def test_kill_9_in_each_stage_loses_nothing(
+    stage: str, fleet_home, wal_corpus, fleet_factory, workdir: Path
+) -> None:
     home = fleet_home()
     faults = workdir / "faults"
     faults.mkdir()
@@ -78,7 +92,9 @@ def test_kill_9_in_each_stage_loses_nothing(stage: str, fleet_home, wal_corpus, 
     assert "WorkerLostError" in logs or "exited prematurely" in logs, "the kill went unnoticed"
 
 
-def test_kill_9_of_a_whole_worker_is_recovered_by_the_scans(fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:
+def test_kill_9_of_a_whole_worker_is_recovered_by_the_scans(
+    fleet_home, wal_corpus, fleet_factory, workdir: Path
+) -> None:
     """The worker's main process dies too: its unacked message waits for the visibility
     timeout, so the catalog claim's deadline is what brings the WAL back."""
     home = fleet_home(claim_timeout=6.0)
@@ -102,7 +118,9 @@ def test_kill_9_of_a_whole_worker_is_recovered_by_the_scans(fleet_home, wal_corp
         catalog.close()
 
 
-def test_frozen_lock_holder_is_fenced_and_writes_nothing_twice(fleet_home, wal_corpus, fleet_factory, workdir: Path) -> None:
+def test_frozen_lock_holder_is_fenced_and_writes_nothing_twice(
+    fleet_home, wal_corpus, fleet_factory, workdir: Path
+) -> None:
     home = fleet_home(lock_ttl=2.0, claim_timeout=120.0)
     faults = workdir / "faults"
     faults.mkdir()
@@ -117,10 +135,14 @@ def test_frozen_lock_holder_is_fenced_and_writes_nothing_twice(fleet_home, wal_c
     locks = fleet_redis(home)
     try:
         frozen_holder = locks.get(keys.lock("pg1", "commit"))
-        assert frozen_holder and f":{pid}:" in frozen_holder.decode(), "the frozen worker holds the lock"
+        assert frozen_holder and f":{pid}:" in frozen_holder.decode(), (
+            "the frozen worker holds the lock"
+        )
         before = set(catalog.archived_names("pg1"))
         # The lock expires (no extension from a stopped process) and another worker commits.
-        wait_for(lambda: set(catalog.archived_names("pg1")) - before, 90, "another worker to commit", 0.1)
+        wait_for(
+            lambda: set(catalog.archived_names("pg1")) - before, 90, "another worker to commit", 0.1
+        )
         assert locks.get(keys.lock("pg1", "commit")) != frozen_holder
         os.kill(pid, signal.SIGCONT)
         _wait_archived(catalog, fleet, names)
@@ -128,10 +150,14 @@ def test_frozen_lock_holder_is_fenced_and_writes_nothing_twice(fleet_home, wal_c
     finally:
         catalog.close()
         os.kill(pid, signal.SIGCONT) if process_state(pid) == "T" else None
-    assert re.search(r"refused: fencing token \d+ is older than \d+", fleet.logs(tail=0)), fleet.logs()
+    assert re.search(r"refused: fencing token \d+ is older than \d+", fleet.logs(tail=0)), (
+        fleet.logs()
+    )
 
 
-def test_redis_restart_mid_run_recovers_on_next_scans(fleet_home, wal_corpus, fleet_factory, redis_server) -> None:
+def test_redis_restart_mid_run_recovers_on_next_scans(
+    fleet_home, wal_corpus, fleet_factory, redis_server
+) -> None:
     home = fleet_home(claim_timeout=6.0)
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:30])
     fleet = fleet_factory(home.config_path)
@@ -140,7 +166,9 @@ def test_redis_restart_mid_run_recovers_on_next_scans(fleet_home, wal_corpus, fl
     fleet.beat()
     catalog = open_catalog(home.config)
     try:
-        wait_for(lambda: len(catalog.archived_names("pg1")) >= 2, 90, "the run to be under way", 0.05)
+        wait_for(
+            lambda: len(catalog.archived_names("pg1")) >= 2, 90, "the run to be under way", 0.05
+        )
         before = redis_server.proc.pid
         redis_server.restart()  # no persistence: queued and unacked messages, locks, fences are gone
         assert redis_server.proc.pid != before
@@ -158,7 +186,11 @@ def test_two_beats_enqueue_each_wal_once(fleet_home, wal_corpus, fleet_factory) 
     b1 = fleet.beat("beat1")
     b2 = fleet.beat("beat2")
     for beat in (b1, b2):  # both are ticking before any WAL arrives
-        wait_for(lambda b=beat: "Sending due task scan pg1" in b.output(), 60, f"{beat.name} to send a scan")
+        wait_for(
+            lambda b=beat: "Sending due task scan pg1" in b.output(),
+            60,
+            f"{beat.name} to send a scan",
+        )
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:20])
     catalog = open_catalog(home.config)
     try:
@@ -167,10 +199,15 @@ def test_two_beats_enqueue_each_wal_once(fleet_home, wal_corpus, fleet_factory) 
     finally:
         catalog.close()
     chains: dict[str, set[str]] = {}
-    for match in re.finditer(r"walq\.compress\[pg1\.([0-9A-F]{24})\.compress\.([0-9a-f]{8})\] received", fleet.logs(tail=0)):
+    for match in re.finditer(
+        r"walq\.compress\[pg1\.([0-9A-F]{24})\.compress\.([0-9a-f]{8})\] received",
+        fleet.logs(tail=0),
+    ):
         chains.setdefault(match.group(1), set()).add(match.group(2))
     assert sorted(chains) == names
-    assert all(len(ids) == 1 for ids in chains.values()), {k: v for k, v in chains.items() if len(v) > 1}
+    assert all(len(ids) == 1 for ids in chains.values()), {
+        k: v for k, v in chains.items() if len(v) > 1
+    }
 
 
 def fleet_redis(home):

@@ -20,7 +20,12 @@ AUTH = "operator:s3cret-pass"
 
 
 def test_failed_wal_retried_through_flower_api_with_auth(
-    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory,
+    make_home,
+    workdir: Path,
+    wal_corpus,
+    redis_server,
+    catalog_db,
+    fleet_factory,
 ) -> None:
     blocked = workdir / "archive-volume"
     blocked.write_text("not a directory: the storage cannot be created under it\n")
@@ -36,14 +41,22 @@ def test_failed_wal_retried_through_flower_api_with_auth(
     fleet.worker("w1")
     fleet.beat()
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: http("GET", f"{base}/healthcheck")[0] == 200 or not flower.alive(), 60, "Flower to answer")
+    wait_for(
+        lambda: http("GET", f"{base}/healthcheck")[0] == 200 or not flower.alive(),
+        60,
+        "Flower to answer",
+    )
     assert flower.alive(), flower.output()
 
     catalog = open_catalog(home.config)
     try:
         try:
-            record = wait_for(lambda: (r := catalog.get("pg1", wal)) and r.state is WalState.FAILED and r,
-                              120, "the WAL to be marked failed", 0.2)
+            record = wait_for(
+                lambda: (r := catalog.get("pg1", wal)) and r.state is WalState.FAILED and r,
+                120,
+                "the WAL to be marked failed",
+                0.2,
+            )
         except TimeoutError:
             raise AssertionError(fleet.logs()) from None
         assert "gave up after 2 attempts" in record.last_error and "cannot" in record.last_error
@@ -70,7 +83,12 @@ def test_failed_wal_retried_through_flower_api_with_auth(
         status, body = http("POST", url, {"args": ["pg1", wal]}, auth=AUTH)
         assert status == 200 and body.get("task-id"), (status, body)
         try:
-            wait_for(lambda: catalog.get("pg1", wal).state is WalState.ARCHIVED, 120, "the retried WAL", 0.2)
+            wait_for(
+                lambda: catalog.get("pg1", wal).state is WalState.ARCHIVED,
+                120,
+                "the retried WAL",
+                0.2,
+            )
         except TimeoutError:
             raise AssertionError(fleet.logs()) from None
         assert xlogdb_names(blocked / "wals") == [wal]
@@ -80,18 +98,28 @@ def test_failed_wal_retried_through_flower_api_with_auth(
     assert AUTH.split(":")[1] not in fleet.logs(tail=0), "the Flower password leaked into a log"
 
 
-def test_flower_refuses_to_start_without_auth(make_home, redis_server, catalog_db, fleet_factory) -> None:
+def test_flower_refuses_to_start_without_auth(
+    make_home, redis_server, catalog_db, fleet_factory
+) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     fleet = fleet_factory(home.config_path)
-    proc = fleet._spawn("flower-open", ["flower", f"--port={free_port()}", "--address=127.0.0.1"],
-                        {"FLOWER_BASIC_AUTH": ""})
+    proc = fleet._spawn(
+        "flower-open",
+        ["flower", f"--port={free_port()}", "--address=127.0.0.1"],
+        {"FLOWER_BASIC_AUTH": ""},
+    )
     proc.popen.wait(timeout=60)
     assert proc.popen.returncode != 0
     assert "refusing to start Flower without authentication" in proc.output()
 
 
 def test_cli_retry_in_fleet_mode_redrives_through_the_next_scan(
-    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory,
+    make_home,
+    workdir: Path,
+    wal_corpus,
+    redis_server,
+    catalog_db,
+    fleet_factory,
 ) -> None:
     blocked = workdir / "archive-volume"
     blocked.write_text("not a directory\n")
@@ -105,8 +133,12 @@ def test_cli_retry_in_fleet_mode_redrives_through_the_next_scan(
     fleet.beat()
     catalog = open_catalog(home.config)
     try:
-        wait_for(lambda: [r.name for r in catalog.records("pg1", WalState.FAILED)] == names, 120,
-                 "both WALs to fail", 0.2)
+        wait_for(
+            lambda: [r.name for r in catalog.records("pg1", WalState.FAILED)] == names,
+            120,
+            "both WALs to fail",
+            0.2,
+        )
         blocked.unlink()
         res = home.run("retry", "pg1", "--all-failed", check=True)
         assert "2 WAL(s) re-driven" in res.stdout and "next scan" in res.stdout

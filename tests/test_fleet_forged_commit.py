@@ -31,16 +31,29 @@ PASSWD = Path("/etc/passwd")
 AUTH = "operator:s3cret-pass"
 
 
-def _forged(home: WalqHome, wal: str, origin: str, key: str, **changes: object) -> dict[str, object]:
+def _forged(
+    home: WalqHome, wal: str, origin: str, key: str, **changes: object
+) -> dict[str, object]:
     """A complete, well-typed StoredArgs whose key points at /etc/passwd's bytes."""
     data = PASSWD.read_bytes()
     chain = uuid.uuid4().hex
     source_dir = home.incoming() if origin == "incoming" else home.server_dir() / "streaming"
     args = {
-        "server": "pg1", "wal": wal, "source": str(source_dir / wal), "origin": origin, "chain": chain,
-        "payload": str(home.home / "spool" / "pg1" / chain / f"{wal}.{origin}.none"), "codec": "none",
-        "encrypted": False, "size": len(data), "checksum": hashlib.sha256(data).hexdigest(), "mtime": 0.0,
-        "key": key, "stored_size": len(data), "stored_codec": "none", "stored_encrypted": False,
+        "server": "pg1",
+        "wal": wal,
+        "source": str(source_dir / wal),
+        "origin": origin,
+        "chain": chain,
+        "payload": str(home.home / "spool" / "pg1" / chain / f"{wal}.{origin}.none"),
+        "codec": "none",
+        "encrypted": False,
+        "size": len(data),
+        "checksum": hashlib.sha256(data).hexdigest(),
+        "mtime": 0.0,
+        "key": key,
+        "stored_size": len(data),
+        "stored_codec": "none",
+        "stored_encrypted": False,
     }
     return {**args, **changes}
 
@@ -56,14 +69,20 @@ def _forged_keys(wal: str) -> list[str]:
 
 
 def test_forged_commit_through_a_real_worker_touches_nothing(
-    make_home, wal_corpus, redis_server, catalog_db, fleet_factory,
+    make_home,
+    wal_corpus,
+    redis_server,
+    catalog_db,
+    fleet_factory,
 ) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     claimed, unclaimed = wal_corpus.segments[5], wal_corpus.segments[6]
     wal_corpus.copy_into(home.incoming(), [claimed])
     wal_corpus.copy_into(home.server_dir() / "streaming", [unclaimed])
-    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-               for p in (home.incoming() / claimed, home.server_dir() / "streaming" / unclaimed)}
+    digests = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (home.incoming() / claimed, home.server_dir() / "streaming" / unclaimed)
+    }
     catalog = open_catalog(home.config)
     try:
         assert catalog.claim("pg1", claimed, str(home.incoming() / claimed), 600)  # a scan found it
@@ -73,13 +92,22 @@ def test_forged_commit_through_a_real_worker_touches_nothing(
         fleet_proc.worker("w1")  # no beat: nothing but our calls runs
         client = celery_client(home.config_path)
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: http("GET", f"{base}/healthcheck")[0] == 200 or not flower.alive(), 60, "Flower to answer")
+        wait_for(
+            lambda: http("GET", f"{base}/healthcheck")[0] == 200 or not flower.alive(),
+            60,
+            "Flower to answer",
+        )
         assert flower.alive(), flower.output()
         for wal, origin in ((claimed, "incoming"), (unclaimed, "streaming")):
             for i, key in enumerate(_forged_keys(wal)):
                 forged = _forged(home, wal, origin, key)
                 if i == 0:  # the issue's call, through Flower's HTTP API with its credentials
-                    status, body = http("POST", f"{base}/api/task/async-apply/walq.commit", {"args": [forged]}, auth=AUTH)
+                    status, body = http(
+                        "POST",
+                        f"{base}/api/task/async-apply/walq.commit",
+                        {"args": [forged]},
+                        auth=AUTH,
+                    )
                     assert status == 200 and body.get("task-id"), (status, body)
                     result = client.AsyncResult(body["task-id"])
                 else:
@@ -114,7 +142,9 @@ def _stored_args(home: WalqHome, wal_corpus) -> tuple[fleet.Runtime, dict[str, o
 
 @pytest.mark.parametrize("change", ["stored_size", "key_of_a_symlink", "payload_of_another_chain"])
 def test_commit_verifies_the_stored_object_before_removing_the_source(
-    make_home, wal_corpus, change: str,
+    make_home,
+    wal_corpus,
+    change: str,
 ) -> None:
     """Well-formed arguments that storage contradicts: refused, source and row untouched."""
     home = make_home()
@@ -132,7 +162,11 @@ def test_commit_verifies_the_stored_object_before_removing_the_source(
         other = Path(str(stored["payload"])).parent.with_name("e" * 32)
         other.mkdir()
         (other / Path(str(stored["payload"])).name).write_bytes(b"x" * int(stored["stored_size"]))
-        stored = {**stored, "chain": "e" * 32, "payload": str(other / Path(str(stored["payload"])).name)}
+        stored = {
+            **stored,
+            "chain": "e" * 32,
+            "payload": str(other / Path(str(stored["payload"])).name),
+        }
     with pytest.raises(fleet.TaskArgumentError, match="refused"):
         fleet.commit_stage(rt, stored)
     assert rt.catalog.get("pg1", wal).state is WalState.CLAIMED
@@ -141,7 +175,9 @@ def test_commit_verifies_the_stored_object_before_removing_the_source(
     rt.close()
 
 
-def test_a_commit_for_an_archived_wal_judges_the_source_by_its_own_bytes(make_home, wal_corpus) -> None:
+def test_a_commit_for_an_archived_wal_judges_the_source_by_its_own_bytes(
+    make_home, wal_corpus
+) -> None:
     """A forged commit carrying the archived checksum must not delete a *different*
     file waiting under that WAL's name: it is parked in errors/, as a scan would."""
     home = make_home()
@@ -150,8 +186,14 @@ def test_a_commit_for_an_archived_wal_judges_the_source_by_its_own_bytes(make_ho
     assert fleet.commit_stage(rt, stored).status == "archived"
     different = wal_corpus.path(wal_corpus.segments[1]).read_bytes()
     (home.incoming() / wal).write_bytes(different)
-    replay = {**stored, "chain": "d" * 32,
-              "payload": str(Path(str(stored["payload"])).parent.with_name("d" * 32) / Path(str(stored["payload"])).name)}
+    replay = {
+        **stored,
+        "chain": "d" * 32,
+        "payload": str(
+            Path(str(stored["payload"])).parent.with_name("d" * 32)
+            / Path(str(stored["payload"])).name
+        ),
+    }
     outcome = fleet.commit_stage(rt, replay)
     assert outcome.status == "rejected", outcome
     assert not (home.incoming() / wal).exists()

@@ -22,23 +22,43 @@ from tests.services.pg import free_port, wait_for
 
 
 def test_honcho_start_archives_pgbench_continuously(
-    make_home, cluster_factory, workdir: Path, redis_server, catalog_db, walq_runnable_by_postgres,
+    make_home,
+    cluster_factory,
+    workdir: Path,
+    redis_server,
+    catalog_db,
+    walq_runnable_by_postgres,
 ) -> None:
     home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
     home.give_to_postgres()  # archive_command runs as the postgres user, as in production
     log = open(workdir / "honcho.log", "wb")  # noqa: SIM115
     env = {
-        **os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "WALQ_CONFIG": str(home.config_path),
-        "FLOWER_BASIC_AUTH": "ops:honcho-test", "FLOWER_PORT": str(free_port()),
-        "WALQ_BEAT_SCHEDULE": str(workdir / "beat-schedule"), "WALQ_CPU_CONCURRENCY": "1",
-        "WALQ_IO_CONCURRENCY": "2", "PYTHONUNBUFFERED": "1",
+        **os.environ,
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "WALQ_CONFIG": str(home.config_path),
+        "FLOWER_BASIC_AUTH": "ops:honcho-test",
+        "FLOWER_PORT": str(free_port()),
+        "WALQ_BEAT_SCHEDULE": str(workdir / "beat-schedule"),
+        "WALQ_CPU_CONCURRENCY": "1",
+        "WALQ_IO_CONCURRENCY": "2",
+        "PYTHONUNBUFFERED": "1",
     }
-    honcho = subprocess.Popen([str(VENV_BIN / "honcho"), "start"], cwd=REPO, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    honcho = subprocess.Popen(
+        [str(VENV_BIN / "honcho"), "start"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     stop = threading.Event()
-    primary = cluster_factory("primary", conf={
-        "archive_mode": "on", "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'",
-    })
+    primary = cluster_factory(
+        "primary",
+        conf={
+            "archive_mode": "on",
+            "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'",
+        },
+    )
     try:
         primary.start()
         primary.pgbench_init(1)
@@ -53,15 +73,24 @@ def test_honcho_start_archives_pgbench_continuously(
 
         def watermark() -> str | None:
             res = home.run("status", "--json")
-            return json.loads(res.stdout)["servers"][0]["watermark"] if res.returncode == 0 else None
+            return (
+                json.loads(res.stdout)["servers"][0]["watermark"] if res.returncode == 0 else None
+            )
 
         def logs() -> str:
             return (workdir / "honcho.log").read_text(errors="replace")[-8000:]
 
         try:
             first = wait_for(watermark, 180, "a first watermark", 0.5)
-            second = wait_for(lambda: (w := watermark()) and w > first and w, 180, "the watermark to advance", 0.5)
-            wait_for(lambda: (w := watermark()) and w > second, 180, "the watermark to keep advancing", 0.5)
+            second = wait_for(
+                lambda: (w := watermark()) and w > first and w, 180, "the watermark to advance", 0.5
+            )
+            wait_for(
+                lambda: (w := watermark()) and w > second,
+                180,
+                "the watermark to keep advancing",
+                0.5,
+            )
         except TimeoutError:
             raise AssertionError(logs()) from None
         status = json.loads(home.run("status", "--json", check=True).stdout)

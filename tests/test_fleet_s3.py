@@ -18,10 +18,18 @@ from walq.catalog import WalState, open_catalog
 
 
 def test_fleet_archives_to_s3_with_prefork_and_thread_pools(
-    make_home, workdir: Path, wal_corpus, redis_server, catalog_db, fleet_factory, s3_bucket: Bucket,
+    make_home,
+    workdir: Path,
+    wal_corpus,
+    redis_server,
+    catalog_db,
+    fleet_factory,
+    s3_bucket: Bucket,
 ) -> None:
-    home = make_home({"pg1": s3_settings(s3_bucket, compression="lz4")},
-                     **fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
+    home = make_home(
+        {"pg1": s3_settings(s3_bucket, compression="lz4")},
+        **fleet_settings(redis_server.url, fresh_schema_url(catalog_db)),
+    )
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:10])
     fleet = fleet_factory(home.config_path)
     fleet.worker("cpu", queues="walq.scan,walq.cpu")
@@ -30,8 +38,12 @@ def test_fleet_archives_to_s3_with_prefork_and_thread_pools(
     catalog = open_catalog(home.config)
     try:
         try:
-            wait_for(lambda: catalog.archived_names("pg1") == names and not pending(home.incoming()), 180,
-                     "every WAL on S3", 0.25)
+            wait_for(
+                lambda: catalog.archived_names("pg1") == names and not pending(home.incoming()),
+                180,
+                "every WAL on S3",
+                0.25,
+            )
         except TimeoutError:
             raise AssertionError(fleet.logs()) from None
         assert catalog.records("pg1", WalState.FAILED) == []

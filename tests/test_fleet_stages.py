@@ -34,8 +34,11 @@ def test_scan_claims_once_and_reenqueues_only_stalled(home: WalqHome, wal_corpus
     assert [j["wal"] for j in jobs] == names
     assert fleet.scan_server(rt, "pg1") == [], "claimed WALs are not enqueued twice"
     # progress (a stage starting) keeps a claim alive; only the others stall and come back
-    again = wait_for(lambda: (rt.catalog.extend("pg1", names[0], 60), fleet.scan_server(rt, "pg1"))[1],
-                     10, "stalled claims to be re-enqueued")
+    again = wait_for(
+        lambda: (rt.catalog.extend("pg1", names[0], 60), fleet.scan_server(rt, "pg1"))[1],
+        10,
+        "stalled claims to be re-enqueued",
+    )
     assert [j["wal"] for j in again] == names[1:]
     rt.close()
 
@@ -64,12 +67,16 @@ def test_stale_fence_is_refused_and_writes_nothing(home: WalqHome, wal_corpus) -
     job = fleet.scan_server(rt, "pg1")[0]
     stored = fleet.store_stage(rt, fleet.encrypt_stage(rt, fleet.compress_stage(rt, job)))
     rt.catalog.claim("pg9", "000000010000000000000001", "/in/x", 60)
-    rt.catalog.mark_archived("pg9", "000000010000000000000001", _info(), fence=1)  # other server: no effect
+    rt.catalog.mark_archived(
+        "pg9", "000000010000000000000001", _info(), fence=1
+    )  # other server: no effect
     lock = rt.lock("pg1", "commit")
     newer = lock.acquire() + 1000
     lock.release()
     rt.catalog.claim("pg1", "00000001000000000000FFFF", "/in/x", 60)
-    rt.catalog.mark_archived("pg1", "00000001000000000000FFFF", _info(), fence=newer)  # a newer holder
+    rt.catalog.mark_archived(
+        "pg1", "00000001000000000000FFFF", _info(), fence=newer
+    )  # a newer holder
     with pytest.raises(FencedError):
         fleet.commit_stage(rt, stored)
     assert rt.catalog.get("pg1", names[0]).state is WalState.CLAIMED
@@ -84,7 +91,10 @@ def test_give_up_marks_failed_with_reason_and_retry_reclaims(home: WalqHome, wal
     job = fleet.scan_server(rt, "pg1")[0]
     fleet.give_up(rt, job, OSError("disk on fire"), 9)
     record = rt.catalog.get("pg1", names[0])
-    assert record.state is WalState.FAILED and "gave up after 9 attempts: disk on fire" in record.last_error
+    assert (
+        record.state is WalState.FAILED
+        and "gave up after 9 attempts: disk on fire" in record.last_error
+    )
     assert fleet.scan_server(rt, "pg1") == [], "failed WALs wait for an operator"
     retried = fleet.retry_wal(rt, "pg1", names[0])
     assert retried and retried["wal"] == names[0]
@@ -95,8 +105,15 @@ def test_give_up_marks_failed_with_reason_and_retry_reclaims(home: WalqHome, wal
 def _info():
     from walq.catalog import ArchivedInfo
 
-    return ArchivedInfo(size=1, stored_size=1, codec="none", encryption="none", checksum="0" * 64,
-                        storage_key="k", mtime=time.time())
+    return ArchivedInfo(
+        size=1,
+        stored_size=1,
+        codec="none",
+        encryption="none",
+        checksum="0" * 64,
+        storage_key="k",
+        mtime=time.time(),
+    )
 
 
 def test_a_superseded_chain_stops_quietly(home: WalqHome, wal_corpus) -> None:

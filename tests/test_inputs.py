@@ -28,9 +28,16 @@ SECRET = "SECRET-pw-4711"
 DEADLINE = 20  # seconds: the old code waited 30 s for the pool; a hang fails the test
 
 
-def run_walq(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(WALQ), "--config", str(config), *args], capture_output=True, text=True,
-                          timeout=DEADLINE, env={**os.environ, **(env or {})})
+def run_walq(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(WALQ), "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def one_line(res: subprocess.CompletedProcess) -> str:
@@ -55,7 +62,9 @@ def incoming_entries(home: WalqHome) -> list[str]:
 
 def test_malformed_catalog_url_is_refused_at_once_with_the_password_masked(workdir: Path) -> None:
     """The issue's reproduction: psycopg_pool logged the password five times, then 30 s of waiting."""
-    config = write(workdir, f'catalog_url = "postgresql//walq:{SECRET}@127.0.0.1/db"\n[servers.pg1]\n')
+    config = write(
+        workdir, f'catalog_url = "postgresql//walq:{SECRET}@127.0.0.1/db"\n[servers.pg1]\n'
+    )
     res = run_walq(config, "list", "pg1")
     assert res.returncode == 2
     line = one_line(res)
@@ -65,8 +74,10 @@ def test_malformed_catalog_url_is_refused_at_once_with_the_password_masked(workd
 
 
 def test_unreachable_catalog_fails_fast_without_the_password(workdir: Path) -> None:
-    config = write(workdir, f'catalog_url = "postgresql://walq:{SECRET}@127.0.0.1:{free_port()}/db"\n'
-                            "[servers.pg1]\n")
+    config = write(
+        workdir,
+        f'catalog_url = "postgresql://walq:{SECRET}@127.0.0.1:{free_port()}/db"\n[servers.pg1]\n',
+    )
     for args in (["list", "pg1"], ["status"], ["check", "pg1"]):
         res = run_walq(config, *args)
         assert res.returncode == 2, res
@@ -87,12 +98,14 @@ def test_unreachable_catalog_fails_fast_without_the_password(workdir: Path) -> N
         f'lock_url = "redis://:{SECRET}@127.0.0.1:nope/1"',
         f'lock_url = "http://:{SECRET}@127.0.0.1/1"',
         f'[servers.pg2]\nconninfo = "postgresql//walq:{SECRET}@127.0.0.1/db"',
-        f"[servers.pg2]\nconninfo = \"host=127.0.0.1 password='{SECRET}\"",
+        f'[servers.pg2]\nconninfo = "host=127.0.0.1 password=\'{SECRET}"',
     ],
 )
 def test_bad_urls_are_refused_at_load_with_the_password_masked(text: str, workdir: Path) -> None:
     top, _, table = text.partition("\n")
-    config = write(workdir, f"{top}\n[servers.pg1]\n" if not table else f"[servers.pg1]\n{top}\n{table}\n")
+    config = write(
+        workdir, f"{top}\n[servers.pg1]\n" if not table else f"[servers.pg1]\n{top}\n{table}\n"
+    )
     res = run_walq(config, "list", "pg1")
     assert res.returncode == 2, res
     line = one_line(res)
@@ -103,7 +116,9 @@ def test_bad_urls_are_refused_at_load_with_the_password_masked(text: str, workdi
 
 def test_bad_url_from_the_environment_is_masked_too(workdir: Path) -> None:
     config = write(workdir, "[servers.pg1]\n")
-    res = run_walq(config, "status", env={"WALQ_CATALOG_URL": f"postgres:/walq:{SECRET}@127.0.0.1/db"})
+    res = run_walq(
+        config, "status", env={"WALQ_CATALOG_URL": f"postgres:/walq:{SECRET}@127.0.0.1/db"}
+    )
     assert res.returncode == 2
     assert "catalog_url" in one_line(res) and SECRET not in res.stdout + res.stderr
 
@@ -111,12 +126,15 @@ def test_bad_url_from_the_environment_is_masked_too(workdir: Path) -> None:
 def test_well_formed_urls_still_load(workdir: Path) -> None:
     from walq.config import load_config
 
-    config = write(workdir, (
-        f'broker_url = "redis://:{SECRET}@127.0.0.1:6379/0"\nlock_url = "unix:///run/redis.sock?db=1"\n'
-        'catalog_url = "postgresql://walq@h1:5432,h2:5433/walq?sslmode=require"\n'
-        f"[servers.pg1]\nconninfo = \"host=/tmp port=5432 user=walq password='a b\\\\' c'\"\n"
-        '[servers.pg2]\nconninfo = "postgres://walq@db/postgres"\n'
-    ))
+    config = write(
+        workdir,
+        (
+            f'broker_url = "redis://:{SECRET}@127.0.0.1:6379/0"\nlock_url = "unix:///run/redis.sock?db=1"\n'
+            'catalog_url = "postgresql://walq@h1:5432,h2:5433/walq?sslmode=require"\n'
+            f"[servers.pg1]\nconninfo = \"host=/tmp port=5432 user=walq password='a b\\\\' c'\"\n"
+            '[servers.pg2]\nconninfo = "postgres://walq@db/postgres"\n'
+        ),
+    )
     cfg = load_config(config)
     assert cfg.servers["pg1"].conninfo == "host=/tmp port=5432 user=walq password='a b\\' c'"
     assert "a b" not in str(cfg.servers["pg1"].safe_dict())
@@ -130,21 +148,29 @@ def test_psycopg_pool_log_lines_never_carry_the_password(caplog: pytest.LogCaptu
     import walq.catalog.postgres  # noqa: F401 - installs the masking filter
 
     caplog.set_level(logging.WARNING, logger="psycopg.pool")
-    pool = ConnectionPool(f"postgresql//walq:{SECRET}@127.0.0.1/db", min_size=1, open=False, name="t")
+    pool = ConnectionPool(
+        f"postgresql//walq:{SECRET}@127.0.0.1/db", min_size=1, open=False, name="t"
+    )
     try:
         pool.open(wait=False)
         with pytest.raises(PoolTimeout):
             pool.wait(timeout=1.5)
     finally:
         pool.close()
-    attempts = [r for r in caplog.records if r.name == "psycopg.pool" and "error connecting" in r.getMessage()]
+    attempts = [
+        r
+        for r in caplog.records
+        if r.name == "psycopg.pool" and "error connecting" in r.getMessage()
+    ]
     assert attempts, caplog.text
     assert SECRET not in caplog.text and "walq:********@" in caplog.text
 
 
 def test_server_conninfo_errors_are_masked(make_home) -> None:
     """A well-formed conninfo to a closed port: check fails with one masked reason."""
-    home = make_home({"pg1": {"conninfo": f"postgresql://walq:{SECRET}@127.0.0.1:{free_port()}/postgres"}})
+    home = make_home(
+        {"pg1": {"conninfo": f"postgresql://walq:{SECRET}@127.0.0.1:{free_port()}/postgres"}}
+    )
     res = home.run("check", "pg1", timeout=DEADLINE)
     assert res.returncode == 1
     assert "PostgreSQL reachable: FAILED" in res.stdout
@@ -166,9 +192,12 @@ def _segment_variant(kind: str, data: bytes) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "kind", ["empty", "shorter than a page header", "truncated", "one byte short", "padded", "doubled"]
+    "kind",
+    ["empty", "shorter than a page header", "truncated", "one byte short", "padded", "doubled"],
 )
-def test_put_wal_refuses_a_segment_of_the_wrong_size(kind: str, walq_home: WalqHome, wal_corpus) -> None:
+def test_put_wal_refuses_a_segment_of_the_wrong_size(
+    kind: str, walq_home: WalqHome, wal_corpus
+) -> None:
     name = wal_corpus.segments[3]
     src = walq_home.root / "pg_wal" / name
     src.parent.mkdir()
@@ -176,11 +205,17 @@ def test_put_wal_refuses_a_segment_of_the_wrong_size(kind: str, walq_home: WalqH
     res = walq_home.run("put-wal", "pg1", str(src))
     assert res.returncode == 2, res
     line = one_line(res)
-    assert str(src) in line and str(wal_corpus.seg_size) in line and f"{src.stat().st_size} bytes" in line
+    assert (
+        str(src) in line
+        and str(wal_corpus.seg_size) in line
+        and f"{src.stat().st_size} bytes" in line
+    )
     assert incoming_entries(walq_home) == []
 
 
-def test_put_wal_names_the_learned_segment_size_for_an_empty_file(walq_home: WalqHome, wal_corpus) -> None:
+def test_put_wal_names_the_learned_segment_size_for_an_empty_file(
+    walq_home: WalqHome, wal_corpus
+) -> None:
     first, other = wal_corpus.segments[:2]
     assert walq_home.run("put-wal", "pg1", str(wal_corpus.path(first))).returncode == 0
     walq_home.run("archive", check=True)  # the catalog learns the segment size
@@ -188,12 +223,16 @@ def test_put_wal_names_the_learned_segment_size_for_an_empty_file(walq_home: Wal
     src.write_bytes(b"")
     res = walq_home.run("put-wal", "pg1", str(src))
     assert res.returncode == 2
-    assert one_line(res) == (f"walq: {src}: 0 bytes, expected {wal_corpus.seg_size} "
-                             "(servers.pg1's segment size); not copied")
+    assert one_line(res) == (
+        f"walq: {src}: 0 bytes, expected {wal_corpus.seg_size} "
+        "(servers.pg1's segment size); not copied"
+    )
     assert incoming_entries(walq_home) == []
 
 
-def test_put_wal_still_accepts_partial_history_and_backup_files(walq_home: WalqHome, wal_corpus) -> None:
+def test_put_wal_still_accepts_partial_history_and_backup_files(
+    walq_home: WalqHome, wal_corpus
+) -> None:
     name = wal_corpus.segments[5]
     data = wal_corpus.path(name).read_bytes()
     partial = walq_home.root / f"{name}.partial"
@@ -219,7 +258,9 @@ def test_put_wal_still_accepts_partial_history_and_backup_files(walq_home: WalqH
 
 @pytest.mark.parametrize("value", ["5000000", "257", "-1", "abc"])
 @pytest.mark.parametrize("form", ["separate", "equals"])
-def test_prefetch_out_of_range_is_refused(value: str, form: str, walq_home: WalqHome, wal_corpus) -> None:
+def test_prefetch_out_of_range_is_refused(
+    value: str, form: str, walq_home: WalqHome, wal_corpus
+) -> None:
     """Refused by the full CLI and by the fast path (a spool hit is not served with it)."""
     name = wal_corpus.segments[0]
     spool = walq_home.home / "restore-spool" / "pg1"
@@ -236,8 +277,21 @@ def test_prefetch_out_of_range_is_refused(value: str, form: str, walq_home: Walq
 
 
 def test_prefetcher_entry_point_refuses_an_unbounded_count(walq_home: WalqHome, wal_corpus) -> None:
-    res = subprocess.run([sys.executable, "-m", "walq.restore.prefetch", "--config", str(walq_home.config_path),
-                          "pg1", wal_corpus.segments[0], "5000000"], capture_output=True, text=True, timeout=DEADLINE)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "walq.restore.prefetch",
+            "--config",
+            str(walq_home.config_path),
+            "pg1",
+            wal_corpus.segments[0],
+            "5000000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
     assert res.returncode == 2 and "count" in res.stderr and "0 to 256" in res.stderr
 
 
@@ -280,7 +334,9 @@ def test_unrecorded_system_identifier_is_skipped(cluster_factory, make_home) -> 
 
 
 def test_decryption_without_passphrase_command_is_skipped(gpg_env: GpgKey, make_home) -> None:
-    settings = {k: v for k, v in gpg_settings(gpg_env).items() if k != "encryption_passphrase_command"}
+    settings = {
+        k: v for k, v in gpg_settings(gpg_env).items() if k != "encryption_passphrase_command"
+    }
     home = make_home({"pg1": settings})
     res = home.run("check", "pg1")
     lines = check_lines(res)
@@ -289,7 +345,9 @@ def test_decryption_without_passphrase_command_is_skipped(gpg_env: GpgKey, make_
     assert res.returncode == 0
 
 
-def test_unreadable_errors_directory_is_not_reported_empty(walq_home: WalqHome, walq_runnable_by_postgres) -> None:
+def test_unreadable_errors_directory_is_not_reported_empty(
+    walq_home: WalqHome, walq_runnable_by_postgres
+) -> None:
     errors = walq_home.errors()
     errors.mkdir(parents=True)
     (errors / "000000010000000000000009").write_bytes(b"parked")
@@ -304,9 +362,17 @@ def test_unreadable_errors_directory_is_not_reported_empty(walq_home: WalqHome, 
 def test_no_servers_is_said_and_check_fails(workdir: Path) -> None:
     config = write(workdir, "")
     status = run_walq(config, "status")
-    assert status.returncode == 0 and "no servers configured" in one_line(status) and status.stdout == ""
+    assert (
+        status.returncode == 0
+        and "no servers configured" in one_line(status)
+        and status.stdout == ""
+    )
     as_json = run_walq(config, "status", "--json")
-    assert as_json.returncode == 0 and '"servers": []' in as_json.stdout and "no servers" in one_line(as_json)
+    assert (
+        as_json.returncode == 0
+        and '"servers": []' in as_json.stdout
+        and "no servers" in one_line(as_json)
+    )
     check = run_walq(config, "check")
     assert check.returncode == 1 and "no servers configured" in one_line(check)
     archive = run_walq(config, "archive")

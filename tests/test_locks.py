@@ -44,8 +44,11 @@ def test_redis_lock_is_extended_while_held(redis_server: RedisServer) -> None:
     key = keys.lock("pg1", "commit")
     # The keeper thread must refresh the TTL several times over two lifetimes.
     refreshed = []
-    wait_for(lambda: refreshed.append(client.pttl(key)) or len(refreshed) > 40 and client.exists(key), 10,
-             "the lock to survive past its TTL")
+    wait_for(
+        lambda: refreshed.append(client.pttl(key)) or len(refreshed) > 40 and client.exists(key),
+        10,
+        "the lock to survive past its TTL",
+    )
     assert client.get(key).decode() == lock.owner
     lock.release()
 
@@ -82,7 +85,9 @@ def _try(lock: RedisLock) -> int | None:
         return None
 
 
-def test_walq_archive_with_a_fleet_config_takes_the_fenced_commit_lock(make_home, wal_corpus, redis_server: RedisServer) -> None:
+def test_walq_archive_with_a_fleet_config_takes_the_fenced_commit_lock(
+    make_home, wal_corpus, redis_server: RedisServer
+) -> None:
     """A manual `walq archive` in a fleet setup must not interleave with Celery commits."""
     import redis as redis_lib
 

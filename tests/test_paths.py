@@ -28,8 +28,13 @@ from walq.restore import spool as spool_state
 
 def _walq(config: Path, *args: str, umask: int = 0o022) -> subprocess.CompletedProcess:
     """The CLI as an operator runs it, with a given umask."""
-    return subprocess.run([str(WALQ), "--config", str(config), *args], capture_output=True, text=True,
-                          timeout=300, preexec_fn=lambda: os.umask(umask))
+    return subprocess.run(
+        [str(WALQ), "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: os.umask(umask),
+    )
 
 
 def _one_line(stderr: str) -> str:
@@ -56,7 +61,9 @@ def test_spool_dir_equal_to_home_is_refused_and_the_archive_kept(workdir: Path, 
     line = _one_line(res.stderr)
     assert f"spool_dir ({r1})" in line and f"servers.pg1.incoming_dir ({incoming})" in line
     assert (incoming / wal).read_bytes() == wal_corpus.path(wal).read_bytes()
-    assert sorted(str(p.relative_to(r1)) for p in r1.rglob("*")) == before  # nothing created or removed
+    assert (
+        sorted(str(p.relative_to(r1)) for p in r1.rglob("*")) == before
+    )  # nothing created or removed
 
 
 @pytest.mark.parametrize(
@@ -69,20 +76,36 @@ def test_spool_dir_equal_to_home_is_refused_and_the_archive_kept(workdir: Path, 
         # the spool above home: the catalog and the lock files (no server configured)
         ({"spool_dir": "{root}"}, None, ("spool_dir", "home")),
         # the restore spool and local storage's temp dir are delete zones too
-        ({}, {"streaming_dir": "{home}/restore-spool/pg1"}, ("home's restore spool", "servers.pg1.streaming_dir")),
-        ({}, {"incoming_dir": "{home}/pg1/wals/.walq-tmp"}, ("servers.pg1.incoming_dir", "servers.pg1.storage_url")),
-        ({"spool_dir": "{home}/pg2/wals/.walq-tmp"}, {"storage_url": "file://{home}/pg2/wals"},
-         ("spool_dir", "servers.pg1.storage_url")),
+        (
+            {},
+            {"streaming_dir": "{home}/restore-spool/pg1"},
+            ("home's restore spool", "servers.pg1.streaming_dir"),
+        ),
+        (
+            {},
+            {"incoming_dir": "{home}/pg1/wals/.walq-tmp"},
+            ("servers.pg1.incoming_dir", "servers.pg1.storage_url"),
+        ),
+        (
+            {"spool_dir": "{home}/pg2/wals/.walq-tmp"},
+            {"storage_url": "file://{home}/pg2/wals"},
+            ("spool_dir", "servers.pg1.storage_url"),
+        ),
         # one server's directories overlapping each other
-        ({}, {"errors_dir": "{home}/pg1/incoming/errors"}, ("servers.pg1.incoming_dir", "servers.pg1.errors_dir")),
+        (
+            {},
+            {"errors_dir": "{home}/pg1/incoming/errors"},
+            ("servers.pg1.incoming_dir", "servers.pg1.errors_dir"),
+        ),
     ],
 )
-def test_overlapping_layouts_are_refused_naming_both_keys(workdir: Path, top, server, keys, capsys) -> None:
+def test_overlapping_layouts_are_refused_naming_both_keys(
+    workdir: Path, top, server, keys, capsys
+) -> None:
     home = workdir / "home"
     fill = {"home": home, "root": workdir}
     servers = {} if server is None else {"pg1": {k: v.format(**fill) for k, v in server.items()}}
-    path = write_walq_config(workdir, servers,
-                        **{k: v.format(**fill) for k, v in top.items()})
+    path = write_walq_config(workdir, servers, **{k: v.format(**fill) for k, v in top.items()})
     with pytest.raises(ConfigError) as err:
         load_config(path)
     message = str(err.value)
@@ -95,11 +118,19 @@ def test_overlapping_layouts_are_refused_naming_both_keys(workdir: Path, top, se
 
 def test_two_servers_sharing_a_directory_are_refused(workdir: Path) -> None:
     shared = workdir / "shared-incoming"
-    path = write_walq_config(workdir, {"pg1": {"incoming_dir": str(shared)}, "pg2": {"incoming_dir": str(shared)}})
-    with pytest.raises(ConfigError, match=r"servers\.pg1\.incoming_dir .* overlaps servers\.pg2\.incoming_dir"):
+    path = write_walq_config(
+        workdir, {"pg1": {"incoming_dir": str(shared)}, "pg2": {"incoming_dir": str(shared)}}
+    )
+    with pytest.raises(
+        ConfigError, match=r"servers\.pg1\.incoming_dir .* overlaps servers\.pg2\.incoming_dir"
+    ):
         load_config(path)
-    path = write_walq_config(workdir, {"pg1": {}, "pg2": {"storage_url": f"file://{workdir}/home/pg1/wals"}})
-    with pytest.raises(ConfigError, match=r"servers\.pg1\.storage_url .* overlaps servers\.pg2\.storage_url"):
+    path = write_walq_config(
+        workdir, {"pg1": {}, "pg2": {"storage_url": f"file://{workdir}/home/pg1/wals"}}
+    )
+    with pytest.raises(
+        ConfigError, match=r"servers\.pg1\.storage_url .* overlaps servers\.pg2\.storage_url"
+    ):
         load_config(path)
 
 
@@ -111,12 +142,20 @@ def test_overlap_through_a_symlink_is_refused_in_both_directions(workdir: Path, 
     (workdir / "spool-link").symlink_to(home / "pg1")
     path = write_walq_config(workdir, {"pg1": {}}, spool_dir=str(workdir / "spool-link"))
     res = _walq(path, "archive")
-    assert res.returncode == 2 and "spool_dir" in _one_line(res.stderr) and "servers.pg1.incoming_dir" in res.stderr
+    assert (
+        res.returncode == 2
+        and "spool_dir" in _one_line(res.stderr)
+        and "servers.pg1.incoming_dir" in res.stderr
+    )
     # a server directory names a link (through a not yet existing child) into the spool
     (workdir / "in-link").symlink_to(home / "spool")
     path = write_walq_config(workdir, {"pg1": {"errors_dir": str(workdir / "in-link" / "errors")}})
     res = _walq(path, "archive")
-    assert res.returncode == 2 and "servers.pg1.errors_dir" in _one_line(res.stderr) and "spool_dir" in res.stderr
+    assert (
+        res.returncode == 2
+        and "servers.pg1.errors_dir" in _one_line(res.stderr)
+        and "spool_dir" in res.stderr
+    )
     assert (incoming / wal).exists()
 
 
@@ -142,7 +181,9 @@ def test_archive_never_empties_a_spool_walq_did_not_create(make_home, wal_corpus
     assert (home.incoming() / wal).exists()
 
 
-def test_archive_adopts_an_earlier_walqs_spool_and_marks_what_it_creates(make_home, wal_corpus) -> None:
+def test_archive_adopts_an_earlier_walqs_spool_and_marks_what_it_creates(
+    make_home, wal_corpus
+) -> None:
     home = make_home()
     wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:2])
     old = home.home / "spool" / "pg1"
@@ -204,7 +245,9 @@ def test_fleet_spool_sweep_removes_only_marked_chain_dirs(make_home) -> None:
         ('[servers.pg1]\nstorage_url = "file://./wals"\n', "servers.pg1.storage_url"),
     ],
 )
-def test_relative_paths_are_refused(workdir: Path, text: str, key: str, capsys, monkeypatch) -> None:
+def test_relative_paths_are_refused(
+    workdir: Path, text: str, key: str, capsys, monkeypatch
+) -> None:
     home_line = "" if text.startswith("home") else f'home = "{workdir / "home"}"\n'
     path = workdir / "walq.toml"
     path.write_text(home_line + text)
@@ -236,9 +279,16 @@ def _modes(root: Path) -> dict[str, int]:
     return found
 
 
-@pytest.mark.parametrize(("group_access", "file_mode", "dir_mode"), [(False, 0o600, 0o700), (True, 0o640, 0o750)])
+@pytest.mark.parametrize(
+    ("group_access", "file_mode", "dir_mode"), [(False, 0o600, 0o700), (True, 0o640, 0o750)]
+)
 def test_everything_walq_creates_is_private_whatever_the_umask(
-    make_home, wal_corpus, workdir: Path, group_access: bool, file_mode: int, dir_mode: int,
+    make_home,
+    wal_corpus,
+    workdir: Path,
+    group_access: bool,
+    file_mode: int,
+    dir_mode: int,
 ) -> None:
     home = make_home(group_access=group_access, prefetch_idle_timeout=0.5)
     names = wal_corpus.segments[:4]
@@ -249,26 +299,44 @@ def test_everything_walq_creates_is_private_whatever_the_umask(
     junk.write_bytes(b"junk")
     os.chmod(junk, 0o644)
     res = _walq(home.config_path, "archive")
-    assert res.returncode == 1 and "4 archived" in res.stdout and "1 unknown" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 1 and "4 archived" in res.stdout and "1 unknown" in res.stdout, (
+        res.stdout + res.stderr
+    )
     dest = workdir / "restored"
     dest.mkdir()
-    res = _walq(home.config_path, "get-wal", "--prefetch", "2", "pg1", names[0], str(dest / names[0]))
+    res = _walq(
+        home.config_path, "get-wal", "--prefetch", "2", "pg1", names[0], str(dest / names[0])
+    )
     assert res.returncode == 0, res.stderr
     spool = home.home / "restore-spool" / "pg1"
-    wait_for(lambda: (spool / names[2]).is_file() and spool_state.running_pid(spool) is None, 60,
-             "the prefetcher to fill the spool and exit")
+    wait_for(
+        lambda: (spool / names[2]).is_file() and spool_state.running_pid(spool) is None,
+        60,
+        "the prefetcher to fill the spool and exit",
+    )
 
     modes = _modes(home.home)
-    for must in ("catalog.sqlite", ".pg1-archive-wal.lock", "spool/pg1", "pg1/wals/pg1-xlog.db",
-                 f"pg1/wals/{names[0][:16]}/{names[0]}", "pg1/incoming", "pg1/errors",
-                 f"restore-spool/pg1/{names[1]}", "restore-spool/pg1/.prefetch.lock"):
+    for must in (
+        "catalog.sqlite",
+        ".pg1-archive-wal.lock",
+        "spool/pg1",
+        "pg1/wals/pg1-xlog.db",
+        f"pg1/wals/{names[0][:16]}/{names[0]}",
+        "pg1/incoming",
+        "pg1/errors",
+        f"restore-spool/pg1/{names[1]}",
+        "restore-spool/pg1/.prefetch.lock",
+    ):
         assert must in modes, sorted(modes)
     assert any(p.startswith("pg1/errors/not-a-wal.") for p in modes)
     # incoming/ is the one directory PostgreSQL's put-wal and walq archive share
     expected = {"pg1/incoming": 0o2770 if group_access else 0o700}
-    wrong = {p: oct(m) for p, m in modes.items()
-             if m != expected.get(p, dir_mode if (home.home / p).is_dir() else file_mode)
-             and not p.startswith("restore-spool/pg1/.prefetch.log")}
+    wrong = {
+        p: oct(m)
+        for p, m in modes.items()
+        if m != expected.get(p, dir_mode if (home.home / p).is_dir() else file_mode)
+        and not p.startswith("restore-spool/pg1/.prefetch.log")
+    }
     assert wrong == {}
     assert stat.S_IMODE(os.stat(spool / ".prefetch.log").st_mode) == 0o600  # always private
     assert stat.S_IMODE(os.stat(dest / names[0]).st_mode) == file_mode

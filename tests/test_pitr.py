@@ -13,10 +13,13 @@ from tests.services.homes import WalqHome, walq_command
 from tests.services.pitr import recovered, run_archiving_primary
 
 
-def test_pitr_to_restore_point_and_to_end(walq_home: WalqHome, cluster_factory, workdir: Path,
-                                          walq_runnable_by_postgres) -> None:
+def test_pitr_to_restore_point_and_to_end(
+    walq_home: WalqHome, cluster_factory, workdir: Path, walq_runnable_by_postgres
+) -> None:
     walq_home.run("status", as_pg=True)  # home owned by the postgres user, as in production
-    run = run_archiving_primary(cluster_factory, walq_home, workdir / "base", restore_point="walq_rp1")
+    run = run_archiving_primary(
+        cluster_factory, walq_home, workdir / "base", restore_point="walq_rp1"
+    )
     at_restore_point, at_end = run.at_restore_point, run.at_end
     assert at_end != at_restore_point
 
@@ -25,13 +28,19 @@ def test_pitr_to_restore_point_and_to_end(walq_home: WalqHome, cluster_factory, 
     assert walq_home.run("verify", "pg1", as_pg=True).returncode == 0
 
     restore_cmd = f"'{walq_command(walq_home, 'get-wal pg1 %f %p --prefetch 4')}'"
-    with recovered(workdir / "to_point", workdir / "base", {
-        "restore_command": restore_cmd,
-        "recovery_target_name": "'walq_rp1'",
-        "recovery_target_action": "'promote'",
-    }) as to_point:
+    with recovered(
+        workdir / "to_point",
+        workdir / "base",
+        {
+            "restore_command": restore_cmd,
+            "recovery_target_name": "'walq_rp1'",
+            "recovery_target_action": "'promote'",
+        },
+    ) as to_point:
         assert to_point.accounts_fingerprint() == at_restore_point
 
-    with recovered(workdir / "to_end", workdir / "base", {"restore_command": restore_cmd}) as to_end:
+    with recovered(
+        workdir / "to_end", workdir / "base", {"restore_command": restore_cmd}
+    ) as to_end:
         assert to_end.accounts_fingerprint() == at_end
         assert "restored log file" in to_end.log()

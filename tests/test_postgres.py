@@ -18,7 +18,9 @@ def test_fetch_info_reads_the_server(cluster_factory):
     pg = cluster_factory("pg").start()
     info = fetch_info(server_for(pg))
     assert info.version_num // 10000 == 15
-    assert info.system_identifier == int(pg.psql("SELECT system_identifier FROM pg_control_system()"))
+    assert info.system_identifier == int(
+        pg.psql("SELECT system_identifier FROM pg_control_system()")
+    )
     assert info.wal_segment_size == 1 << 20
     assert info.archive_mode == "off"
     assert info.in_recovery is False
@@ -65,7 +67,9 @@ def test_wal_from_another_cluster_goes_to_errors(cluster_factory, make_home):
     foreign = other.switch_wal()
     home = make_home({"pg1": {"conninfo": ours.conninfo}})
     home.run("archive", "pg1", check=True)  # nothing yet: learns the identity from PostgreSQL
-    assert json.loads(home.run("status", "pg1", "--json").stdout)["servers"][0]["system_identifier"] == str(ours_id)
+    assert json.loads(home.run("status", "pg1", "--json").stdout)["servers"][0][
+        "system_identifier"
+    ] == str(ours_id)
 
     shutil.copy(other.data / "pg_wal" / foreign, home.incoming() / foreign)
     res = home.run("archive", "pg1")
@@ -91,10 +95,14 @@ def test_archive_refuses_a_conninfo_pointing_at_another_cluster(cluster_factory,
 
 def test_passwords_never_printed(make_home):
     secret = "s3cr3t-Pa55"
-    home = make_home({"pg1": {
-        "conninfo": f"host=127.0.0.1 port=1 user=walq password={secret} dbname=postgres connect_timeout=2",
-        "streaming_archiver": True,
-    }})
+    home = make_home(
+        {
+            "pg1": {
+                "conninfo": f"host=127.0.0.1 port=1 user=walq password={secret} dbname=postgres connect_timeout=2",
+                "streaming_archiver": True,
+            }
+        }
+    )
     outputs = [
         home.run("check", "pg1"),
         home.run("status", "pg1"),
@@ -116,7 +124,15 @@ def test_receiver_without_slot_says_how_to_create_it(cluster_factory, make_home)
     res = home.run("receive-wal", "pg1", timeout=120)
     assert res.returncode == 2
     assert "walq receive-wal --create-slot pg1" in res.stderr
-    assert home.run("receive-wal", "pg1", "--create-slot", check=True).stdout.strip() == "Replication slot 'walq_pg1' created"
+    assert (
+        home.run("receive-wal", "pg1", "--create-slot", check=True).stdout.strip()
+        == "Replication slot 'walq_pg1' created"
+    )
     assert "already exists" in home.run("receive-wal", "pg1", "--create-slot", check=True).stdout
-    wait_for(lambda: pg.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'walq_pg1'") == "1",
-             30, "the slot")
+    wait_for(
+        lambda: (
+            pg.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'walq_pg1'") == "1"
+        ),
+        30,
+        "the slot",
+    )

@@ -23,8 +23,13 @@ SEG = 1 << 20
 
 
 def streaming_home(make_home, cluster: Cluster, **settings: object) -> WalqHome:
-    server = {"conninfo": cluster.conninfo, "archiver": False, "streaming_archiver": True,
-              "compression": "gzip", **settings}
+    server = {
+        "conninfo": cluster.conninfo,
+        "archiver": False,
+        "streaming_archiver": True,
+        "compression": "gzip",
+        **settings,
+    }
     home = make_home({"pg1": server})
     home.run("receive-wal", "pg1", "--create-slot", check=True)
     return home
@@ -46,7 +51,9 @@ def archive_through(home: WalqHome, last: str) -> dict:
     return st
 
 
-def test_streamed_archive_restores_to_the_same_data(cluster_factory, make_home, workdir, walq_runnable_by_postgres):
+def test_streamed_archive_restores_to_the_same_data(
+    cluster_factory, make_home, workdir, walq_runnable_by_postgres
+):
     src = cluster_factory("src").start()
     assert src.psql("SHOW archive_mode") == "off"
     home = streaming_home(make_home, src)
@@ -77,7 +84,9 @@ def test_streamed_archive_restores_to_the_same_data(cluster_factory, make_home, 
         restored.stop("immediate")
 
 
-def test_receiver_survives_kill_and_cluster_restart(cluster_factory, make_home, workdir, walq_runnable_by_postgres):
+def test_receiver_survives_kill_and_cluster_restart(
+    cluster_factory, make_home, workdir, walq_runnable_by_postgres
+):
     src = cluster_factory("src").start()
     home = streaming_home(make_home, src)
     rec = Receiver(home).start()
@@ -108,11 +117,19 @@ def test_receiver_survives_kill_and_cluster_restart(cluster_factory, make_home, 
         #    the slot) and a new supervisor resumes from the slot.
         os.kill(rec.proc.pid, signal.SIGKILL)
         rec.proc.wait(timeout=30)
-        wait_for(lambda: not Path(f"/proc/{child}").exists() or
-                 "zombie" in Path(f"/proc/{child}/status").read_text().lower(), 60, "the orphaned pg_receivewal to exit")
+        wait_for(
+            lambda: (
+                not Path(f"/proc/{child}").exists()
+                or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+            ),
+            60,
+            "the orphaned pg_receivewal to exit",
+        )
         rec = Receiver(home).start()
         child = rec.wait_streaming(not_child=child)
-        active_pid = src.psql("SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'walq_pg1'")
+        active_pid = src.psql(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'walq_pg1'"
+        )
         assert int(active_pid) > 0  # the walsender serving our slot
         src.pgbench(200)
         expected = src.accounts_fingerprint()
@@ -120,10 +137,17 @@ def test_receiver_survives_kill_and_cluster_restart(cluster_factory, make_home, 
         archive_through(home, last)
     finally:
         rec.stop()
-    names = [r for r in json.loads(home.run("list", "pg1", "--json", check=True).stdout) if r["state"] == "archived"]
+    names = [
+        r
+        for r in json.loads(home.run("list", "pg1", "--json", check=True).stdout)
+        if r["state"] == "archived"
+    ]
     segments = sorted(r["name"] for r in names if len(r["name"]) == 24)
     assert segments[0] <= first and segments[-1] >= last
-    wanted = {f"{1:08X}{0:08X}{i:08X}" for i in range(parse_wal_name(first).seg, parse_wal_name(last).seg + 1)}
+    wanted = {
+        f"{1:08X}{0:08X}{i:08X}"
+        for i in range(parse_wal_name(first).seg, parse_wal_name(last).seg + 1)
+    }
     assert wanted <= set(segments), sorted(wanted - set(segments))
     assert home.run("verify", "pg1").returncode == 0
     # Nothing lost: the backup taken before the kills, replayed from the archive, has all of it.
@@ -158,7 +182,11 @@ def test_receiver_truncates_and_resumes_a_wrong_size_partial(cluster_factory, ma
     with Receiver(home) as rec:
         rec.wait_streaming()
         assert "truncated" in rec.log()
-        wait_for(lambda: partial.exists() and partial.stat().st_size == SEG, 60, "pg_receivewal to re-pad the partial")
+        wait_for(
+            lambda: partial.exists() and partial.stat().st_size == SEG,
+            60,
+            "pg_receivewal to re-pad the partial",
+        )
 
 
 def test_reset(cluster_factory, make_home):

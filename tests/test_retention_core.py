@@ -55,8 +55,16 @@ def lsn(n: int, offset: int = 0x28) -> int:
     return n * SEG + offset
 
 
-def backup_file(tli: int, start: int, stop: int, label: str = "b", *, stop_tli: int | None = None,
-                start_time: str = "2026-11-30 06:00:00 UTC", stop_time: str = "2026-11-30 06:00:05 UTC") -> tuple[str, bytes]:
+def backup_file(
+    tli: int,
+    start: int,
+    stop: int,
+    label: str = "b",
+    *,
+    stop_tli: int | None = None,
+    start_time: str = "2026-11-30 06:00:00 UTC",
+    stop_time: str = "2026-11-30 06:00:05 UTC",
+) -> tuple[str, bytes]:
     """A .backup history file as PostgreSQL 15 writes it (LSNs at offset 0x28 of segments)."""
     stop_tli = stop_tli or tli
     s, e = lsn(start), lsn(stop, 0x100)
@@ -71,15 +79,38 @@ def backup_file(tli: int, start: int, stop: int, label: str = "b", *, stop_tli: 
     return f"{seg(tli, start)}.{s % SEG:08X}.backup", text.encode()
 
 
-def info(name: str, tli: int, start: int, stop: int, stop_time: datetime | None = None, *,
-         complete: bool = True, source: str = "walq", status: str | None = None, label: str = "b") -> BackupInfo:
-    return BackupInfo(name=name, source=source, label=label, timeline=tli, start_wal=seg(tli, start),  # type: ignore[arg-type]
-                      start_lsn=lsn(start), stop_wal=seg(tli, stop), stop_lsn=lsn(stop, 0x100),
-                      start_time=stop_time, stop_time=stop_time, complete=complete, barman_status=status)
+def info(
+    name: str,
+    tli: int,
+    start: int,
+    stop: int,
+    stop_time: datetime | None = None,
+    *,
+    complete: bool = True,
+    source: str = "walq",
+    status: str | None = None,
+    label: str = "b",
+) -> BackupInfo:
+    return BackupInfo(
+        name=name,
+        source=source,
+        label=label,
+        timeline=tli,
+        start_wal=seg(tli, start),  # type: ignore[arg-type]
+        start_lsn=lsn(start),
+        stop_wal=seg(tli, stop),
+        stop_lsn=lsn(stop, 0x100),
+        start_time=stop_time,
+        stop_time=stop_time,
+        complete=complete,
+        barman_status=status,
+    )
 
 
 def history(*lines: tuple[int, int]) -> bytes:
-    return "".join(f"{p}\t{x >> 32:X}/{x & 0xFFFFFFFF:X}\tno recovery target specified\n" for p, x in lines).encode()
+    return "".join(
+        f"{p}\t{x >> 32:X}/{x & 0xFFFFFFFF:X}\tno recovery target specified\n" for p, x in lines
+    ).encode()
 
 
 BARMAN_INFO = """backup_label='START WAL LOCATION: 0/500028 (file 000000010000000000000005)\\nCHECKPOINT LOCATION: 0/500060\\nBACKUP METHOD: streamed\\nBACKUP FROM: primary\\nSTART TIME: 2026-11-29 10:00:00 UTC\\nLABEL: Barman backup pg1 20261129T100000\\nSTART TIMELINE: 1\\n'
@@ -100,14 +131,17 @@ version=150018
 # --- retention_policy ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("REDUNDANCY 2", Redundancy(2)),
-    ("  redundancy\t07 ", Redundancy(7)),
-    ("REDUNDANCY 2\n", Redundancy(2)),  # Barman's \s* takes a trailing newline too
-    ("RECOVERY WINDOW OF 3 DAYS", RecoveryWindow(3, "DAYS")),
-    ("recovery window of 1 week", RecoveryWindow(1, "WEEKS")),
-    ("Recovery  Window Of 2 Months", RecoveryWindow(2, "MONTHS")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("REDUNDANCY 2", Redundancy(2)),
+        ("  redundancy\t07 ", Redundancy(7)),
+        ("REDUNDANCY 2\n", Redundancy(2)),  # Barman's \s* takes a trailing newline too
+        ("RECOVERY WINDOW OF 3 DAYS", RecoveryWindow(3, "DAYS")),
+        ("recovery window of 1 week", RecoveryWindow(1, "WEEKS")),
+        ("Recovery  Window Of 2 Months", RecoveryWindow(2, "MONTHS")),
+    ],
+)
 def test_policy_parses_barman_syntax(text, expected):
     assert parse_retention_policy(text) == expected
 
@@ -118,19 +152,22 @@ def test_policy_units_are_barmans():
     assert str(parse_retention_policy("recovery window of 1 day")) == "RECOVERY WINDOW OF 1 DAYS"
 
 
-@pytest.mark.parametrize("text, words", [
-    ("REDUNDANCY", "whole number"),
-    ("REDUNDANCY two", "whole number"),
-    ("REDUNDANCY 0", "at least 1"),
-    ("REDUNDANCY -1", "whole number"),
-    ("REDUNDANCY \u0663", "whole number"),  # Arabic-Indic three: Python's \d would take it
-    ("RECOVERY WINDOW OF 3 YEARS", "DAYS, WEEKS or MONTHS"),
-    ("RECOVERY WINDOW 3 DAYS", "DAYS, WEEKS or MONTHS"),
-    ("RECOVERY WINDOW OF 0 DAYS", "at least 1"),
-    ("RECOVERY WINDOW OF 99999999999 MONTHS", "too long"),
-    ("KEEP 3", "expected 'REDUNDANCY n'"),
-    ("", "expected 'REDUNDANCY n'"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("REDUNDANCY", "whole number"),
+        ("REDUNDANCY two", "whole number"),
+        ("REDUNDANCY 0", "at least 1"),
+        ("REDUNDANCY -1", "whole number"),
+        ("REDUNDANCY \u0663", "whole number"),  # Arabic-Indic three: Python's \d would take it
+        ("RECOVERY WINDOW OF 3 YEARS", "DAYS, WEEKS or MONTHS"),
+        ("RECOVERY WINDOW 3 DAYS", "DAYS, WEEKS or MONTHS"),
+        ("RECOVERY WINDOW OF 0 DAYS", "at least 1"),
+        ("RECOVERY WINDOW OF 99999999999 MONTHS", "too long"),
+        ("KEEP 3", "expected 'REDUNDANCY n'"),
+        ("", "expected 'REDUNDANCY n'"),
+    ],
+)
 def test_policy_refuses_with_one_clear_error(text, words):
     with pytest.raises(ValueError) as err:
         parse_retention_policy(text)
@@ -166,16 +203,27 @@ def test_backup_history_file_parses():
     assert not b.complete  # only known_backups, which sees the archive, can say
 
 
-@pytest.mark.parametrize("mutate, words", [
-    (lambda t: t.replace("(file 000000010000000000000002)", "(file 000000010000000000000009)"), "not its own segment"),
-    (lambda t: t.replace("STOP WAL LOCATION", "STOP WAL PLACE"), "STOP WAL LOCATION"),
-    (lambda t: t.replace("START TIMELINE: 1", "START TIMELINE: 2"), "timeline"),
-    (lambda t: t.replace("START TIMELINE: 1", "START TIMELINE: \u00b9"), "timeline"),  # isdigit, not int
-    (lambda t: t.replace("0/300100", "0/100100"), "before START"),
-    (lambda t: t.replace("LABEL: b\n", "LABEL: b\nLABEL: c\n"), "twice"),
-    (lambda t: t.replace("0/200028 (", "1/200028 ("), "not in file"),
-    (lambda t: "garbage\n", "START WAL LOCATION"),
-])
+@pytest.mark.parametrize(
+    "mutate, words",
+    [
+        (
+            lambda t: t.replace(
+                "(file 000000010000000000000002)", "(file 000000010000000000000009)"
+            ),
+            "not its own segment",
+        ),
+        (lambda t: t.replace("STOP WAL LOCATION", "STOP WAL PLACE"), "STOP WAL LOCATION"),
+        (lambda t: t.replace("START TIMELINE: 1", "START TIMELINE: 2"), "timeline"),
+        (
+            lambda t: t.replace("START TIMELINE: 1", "START TIMELINE: \u00b9"),
+            "timeline",
+        ),  # isdigit, not int
+        (lambda t: t.replace("0/300100", "0/100100"), "before START"),
+        (lambda t: t.replace("LABEL: b\n", "LABEL: b\nLABEL: c\n"), "twice"),
+        (lambda t: t.replace("0/200028 (", "1/200028 ("), "not in file"),
+        (lambda t: "garbage\n", "START WAL LOCATION"),
+    ],
+)
 def test_backup_history_file_refuses_what_postgres_never_writes(mutate, words):
     name, content = backup_file(1, 2, 3)
     with pytest.raises(ValueError) as err:
@@ -189,16 +237,31 @@ def test_backup_history_needs_a_backup_file_name():
         parse_backup_history(seg(1, 2), content)
 
 
-@pytest.mark.parametrize("text, zone, expected", [
-    ("2026-11-30 06:00:00 UTC", None, datetime(2026, 11, 30, 6, tzinfo=UTC)),
-    ("2026-11-30 06:00:00 GMT", None, datetime(2026, 11, 30, 6, tzinfo=UTC)),
-    ("2026-11-30 06:00:00 +03", None, datetime(2026, 11, 30, 3, tzinfo=UTC)),
-    ("2026-11-30 06:00:00 -0530", None, datetime(2026, 11, 30, 11, 30, tzinfo=UTC)),
-    ("2026-11-30 06:00:00 CET", ZoneInfo("Europe/Paris"), datetime(2026, 11, 30, 5, tzinfo=UTC)),
-    ("2026-07-30 06:00:00 CEST", ZoneInfo("Europe/Paris"), datetime(2026, 7, 30, 4, tzinfo=UTC)),
-    ("2026-11-30 06:00:00 CST", ZoneInfo("Europe/Paris"), None),  # ambiguous abbreviation: no guess
-    ("2026-11-30 06:00:00", None, None),
-])
+@pytest.mark.parametrize(
+    "text, zone, expected",
+    [
+        ("2026-11-30 06:00:00 UTC", None, datetime(2026, 11, 30, 6, tzinfo=UTC)),
+        ("2026-11-30 06:00:00 GMT", None, datetime(2026, 11, 30, 6, tzinfo=UTC)),
+        ("2026-11-30 06:00:00 +03", None, datetime(2026, 11, 30, 3, tzinfo=UTC)),
+        ("2026-11-30 06:00:00 -0530", None, datetime(2026, 11, 30, 11, 30, tzinfo=UTC)),
+        (
+            "2026-11-30 06:00:00 CET",
+            ZoneInfo("Europe/Paris"),
+            datetime(2026, 11, 30, 5, tzinfo=UTC),
+        ),
+        (
+            "2026-07-30 06:00:00 CEST",
+            ZoneInfo("Europe/Paris"),
+            datetime(2026, 7, 30, 4, tzinfo=UTC),
+        ),
+        (
+            "2026-11-30 06:00:00 CST",
+            ZoneInfo("Europe/Paris"),
+            None,
+        ),  # ambiguous abbreviation: no guess
+        ("2026-11-30 06:00:00", None, None),
+    ],
+)
 def test_postgres_times_become_aware_or_none(text, zone, expected):
     got = pg_time(text, zone)
     assert got == expected
@@ -210,8 +273,18 @@ def test_postgres_times_become_aware_or_none(text, zone, expected):
 
 def test_barman_backup_info_parses():
     b = parse_barman_info("20261129T100000", BARMAN_INFO.format(status="DONE").encode())
-    assert (b.source, b.name, b.barman_status, b.timeline) == ("barman", "20261129T100000", "DONE", 1)
-    assert (b.start_wal, b.stop_wal, b.start_lsn, b.stop_lsn) == (seg(1, 5), seg(1, 6), 0x500028, 0x600100)
+    assert (b.source, b.name, b.barman_status, b.timeline) == (
+        "barman",
+        "20261129T100000",
+        "DONE",
+        1,
+    )
+    assert (b.start_wal, b.stop_wal, b.start_lsn, b.stop_lsn) == (
+        seg(1, 5),
+        seg(1, 6),
+        0x500028,
+        0x600100,
+    )
     assert b.label == "Barman backup pg1 20261129T100000"
     assert b.stop_time == datetime(2026, 11, 29, 10, 0, 9, 500000, tzinfo=UTC)
     assert b.done and b.pinned
@@ -222,15 +295,21 @@ def test_barman_failed_backup_is_neither_done_nor_pinned():
     assert not b.done and not b.pinned
 
 
-@pytest.mark.parametrize("mutate, words", [
-    (lambda t: t.replace("end_wal=000000010000000000000006", "end_wal=None"), "end_wal"),
-    (lambda t: t.replace("begin_xlog=0/500028", "begin_xlog=None"), "begin_wal/begin_xlog"),
-    (lambda t: t.replace("timeline=1", "timeline=2"), "does not match"),
-    (lambda t: t.replace("begin_xlog=0/500028", "begin_xlog=1/500028"), "not in begin_wal"),
-    (lambda t: t + "no equals sign\n", "invalid backup.info line"),
-    (lambda t: t.replace("end_time=2026-11-29 10:00:09.5+00:00", "end_time=yesterday"), "not a time"),
-    (lambda t: t.replace("backup_label='", "backup_label=__import__('os')#"), "string literal"),
-])
+@pytest.mark.parametrize(
+    "mutate, words",
+    [
+        (lambda t: t.replace("end_wal=000000010000000000000006", "end_wal=None"), "end_wal"),
+        (lambda t: t.replace("begin_xlog=0/500028", "begin_xlog=None"), "begin_wal/begin_xlog"),
+        (lambda t: t.replace("timeline=1", "timeline=2"), "does not match"),
+        (lambda t: t.replace("begin_xlog=0/500028", "begin_xlog=1/500028"), "not in begin_wal"),
+        (lambda t: t + "no equals sign\n", "invalid backup.info line"),
+        (
+            lambda t: t.replace("end_time=2026-11-29 10:00:09.5+00:00", "end_time=yesterday"),
+            "not a time",
+        ),
+        (lambda t: t.replace("backup_label='", "backup_label=__import__('os')#"), "string literal"),
+    ],
+)
 def test_barman_backup_info_refuses_broken_files(mutate, words):
     with pytest.raises(ValueError) as err:
         parse_barman_info("20261129T100000", mutate(BARMAN_INFO.format(status="DONE")).encode())
@@ -238,7 +317,9 @@ def test_barman_backup_info_refuses_broken_files(mutate, words):
 
 
 def test_barman_naive_time_is_local_like_barman():
-    text = BARMAN_INFO.format(status="DONE").replace("end_time=2026-11-29 10:00:09.5+00:00", "end_time=2026-11-29 10:00:09")
+    text = BARMAN_INFO.format(status="DONE").replace(
+        "end_time=2026-11-29 10:00:09.5+00:00", "end_time=2026-11-29 10:00:09"
+    )
     b = parse_barman_info("x", text.encode())
     assert b.stop_time == datetime(2026, 11, 29, 10, 0, 9).astimezone()
 
@@ -256,7 +337,9 @@ def test_read_barman_backup_infos_reads_both_layouts(tmp_path):
     (tmp_path / "base" / "linked").mkdir()
     os.symlink("/etc/passwd", tmp_path / "base" / "linked" / "backup.info")
     assert read_barman_backup_infos(str(tmp_path)) == [
-        ("20261128T100000", b"status=DONE\nold=1\n"), ("20261129T100000", b"status=DONE\n")]
+        ("20261128T100000", b"status=DONE\nold=1\n"),
+        ("20261129T100000", b"status=DONE\n"),
+    ]
     assert read_barman_backup_infos(str(tmp_path / "missing")) == []
 
 
@@ -264,14 +347,24 @@ _BACKUP_TEXT = backup_file(1, 2, 3)[1].decode()
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=400),
-                 st.builds(lambda i, j, junk: (_BACKUP_TEXT[:i] + junk + _BACKUP_TEXT[j:]).encode(),
-                           st.integers(0, len(_BACKUP_TEXT)), st.integers(0, len(_BACKUP_TEXT)), st.text(max_size=12))))
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.builds(
+            lambda i, j, junk: (_BACKUP_TEXT[:i] + junk + _BACKUP_TEXT[j:]).encode(),
+            st.integers(0, len(_BACKUP_TEXT)),
+            st.integers(0, len(_BACKUP_TEXT)),
+            st.text(max_size=12),
+        ),
+    )
+)
 def test_backup_parsers_raise_only_their_parse_error(content):
     """Whatever the bytes, a parser returns a backup or raises BackupParseError
     (a ValueError): known_backups turns that into a problem, never a crash."""
-    for parse in (lambda c: parse_backup_history(backup_file(1, 2, 3)[0], c),
-                  lambda c: parse_barman_info("20261129T100000", c)):
+    for parse in (
+        lambda c: parse_backup_history(backup_file(1, 2, 3)[0], c),
+        lambda c: parse_barman_info("20261129T100000", c),
+    ):
         with contextlib.suppress(BackupParseError):
             parse(content)
 
@@ -306,12 +399,16 @@ def test_barman_wins_when_both_describe_one_backup():
     names = [name, seg(1, 5), seg(1, 6)]
     done = [("20261129T100000", BARMAN_INFO.format(status="DONE").encode())]
     found = known_backups(names, {name: content}.__getitem__, done)
-    assert [(b.source, b.name, b.complete) for b in found.backups] == [("barman", "20261129T100000", True)]
+    assert [(b.source, b.name, b.complete) for b in found.backups] == [
+        ("barman", "20261129T100000", True)
+    ]
     failed = [("20261129T100000", BARMAN_INFO.format(status="FAILED").encode())]
     found = known_backups(names, {name: content}.__getitem__, failed)
     assert [(b.source, b.complete) for b in found.backups] == [("barman", False)]  # the veto
     other_label = backup_file(1, 5, 6, "another backup at the same LSN")
-    found = known_backups([other_label[0], seg(1, 5), seg(1, 6)], {other_label[0]: other_label[1]}.__getitem__, done)
+    found = known_backups(
+        [other_label[0], seg(1, 5), seg(1, 6)], {other_label[0]: other_label[1]}.__getitem__, done
+    )
     assert sorted(b.source for b in found.backups) == ["barman", "walq"]
 
 
@@ -338,7 +435,11 @@ def test_lineage_from_history_files():
     assert (lin.parent(3), lin.parent(2), lin.parent(1)) == (2, 1, None)
     assert lin.ancestors(3) == (2, 1) and lin.ancestors(1) == ()
     assert lin.switch_point(3) == 0x5000000 and lin.switch_point(1) is None
-    assert [(b.tli, b.begin, b.end) for b in lin.line(3)] == [(1, 0, 0x1F01B58), (2, 0x1F01B58, 0x5000000), (3, 0x5000000, None)]
+    assert [(b.tli, b.begin, b.end) for b in lin.line(3)] == [
+        (1, 0, 0x1F01B58),
+        (2, 0x1F01B58, 0x5000000),
+        (3, 0x5000000, None),
+    ]
     assert lin.on_line(3, 1, 0x1F01B57) and not lin.on_line(3, 1, 0x1F01B58)
     assert lin.on_line(3, 2, 0x1F01B58) and not lin.on_line(3, 2, 0x5000000)
     assert lin.is_ancestor(1, 3) and not lin.is_ancestor(3, 1)
@@ -353,7 +454,7 @@ def test_lineage_learns_a_missing_history_from_a_descendant():
 
 def test_lineage_reads_history_as_postgres_does():
     """Reason optional, tabs inside it allowed, blank/comment lines skipped."""
-    lin = Lineage.parse({3: b"# comment\n\n1\t0/100\n  2\t0/200\tat restore point \"a\tb\"\n"})
+    lin = Lineage.parse({3: b'# comment\n\n1\t0/100\n  2\t0/200\tat restore point "a\tb"\n'})
     assert lin.ancestors(3) == (2, 1) and lin.switch_point(3) == 0x200
 
 
@@ -364,14 +465,17 @@ def test_lineage_ignores_numbers():
     assert lin.ancestors(2) == (5,) and lin.is_ancestor(5, 2) and not lin.is_ancestor(2, 5)
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"", "no timeline line"),
-    (b"1\n", "parentTLI"),
-    (b"x\t0/100\treason\n", "parentTLI"),
-    (b"3\t0/100\tx\n", "twice"),
-    (b"1\t0/200\tx\n2\t0/100\tx\n", "backwards"),
-    (b"1\tnot-an-lsn\tx\n", "LSN"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"", "no timeline line"),
+        (b"1\n", "parentTLI"),
+        (b"x\t0/100\treason\n", "parentTLI"),
+        (b"3\t0/100\tx\n", "twice"),
+        (b"1\t0/200\tx\n2\t0/100\tx\n", "backwards"),
+        (b"1\tnot-an-lsn\tx\n", "LSN"),
+    ],
+)
 def test_lineage_refuses_broken_history(content, words):
     with pytest.raises(LineageError) as err:
         Lineage.parse({3: content})
@@ -383,7 +487,11 @@ def test_lineage_refuses_broken_history(content, words):
 
 def three_backups() -> tuple[list[BackupInfo], list[str]]:
     t = NOW - timedelta(days=10)
-    backups = [info("b1", 1, 2, 3, t), info("b2", 1, 6, 7, t + timedelta(days=3)), info("b3", 1, 10, 11, t + timedelta(days=6))]
+    backups = [
+        info("b1", 1, 2, 3, t),
+        info("b2", 1, 6, 7, t + timedelta(days=3)),
+        info("b3", 1, 10, 11, t + timedelta(days=6)),
+    ]
     names = [seg(1, n) for n in range(1, 15)]
     names += [f"{b.start_wal}.00000028.backup" for b in backups]
     return backups, names
@@ -395,7 +503,9 @@ def test_redundancy_expires_exactly_what_precedes_the_oldest_kept_backup():
     assert plan.refused is None
     assert set(plan.delete) == {seg(1, n) for n in range(1, 6)} | {f"{seg(1, 2)}.00000028.backup"}
     assert set(plan.keep) == set(names) - set(plan.delete)
-    assert [b.name for b in plan.retained] == ["b2", "b3"] and [b.name for b in plan.expired] == ["b1"]
+    assert [b.name for b in plan.retained] == ["b2", "b3"] and [b.name for b in plan.expired] == [
+        "b1"
+    ]
     assert [b.name for b in plan.oldest_retained] == ["b2"]
     assert plan.timelines[1].first_kept == seg(1, 6)
 
@@ -404,7 +514,9 @@ def test_redundancy_counts_only_complete_backups():
     backups, names = three_backups()
     backups[2] = info("b3", 1, 10, 11, backups[2].stop_time, complete=False)
     plan = plan_expiry(Redundancy(2), backups, names, Lineage({}), NOW)
-    assert [b.name for b in plan.retained] == ["b1", "b2"] and [b.name for b in plan.incomplete] == ["b3"]
+    assert [b.name for b in plan.retained] == ["b1", "b2"] and [
+        b.name for b in plan.incomplete
+    ] == ["b3"]
     assert set(plan.delete) == {seg(1, 1)}
 
 
@@ -412,7 +524,9 @@ def test_never_deletes_history_or_unknown_names():
     backups, names = three_backups()
     names += ["00000002.history", "00000001.history", "README", "00000001000000000000000x"]
     plan = plan_expiry(Redundancy(1), backups, names, Lineage({}), NOW)
-    assert {"00000002.history", "00000001.history", "README", "00000001000000000000000x"} <= set(plan.keep)
+    assert {"00000002.history", "00000001.history", "README", "00000001000000000000000x"} <= set(
+        plan.keep
+    )
 
 
 def test_refuses_without_a_backup_never_deleting_everything():
@@ -424,13 +538,21 @@ def test_refuses_without_a_backup_never_deleting_everything():
 
 def test_refuses_when_no_backup_is_complete():
     backups, names = three_backups()
-    plan = plan_expiry(Redundancy(1), [info(b.name, 1, 2, 3, complete=False) for b in backups], names, Lineage({}), NOW)
+    plan = plan_expiry(
+        Redundancy(1),
+        [info(b.name, 1, 2, 3, complete=False) for b in backups],
+        names,
+        Lineage({}),
+        NOW,
+    )
     assert plan.refused and "complete" in plan.refused.reason and plan.delete == ()
 
 
 def test_refuses_while_a_backup_description_is_unreadable():
     backups, names = three_backups()
-    plan = plan_expiry(Redundancy(1), backups, names, Lineage({}), NOW, problems=["x.backup: garbage"])
+    plan = plan_expiry(
+        Redundancy(1), backups, names, Lineage({}), NOW, problems=["x.backup: garbage"]
+    )
     assert plan.refused and "x.backup: garbage" in plan.refused.reason and plan.delete == ()
 
 
@@ -440,12 +562,15 @@ def test_plan_needs_an_aware_now():
         plan_expiry(Redundancy(1), backups, names, Lineage({}), datetime(2026, 1, 1))
 
 
-@pytest.mark.parametrize("days, kept", [
-    (1, ["b3"]),  # b3 ended 4 days ago, before the window: recovery starts from it
-    (5, ["b2", "b3"]),  # b3 is inside; b2 ended 7 days ago, before the window
-    (8, ["b1", "b2", "b3"]),
-    (30, ["b1", "b2", "b3"]),
-])
+@pytest.mark.parametrize(
+    "days, kept",
+    [
+        (1, ["b3"]),  # b3 ended 4 days ago, before the window: recovery starts from it
+        (5, ["b2", "b3"]),  # b3 is inside; b2 ended 7 days ago, before the window
+        (8, ["b1", "b2", "b3"]),
+        (30, ["b1", "b2", "b3"]),
+    ],
+)
 def test_recovery_window_keeps_the_backup_that_ended_before_it(days, kept):
     backups, names = three_backups()
     plan = plan_expiry(RecoveryWindow(days, "DAYS"), backups, names, Lineage({}), NOW)
@@ -458,7 +583,13 @@ def test_recovery_window_boundary_is_barmans():
     """A backup that ended exactly at the window's start is inside it (Barman compares
     end_time < point), so the older one is kept to cover that instant too."""
     backups, names = three_backups()
-    plan = plan_expiry(RecoveryWindow(1, "DAYS"), backups, names, Lineage({}), backups[2].stop_time + timedelta(days=1))
+    plan = plan_expiry(
+        RecoveryWindow(1, "DAYS"),
+        backups,
+        names,
+        Lineage({}),
+        backups[2].stop_time + timedelta(days=1),
+    )
     assert [b.name for b in plan.retained] == ["b2", "b3"]
 
 
@@ -471,7 +602,9 @@ def test_recovery_window_with_unknown_times_keeps_them():
 
 def test_barman_backups_barman_still_holds_are_never_expired():
     backups, names = three_backups()
-    backups[0] = info("20261120T000000", 1, 2, 3, backups[0].stop_time, source="barman", status="DONE")
+    backups[0] = info(
+        "20261120T000000", 1, 2, 3, backups[0].stop_time, source="barman", status="DONE"
+    )
     plan = plan_expiry(Redundancy(1), backups, names, Lineage({}), NOW)
     assert [b.name for b in plan.retained] == ["20261120T000000", "b3"]
     assert set(plan.delete) == {seg(1, 1)}
@@ -491,9 +624,14 @@ SWITCH = lsn(20, 0x1B58)  # timeline 2 branches from 1 inside segment 20
 
 def two_timelines() -> tuple[list[BackupInfo], list[str], Lineage]:
     t = NOW - timedelta(days=10)
-    backups = [info("b1", 1, 2, 3, t), info("b2", 1, 10, 11, t + timedelta(days=1)),
-               info("b3", 2, 30, 31, t + timedelta(days=2))]
-    names = [seg(1, n) for n in range(1, 25)] + [f"{seg(1, 20)}.partial"]  # tli 1 went on past the switch
+    backups = [
+        info("b1", 1, 2, 3, t),
+        info("b2", 1, 10, 11, t + timedelta(days=1)),
+        info("b3", 2, 30, 31, t + timedelta(days=2)),
+    ]
+    names = [seg(1, n) for n in range(1, 25)] + [
+        f"{seg(1, 20)}.partial"
+    ]  # tli 1 went on past the switch
     names += [seg(2, n) for n in range(20, 35)] + ["00000002.history"]
     return backups, names, Lineage.parse({2: history((1, SWITCH))})
 
@@ -503,7 +641,9 @@ def test_backup_on_older_timeline_protects_it_up_to_the_switch_and_beyond():
     plan = plan_expiry(Redundancy(2), backups, names, lin, NOW)
     assert [b.name for b in plan.retained] == ["b2", "b3"]
     assert set(plan.delete) == {seg(1, n) for n in range(1, 10)}
-    assert {seg(1, 10), seg(1, 20), f"{seg(1, 20)}.partial", seg(1, 24), seg(2, 20)} <= set(plan.keep)
+    assert {seg(1, 10), seg(1, 20), f"{seg(1, 20)}.partial", seg(1, 24), seg(2, 20)} <= set(
+        plan.keep
+    )
     assert plan.timelines[2].first_kept == seg(2, 10) and plan.timelines[2].backup == "b2"
 
 
@@ -519,7 +659,9 @@ def test_superseded_ancestor_timeline_expires_whole_when_no_backup_needs_it():
 def test_sibling_and_unknown_timelines_are_kept_whole():
     backups, names, lin = two_timelines()
     names += [seg(3, n) for n in range(15, 18)] + [seg(4, 40)]
-    lin = Lineage.parse({2: history((1, SWITCH)), 3: history((1, lsn(15)))})  # 3: a sibling of 2; 4: unknown
+    lin = Lineage.parse(
+        {2: history((1, SWITCH)), 3: history((1, lsn(15)))}
+    )  # 3: a sibling of 2; 4: unknown
     plan = plan_expiry(Redundancy(1), backups, names, lin, NOW)
     assert plan.timelines[3].action == "unrelated" and plan.timelines[4].action == "unknown"
     assert {seg(3, 15), seg(3, 17), seg(4, 40)} <= set(plan.keep)
@@ -533,7 +675,11 @@ def test_backups_are_ordered_by_lineage_not_by_number_or_clock():
     old = info("b_on_5", 5, 10, 11, NOW)
     new = info("b_on_2", 2, 30, 31, NOW - timedelta(days=3))
     assert [b.name for b in lineage_order([new, old], lin)] == ["b_on_5", "b_on_2"]
-    names = [seg(5, n) for n in range(9, 21)] + [seg(2, n) for n in range(20, 33)] + ["00000002.history"]
+    names = (
+        [seg(5, n) for n in range(9, 21)]
+        + [seg(2, n) for n in range(20, 33)]
+        + ["00000002.history"]
+    )
     plan = plan_expiry(Redundancy(1), [old, new], names, lin, NOW)
     assert [b.name for b in plan.retained] == ["b_on_2"]
     assert seg(2, 32) in plan.keep and seg(2, 30) in plan.keep
@@ -566,9 +712,15 @@ def single_line_archives(draw):
         when = NOW - timedelta(days=draw(st.integers(min_value=0, max_value=30)))
         backups.append(info(f"b{i}", 1, s, stop, when, complete=draw(st.booleans())))
     names = [seg(1, p) for p in present] + [f"{b.start_wal}.00000028.backup" for b in backups]
-    names += draw(st.lists(st.sampled_from(["00000002.history", f"{seg(1, n)}.partial"]), max_size=2))
-    policy = draw(st.one_of(st.builds(Redundancy, st.integers(1, 4)),
-                            st.builds(RecoveryWindow, st.integers(1, 40), st.just("DAYS"))))
+    names += draw(
+        st.lists(st.sampled_from(["00000002.history", f"{seg(1, n)}.partial"]), max_size=2)
+    )
+    policy = draw(
+        st.one_of(
+            st.builds(Redundancy, st.integers(1, 4)),
+            st.builds(RecoveryWindow, st.integers(1, 40), st.just("DAYS")),
+        )
+    )
     return policy, backups, names
 
 
@@ -614,16 +766,30 @@ def timeline_trees(draw):
     backups = []
     for i in range(draw(st.integers(min_value=0, max_value=5))):
         t = draw(st.sampled_from(sorted(first)))
-        start = draw(st.integers(min_value=first[t] + 1 if t > 1 else 0, max_value=last[t])) if last[t] > first[t] or t == 1 else None
+        start = (
+            draw(st.integers(min_value=first[t] + 1 if t > 1 else 0, max_value=last[t]))
+            if last[t] > first[t] or t == 1
+            else None
+        )
         if start is None:
             continue
-        b = info(f"b{i}", t, start, start, NOW - timedelta(hours=draw(st.integers(0, 500))),
-                 complete=draw(st.booleans()))
+        b = info(
+            f"b{i}",
+            t,
+            start,
+            start,
+            NOW - timedelta(hours=draw(st.integers(0, 500))),
+            complete=draw(st.booleans()),
+        )
         backups.append(b)
         names.append(f"{b.start_wal}.00000028.backup")
     lineage = Lineage({t: e for t, e in entries.items() if e})
-    policy = draw(st.one_of(st.builds(Redundancy, st.integers(1, 3)),
-                            st.builds(RecoveryWindow, st.integers(1, 20), st.just("DAYS"))))
+    policy = draw(
+        st.one_of(
+            st.builds(Redundancy, st.integers(1, 3)),
+            st.builds(RecoveryWindow, st.integers(1, 20), st.just("DAYS")),
+        )
+    )
     return policy, backups, names, lineage
 
 
@@ -642,13 +808,20 @@ def test_expiry_never_deletes_what_a_retained_backup_can_replay(case):
         for b in plan.retained:
             # a restore from b that follows history to tli replays name when b is on
             # tli's line and name is at or after b's start
-            assert not (lineage.on_line(tli, b.timeline, b.start_lsn) and name[8:24] >= b.start_wal[8:]), (name, b.name)
+            assert not (
+                lineage.on_line(tli, b.timeline, b.start_lsn) and name[8:24] >= b.start_wal[8:]
+            ), (name, b.name)
     # Idempotent while clocks agree with lineage. When a later backup on a line carries
     # an earlier time than one before it, the order of unrelated branches can depend on
     # the expired backup; a rerun then deletes more, and still only what no retained
     # backup replays (checked above for every plan).
     complete = [b for b in backups if b.complete]
-    if all(a.stop_time <= b.stop_time for a in complete for b in complete if _lineage_precedes(a, b, lineage)):
+    if all(
+        a.stop_time <= b.stop_time
+        for a in complete
+        for b in complete
+        if _lineage_precedes(a, b, lineage)
+    ):
         left = [b for b in backups if f"{b.start_wal}.00000028.backup" in plan.keep]
         assert plan_expiry(policy, left, plan.keep, lineage, NOW).delete == ()
 
@@ -670,16 +843,24 @@ def test_delete_before_on_one_timeline():
 def test_delete_before_follows_the_line_into_ancestors():
     _, names, lin = two_timelines()
     plan = plan_delete_before(seg(2, 25), names, lin, seg_size=SEG)
-    expected = {seg(1, n) for n in range(1, 21)} | {f"{seg(1, 20)}.partial"} | {seg(2, n) for n in range(20, 25)}
+    expected = (
+        {seg(1, n) for n in range(1, 21)}
+        | {f"{seg(1, 20)}.partial"}
+        | {seg(2, n) for n in range(20, 25)}
+    )
     assert set(plan.delete) == expected
-    assert {seg(1, 21), seg(1, 24), "00000002.history", seg(2, 25)} <= set(plan.keep)  # tli 1's own tail stays
+    assert {seg(1, 21), seg(1, 24), "00000002.history", seg(2, 25)} <= set(
+        plan.keep
+    )  # tli 1's own tail stays
     assert any("after their switch point" in n for n in plan.notes)
 
 
 def test_delete_before_a_timeline_leaves_its_descendants():
     _, names, lin = two_timelines()
     plan = plan_delete_before(seg(1, 22), names, lin, seg_size=SEG)
-    assert set(plan.delete) == {n for n in names if n.startswith("00000001") and n[:24] < seg(1, 22)}
+    assert set(plan.delete) == {
+        n for n in names if n.startswith("00000001") and n[:24] < seg(1, 22)
+    }
     assert all(n in plan.keep for n in names if n.startswith("00000002"))
 
 
@@ -697,7 +878,9 @@ def test_delete_before_refuses_a_name_the_archive_does_not_hold():
 def archived_everything(cluster: Cluster, wal: str) -> None:
     def done() -> bool:
         last = cluster.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-        ready = cluster.psql("SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'")
+        ready = cluster.psql(
+            "SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'"
+        )
         return last[:24] >= wal and ready == "0"
 
     wait_for(done, 120, f"the archiver to reach {wal}\n{cluster.log()}", interval=0.1)
@@ -707,7 +890,12 @@ def take_backup(cluster: Cluster, root: Path, after: datetime | None) -> datetim
     """pg_basebackup into root/data; starts on a later wall-clock second than ``after``
     (.backup times have one-second resolution), returns when it finished."""
     if after is not None:
-        wait_for(lambda: datetime.now(UTC).replace(microsecond=0) > after, 5, "the next second", interval=0.02)
+        wait_for(
+            lambda: datetime.now(UTC).replace(microsecond=0) > after,
+            5,
+            "the next second",
+            interval=0.02,
+        )
     root.mkdir(parents=True)
     os.chmod(root, 0o755)
     chown_postgres(root)
@@ -721,7 +909,13 @@ def real_archive(cluster_factory, workdir):
     archive = workdir / "archive"
     archive.mkdir()
     chown_postgres(archive)
-    pg = cluster_factory("pg", conf={"archive_mode": "on", "archive_command": f"'test ! -f {archive}/%f && cp %p {archive}/%f'"})
+    pg = cluster_factory(
+        "pg",
+        conf={
+            "archive_mode": "on",
+            "archive_command": f"'test ! -f {archive}/%f && cp %p {archive}/%f'",
+        },
+    )
     pg.start()
     pg.pgbench_init(1)
     finished = None
@@ -750,7 +944,9 @@ def test_real_backups_redundancy_and_window(real_archive):
     assert all(b.label == "pg_basebackup base backup" for b in found.backups)
     assert all(b.start_time.tzinfo and b.stop_time.tzinfo for b in found.backups)
     assert b1.stop_time < b2.start_time <= b2.stop_time < b3.start_time
-    assert b1.start_wal < b2.start_wal < b3.start_wal and all(b.start_wal in names for b in found.backups)
+    assert b1.start_wal < b2.start_wal < b3.start_wal and all(
+        b.start_wal in names for b in found.backups
+    )
     assert lsn_to_segment(1, b2.start_lsn, SEG) == b2.start_wal
 
     lineage = Lineage.from_archive(names, read)
@@ -760,16 +956,23 @@ def test_real_backups_redundancy_and_window(real_archive):
     now = datetime.now(UTC)
     plan = plan_expiry(Redundancy(2), found.backups, names, lineage, now)
     assert set(plan.delete) == expected
-    assert b2.start_wal in plan.keep and next(n for n in names if n.startswith(b2.start_wal + ".")) in plan.keep
+    assert (
+        b2.start_wal in plan.keep
+        and next(n for n in names if n.startswith(b2.start_wal + ".")) in plan.keep
+    )
     assert [b.name for b in plan.retained] == [b2.name, b3.name]
 
     # a recovery window that starts the second b3 ended keeps b2 (ended before it) and b3
     window = RecoveryWindow(1, "WEEKS")
     plan = plan_expiry(window, found.backups, names, lineage, b3.stop_time + window.window)
     assert set(plan.delete) == expected
-    plan = plan_expiry(window, found.backups, names, lineage, b3.stop_time + window.window + timedelta(seconds=1))
+    plan = plan_expiry(
+        window, found.backups, names, lineage, b3.stop_time + window.window + timedelta(seconds=1)
+    )
     assert set(plan.delete) == {n for n in names if n[:24] < b3.start_wal}
-    assert plan_delete_before(b2.start_wal, names, lineage, seg_size=SEG).delete == tuple(sorted(expected))
+    assert plan_delete_before(b2.start_wal, names, lineage, seg_size=SEG).delete == tuple(
+        sorted(expected)
+    )
 
     # without b3's stop segment b3 is incomplete: REDUNDANCY 2 falls back to b1 and b2
     partial_archive = [n for n in names if n != b3.stop_wal]
@@ -785,12 +988,17 @@ def test_real_timeline_switch(real_archive, workdir):
     pg.stop()
     # restore the third backup, stop as soon as it is consistent, promote: timeline 2
     promoted = Cluster(workdir / "b2")
-    promoted.configure({
-        "port": str(promoted.port), "unix_socket_directories": f"'{promoted.root}'",
-        "restore_command": f"'cp {archive}/%f %p'", "recovery_target": "'immediate'",
-        "recovery_target_action": "'promote'", "archive_mode": "on",
-        "archive_command": f"'test ! -f {archive}/%f && cp %p {archive}/%f'",
-    })
+    promoted.configure(
+        {
+            "port": str(promoted.port),
+            "unix_socket_directories": f"'{promoted.root}'",
+            "restore_command": f"'cp {archive}/%f %p'",
+            "recovery_target": "'immediate'",
+            "recovery_target_action": "'promote'",
+            "archive_mode": "on",
+            "archive_command": f"'test ! -f {archive}/%f && cp %p {archive}/%f'",
+        }
+    )
     promoted._run(["touch", str(promoted.data / "recovery.signal")])
     promoted.start()
     try:
@@ -821,16 +1029,24 @@ def test_real_timeline_switch(real_archive, workdir):
     # REDUNDANCY 2 keeps b3 on timeline 1: its WAL up to the switch stays
     plan = plan_expiry(Redundancy(2), found.backups, names, lineage, datetime.now(UTC))
     assert [b.name for b in plan.retained] == [b3.name, b4.name]
-    assert set(plan.delete) == {n for n in names if n.startswith("00000001") and n[:24] < b3.start_wal}
-    assert all(n in plan.keep for n in names if n.startswith("00000001") and b3.start_wal <= n[:24] <= switch_seg)
+    assert set(plan.delete) == {
+        n for n in names if n.startswith("00000001") and n[:24] < b3.start_wal
+    }
+    assert all(
+        n in plan.keep
+        for n in names
+        if n.startswith("00000001") and b3.start_wal <= n[:24] <= switch_seg
+    )
     assert all(n in plan.keep for n in names if n.startswith("00000002"))
     assert set(tail) <= set(plan.keep)  # b3 is on timeline 1's own line: its tail stays too
 
     # REDUNDANCY 1 keeps only b4: timeline 1 is superseded, timeline 2 kept from b4's start
     plan = plan_expiry(Redundancy(1), found.backups, names, lineage, datetime.now(UTC))
     assert plan.timelines[1].action == "superseded"
-    assert set(plan.delete) == ({n for n in names if n.startswith("00000001") and not n.endswith(".history")}
-                                | {n for n in names if n.startswith("00000002") and len(n) > 16 and n[:24] < b4.start_wal})
+    assert set(plan.delete) == (
+        {n for n in names if n.startswith("00000001") and not n.endswith(".history")}
+        | {n for n in names if n.startswith("00000002") and len(n) > 16 and n[:24] < b4.start_wal}
+    )
     assert "00000002.history" in plan.keep and b4.start_wal in plan.keep
 
     # delete --before on timeline 2 reaches into timeline 1 up to the switch segment
@@ -856,7 +1072,9 @@ def test_real_barman_backups_are_read_and_win(cluster_factory, workdir):
     home = workdir / "barman"
     for sub in ("incoming", "errors", "streaming"):
         (home / "pg" / sub).mkdir(parents=True)
-    pg = cluster_factory("pg", conf={"archive_mode": "on", "archive_command": f"'cp %p {home}/pg/incoming/%f'"})
+    pg = cluster_factory(
+        "pg", conf={"archive_mode": "on", "archive_command": f"'cp %p {home}/pg/incoming/%f'"}
+    )
     conf = workdir / "barman.conf"
     conf.write_text(
         f"[barman]\nbarman_home = {home}\nbarman_user = postgres\nlog_file = {workdir}/barman.log\n\n"
@@ -869,8 +1087,12 @@ def test_real_barman_backups_are_read_and_win(cluster_factory, workdir):
     pg.pgbench_init(1)
 
     def run(*args: str) -> str:
-        res = subprocess.run([*as_postgres(), str(barman), "-c", str(conf), *args],
-                             capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            [*as_postgres(), str(barman), "-c", str(conf), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert res.returncode == 0, f"barman {' '.join(args)}: {res.stdout}\n{res.stderr}"
         return res.stdout
 
@@ -887,14 +1109,19 @@ def test_real_barman_backups_are_read_and_win(cluster_factory, workdir):
         return (wals / ("" if name.endswith(".history") else name[:16]) / name).read_bytes()
 
     infos = read_barman_backup_infos(str(home / "pg"))
-    assert len(infos) == 2 and all((home / "pg" / "meta" / f"{i}-backup.info").is_file() for i, _ in infos)
+    assert len(infos) == 2 and all(
+        (home / "pg" / "meta" / f"{i}-backup.info").is_file() for i, _ in infos
+    )
     found = known_backups(names, read, infos, seg_size=SEG)
     assert found.problems == ()
-    assert [(b.source, b.barman_status, b.complete) for b in found.backups] == [("barman", "DONE", True)] * 2
+    assert [(b.source, b.barman_status, b.complete) for b in found.backups] == [
+        ("barman", "DONE", True)
+    ] * 2
     assert [b.name for b in found.backups] == [i for i, _ in infos]
     alone = known_backups(names, read, seg_size=SEG)  # what the .backup files say by themselves
     assert [(b.source, b.start_wal, b.start_lsn, b.label) for b in alone.backups] == [
-        ("walq", b.start_wal, b.start_lsn, b.label) for b in found.backups]
+        ("walq", b.start_wal, b.start_lsn, b.label) for b in found.backups
+    ]
     assert all(b.label == "pg_basebackup base backup" and b.stop_time.tzinfo for b in found.backups)
 
     # walq's REDUNDANCY 1 expires neither: Barman still holds both

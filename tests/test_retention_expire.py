@@ -37,8 +37,10 @@ from walq.errors import ConfigError
 
 
 def test_retention_policy_per_server_with_a_global_default(make_home) -> None:
-    home = make_home({"pg1": {}, "pg2": {"retention_policy": "recovery window of 2 weeks"}},
-                     retention_policy="REDUNDANCY 3")
+    home = make_home(
+        {"pg1": {}, "pg2": {"retention_policy": "recovery window of 2 weeks"}},
+        retention_policy="REDUNDANCY 3",
+    )
     servers = home.config.servers
     assert servers["pg1"].retention_policy == "REDUNDANCY 3"
     assert servers["pg2"].retention_policy == "recovery window of 2 weeks"
@@ -80,11 +82,16 @@ class RefuseBatchDelete:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                if self.command == "POST" and "delete" in self.path.split("?", 1)[-1] \
-                        and not self.headers.get("Content-MD5"):
+                if (
+                    self.command == "POST"
+                    and "delete" in self.path.split("?", 1)[-1]
+                    and not self.headers.get("Content-MD5")
+                ):
                     proxy.refused += 1
-                    msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>MissingContentMD5</Code>'
-                           b"<Message>Missing required header for this request: Content-MD5</Message></Error>")
+                    msg = (
+                        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>MissingContentMD5</Code>'
+                        b"<Message>Missing required header for this request: Content-MD5</Message></Error>"
+                    )
                     self.send_response(400)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(msg)))
@@ -94,8 +101,12 @@ class RefuseBatchDelete:
                 if self.command == "DELETE":
                     proxy.single_deletes += 1
                 conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
-                conn.request(self.command, self.path, body=body,
-                             headers={k: v for k, v in self.headers.items() if k.lower() != "connection"})
+                conn.request(
+                    self.command,
+                    self.path,
+                    body=body,
+                    headers={k: v for k, v in self.headers.items() if k.lower() != "connection"},
+                )
                 resp = conn.getresponse()
                 data = resp.read()
                 self.send_response(resp.status, resp.reason)
@@ -123,7 +134,9 @@ class RefuseBatchDelete:
         self.httpd.server_close()
 
 
-def test_s3_delete_falls_back_to_single_deletes_when_the_batch_is_refused(s3_bucket: Bucket, workdir: Path) -> None:
+def test_s3_delete_falls_back_to_single_deletes_when_the_batch_is_refused(
+    s3_bucket: Bucket, workdir: Path
+) -> None:
     import hashlib
 
     from walq.config import ServerConfig
@@ -131,13 +144,20 @@ def test_s3_delete_falls_back_to_single_deletes_when_the_batch_is_refused(s3_buc
 
     proxy = RefuseBatchDelete(s3_bucket.server.ports["s3"])
     try:
-        storage = open_storage(ServerConfig(name="pg1", storage_url=s3_bucket.url("fleet"),
-                                            s3_endpoint_url=proxy.endpoint))
+        storage = open_storage(
+            ServerConfig(
+                name="pg1", storage_url=s3_bucket.url("fleet"), s3_endpoint_url=proxy.endpoint
+            )
+        )
         objs = []
         for n in ("000000010000000000000001", "000000010000000000000002", "00000002.history"):
             p = workdir / n
             p.write_bytes(n.encode())
-            objs.append(storage.put(PutRequest(n, p, "none", False, 1.0, hashlib.sha256(n.encode()).hexdigest())))
+            objs.append(
+                storage.put(
+                    PutRequest(n, p, "none", False, 1.0, hashlib.sha256(n.encode()).hexdigest())
+                )
+            )
         storage.delete(objs[:2])
         assert proxy.refused == 1 and proxy.single_deletes == 2
         assert [o.name for o in storage.list()] == ["00000002.history"]
@@ -189,9 +209,13 @@ def recovery_window_would_delete(home: WalqHome, days: int) -> set[str]:
     from walq.retention.expire import expire_server
 
     config = home.config
-    server = config.servers["pg1"].model_copy(update={"retention_policy": "RECOVERY WINDOW OF 1 DAYS"})
+    server = config.servers["pg1"].model_copy(
+        update={"retention_policy": "RECOVERY WINDOW OF 1 DAYS"}
+    )
     config = config.model_copy(update={"servers": {"pg1": server}})
-    result = expire_server(config, "pg1", dry_run=True, now=datetime.now(UTC) + timedelta(days=days))
+    result = expire_server(
+        config, "pg1", dry_run=True, now=datetime.now(UTC) + timedelta(days=days)
+    )
     assert result.refused is None, result.refused
     return set(result.to_delete)
 
@@ -204,10 +228,15 @@ def barman_rebuilds_xlogdb(home: WalqHome, workdir: Path) -> bytes:
     conf.write_text(
         f"[barman]\nbarman_home = {home.home}\nbarman_user = postgres\nlog_file = {workdir}/barman.log\n\n"
         "[pg1]\ndescription = walq shares this home\nconninfo = host=/nonexistent\n"
-        "backup_method = postgres\nstreaming_conninfo = host=/nonexistent\narchiver = on\n")
+        "backup_method = postgres\nstreaming_conninfo = host=/nonexistent\narchiver = on\n"
+    )
     chown_postgres(workdir)
-    res = subprocess.run([*as_postgres(), str(barman_command()), "-c", str(conf), "rebuild-xlogdb", "pg1"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [*as_postgres(), str(barman_command()), "-c", str(conf), "rebuild-xlogdb", "pg1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     return (home.wals() / "pg1-xlog.db").read_bytes()
 
@@ -221,15 +250,35 @@ def kill_mid_expiry(home: WalqHome, workdir: Path) -> None:
     chown_postgres(faults)
     chown_postgres(home.root)
     env = dict(os.environ, WALQ_FAULT_DIR=str(faults))
-    proc = subprocess.Popen([*as_postgres(), "env", f"WALQ_FAULT_DIR={faults}", str(WALQ), "--config",
-                             str(home.config_path), "expire", "pg1"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            *as_postgres(),
+            "env",
+            f"WALQ_FAULT_DIR={faults}",
+            str(WALQ),
+            "--config",
+            str(home.config_path),
+            "expire",
+            "pg1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     pid_file = faults / "expire-marked.pid"
     try:
-        wait_for(lambda: pid_file.exists() or proc.poll() is not None, 120, "expire to reach the fault point")
+        wait_for(
+            lambda: pid_file.exists() or proc.poll() is not None,
+            120,
+            "expire to reach the fault point",
+        )
         assert pid_file.exists(), proc.communicate()
         pid = int(pid_file.read_text())
-        wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "T", 10, "SIGSTOP")
+        wait_for(
+            lambda: Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "T",
+            10,
+            "SIGSTOP",
+        )
         os.kill(pid, signal.SIGKILL)
         os.kill(proc.pid, signal.SIGCONT)  # runuser stops itself when its child stops
         proc.wait(30)
@@ -241,17 +290,26 @@ def kill_mid_expiry(home: WalqHome, workdir: Path) -> None:
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
 def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
-    backend: str, make_home, cluster_factory, workdir: Path, walq_runnable_by_postgres, request,
+    backend: str,
+    make_home,
+    cluster_factory,
+    workdir: Path,
+    walq_runnable_by_postgres,
+    request,
 ) -> None:
     env_prefix = ""
     if backend == "s3":
         bucket: Bucket = request.getfixturevalue("s3_bucket")
         settings = s3_settings(bucket, compression="zstd", s3_region=REGION)
-        env_prefix = (f"env AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} "
-                      f"AWS_DEFAULT_REGION={REGION} AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null ")
+        env_prefix = (
+            f"env AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} "
+            f"AWS_DEFAULT_REGION={REGION} AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null "
+        )
     else:
         settings = {"compression": "zstd"}
-    home: WalqHome = make_home({"pg1": {**settings, "retention_policy": "REDUNDANCY 2"}}, archive_workers=1)
+    home: WalqHome = make_home(
+        {"pg1": {**settings, "retention_policy": "REDUNDANCY 2"}}, archive_workers=1
+    )
     home.give_to_postgres()
     backups, at_end = primary_with_three_backups(cluster_factory, home, workdir)
     res = home.run("archive", as_pg=True)
@@ -279,7 +337,9 @@ def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
     rows = catalog_rows(home)
     assert {n for n, (st, _) in rows.items() if st == "expired"} == expected
     assert stored_names(home) == state[1], "nothing was deleted yet"
-    assert all(rows[n][0] == "archived" for n in names if n not in expected), "nothing kept was touched"
+    assert all(rows[n][0] == "archived" for n in names if n not in expected), (
+        "nothing kept was touched"
+    )
     res = home.run("verify", "pg1", as_pg=True)
     assert res.returncode == 1 and "expired but still in storage" in res.stdout, res.stdout
 
@@ -289,18 +349,27 @@ def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
     assert f"finished an interrupted expiry: {len(expected)} object(s)" in res.stdout
     rows = catalog_rows(home)
     assert {n for n, (st, _) in rows.items() if st == "expired"} == expected
-    assert all(reason.startswith("REDUNDANCY 2: timeline 1 kept from " + starts[1])
-               for st, reason in rows.values() if st == "expired")
+    assert all(
+        reason.startswith("REDUNDANCY 2: timeline 1 kept from " + starts[1])
+        for st, reason in rows.values()
+        if st == "expired"
+    )
     kept = sorted(n for n in names if n not in expected)
     assert stored_names(home) == kept
     if backend == "local":
         assert xlogdb_names(home) == kept
         ours = (home.wals() / "pg1-xlog.db").read_bytes()
-        assert barman_rebuilds_xlogdb(home, workdir) == ours, "Barman's rebuild-xlogdb gives walq's xlogdb"
-        assert not any(p.is_dir() and not any(p.iterdir()) for p in home.wals().iterdir()), "empty hash dirs"
+        assert barman_rebuilds_xlogdb(home, workdir) == ours, (
+            "Barman's rebuild-xlogdb gives walq's xlogdb"
+        )
+        assert not any(p.is_dir() and not any(p.iterdir()) for p in home.wals().iterdir()), (
+            "empty hash dirs"
+        )
     res = home.run("verify", "pg1", as_pg=True)
     assert res.returncode == 0, res.stdout + res.stderr
-    status = json.loads(home.run("status", "pg1", "--json", as_pg=True, check=True).stdout)["servers"][0]
+    status = json.loads(home.run("status", "pg1", "--json", as_pg=True, check=True).stdout)[
+        "servers"
+    ][0]
     window = status["retention"]
     assert window["policy"] == "REDUNDANCY 2" and window["base_backups"] == 2
     assert window["expired"] == len(expected) and window["oldest_restorable"]["wal"] == starts[1]
@@ -312,7 +381,9 @@ def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
     # PITR from every kept backup (the oldest first) still reaches the end of the archive
     restore_cmd = f"'{env_prefix}{walq_command(home, 'get-wal pg1 %f %p')}'"
     for i in (1, 2):
-        with recovered(workdir / f"to_end{i}", backups[i], {"restore_command": restore_cmd}) as to_end:
+        with recovered(
+            workdir / f"to_end{i}", backups[i], {"restore_command": restore_cmd}
+        ) as to_end:
             assert to_end.accounts_fingerprint() == at_end
 
     # delete --before the newest backup's start: whatever the policy
@@ -333,7 +404,9 @@ def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
 def test_expire_refuses_without_a_backup_and_deletes_nothing(make_home, wal_corpus) -> None:
     home: WalqHome = make_home({"pg1": {"retention_policy": "REDUNDANCY 1"}})
     home.incoming().mkdir(parents=True)
-    wal_corpus.copy_into(home.incoming(), [n for n in wal_corpus.segments if not n.endswith(".backup")][:6])
+    wal_corpus.copy_into(
+        home.incoming(), [n for n in wal_corpus.segments if not n.endswith(".backup")][:6]
+    )
     assert home.run("archive").returncode == 0
     before = snapshot(home)
     assert len(before[1]) == 6
@@ -379,7 +452,9 @@ def test_a_wal_arriving_again_after_expiry_is_judged_as_a_duplicate(make_home, w
     storage.delete([storage.find(n) for n in segs[:2]])
     wal_corpus.copy_into(home.incoming(), segs[:1])
     data = wal_corpus.path(segs[1]).read_bytes()
-    (home.incoming() / segs[1]).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same name, other bytes
+    (home.incoming() / segs[1]).write_bytes(
+        data[:-1] + bytes([data[-1] ^ 1])
+    )  # same name, other bytes
     res = home.run("archive")
     assert "1 duplicate(s) dropped" in res.stdout, res.stdout + res.stderr
     assert list(home.incoming().iterdir()) == []

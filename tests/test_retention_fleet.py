@@ -21,10 +21,19 @@ from walq.catalog import WalState, open_catalog
 
 
 def test_beat_expires_redundancy_2_in_the_fleet(
-    make_home, cluster_factory, workdir: Path, redis_server, catalog_db, fleet_factory, walq_runnable_by_postgres,
+    make_home,
+    cluster_factory,
+    workdir: Path,
+    redis_server,
+    catalog_db,
+    fleet_factory,
+    walq_runnable_by_postgres,
 ) -> None:
-    home: WalqHome = make_home({"pg1": {"retention_policy": "REDUNDANCY 2"}},
-                               **fleet_settings(redis_server.url, fresh_schema_url(catalog_db)), expire_interval=2.0)
+    home: WalqHome = make_home(
+        {"pg1": {"retention_policy": "REDUNDANCY 2"}},
+        **fleet_settings(redis_server.url, fresh_schema_url(catalog_db)),
+        expire_interval=2.0,
+    )
     assert home.run("catalog", "init").returncode == 0
     home.give_to_postgres()
     fleet = fleet_factory(home.config_path)
@@ -35,6 +44,7 @@ def test_beat_expires_redundancy_2_in_the_fleet(
 
     catalog = open_catalog(home.config)
     try:
+
         def expired_as_planned() -> bool:
             if pending(home.incoming()) or catalog.counts("pg1")["claimed"]:
                 return False
@@ -43,7 +53,12 @@ def test_beat_expires_redundancy_2_in_the_fleet(
             return bool(expired) and expired == {r.name for r in rows if r.name[:24] < starts[1]}
 
         try:
-            wait_for(expired_as_planned, 240, "beat's expiry to expire everything before the second backup", 0.5)
+            wait_for(
+                expired_as_planned,
+                240,
+                "beat's expiry to expire everything before the second backup",
+                0.5,
+            )
         except TimeoutError:
             raise AssertionError(fleet.logs()) from None
         archived = catalog.archived_names("pg1")

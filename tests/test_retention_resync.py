@@ -22,8 +22,11 @@ def barman(home: WalqHome, workdir: Path, *args: str) -> subprocess.CompletedPro
             f"[barman]\nbarman_home = {home.home}\nbarman_user = root\nlog_file = {workdir}/barman.log\n\n"
             "[pg1]\ndescription = shares walq's home\nconninfo = host=/nonexistent\n"
             "backup_method = postgres\nstreaming_conninfo = host=/nonexistent\narchiver = on\n"
-            "compression = gzip\n")
-    res = subprocess.run([str(barman_command()), "-c", str(conf), *args], capture_output=True, text=True, timeout=300)
+            "compression = gzip\n"
+        )
+    res = subprocess.run(
+        [str(barman_command()), "-c", str(conf), *args], capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     return res
 
@@ -40,7 +43,9 @@ def listing(home: WalqHome) -> list[str]:
     return sorted(p.name for p in home.wals().rglob("*") if p.is_file() and len(p.name) == 24)
 
 
-def test_resync_adopts_barmans_objects_and_marks_what_others_deleted(make_home, workdir: Path, wal_corpus) -> None:
+def test_resync_adopts_barmans_objects_and_marks_what_others_deleted(
+    make_home, workdir: Path, wal_corpus
+) -> None:
     home: WalqHome = make_home({"pg1": {"compression": "zstd"}})
     segs = wal_corpus.segments
     wal_corpus.copy_into(home.incoming(), segs[:10])
@@ -53,7 +58,11 @@ def test_resync_adopts_barmans_objects_and_marks_what_others_deleted(make_home, 
     for name in segs[:3]:
         (home.wals() / name[:16] / name).unlink()
     res = home.run("verify", "pg1")
-    assert res.returncode == 1 and "missing from storage" in res.stdout and "not in the catalog" in res.stdout
+    assert (
+        res.returncode == 1
+        and "missing from storage" in res.stdout
+        and "not in the catalog" in res.stdout
+    )
 
     before = (rows(home), (home.wals() / "pg1-xlog.db").read_bytes())
     res = home.run("catalog", "resync", "pg1", "--dry-run")
@@ -78,7 +87,9 @@ def test_resync_adopts_barmans_objects_and_marks_what_others_deleted(make_home, 
 
     # idempotent
     res = home.run("catalog", "resync", "pg1")
-    assert res.returncode == 0 and "adopt 0 object(s), expire 0 row(s); 0 lost" in res.stdout, res.stdout
+    assert res.returncode == 0 and "adopt 0 object(s), expire 0 row(s); 0 lost" in res.stdout, (
+        res.stdout
+    )
 
     # a hole above the oldest kept segment is a loss, not an expiry; check fails on it
     (home.wals() / segs[7][:16] / segs[7]).unlink()
@@ -95,10 +106,16 @@ def test_resync_refuses_an_object_that_is_not_sound_wal(make_home, wal_corpus) -
     wal_corpus.copy_into(home.incoming(), segs[:3])
     assert home.run("archive").returncode == 0
     hashdir = home.wals() / segs[3][:16]
-    (hashdir / segs[3]).write_bytes(wal_corpus.path(segs[4]).read_bytes())  # renamed: wrong page address
-    foreign = next(n for n in wal_corpus.other_cluster if n not in segs[:4])  # same name space, other cluster
+    (hashdir / segs[3]).write_bytes(
+        wal_corpus.path(segs[4]).read_bytes()
+    )  # renamed: wrong page address
+    foreign = next(
+        n for n in wal_corpus.other_cluster if n not in segs[:4]
+    )  # same name space, other cluster
     (home.wals() / foreign[:16]).mkdir(exist_ok=True)
-    (home.wals() / foreign[:16] / foreign).write_bytes((wal_corpus.directory / "other" / foreign).read_bytes())
+    (home.wals() / foreign[:16] / foreign).write_bytes(
+        (wal_corpus.directory / "other" / foreign).read_bytes()
+    )
     (home.wals() / "00000002.history").write_bytes(b"not a history file\n")
     res = home.run("catalog", "resync", "pg1")
     assert res.returncode == 1, res.stdout + res.stderr

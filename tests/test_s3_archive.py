@@ -39,12 +39,26 @@ def expected_key(name: str, codec: str, prefix: str = "fleet", server: str = "pg
     return f"{prefix}/{server}/wals/{hash_dir}{name}{get_codec(codec).extension}"
 
 
-def barman_restore(tool: str, bucket: Bucket, name: str, dest: Path, *extra: str,
-                   prefix: str = "fleet") -> subprocess.CompletedProcess:
+def barman_restore(
+    tool: str, bucket: Bucket, name: str, dest: Path, *extra: str, prefix: str = "fleet"
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [tool, "--cloud-provider", "aws-s3", "--endpoint-url", bucket.endpoint, *extra,
-         bucket.url(prefix), "pg1", name, str(dest)],
-        capture_output=True, text=True, env=bucket.server.env(), timeout=180,
+        [
+            tool,
+            "--cloud-provider",
+            "aws-s3",
+            "--endpoint-url",
+            bucket.endpoint,
+            *extra,
+            bucket.url(prefix),
+            "pg1",
+            name,
+            str(dest),
+        ],
+        capture_output=True,
+        text=True,
+        env=bucket.server.env(),
+        timeout=180,
     )
 
 
@@ -52,7 +66,9 @@ def barman_restore(tool: str, bucket: Bucket, name: str, dest: Path, *extra: str
 def test_barman_cloud_wal_restore_reads_each_codec(
     codec: str, make_home, s3_bucket: Bucket, wal_corpus, barman_cloud_restore: str, workdir: Path
 ) -> None:
-    home: WalqHome = make_home({"pg1": s3_settings(s3_bucket, compression=codec)}, archive_workers=1)
+    home: WalqHome = make_home(
+        {"pg1": s3_settings(s3_bucket, compression=codec)}, archive_workers=1
+    )
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:2])
     res = home.run("archive", check=True)
     assert "2 archived" in res.stdout
@@ -73,7 +89,9 @@ def test_barman_prefetch_history_and_not_found(
     make_home, s3_bucket: Bucket, wal_corpus, barman_cloud_restore: str, workdir: Path
 ) -> None:
     """A history file at the wals/ root, prefetch over our keys, and exit 1 for a missing WAL."""
-    home = make_home({"pg1": s3_settings(s3_bucket, prefix="deep/er", compression="zstd")}, archive_workers=1)
+    home = make_home(
+        {"pg1": s3_settings(s3_bucket, prefix="deep/er", compression="zstd")}, archive_workers=1
+    )
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:4])
     tli = int(names[0][:8], 16)
     history = f"{tli + 1:08X}.history"
@@ -83,17 +101,30 @@ def test_barman_prefetch_history_and_not_found(
     assert f"deep/er/pg1/wals/{history}.zst" in s3_bucket.object_keys()
     spool = workdir / "spool"
     dest = workdir / names[0]
-    out = barman_restore(barman_cloud_restore, s3_bucket, names[0], dest, "-p", "3",
-                         "--spool-dir", str(spool), prefix="deep/er")
+    out = barman_restore(
+        barman_cloud_restore,
+        s3_bucket,
+        names[0],
+        dest,
+        "-p",
+        "3",
+        "--spool-dir",
+        str(spool),
+        prefix="deep/er",
+    )
     assert out.returncode == 0, out.stderr
     assert sha(dest) == sha(wal_corpus.path(names[0]))
     for name in names[1:3]:
         assert sha(spool / name) == sha(wal_corpus.path(name))
-    out = barman_restore(barman_cloud_restore, s3_bucket, history, workdir / history, prefix="deep/er")
+    out = barman_restore(
+        barman_cloud_restore, s3_bucket, history, workdir / history, prefix="deep/er"
+    )
     assert out.returncode == 0, out.stderr
     assert (workdir / history).read_text() == history_text
     missing = "0000000100000000000000FE"
-    out = barman_restore(barman_cloud_restore, s3_bucket, missing, workdir / missing, prefix="deep/er")
+    out = barman_restore(
+        barman_cloud_restore, s3_bucket, missing, workdir / missing, prefix="deep/er"
+    )
     assert out.returncode == 1
 
 
@@ -138,7 +169,9 @@ def test_adopts_an_identical_object_written_by_another_codec(
     from walq.codecs import compress_chunks
 
     body = b"".join(compress_chunks([wal_corpus.path(seg).read_bytes()], "gzip"))
-    s3_bucket.server.client().put_object(Bucket=s3_bucket.name, Key=expected_key(seg, "gzip"), Body=body)
+    s3_bucket.server.client().put_object(
+        Bucket=s3_bucket.name, Key=expected_key(seg, "gzip"), Body=body
+    )
     home = make_home({"pg1": s3_settings(s3_bucket, compression="zstd")}, archive_workers=1)
     wal_corpus.copy_into(home.incoming(), [seg])
     res = home.run("archive")
@@ -155,7 +188,9 @@ def test_adopts_an_identical_object_written_by_another_codec(
     assert sha(dest) == sha(wal_corpus.path(seg))
 
 
-def test_get_wal_list_verify_and_prefetch_on_s3(make_home, s3_bucket: Bucket, wal_corpus, workdir: Path) -> None:
+def test_get_wal_list_verify_and_prefetch_on_s3(
+    make_home, s3_bucket: Bucket, wal_corpus, workdir: Path
+) -> None:
     home = make_home({"pg1": s3_settings(s3_bucket, compression="xz")}, archive_workers=1)
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:5])
     home.run("archive", check=True)
@@ -169,12 +204,18 @@ def test_get_wal_list_verify_and_prefetch_on_s3(make_home, s3_bucket: Bucket, wa
     assert res.returncode == 0, res.stderr
     assert sha(dest / "RECOVERYXLOG") == sha(wal_corpus.path(names[0]))
     spool = home.home / "restore-spool" / "pg1"
-    wait_for(lambda: spooled(spool) == names[1:4], 60, "the prefetcher to restore the next 3 segments")
+    wait_for(
+        lambda: spooled(spool) == names[1:4], 60, "the prefetcher to restore the next 3 segments"
+    )
     # The next requests are served from the spool, byte-identical, and the spool empties.
     for name in names[1:]:
         assert home.run("get-wal", "pg1", name, str(dest / name), "--prefetch", "3").returncode == 0
         assert sha(dest / name) == sha(wal_corpus.path(name))
-    wait_for(lambda: spool_state.running_pid(spool) is None, 60, "the prefetcher to exit at the archive's end")
+    wait_for(
+        lambda: spool_state.running_pid(spool) is None,
+        60,
+        "the prefetcher to exit at the archive's end",
+    )
     assert spooled(spool) == []
     missing = home.run("get-wal", "pg1", "0000000100000000000000FE", str(dest / "x"))
     assert missing.returncode == 1
@@ -185,11 +226,21 @@ def test_get_wal_list_verify_and_prefetch_on_s3(make_home, s3_bucket: Bucket, wa
     assert res.returncode == 1 and names[2] in res.stdout
 
 
-def test_sse_storage_class_and_tags_on_every_upload(make_home, s3_bucket: Bucket, wal_corpus) -> None:
-    home = make_home({"pg1": s3_settings(
-        s3_bucket, compression="zstd", s3_sse="AES256", s3_storage_class="STANDARD_IA",
-        s3_tags={"team": "db", "retention": "30d"},
-    )}, archive_workers=1)
+def test_sse_storage_class_and_tags_on_every_upload(
+    make_home, s3_bucket: Bucket, wal_corpus
+) -> None:
+    home = make_home(
+        {
+            "pg1": s3_settings(
+                s3_bucket,
+                compression="zstd",
+                s3_sse="AES256",
+                s3_storage_class="STANDARD_IA",
+                s3_tags={"team": "db", "retention": "30d"},
+            )
+        },
+        archive_workers=1,
+    )
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:2])
     home.run("archive", check=True)
     client = s3_bucket.server.client()
@@ -198,7 +249,10 @@ def test_sse_storage_class_and_tags_on_every_upload(make_home, s3_bucket: Bucket
         head = s3_bucket.head(key)
         assert head["ServerSideEncryption"] == "AES256"
         assert head["StorageClass"] == "STANDARD_IA"
-        tags = {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=s3_bucket.name, Key=key)["TagSet"]}
+        tags = {
+            t["Key"]: t["Value"]
+            for t in client.get_object_tagging(Bucket=s3_bucket.name, Key=key)["TagSet"]
+        }
         assert tags == {"team": "db", "retention": "30d"}
     assert home.run("verify", "pg1", check=True).returncode == 0
 
@@ -210,10 +264,19 @@ def test_kms_key_id_and_checksum_are_sent(s3_bucket: Bucket, workdir: Path) -> N
     from walq.storage import PutRequest
     from walq.storage.s3 import S3Storage
 
-    storage = S3Storage(ServerConfig(name="pg1", storage_url=s3_bucket.url(), s3_endpoint_url=s3_bucket.endpoint,
-                                     s3_sse="aws:kms", s3_sse_kms_key_id="alias/walq-test"))
+    storage = S3Storage(
+        ServerConfig(
+            name="pg1",
+            storage_url=s3_bucket.url(),
+            s3_endpoint_url=s3_bucket.endpoint,
+            s3_sse="aws:kms",
+            s3_sse_kms_key_id="alias/walq-test",
+        )
+    )
     sent: list[dict] = []
-    storage.client.meta.events.register("before-call.s3.PutObject", lambda params, **kw: sent.append(params))
+    storage.client.meta.events.register(
+        "before-call.s3.PutObject", lambda params, **kw: sent.append(params)
+    )
     payload = workdir / "p"
     payload.write_bytes(b"x" * 1000)
     req = PutRequest("000000010000000000000001", payload, "none", False, 0.0, "cd" * 32)
@@ -235,11 +298,17 @@ def test_server_verifies_the_upload_checksum(s3_bucket: Bucket, workdir: Path, m
     from walq.errors import StorageError
     from walq.storage import PutRequest
 
-    storage = s3mod.S3Storage(ServerConfig(name="pg1", storage_url=s3_bucket.url(), s3_endpoint_url=s3_bucket.endpoint))
+    storage = s3mod.S3Storage(
+        ServerConfig(name="pg1", storage_url=s3_bucket.url(), s3_endpoint_url=s3_bucket.endpoint)
+    )
     payload = workdir / "p"
     payload.write_bytes(b"y" * 5000)
     real = s3mod._sha256_b64
-    monkeypatch.setattr(s3mod, "_sha256_b64", lambda p: real(p)[:-4] + ("AAA=" if not real(p).endswith("AAA=") else "BBB="))
+    monkeypatch.setattr(
+        s3mod,
+        "_sha256_b64",
+        lambda p: real(p)[:-4] + ("AAA=" if not real(p).endswith("AAA=") else "BBB="),
+    )
     with pytest.raises(StorageError):
         storage.put(PutRequest("000000010000000000000001", payload, "none", False, 0.0, "ef" * 32))
     assert s3_bucket.object_keys() == []

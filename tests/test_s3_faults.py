@@ -76,18 +76,28 @@ def own_s3(monkeypatch: pytest.MonkeyPatch):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_s3_killed_mid_batch_then_restarted(own_s3: SeaweedS3, make_home, wal_corpus, workdir: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_s3_killed_mid_batch_then_restarted(
+    own_s3: SeaweedS3, make_home, wal_corpus, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bucket = Bucket(own_s3, f"walq-{uuid.uuid4().hex[:12]}")
     own_s3.client().create_bucket(Bucket=bucket.name)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # fail fast while the server is down
-    home = make_home({"pg1": s3_settings(bucket, compression="xz", compression_level=6)}, archive_workers=1)
+    home = make_home(
+        {"pg1": s3_settings(bucket, compression="xz", compression_level=6)}, archive_workers=1
+    )
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:10])
 
-    proc = subprocess.Popen([str(WALQ), "--config", str(home.config_path), "archive"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(WALQ), "--config", str(home.config_path), "archive"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        wait_for(lambda: proc.poll() is not None or bool(bucket.object_keys()), 120, "the first upload")
+        wait_for(
+            lambda: proc.poll() is not None or bool(bucket.object_keys()), 120, "the first upload"
+        )
         # Freeze walq so the server dies while the batch is surely unfinished.
         os.killpg(proc.pid, signal.SIGSTOP)
         own_s3.kill()
@@ -114,11 +124,14 @@ def test_s3_killed_mid_batch_then_restarted(own_s3: SeaweedS3, make_home, wal_co
 
 
 @pytest.mark.parametrize("status", [503, 500])
-def test_injected_server_errors_are_retried(status: int, s3_bucket: Bucket, make_home, wal_corpus,
-                                            workdir: Path) -> None:
+def test_injected_server_errors_are_retried(
+    status: int, s3_bucket: Bucket, make_home, wal_corpus, workdir: Path
+) -> None:
     with FaultProxy(s3_bucket.server.ports["s3"], every=3, status=status) as proxy:
-        home = make_home({"pg1": s3_settings(s3_bucket, endpoint=proxy.endpoint, compression="zstd")},
-                         archive_workers=1)
+        home = make_home(
+            {"pg1": s3_settings(s3_bucket, endpoint=proxy.endpoint, compression="zstd")},
+            archive_workers=1,
+        )
         names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:6])
         res = home.run("archive")
         assert res.returncode == 0, res.stdout + res.stderr
@@ -139,10 +152,15 @@ def _assert_refused_cleanly(home: WalqHome, names: list[str], expect: str) -> No
     check = home.run("check", "pg1")
     assert check.returncode == 1
     assert "pg1: storage: FAILED" in check.stdout and expect in check.stdout
-    assert SECRET_KEY not in check.stdout + check.stderr and "wrong-secret" not in check.stdout + check.stderr
+    assert (
+        SECRET_KEY not in check.stdout + check.stderr
+        and "wrong-secret" not in check.stdout + check.stderr
+    )
 
 
-def test_wrong_credentials(s3_bucket: Bucket, make_home, wal_corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_credentials(
+    s3_bucket: Bucket, make_home, wal_corpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-0123456789")
     home = make_home({"pg1": s3_settings(s3_bucket, compression="zstd")}, archive_workers=1)
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:2])
@@ -150,7 +168,9 @@ def test_wrong_credentials(s3_bucket: Bucket, make_home, wal_corpus, monkeypatch
     assert s3_bucket.object_keys() == []
 
 
-def test_missing_bucket(s3_server: SeaweedS3, make_home, wal_corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_bucket(
+    s3_server: SeaweedS3, make_home, wal_corpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
     set_aws_env(monkeypatch)
     missing = Bucket(s3_server, f"walq-missing-{uuid.uuid4().hex[:8]}")
     home = make_home({"pg1": s3_settings(missing, compression="zstd")}, archive_workers=1)
@@ -159,7 +179,9 @@ def test_missing_bucket(s3_server: SeaweedS3, make_home, wal_corpus, monkeypatch
     assert missing.name not in [b["Name"] for b in s3_server.client().list_buckets()["Buckets"]]
 
 
-def test_no_credentials_at_all(s3_bucket: Bucket, make_home, wal_corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_credentials_at_all(
+    s3_bucket: Bucket, make_home, wal_corpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(var)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -180,18 +202,28 @@ def test_storage_keys_follow_hash_dirs(s3_bucket: Bucket) -> None:
     from walq.config import ServerConfig
     from walq.storage.s3 import S3Storage
 
-    st = S3Storage(ServerConfig(name="pg1", storage_url=f"s3://{s3_bucket.name}", s3_endpoint_url=s3_bucket.endpoint))
+    st = S3Storage(
+        ServerConfig(
+            name="pg1", storage_url=f"s3://{s3_bucket.name}", s3_endpoint_url=s3_bucket.endpoint
+        )
+    )
     seg = "000000010000000000000008"
     assert st.key_for(seg, "zstd", False) == f"pg1/wals/{parse_wal_name(seg).hash_dir}/{seg}.zst"
-    assert st.key_for("00000001000000000000001F.partial", "lz4", False) == \
-        "pg1/wals/0000000100000000/00000001000000000000001F.partial.lz4"
-    assert st.key_for("00000001000000000000000A.00000028.backup", "xz", False) == \
-        "pg1/wals/0000000100000000/00000001000000000000000A.00000028.backup.xz"
+    assert (
+        st.key_for("00000001000000000000001F.partial", "lz4", False)
+        == "pg1/wals/0000000100000000/00000001000000000000001F.partial.lz4"
+    )
+    assert (
+        st.key_for("00000001000000000000000A.00000028.backup", "xz", False)
+        == "pg1/wals/0000000100000000/00000001000000000000000A.00000028.backup.xz"
+    )
     assert st.key_for("00000002.history", "snappy", True) == "pg1/wals/00000002.history.snappy.gpg"
     assert st.key_for(seg, "none", False) == f"pg1/wals/0000000100000000/{seg}"
 
 
-def test_server_without_conditional_writes_falls_back_to_list_check(s3_bucket: Bucket, workdir: Path) -> None:
+def test_server_without_conditional_writes_falls_back_to_list_check(
+    s3_bucket: Bucket, workdir: Path
+) -> None:
     """A server answering 501 to If-None-Match: walq LISTs for the WAL and never overwrites."""
     from walq.config import ServerConfig
     from walq.errors import AlreadyStoredError
@@ -199,7 +231,9 @@ def test_server_without_conditional_writes_falls_back_to_list_check(s3_bucket: B
     from walq.storage.s3 import S3Storage
 
     with FaultProxy(s3_bucket.server.ports["s3"], every=0, refuse_conditional=True) as proxy:
-        st = S3Storage(ServerConfig(name="pg1", storage_url=s3_bucket.url(), s3_endpoint_url=proxy.endpoint))
+        st = S3Storage(
+            ServerConfig(name="pg1", storage_url=s3_bucket.url(), s3_endpoint_url=proxy.endpoint)
+        )
         name = "000000010000000000000001"
         first = workdir / "first"
         first.write_bytes(b"first copy")
@@ -229,6 +263,8 @@ def test_check_writes_its_probe_with_the_sse_settings(s3_bucket: Bucket, make_ho
     """A bucket policy may demand SSE; check's probe carries it (and so tries a KMS key too)."""
     home = make_home({"pg1": s3_settings(s3_bucket, s3_sse="AES256")})
     assert "pg1: storage: OK" in home.run("check", "pg1").stdout
-    home = make_home({"pg1": s3_settings(s3_bucket, s3_sse="aws:kms", s3_sse_kms_key_id="alias/none")})
+    home = make_home(
+        {"pg1": s3_settings(s3_bucket, s3_sse="aws:kms", s3_sse_kms_key_id="alias/none")}
+    )
     res = home.run("check", "pg1")  # SeaweedFS here has no KMS: the probe is refused
     assert res.returncode == 1 and "pg1: storage: FAILED (S3 write probe" in res.stdout, res.stdout

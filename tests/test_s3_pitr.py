@@ -22,31 +22,52 @@ from tests.services.s3 import ACCESS_KEY, SECRET_KEY, Bucket, s3_settings
 
 
 def test_pitr_from_encrypted_compressed_wal_on_s3(
-    make_home, s3_bucket: Bucket, cluster_factory, workdir: Path, walq_runnable_by_postgres,
+    make_home,
+    s3_bucket: Bucket,
+    cluster_factory,
+    workdir: Path,
+    walq_runnable_by_postgres,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     keyroot = workdir / "gpg"
     keyroot.mkdir()
     key = make_key(keyroot, as_pg=True)
     creds = workdir / "aws-credentials"
-    creds.write_text(f"[walqtest]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+    creds.write_text(
+        f"[walqtest]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+    )
     os.chmod(creds, 0o600)
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(var, raising=False)
-    env = {"AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_CONFIG_FILE": "/dev/null", "GNUPGHOME": str(key.home)}
+    env = {
+        "AWS_SHARED_CREDENTIALS_FILE": str(creds),
+        "AWS_CONFIG_FILE": "/dev/null",
+        "GNUPGHOME": str(key.home),
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     prefix = " ".join(f"{k}={v}" for k, v in env.items())
 
-    home: WalqHome = make_home({"pg1": s3_settings(
-        s3_bucket, compression="zstd", s3_profile="walqtest", s3_region="us-east-1",
-        encryption="gpg", encryption_key_id=key.fingerprint,
-        encryption_passphrase_command=key.passphrase_command,
-    )}, archive_workers=1)
+    home: WalqHome = make_home(
+        {
+            "pg1": s3_settings(
+                s3_bucket,
+                compression="zstd",
+                s3_profile="walqtest",
+                s3_region="us-east-1",
+                encryption="gpg",
+                encryption_key_id=key.fingerprint,
+                encryption_passphrase_command=key.passphrase_command,
+            )
+        },
+        archive_workers=1,
+    )
     chown_postgres(workdir)
     try:
         assert home.run("check", "pg1", as_pg=True).stdout.count("OK") >= 2
-        run = run_archiving_primary(cluster_factory, home, workdir / "base", restore_point="walq_s3_rp")
+        run = run_archiving_primary(
+            cluster_factory, home, workdir / "base", restore_point="walq_s3_rp"
+        )
         at_restore_point, at_end = run.at_restore_point, run.at_end
         assert at_end != at_restore_point
 
@@ -60,13 +81,20 @@ def test_pitr_from_encrypted_compressed_wal_on_s3(
         assert res.returncode == 0, res.stdout + res.stderr
 
         restore_cmd = f"'env {prefix} {walq_command(home, 'get-wal pg1 %f %p --prefetch 4')}'"
-        with recovered(workdir / "to_point", workdir / "base", {
-            "restore_command": restore_cmd,
-            "recovery_target_name": "'walq_s3_rp'",
-            "recovery_target_action": "'promote'",
-        }) as to_point:
+        with recovered(
+            workdir / "to_point",
+            workdir / "base",
+            {
+                "restore_command": restore_cmd,
+                "recovery_target_name": "'walq_s3_rp'",
+                "recovery_target_action": "'promote'",
+            },
+        ) as to_point:
             assert to_point.accounts_fingerprint() == at_restore_point
             assert "restored log file" in to_point.log()
     finally:
-        subprocess.run([*as_postgres(), "env", f"GNUPGHOME={key.home}", "gpgconf", "--kill", "gpg-agent"],
-                       capture_output=True, timeout=30)
+        subprocess.run(
+            [*as_postgres(), "env", f"GNUPGHOME={key.home}", "gpgconf", "--kill", "gpg-agent"],
+            capture_output=True,
+            timeout=30,
+        )

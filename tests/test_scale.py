@@ -9,7 +9,9 @@ from tests.services.homes import WalqHome
 from walq.catalog import open_catalog
 
 
-def test_thousand_real_segments_archive_and_verify(walq_home: WalqHome, cluster_factory, workdir: Path) -> None:
+def test_thousand_real_segments_archive_and_verify(
+    walq_home: WalqHome, cluster_factory, workdir: Path
+) -> None:
     incoming = walq_home.incoming()
     incoming.mkdir(parents=True)
     os.chmod(walq_home.root, 0o777)
@@ -17,15 +19,20 @@ def test_thousand_real_segments_archive_and_verify(walq_home: WalqHome, cluster_
     os.chmod(walq_home.server_dir(), 0o777)
     os.chmod(incoming, 0o777)
     # cp through a dot-name then rename, so a scan never sees a half-copied file
-    cluster = cluster_factory("bulk", conf={
-        "archive_mode": "on",
-        "archive_command": f"'cp %p {incoming}/.%f.cp && mv {incoming}/.%f.cp {incoming}/%f'",
-        "max_wal_size": "256MB",
-    })
+    cluster = cluster_factory(
+        "bulk",
+        conf={
+            "archive_mode": "on",
+            "archive_command": f"'cp %p {incoming}/.%f.cp && mv {incoming}/.%f.cp {incoming}/%f'",
+            "max_wal_size": "256MB",
+        },
+    )
     cluster.start()
     cluster.psql("CREATE TABLE bulk (id int, pad text)")
     while len(os.listdir(incoming)) < 1000:
-        cluster.psql("INSERT INTO bulk SELECT g, repeat(md5(g::text), 28) FROM generate_series(1, 100000) g")
+        cluster.psql(
+            "INSERT INTO bulk SELECT g, repeat(md5(g::text), 28) FROM generate_series(1, 100000) g"
+        )
         cluster.switch_wal()
     last = cluster.switch_wal()
     cluster.wait_archived(last, timeout=300)

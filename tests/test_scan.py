@@ -26,14 +26,25 @@ def _touch(d: Path, *names: str) -> None:
 
 def test_incoming_rules(tmp_path: Path) -> None:
     s = _server(tmp_path)
-    _touch(s.incoming_dir, "000000010000000000000002", "000000010000000000000001", "00000002.history",
-           "000000010000000000000003.tmp", ".000000010000000000000004.123.put", "junk.txt")
+    _touch(
+        s.incoming_dir,
+        "000000010000000000000002",
+        "000000010000000000000001",
+        "00000002.history",
+        "000000010000000000000003.tmp",
+        ".000000010000000000000004.123.put",
+        "junk.txt",
+    )
     (s.incoming_dir / "000000010000000000000005").mkdir()
     target = tmp_path / "outside"
     target.write_bytes(b"secret")
     os.symlink(target, s.incoming_dir / "000000010000000000000006")
     batch = scan(s)
-    assert [c.name for c in batch.wals] == ["000000010000000000000001", "000000010000000000000002", "00000002.history"]
+    assert [c.name for c in batch.wals] == [
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "00000002.history",
+    ]
     assert "000000010000000000000003.tmp" in batch.skipped
     moved = sorted(p.name.split(".")[0] for p in batch.unknown)
     assert moved == ["000000010000000000000005", "000000010000000000000006", "junk"]
@@ -45,8 +56,14 @@ def test_incoming_rules(tmp_path: Path) -> None:
 
 def test_streaming_keeps_newest_partial_and_archives_older_partials(tmp_path: Path) -> None:
     s = _server(tmp_path)
-    _touch(s.streaming_dir, "000000010000000000000001", "00000001000000000000001F.partial",
-           "00000002000000000000001F", "000000020000000000000020.partial", "00000002.history")
+    _touch(
+        s.streaming_dir,
+        "000000010000000000000001",
+        "00000001000000000000001F.partial",
+        "00000002000000000000001F",
+        "000000020000000000000020.partial",
+        "00000002.history",
+    )
     batch = scan(s)
     names = [c.name for c in batch.wals]
     assert "000000020000000000000020.partial" not in names
@@ -62,9 +79,21 @@ def test_streaming_without_partial_holds_newest_segment(tmp_path: Path) -> None:
 
 def test_streaming_copy_comes_first_and_batch_cuts_before_filtering(tmp_path: Path) -> None:
     s = _server(tmp_path, batch_size=2)
-    _touch(s.streaming_dir, "000000010000000000000001", "000000010000000000000002", "000000010000000000000003")
-    _touch(s.incoming_dir, "000000010000000000000001", "000000010000000000000000.tmp", "000000010000000000000009")
+    _touch(
+        s.streaming_dir,
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "000000010000000000000003",
+    )
+    _touch(
+        s.incoming_dir,
+        "000000010000000000000001",
+        "000000010000000000000000.tmp",
+        "000000010000000000000009",
+    )
     batch = scan(s)
-    assert [(c.name, c.origin) for c in batch.wals] == [("000000010000000000000001", "streaming"),
-                                                        ("000000010000000000000001", "incoming")]
+    assert [(c.name, c.origin) for c in batch.wals] == [
+        ("000000010000000000000001", "streaming"),
+        ("000000010000000000000001", "incoming"),
+    ]
     assert batch.total == 6

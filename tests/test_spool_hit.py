@@ -20,14 +20,22 @@ def test_prefetched_wal_is_served_from_the_spool(walq_home: WalqHome, wal_corpus
     names = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[:6])
     walq_home.run("archive", check=True)
     spool = walq_home.home / "restore-spool" / "pg1"
-    walq_home.run("get-wal", "pg1", names[0], str(walq_home.root / "first"), "--prefetch", "3", check=True)
-    wait_for(lambda: spooled(spool) == names[1:4], 30, "the prefetcher to restore the next 3 segments")
+    walq_home.run(
+        "get-wal", "pg1", names[0], str(walq_home.root / "first"), "--prefetch", "3", check=True
+    )
+    wait_for(
+        lambda: spooled(spool) == names[1:4], 30, "the prefetcher to restore the next 3 segments"
+    )
     for name in names[1:]:
         dest = walq_home.root / f"out-{name}"
         walq_home.run("get-wal", "pg1", name, str(dest), "--prefetch", "3", check=True)
         assert dest.read_bytes() == wal_corpus.path(name).read_bytes()
     # it stops at the end of the archive, says so, and leaves nothing behind
-    wait_for(lambda: spool_state.running_pid(spool) is None, 30, "the prefetcher to exit at the archive's end")
+    wait_for(
+        lambda: spool_state.running_pid(spool) is None,
+        30,
+        "the prefetcher to exit at the archive's end",
+    )
     assert (spool / spool_state.END_NAME).read_text().split()[0] > names[-1]
     assert spooled(spool) == []
     assert not list(spool.glob(".*.walq-*"))
@@ -37,8 +45,13 @@ def test_prefetched_wal_is_served_from_the_spool(walq_home: WalqHome, wal_corpus
         f"r = spool_hit(['--config', '{walq_home.config_path}', 'get-wal', 'pg1', '{names[5]}', '/dev/null']); "
         "print(r, 'pydantic' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["None", "False"]  # names[5] is not in the spool: falls through, still no pydantic
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == [
+        "None",
+        "False",
+    ]  # names[5] is not in the spool: falls through, still no pydantic
 
 
 def test_spool_miss_falls_back_to_the_archive(walq_home: WalqHome, wal_corpus) -> None:
@@ -47,7 +60,9 @@ def test_spool_miss_falls_back_to_the_archive(walq_home: WalqHome, wal_corpus) -
     dest = walq_home.root / "x"
     walq_home.run("get-wal", "pg1", names[1], str(dest), check=True)
     assert dest.read_bytes() == wal_corpus.path(names[1]).read_bytes()
-    assert not (walq_home.home / "restore-spool" / "pg1" / spool_state.LOCK_NAME).exists()  # no --prefetch: no prefetcher
+    assert not (
+        walq_home.home / "restore-spool" / "pg1" / spool_state.LOCK_NAME
+    ).exists()  # no --prefetch: no prefetcher
 
 
 HOME_CASES = [
@@ -58,7 +73,7 @@ HOME_CASES = [
     'scan_interval = 5\nlist = [1, 2]\nhome = "/x"\n',
     'x = [\n  [1],\n]\nhome = "/hidden"\n',  # multi-line array: tomllib decides
     '"home" = "/quoted"\n',
-    'home.x = 1\n',
+    "home.x = 1\n",
     'home = "/esc\\\\aped"\n',
     'a = """\nhome = "/in-a-string"\n"""\nhome = "/real"\n',
     'home = "/x" junk\n',
@@ -78,10 +93,32 @@ def test_the_fast_home_scan_agrees_with_tomllib_or_abstains(text: str) -> None:
     assert got == expected
 
 
-@given(st.lists(st.sampled_from([
-    'home = "/h1"', "home = '/h2'", 'other = "v"', "n = 3", '[servers.pg1]', 'home = "/h3" # c', "# c",
-    'arr = [', '1,', ']', 'm = """', 'text', '"""', '"home" = "/q"', "", 'home = "/a\\\\b"', "t = {a = 1}",
-]), max_size=12))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                'home = "/h1"',
+                "home = '/h2'",
+                'other = "v"',
+                "n = 3",
+                "[servers.pg1]",
+                'home = "/h3" # c',
+                "# c",
+                "arr = [",
+                "1,",
+                "]",
+                'm = """',
+                "text",
+                '"""',
+                '"home" = "/q"',
+                "",
+                'home = "/a\\\\b"',
+                "t = {a = 1}",
+            ]
+        ),
+        max_size=12,
+    )
+)
 def test_the_fast_home_scan_never_disagrees(lines: list[str]) -> None:
     text = "\n".join(lines) + "\n"
     try:

@@ -30,8 +30,12 @@ def storage(request, workdir: Path) -> Storage:
         cfg = ServerConfig(name="pg1", storage_url=f"file://{workdir / 'wals'}")
     else:
         bucket: Bucket = request.getfixturevalue("s3_bucket")
-        cfg = ServerConfig(name="pg1", storage_url=bucket.url("fleet"), s3_endpoint_url=bucket.endpoint,
-                           s3_multipart_threshold=5 << 20)
+        cfg = ServerConfig(
+            name="pg1",
+            storage_url=bucket.url("fleet"),
+            s3_endpoint_url=bucket.endpoint,
+            s3_multipart_threshold=5 << 20,
+        )
     return open_storage(cfg)
 
 
@@ -41,10 +45,22 @@ def payload(workdir: Path, data: bytes, tag: str = "p") -> Path:
     return path
 
 
-def request(workdir: Path, name: str, data: bytes, codec: str = "none", encrypted: bool = False,
-            checksum: str | None = None) -> PutRequest:
-    return PutRequest(name=name, payload=payload(workdir, data), codec=codec, encrypted=encrypted,
-                      mtime=1_700_000_000.0, checksum=checksum or hashlib.sha256(data).hexdigest())
+def request(
+    workdir: Path,
+    name: str,
+    data: bytes,
+    codec: str = "none",
+    encrypted: bool = False,
+    checksum: str | None = None,
+) -> PutRequest:
+    return PutRequest(
+        name=name,
+        payload=payload(workdir, data),
+        codec=codec,
+        encrypted=encrypted,
+        mtime=1_700_000_000.0,
+        checksum=checksum or hashlib.sha256(data).hexdigest(),
+    )
 
 
 def read_all(storage: Storage, obj) -> bytes:
@@ -119,7 +135,9 @@ def test_multipart_above_threshold(storage: Storage, workdir: Path) -> None:
 
 
 def test_delete_removes_objects_and_is_idempotent(storage: Storage, workdir: Path) -> None:
-    objs = [storage.put(request(workdir, n, n.encode() * 10, codec="zstd")) for n in (SEG, NEXT, HIST)]
+    objs = [
+        storage.put(request(workdir, n, n.encode() * 10, codec="zstd")) for n in (SEG, NEXT, HIST)
+    ]
     storage.delete(objs[:2])
     assert [o.name for o in storage.list()] == [HIST]
     assert storage.find(SEG) is None and storage.find(NEXT) is None
@@ -199,6 +217,8 @@ def test_xlogdb_rewrite_keeps_other_lines_byte_for_byte(workdir: Path) -> None:
     t.join(10)
     assert done.is_set()
     after = storage.xlogdb.read_bytes()
-    assert after == b"".join(ln for ln in before.splitlines(keepends=True) if not ln.startswith(SEG.encode()))
+    assert after == b"".join(
+        ln for ln in before.splitlines(keepends=True) if not ln.startswith(SEG.encode())
+    )
     assert barman_line in after and not (workdir / "wals" / ".pg1-xlog.db.walq-rewrite").exists()
     assert storage.rewrite_xlogdb([SEG]) == 0

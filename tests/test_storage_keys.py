@@ -34,13 +34,18 @@ def _forge_row(home: WalqHome, name: str, key: str) -> None:
         )
 
 
-@pytest.mark.parametrize("key", [
-    str(PASSWD),
-    "../../../../../../../../etc/passwd",
-    "0000000100000000/../../../../../../../../etc/passwd",
-    "0000000100000000/000000010000000000000001",
-])
-def test_get_wal_refuses_a_forged_storage_key(walq_home: WalqHome, wal_corpus, workdir: Path, key: str) -> None:
+@pytest.mark.parametrize(
+    "key",
+    [
+        str(PASSWD),
+        "../../../../../../../../etc/passwd",
+        "0000000100000000/../../../../../../../../etc/passwd",
+        "0000000100000000/000000010000000000000001",
+    ],
+)
+def test_get_wal_refuses_a_forged_storage_key(
+    walq_home: WalqHome, wal_corpus, workdir: Path, key: str
+) -> None:
     names = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[:2])
     walq_home.run("archive", check=True)
     _forge_row(walq_home, names[1], key)
@@ -53,7 +58,9 @@ def test_get_wal_refuses_a_forged_storage_key(walq_home: WalqHome, wal_corpus, w
     assert not dest.exists() and list(workdir.glob(".restored*")) == []
     res = walq_home.run("verify", "pg1")
     assert res.returncode == 1 and f"{names[1]}: catalog row refused" in res.stdout, res.stdout
-    assert walq_home.run("get-wal", "pg1", names[0], str(dest)).returncode == 0, "other rows still restore"
+    assert walq_home.run("get-wal", "pg1", names[0], str(dest)).returncode == 0, (
+        "other rows still restore"
+    )
 
 
 def test_local_validate_key(tmp_path: Path) -> None:
@@ -61,9 +68,15 @@ def test_local_validate_key(tmp_path: Path) -> None:
     storage = LocalStorage(wals, "pg1")
     assert storage.validate_key(W, f"0000000100000000/{W}") == f"0000000100000000/{W}"
     assert storage.validate_key("00000002.history", "00000002.history") == "00000002.history"
-    for bad in (f"/{W}", str(wals / "0000000100000000" / W), f"0000000100000000/../0000000100000000/{W}",
-                f"0000000100000000/{W}.zst", "0000000100000000/000000010000000000000008", f"./0000000100000000/{W}",
-                "x" * 100_000):
+    for bad in (
+        f"/{W}",
+        str(wals / "0000000100000000" / W),
+        f"0000000100000000/../0000000100000000/{W}",
+        f"0000000100000000/{W}.zst",
+        "0000000100000000/000000010000000000000008",
+        f"./0000000100000000/{W}",
+        "x" * 100_000,
+    ):
         with pytest.raises(StorageKeyError):
             storage.validate_key(W, bad)
     # the right name, through a symlinked hash directory that leads out of wals/
@@ -76,25 +89,40 @@ def test_local_validate_key(tmp_path: Path) -> None:
 
 
 def test_s3_validate_key(walq_home: WalqHome) -> None:
-    text = walq_home.config_path.read_text().replace("[servers.pg1]", '[servers.pg1]\nstorage_url = "s3://bucket/path"')
+    text = walq_home.config_path.read_text().replace(
+        "[servers.pg1]", '[servers.pg1]\nstorage_url = "s3://bucket/path"'
+    )
     walq_home.config_path.write_text(text)
     storage = S3Storage(load_config(walq_home.config_path).server("pg1"))
     base = "path/pg1/wals/"
-    for good in (f"{base}0000000100000000/{W}", f"{base}0000000100000000/{W}.zst",
-                 f"{base}0000000100000000/{W}.zst.gpg", f"{base}0000000100000000/{W}.gpg",
-                 f"{base}00000002.history.gz"):
+    for good in (
+        f"{base}0000000100000000/{W}",
+        f"{base}0000000100000000/{W}.zst",
+        f"{base}0000000100000000/{W}.zst.gpg",
+        f"{base}0000000100000000/{W}.gpg",
+        f"{base}00000002.history.gz",
+    ):
         name = good.rsplit("/", 1)[1].split(".")[0] if "history" not in good else "00000002.history"
         assert storage.validate_key(name, good) == good
-    for bad in (f"/{base}0000000100000000/{W}", f"other/pg1/wals/0000000100000000/{W}",
-                f"path/pg2/wals/0000000100000000/{W}", f"{base}0000000100000000/../{W}",
-                f"{base}0000000100000000/{W}.zst.zst", f"{base}0000000100000000/{W}.exe",
-                f"{base}0000000100000000/000000010000000000000008.zst", f"{base}{W}",
-                f"{base}0000000100000000/x/{W}", "/etc/passwd"):
+    for bad in (
+        f"/{base}0000000100000000/{W}",
+        f"other/pg1/wals/0000000100000000/{W}",
+        f"path/pg2/wals/0000000100000000/{W}",
+        f"{base}0000000100000000/../{W}",
+        f"{base}0000000100000000/{W}.zst.zst",
+        f"{base}0000000100000000/{W}.exe",
+        f"{base}0000000100000000/000000010000000000000008.zst",
+        f"{base}{W}",
+        f"{base}0000000100000000/x/{W}",
+        "/etc/passwd",
+    ):
         with pytest.raises(StorageKeyError):
             storage.validate_key(W, bad)
 
 
-def test_the_prefetcher_never_spools_a_forged_row(walq_home: WalqHome, wal_corpus, workdir: Path) -> None:
+def test_the_prefetcher_never_spools_a_forged_row(
+    walq_home: WalqHome, wal_corpus, workdir: Path
+) -> None:
     names = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[:4])
     walq_home.run("archive", check=True)
     _forge_row(walq_home, names[2], str(PASSWD))

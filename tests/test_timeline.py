@@ -27,7 +27,9 @@ def header_tli(path) -> int:
     return struct.unpack_from("<HHI", path.read_bytes(), 0)[2]
 
 
-def test_timeline_switch_is_archived_and_restorable(cluster_factory, make_home, workdir, walq_runnable_by_postgres):
+def test_timeline_switch_is_archived_and_restorable(
+    cluster_factory, make_home, workdir, walq_runnable_by_postgres
+):
     a = cluster_factory("a")
     home = make_home({"pg1": {"conninfo": a.conninfo, "compression": "lz4"}})
     put_wal = f"'{walq_command(home, 'put-wal', 'pg1', '%p')}'"
@@ -49,10 +51,17 @@ def test_timeline_switch_is_archived_and_restorable(cluster_factory, make_home, 
     assert res.returncode == 0, res.stdout + res.stderr
 
     # B: restored from the archive, promoted to timeline 2, archiving into the same entry.
-    b = restore_from_archive(workdir / "b", a, home, {
-        "archive_mode": "on", "archive_command": put_wal,
-        "recovery_target_name": "'walq_before'", "recovery_target_action": "'promote'",
-    })
+    b = restore_from_archive(
+        workdir / "b",
+        a,
+        home,
+        {
+            "archive_mode": "on",
+            "archive_command": put_wal,
+            "recovery_target_name": "'walq_before'",
+            "recovery_target_action": "'promote'",
+        },
+    )
     try:
         assert b.accounts_fingerprint() == expected_a
         assert b.current_wal().startswith("00000002")
@@ -116,14 +125,40 @@ def test_streamed_standby_promotion_archives_both_timelines(cluster_factory, mak
     standby.root.mkdir()
     os.chmod(standby.root, 0o755)
     chown_postgres(standby.root)
-    primary._run(["pg_basebackup", "-h", str(primary.root), "-p", str(primary.port), "-U", "postgres",
-                  "-D", str(standby.data), "-X", "stream", "-R", "--no-sync", "-c", "fast"])
+    primary._run(
+        [
+            "pg_basebackup",
+            "-h",
+            str(primary.root),
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+            "-D",
+            str(standby.data),
+            "-X",
+            "stream",
+            "-R",
+            "--no-sync",
+            "-c",
+            "fast",
+        ]
+    )
     standby.configure({"port": str(standby.port), "unix_socket_directories": f"'{standby.root}'"})
     standby.start()
     try:
-        wait_for(lambda: standby.psql("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") == "1",
-                 120, "the standby to stream", interval=0.2)
-        home = make_home({"pg1": {"conninfo": standby.conninfo, "archiver": False, "streaming_archiver": True}})
+        wait_for(
+            lambda: (
+                standby.psql("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")
+                == "1"
+            ),
+            120,
+            "the standby to stream",
+            interval=0.2,
+        )
+        home = make_home(
+            {"pg1": {"conninfo": standby.conninfo, "archiver": False, "streaming_archiver": True}}
+        )
         home.run("receive-wal", "pg1", "--create-slot", check=True)
         with Receiver(home) as rec:
             rec.wait_streaming()
@@ -132,7 +167,9 @@ def test_streamed_standby_promotion_archives_both_timelines(cluster_factory, mak
             primary.pgbench(100)
             primary.stop()  # a clean shutdown sends the standby everything
             standby._run([str(standby.bindir / "pg_ctl"), "-D", str(standby.data), "-w", "promote"])
-            wait_for(lambda: standby.psql("SELECT pg_is_in_recovery()") == "f", 120, "the promotion")
+            wait_for(
+                lambda: standby.psql("SELECT pg_is_in_recovery()") == "f", 120, "the promotion"
+            )
             standby.pgbench(100)
             closed = close_segment(standby, rec.streaming)
             assert closed.startswith("00000002")
@@ -142,7 +179,9 @@ def test_streamed_standby_promotion_archives_both_timelines(cluster_factory, mak
             res = home.run("archive", "pg1")
             assert res.returncode == 0, res.stdout + res.stderr
             left = [n for n in os.listdir(rec.streaming) if not n.startswith(".")]
-            assert len(left) == 1 and left[0].startswith("00000002") and left[0].endswith(".partial"), left
+            assert (
+                len(left) == 1 and left[0].startswith("00000002") and left[0].endswith(".partial")
+            ), left
     finally:
         standby.stop("immediate")
     wals = home.wals()

@@ -78,9 +78,17 @@ def test_classification(name: str, kind: WalKind) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["00000001000000000000007", "0000000100000000000000077", "000000010000000000000007.gz",
-     "000000010000000000000007.tmp", "00000002.history.partial", "../000000010000000000000007",
-     "000000000000000000000007", "notes.txt", ""],
+    [
+        "00000001000000000000007",
+        "0000000100000000000000077",
+        "000000010000000000000007.gz",
+        "000000010000000000000007.tmp",
+        "00000002.history.partial",
+        "../000000010000000000000007",
+        "000000000000000000000007",
+        "notes.txt",
+        "",
+    ],
 )
 def test_rejected_names(name: str) -> None:
     with pytest.raises(WalNameError):
@@ -97,8 +105,9 @@ def test_history_order_and_hash_dir() -> None:
 def test_real_segment_header_validates(wal_corpus) -> None:
     name = wal_corpus.segments[3]
     data = wal_corpus.path(name).read_bytes()
-    hdr = validate_segment_header(data[:40], parse_wal_name(name), len(data),
-                                  system_identifier=wal_corpus.system_identifier)
+    hdr = validate_segment_header(
+        data[:40], parse_wal_name(name), len(data), system_identifier=wal_corpus.system_identifier
+    )
     assert hdr.seg_size == 1 << 20 and hdr.sysid == wal_corpus.system_identifier
 
 
@@ -112,14 +121,18 @@ def test_header_mismatches_are_named(wal_corpus) -> None:
     with pytest.raises(InvalidWalError, match="truncated"):
         validate_segment_header(data[:40], wal, len(data) // 2)
     with pytest.raises(InvalidWalError, match="another cluster"):
-        validate_segment_header(data[:40], wal, len(data), system_identifier=wal_corpus.system_identifier + 1)
+        validate_segment_header(
+            data[:40], wal, len(data), system_identifier=wal_corpus.system_identifier + 1
+        )
     with pytest.raises(InvalidWalError, match="all zeros"):
         validate_segment_header(bytes(40), wal, len(data))
     bad_magic = struct.pack("<H", 0xBEEF) + data[2:40]
     with pytest.raises(InvalidWalError, match="magic"):
         validate_segment_header(bad_magic, wal, len(data))
     newer_tli = parse_wal_name("00000002" + name[8:])
-    validate_segment_header(data[:40], newer_tli, len(data))  # parent TLI in a new timeline's first segment
+    validate_segment_header(
+        data[:40], newer_tli, len(data)
+    )  # parent TLI in a new timeline's first segment
 
 
 def test_history_content() -> None:

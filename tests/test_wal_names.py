@@ -25,8 +25,12 @@ from walq.storage.local import LocalStorage
 from walq.storage.s3 import S3Storage
 from walq.wal import WalNameError, is_wal_name, parse_wal_name, segment_name
 
-VALID = ["000000010000000000000003", "00000001000000000000001F.partial",
-         "00000001000000000000000A.00000028.backup", "00000002.history"]
+VALID = [
+    "000000010000000000000003",
+    "00000001000000000000001F.partial",
+    "00000001000000000000000A.00000028.backup",
+    "00000002.history",
+]
 TAILS = ["\n", "\r\n", "\n\n"]
 
 
@@ -74,7 +78,9 @@ def test_local_listing_ignores_names_with_a_newline(tmp_path: Path) -> None:
     assert listed == [(good, f"0000000100000000/{good}")]
 
 
-def test_wal_renamed_with_a_newline_is_parked_never_archived(walq_home: WalqHome, wal_corpus, workdir: Path) -> None:
+def test_wal_renamed_with_a_newline_is_parked_never_archived(
+    walq_home: WalqHome, wal_corpus, workdir: Path
+) -> None:
     """The reproduction: mv incoming/X incoming/X$'\\n'; walq archive."""
     first, x = wal_corpus.segments[0], wal_corpus.segments[1]
     wal_corpus.copy_into(walq_home.incoming(), [first, x])

@@ -15,6 +15,7 @@ import select
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -22,7 +23,11 @@ from walq.errors import ECHO_LIMIT, ConfigError, DuplicateWalError, NotFoundErro
 from walq.restore.spool import MAX_PREFETCH, parse_prefetch
 
 if TYPE_CHECKING:
+    from walq.archive.embedded import ServerRun
     from walq.config import Config
+    from walq.report.retention import RestorePoint, RetentionWindow
+    from walq.report.status import StreamingStatus
+    from walq.retention.expire import ExpiryResult
 
 EXIT_OK, EXIT_NOT_OK, EXIT_ERROR = 0, 1, 2
 
@@ -48,12 +53,16 @@ class Progress:
                 f"{self.raw_bytes / elapsed / 1e6:7.1f} MB/s"
             )
             if not outcome.ok:
-                self.stream.write(f"\n{server} {outcome.name} {outcome.status}: {outcome.message}\n")
+                self.stream.write(
+                    f"\n{server} {outcome.name} {outcome.status}: {outcome.message}\n"
+                )
             if done == total:
                 self.stream.write("\n")
         else:
             detail = f" {outcome.message}" if outcome.message else ""
-            sizes = f" {outcome.size}->{outcome.stored_size}" if outcome.status == "archived" else ""
+            sizes = (
+                f" {outcome.size}->{outcome.stored_size}" if outcome.status == "archived" else ""
+            )
             self.stream.write(f"{server} {outcome.name} {outcome.status}{sizes}{detail}\n")
         self.stream.flush()
 
@@ -82,14 +91,19 @@ def cmd_archive(config: Config, args: argparse.Namespace) -> int:
     return status
 
 
-def _report_busy(run) -> None:  # noqa: ANN001 - walq.archiver.ServerRun
+def _report_busy(run: ServerRun) -> None:
     """A skip is quiet only while a live walq archive holds the lock and makes progress."""
     if run.holder is None:  # the fleet's lock: it expires with its holder
         print(f"{run.server}: another walq archive holds the lock; skipped")
     elif run.stuck:
-        print(f"walq: {run.server}: not archived: archive-wal lock {run.holder.describe()}", file=sys.stderr)
+        print(
+            f"walq: {run.server}: not archived: archive-wal lock {run.holder.describe()}",
+            file=sys.stderr,
+        )
     else:
-        print(f"{run.server}: another walq archive holds the lock ({run.holder.describe()}); skipped")
+        print(
+            f"{run.server}: another walq archive holds the lock ({run.holder.describe()}); skipped"
+        )
 
 
 def cmd_put_wal(config: Config, args: argparse.Namespace) -> int:
@@ -144,10 +158,20 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
         print(f"  last archived:    {st['last_archived'] or '-'}{age}")
         print(f"  archived:         {st['archived']}   in flight: {st['claimed']}")
         q = st["queued"]
-        print(f"  queued:           {q['incoming']} incoming, {q['streaming']} streaming; lag {st['lag_seconds']}s")
-        print(f"  rates:            {st['rates']['last_minute']}/min, {st['rates']['last_hour']}/hour")
-        print(f"  gaps:             {len(st['gaps'])}" + "".join(f"\n    {a}..{b}" for a, b in st["gaps"]))
-        print(f"  failed:           {len(st['failed'])}" + "".join(f"\n    {f['name']}: {f['error']}" for f in st["failed"]))
+        print(
+            f"  queued:           {q['incoming']} incoming, {q['streaming']} streaming; lag {st['lag_seconds']}s"
+        )
+        print(
+            f"  rates:            {st['rates']['last_minute']}/min, {st['rates']['last_hour']}/hour"
+        )
+        print(
+            f"  gaps:             {len(st['gaps'])}"
+            + "".join(f"\n    {a}..{b}" for a, b in st["gaps"])
+        )
+        print(
+            f"  failed:           {len(st['failed'])}"
+            + "".join(f"\n    {f['name']}: {f['error']}" for f in st["failed"])
+        )
         print(f"  errors/ files:    {st['errors_dir_files']}")
         _print_retention(st["retention"])
         _print_streaming(st)
@@ -156,43 +180,55 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_retention(ret: dict) -> None:
+def _print_retention(ret: RetentionWindow) -> None:
     """The retention window (walq.report.retention)."""
 
-    def point(p: dict | None) -> str:
+    def point(p: RestorePoint | None) -> str:
         if not p:
             return "-"
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(p["time"])) if p.get("time") else ""
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(p["time"])) if p.get("time") else ""
+        )
         return f"{p['wal']}" + (f" ({when})" if when else "")
 
-    print(f"  retention:        {ret['policy'] or 'none (never expires)'}; {ret['base_backups']} base backup(s) "
-          f"known, {ret['expired']} expired")
-    print(f"  restorable:       from {point(ret['oldest_restorable'])} to {point(ret['newest_restorable'])}")
+    print(
+        f"  retention:        {ret['policy'] or 'none (never expires)'}; {ret['base_backups']} base backup(s) "
+        f"known, {ret['expired']} expired"
+    )
+    print(
+        f"  restorable:       from {point(ret['oldest_restorable'])} to {point(ret['newest_restorable'])}"
+    )
 
 
-def _print_streaming(st: dict) -> None:
-    """Receiver state and PostgreSQL's view (walq.status.streaming_status)."""
-    rec = st.get("receiver") or {}
-    if rec.get("running"):
-        print(f"  receiver:         {rec['state']} (pid {rec['pid']}, pg_receivewal {rec.get('child_pid') or '-'}, "
-              f"{rec.get('restarts', 0)} restart(s))")
-    elif rec:
-        last = f"; last: {rec['last_message']}" if rec.get("last_message") else ""
-        print(f"  receiver:         {rec.get('state', 'stopped')}{last}")
+def _print_streaming(st: StreamingStatus) -> None:
+    """Receiver state and PostgreSQL's view (walq.report.status.streaming_status)."""
+    rec = st["receiver"]
+    if rec["running"]:
+        print(
+            f"  receiver:         {rec['state']} (pid {rec['pid']}, pg_receivewal {rec['child_pid'] or '-'}, "
+            f"{rec['restarts']} restart(s))"
+        )
+    else:
+        last = f"; last: {rec['last_message']}" if rec["last_message"] else ""
+        print(f"  receiver:         {rec['state']}{last}")
     pg = st.get("postgres")
     if not pg:
         return
-    if not pg.get("reachable"):
-        print(f"  postgres:         unreachable: {pg.get('error')}")
+    if not pg["reachable"]:
+        print(f"  postgres:         unreachable: {pg['error']}")
         return
-    print(f"  postgres:         {pg['version']}, current WAL {pg['current_wal'] or '-'} ({pg['current_lsn']})")
-    slot = pg.get("slot")
-    lag = pg.get("replication_lag_bytes")
+    print(
+        f"  postgres:         {pg['version']}, current WAL {pg['current_wal'] or '-'} ({pg['current_lsn']})"
+    )
+    slot = pg["slot"]
+    lag = pg["replication_lag_bytes"]
     if slot:
         state = "active" if slot["active"] else "inactive"
-        print(f"  slot:             {slot['name']} {state}, retaining {slot['retained_bytes'] or 0} bytes")
+        print(
+            f"  slot:             {slot['name']} {state}, retaining {slot['retained_bytes'] or 0} bytes"
+        )
     print(f"  replication lag:  {'-' if lag is None else f'{lag} bytes'}")
-    if pg.get("archiver_failing"):
+    if pg["archiver_failing"]:
         print(f"  archive_command:  FAILING (last failed {pg['archiver_last_failed_wal']})")
 
 
@@ -240,7 +276,9 @@ def cmd_list(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{c: getattr(r, c) for c in r.COLUMNS} for r in rows], indent=2))
         return EXIT_OK
-    print(f"{'name':<40} {'state':<9} {'size':>10} {'stored':>10} {'codec':<7} {'enc':<5} {'tries':>5}  error")
+    print(
+        f"{'name':<40} {'state':<9} {'size':>10} {'stored':>10} {'codec':<7} {'enc':<5} {'tries':>5}  error"
+    )
     for r in rows:
         print(
             f"{r.name:<40} {r.state:<9} {r.size or '':>10} {r.stored_size or '':>10} "
@@ -281,7 +319,11 @@ def cmd_catalog_init(config: Config, args: argparse.Namespace) -> int:
         version = migrate() if migrate else None
     finally:
         catalog.close()
-    where = "PostgreSQL catalog (catalog_url)" if config.catalog_url else f"SQLite catalog {config.catalog_path}"
+    where = (
+        "PostgreSQL catalog (catalog_url)"
+        if config.catalog_url
+        else f"SQLite catalog {config.catalog_path}"
+    )
     print(f"{where} ready" + (f", schema version {version}" if version else ""))
     return EXIT_OK
 
@@ -326,10 +368,12 @@ def cmd_expire(config: Config, args: argparse.Namespace) -> int:
 def cmd_delete(config: Config, args: argparse.Namespace) -> int:
     from walq.retention.expire import delete_before
 
-    return _retention_runs([args.server], lambda name: delete_before(config, name, args.before, args.dry_run))
+    return _retention_runs(
+        [args.server], lambda name: delete_before(config, name, args.before, args.dry_run)
+    )
 
 
-def _retention_runs(names: list[str], run) -> int:  # noqa: ANN001 - name -> ExpiryResult
+def _retention_runs(names: list[str], run: Callable[[str], ExpiryResult]) -> int:
     """Each server in turn (one failing does not stop the others): 0 done or nothing to
     do, 1 some refused, 2 some failed."""
     from walq.retention.report import print_result
@@ -397,8 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("server")
     p.add_argument("walname")
     p.add_argument("dest")
-    p.add_argument("--prefetch", type=_prefetch_count, default=0, metavar="N",
-                   help=f"keep the next N segments restored ahead (0 to {MAX_PREFETCH})")
+    p.add_argument(
+        "--prefetch",
+        type=_prefetch_count,
+        default=0,
+        metavar="N",
+        help=f"keep the next N segments restored ahead (0 to {MAX_PREFETCH})",
+    )
     p.set_defaults(func=cmd_get_wal)
 
     p = sub.add_parser("status", help="watermark, lag, gaps, failures")
@@ -426,7 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_sub = p.add_subparsers(dest="catalog_command", required=True)
     c = catalog_sub.add_parser("init", help="create or migrate the catalog schema")
     c.set_defaults(func=cmd_catalog_init)
-    c = catalog_sub.add_parser("resync", help="adopt objects others stored, mark what others deleted")
+    c = catalog_sub.add_parser(
+        "resync", help="adopt objects others stored, mark what others deleted"
+    )
     c.add_argument("server")
     c.add_argument("--dry-run", action="store_true", help="report only; change nothing")
     c.set_defaults(func=cmd_catalog_resync)
@@ -435,15 +486,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("server")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("expire", help="apply the servers' retention_policy (delete WAL no kept backup needs)")
+    p = sub.add_parser(
+        "expire", help="apply the servers' retention_policy (delete WAL no kept backup needs)"
+    )
     p.add_argument("servers", nargs="*", metavar="SERVER")
-    p.add_argument("--dry-run", action="store_true", help="print every name that would go; change nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print every name that would go; change nothing"
+    )
     p.set_defaults(func=cmd_expire)
 
-    p = sub.add_parser("delete", help="delete every WAL before WALNAME on its timeline line, whatever the policy")
+    p = sub.add_parser(
+        "delete", help="delete every WAL before WALNAME on its timeline line, whatever the policy"
+    )
     p.add_argument("server")
     p.add_argument("--before", required=True, metavar="WALNAME")
-    p.add_argument("--dry-run", action="store_true", help="print every name that would go; change nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print every name that would go; change nothing"
+    )
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("receive-wal", help="supervise pg_receivewal into the streaming dir")
@@ -487,8 +546,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as exc:  # the environment refused something walq did not foresee
         return _fail(f"walq: {_one_line(str(exc))}", debug=True)
-    except Exception as exc:  # noqa: BLE001 - the safety net promised by the README
-        return _fail(f"walq: internal error: {type(exc).__name__}: {_one_line(str(exc))}", debug=True)
+    except Exception as exc:  # the safety net promised by the README
+        return _fail(
+            f"walq: internal error: {type(exc).__name__}: {_one_line(str(exc))}", debug=True
+        )
 
 
 def _fail(line: str, debug: bool = False) -> int:

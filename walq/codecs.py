@@ -14,7 +14,7 @@ import lzma
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from walq.errors import ConfigError, DecompressionError, clip
 
@@ -100,7 +100,9 @@ def _zstd_stream(chunks: Iterator[bytes], out_max: int) -> Iterator[bytes]:
     stand for 128 KiB), so read through stream_reader, whose read(n) returns at most n."""
     import zstandard
 
-    reader = zstandard.ZstdDecompressor().stream_reader(_ChunkReader(chunks), read_size=SMALL_READ)
+    # zstandard reads any object with read(size) (its docs); its hints ask for IO[bytes]
+    source = _ChunkReader(chunks)
+    reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=SMALL_READ)  # type: ignore[arg-type]
     while True:
         try:
             piece = reader.read(out_max)
@@ -175,7 +177,9 @@ class _Gzip:
 
 class _Xz:
     def __init__(self, level: int | None) -> None:
-        self._obj = lzma.LZMACompressor(format=lzma.FORMAT_XZ, preset=level if level is not None else 3)
+        self._obj = lzma.LZMACompressor(
+            format=lzma.FORMAT_XZ, preset=level if level is not None else 3
+        )
 
     def compress(self, data: bytes) -> bytes:
         return self._obj.compress(data)
@@ -237,7 +241,9 @@ def _library_call(name: str, fn, *args):
     Only the library call is wrapped, so errors of the input (a failed read) keep their type."""
     try:
         return fn(*args)
-    except Exception as exc:  # zlib.error, OSError (bz2, snappy), LZMAError, EOFError, RuntimeError (lz4)
+    except (
+        Exception
+    ) as exc:  # zlib.error, OSError (bz2, snappy), LZMAError, EOFError, RuntimeError (lz4)
         raise DecompressionError(f"{name} content is corrupt: {exc}") from None
 
 
@@ -248,7 +254,16 @@ CODECS: dict[str, Codec] = {
         Codec("bzip2", ".bz2", b"BZh", 1, 9, 5, lambda lv: bz2.BZ2Compressor(lv or 5), _bz2_stream),
         Codec("gzip", ".gz", b"\x1f\x8b\x08", 1, 9, 6, _Gzip, _zlib_stream),
         Codec("lz4", ".lz4", b"\x04\x22\x4d\x18", 0, 16, 0, _Lz4, _lz4_stream),
-        Codec("snappy", ".snappy", b"\xff\x06\x00\x00\x73\x4e\x61\x50\x70\x59", None, None, None, _Snappy, _snappy_stream),
+        Codec(
+            "snappy",
+            ".snappy",
+            b"\xff\x06\x00\x00\x73\x4e\x61\x50\x70\x59",
+            None,
+            None,
+            None,
+            _Snappy,
+            _snappy_stream,
+        ),
         Codec("xz", ".xz", b"\xfd7zXZ\x00", 0, 9, 3, _Xz, _xz_stream),
         Codec("zstd", ".zst", b"\x28\xb5\x2f\xfd", -22, 22, 3, _Zstd, _zstd_stream),
     )
@@ -261,7 +276,9 @@ def get_codec(name: str | None) -> Codec:
     try:
         return CODECS[name or "none"]
     except KeyError:
-        raise ConfigError(f"unknown compression {clip(name)}; allowed: {', '.join(CODEC_NAMES)}") from None
+        raise ConfigError(
+            f"unknown compression {clip(name)}; allowed: {', '.join(CODEC_NAMES)}"
+        ) from None
 
 
 def detect(head: bytes) -> str | None:
@@ -281,12 +298,9 @@ def split_extension(key_basename: str) -> tuple[str, str | None]:
     return key_basename, None
 
 
-def read_chunks(src: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    while chunk := src.read(size):
-        yield chunk
-
-
-def compress_chunks(chunks: Iterable[bytes], codec: str, level: int | None = None) -> Iterator[bytes]:
+def compress_chunks(
+    chunks: Iterable[bytes], codec: str, level: int | None = None
+) -> Iterator[bytes]:
     """Compress a stream of chunks, yielding compressed pieces (empty ones skipped)."""
     c = get_codec(codec)
     comp = c.make_compressor(c.level(level))
@@ -297,7 +311,9 @@ def compress_chunks(chunks: Iterable[bytes], codec: str, level: int | None = Non
         yield tail
 
 
-def decompress_chunks(chunks: Iterable[bytes], codec: str, limit: int | None = None) -> Iterator[bytes]:
+def decompress_chunks(
+    chunks: Iterable[bytes], codec: str, limit: int | None = None
+) -> Iterator[bytes]:
     """Decompress a stream of chunks into plain pieces of at most CHUNK_SIZE bytes.
 
     Memory stays bounded by the chunk size whatever the compression ratio (a few KB

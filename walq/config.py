@@ -10,24 +10,39 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from walq.codecs import CODEC_NAMES
 from walq.errors import ConfigError, clip
 from walq.fsutil import set_group_access
 from walq.masking import mask_secrets, url_passwords
 
-SERVER_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")  # fullmatch: "$" accepts a trailing newline
+SERVER_NAME_RE = re.compile(
+    r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z"
+)  # fullmatch: "$" accepts a trailing newline
 CompressionName = Literal["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"]
-assert set(CompressionName.__args__) == set(CODEC_NAMES)  # type: ignore[attr-defined]
+assert set(get_args(CompressionName)) == set(CODEC_NAMES)
 
 
-def _absolute(v: Path | None) -> Path | None:
+def _absolute(v: Path) -> Path:
     """Paths are never relative to whatever directory walq happens to be started in."""
-    if v is not None and not v.is_absolute():
+    if not v.is_absolute():
         raise ValueError("must be an absolute path")
     return v
 
@@ -53,7 +68,10 @@ def check_server_name(name: str) -> str:
 
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")  # libpq's URI prefixes
-BROKER_SCHEMES = ("redis", "rediss")  # understood by both kombu (Celery) and redis-py (locks, status)
+BROKER_SCHEMES = (
+    "redis",
+    "rediss",
+)  # understood by both kombu (Celery) and redis-py (locks, status)
 LOCK_SCHEMES = ("redis", "rediss", "unix")  # redis-py's Redis.from_url
 
 
@@ -72,14 +90,20 @@ def check_url(value: str, schemes: tuple[str, ...]) -> str:
     if any(ch.isspace() for ch in value):
         raise ValueError("must not contain spaces (percent-encode them: %20)")
     if re.search(r"%(?![0-9A-Fa-f]{2})", value):
-        raise ValueError("has a '%' that is not followed by two hex digits (percent-encode it: %25)")
+        raise ValueError(
+            "has a '%' that is not followed by two hex digits (percent-encode it: %25)"
+        )
     try:
         parts = urlsplit(value)
         if "," not in parts.netloc:  # libpq allows host1:port1,host2:port2
             _ = parts.port  # ValueError for a port that is not a number from 0 to 65535
     except ValueError as exc:
         raise ValueError(f"is not a valid URL: {mask_secrets(str(exc))}") from None
-    if scheme.lower() in BROKER_SCHEMES and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+    if (
+        scheme.lower() in BROKER_SCHEMES
+        and parts.path.strip("/")
+        and not parts.path.strip("/").isdigit()
+    ):
         raise ValueError("the path must be a Redis database number (redis://host:6379/0)")
     return value
 
@@ -129,12 +153,29 @@ def _skip_conninfo_value(value: str, i: int) -> int:
     return i
 
 
-class ServerConfig(BaseModel):
-    """One archived PostgreSQL server. Directory defaults are filled from ``home``."""
+DEFAULT_HOME = Path("/var/lib/walq")
+
+
+def _server_defaults(home: Path, name: str) -> dict[str, Path | str]:
+    """Where a server's directories and archive live when its table leaves them out."""
+    base = home / name
+    return {
+        "incoming_dir": base / "incoming",
+        "streaming_dir": base / "streaming",
+        "errors_dir": base / "errors",
+        "storage_url": f"file://{base / 'wals'}",
+    }
+
+
+class ServerSettings(BaseModel):
+    """One ``[servers.<name>]`` table as written: directories and storage may be left out.
+
+    Config resolves each table into a ServerConfig, which is what the rest of walq uses.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = ""  # filled from the table key
+    name: str = ""  # accepted but ignored: the table key names the server
     conninfo: str | None = None
     incoming_dir: Path | None = None
     streaming_dir: Path | None = None
@@ -173,7 +214,11 @@ class ServerConfig(BaseModel):
     def _storage_scheme(cls, v: str | None) -> str | None:
         if v is not None and not (v.startswith("file://") or v.startswith("s3://")):
             raise ValueError("must start with file:// or s3://")
-        if v is not None and v.startswith("file://") and not v.removeprefix("file://").startswith("/"):
+        if (
+            v is not None
+            and v.startswith("file://")
+            and not v.removeprefix("file://").startswith("/")
+        ):
             raise ValueError("a file:// URL needs an absolute path (file:///path)")
         return v
 
@@ -185,7 +230,7 @@ class ServerConfig(BaseModel):
     @field_validator("incoming_dir", "streaming_dir", "errors_dir")
     @classmethod
     def _absolute_dir(cls, v: Path | None) -> Path | None:
-        return _absolute(v)
+        return v if v is None else _absolute(v)
 
     @field_validator("retention_policy")
     @classmethod
@@ -195,7 +240,7 @@ class ServerConfig(BaseModel):
     @field_validator("barman_lock_directory")
     @classmethod
     def _lock_dir(cls, v: Path | None) -> Path | None:
-        return _absolute(v)
+        return v if v is None else _absolute(v)
 
     @field_validator("slot_name")
     @classmethod
@@ -205,17 +250,45 @@ class ServerConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _encryption_needs_key(self) -> ServerConfig:
+    def _encryption_needs_key(self) -> Self:
         if self.encryption == "gpg" and not self.encryption_key_id:
             raise ValueError("encryption = 'gpg' needs encryption_key_id")
         if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
             raise ValueError("s3_sse_kms_key_id needs s3_sse = 'aws:kms'")
         return self
 
+    def resolve(self, name: str, home: Path) -> ServerConfig:
+        """This table as the server ``name``, its left-out directories placed under ``home``."""
+        written = self.model_dump(exclude_unset=True, exclude={"name"})
+        return ServerConfig.model_validate(
+            {**_server_defaults(home, name), **written, "name": name}
+        )
+
+
+class ServerConfig(ServerSettings):
+    """One archived PostgreSQL server as walq uses it: named, every directory resolved.
+
+    Config builds these from the TOML; built directly (tests, tools), the directories
+    default to their places under the default home, as an empty table's would.
+    """
+
+    name: str
+    incoming_dir: Path
+    streaming_dir: Path
+    errors_dir: Path
+    storage_url: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_places(cls, data: object) -> object:
+        """Built directly rather than by ``resolve``: left-out places under DEFAULT_HOME."""
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            return {**_server_defaults(DEFAULT_HOME, data["name"]), **data}
+        return data
+
     @property
     def local_wals_dir(self) -> Path | None:
         """The wals/ directory for file:// storage, None for S3."""
-        assert self.storage_url is not None
         if self.storage_url.startswith("file://"):
             return Path(self.storage_url.removeprefix("file://"))
         return None
@@ -235,16 +308,20 @@ class Config(BaseSettings):
         env_prefix="WALQ_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    home: Path = Path("/var/lib/walq")
+    home: Path = DEFAULT_HOME
     broker_url: str | None = None
     lock_url: str | None = None
     catalog_url: str | None = None
-    spool_dir: Path | None = None
+    spool_dir: Path = Field(
+        default=None, validate_default=True
+    )  # None: home/spool (_spool_under_home)
     scan_interval: Annotated[float, Field(gt=0)] = 10.0
     claim_timeout: Annotated[float, Field(gt=0)] = 600.0
     lock_ttl: Annotated[float, Field(gt=0)] = 60.0
     archive_workers: Annotated[int, Field(ge=0, le=256)] = 0  # 0: one per CPU
-    prefetch_idle_timeout: Annotated[float, Field(gt=0)] = 30.0  # get-wal's prefetcher exits when unused this long
+    prefetch_idle_timeout: Annotated[float, Field(gt=0)] = (
+        30.0  # get-wal's prefetcher exits when unused this long
+    )
     # Fleet task retries: transient errors back off exponentially (with jitter) up to
     # task_retry_backoff_max seconds; after task_max_retries the WAL is marked failed.
     task_max_retries: Annotated[int, Field(ge=0)] = 8
@@ -255,7 +332,10 @@ class Config(BaseSettings):
     group_access: bool = False
     retention_policy: str | None = None  # the default for servers without their own
     expire_interval: Annotated[float, Field(gt=0)] = 3600.0  # fleet beat: seconds between expiries
-    servers: dict[str, ServerConfig] = Field(default_factory=dict)
+    if TYPE_CHECKING:  # what load returns: _fill_defaults resolves every table into a ServerConfig
+        servers: dict[str, ServerConfig] = Field(default_factory=dict)
+    else:
+        servers: dict[str, ServerSettings] = Field(default_factory=dict)
 
     @field_validator("catalog_url")
     @classmethod
@@ -277,9 +357,15 @@ class Config(BaseSettings):
     def _retention(cls, v: str | None) -> str | None:
         return _check_retention(v)
 
+    @field_validator("spool_dir", mode="before")
+    @classmethod
+    def _spool_under_home(cls, v: object, info: ValidationInfo) -> object:
+        """Left out, the spool is ``home/spool`` (a bad home is reported once, as itself)."""
+        return info.data.get("home", DEFAULT_HOME) / "spool" if v is None else v
+
     @field_validator("home", "spool_dir")
     @classmethod
-    def _absolute_path(cls, v: Path | None) -> Path | None:
+    def _absolute_path(cls, v: Path) -> Path:
         return _absolute(v)
 
     @model_validator(mode="after")
@@ -290,21 +376,13 @@ class Config(BaseSettings):
                 check_server_name(name)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
-            base = self.home / name
-            filled[name] = server.model_copy(
+            filled[name] = server.resolve(name, self.home).model_copy(
                 update={
-                    "name": name,
-                    "incoming_dir": server.incoming_dir or base / "incoming",
-                    "streaming_dir": server.streaming_dir or base / "streaming",
-                    "errors_dir": server.errors_dir or base / "errors",
-                    "storage_url": server.storage_url or f"file://{base / 'wals'}",
                     "retention_policy": server.retention_policy or self.retention_policy,
                     "barman_lock_directory": server.barman_lock_directory or self.home,
                 }
             )
         object.__setattr__(self, "servers", filled)
-        if self.spool_dir is None:
-            object.__setattr__(self, "spool_dir", self.home / "spool")
         from walq.layout import check_layout
 
         check_layout(self)
@@ -406,8 +484,19 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
     class _FromFile(Config):
         @classmethod
-        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def]
-            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+            )
 
     try:
         config = _FromFile()

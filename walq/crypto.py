@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from walq.chunks import read_chunks
 from walq.config import ServerConfig
 from walq.errors import ConfigError, CryptoError, clip
 
@@ -63,10 +64,21 @@ def _summary(stderr: bytes) -> str:
 def encrypt_file(src: Path, dst: Path, server: ServerConfig) -> None:
     """Encrypt ``src`` into ``dst`` for ``encryption_key_id`` (compress-level 0, binary)."""
     if not server.encryption_key_id:
-        raise ConfigError(f"servers.{server.name}.encryption_key_id is required for encryption = 'gpg'")
+        raise ConfigError(
+            f"servers.{server.name}.encryption_key_id is required for encryption = 'gpg'"
+        )
     cmd = [
-        *_base_args(), "--trust-model", "always", "--compress-level", "0",
-        "--recipient", server.encryption_key_id, "--encrypt", "--output", str(dst), str(src),
+        *_base_args(),
+        "--trust-model",
+        "always",
+        "--compress-level",
+        "0",
+        "--recipient",
+        server.encryption_key_id,
+        "--encrypt",
+        "--output",
+        str(dst),
+        str(src),
     ]
     try:
         res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=600)
@@ -90,9 +102,13 @@ def passphrase(server: ServerConfig) -> bytes | None:
         if cached is not None:
             return cached
         try:
-            res = subprocess.run(command, shell=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+            res = subprocess.run(
+                command, shell=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise CryptoError(f"encryption_passphrase_command failed to run: {type(exc).__name__}") from None
+            raise CryptoError(
+                f"encryption_passphrase_command failed to run: {type(exc).__name__}"
+            ) from None
         if res.returncode != 0:
             raise CryptoError(f"encryption_passphrase_command exited {res.returncode}")
         value = res.stdout.rstrip(b"\r\n")
@@ -121,7 +137,11 @@ def decrypt_chunks(chunks: Iterable[bytes], server: ServerConfig) -> Iterator[by
     stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     try:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file, pass_fds=pass_fds
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            pass_fds=pass_fds,
         )
     except OSError as exc:
         stderr_file.close()
@@ -154,8 +174,7 @@ def decrypt_chunks(chunks: Iterable[bytes], server: ServerConfig) -> Iterator[by
     finished = False
     try:
         assert proc.stdout is not None
-        while piece := proc.stdout.read(READ_CHUNK):
-            yield piece
+        yield from read_chunks(proc.stdout, READ_CHUNK)
         proc.wait()
         feeder.join()
         finished = True
@@ -184,13 +203,8 @@ def check_key(server: ServerConfig) -> str:
         encrypt_file(src, dst, server)
         if not server.encryption_passphrase_command:
             return f"encrypts to {server.encryption_key_id}"  # walq.status reports decryption as skipped
-        plain = b"".join(decrypt_chunks(_file_chunks(dst), server))
+        with open(dst, "rb") as f:
+            plain = b"".join(decrypt_chunks(read_chunks(f, READ_CHUNK), server))
         if plain != src.read_bytes():
             raise CryptoError("gpg round trip returned different bytes")
     return f"encrypts to and decrypts from {server.encryption_key_id}"
-
-
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(READ_CHUNK):
-            yield chunk

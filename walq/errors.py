@@ -160,11 +160,14 @@ def clip(value: object, limit: int = ECHO_LIMIT) -> str:
     Used wherever a message echoes input (task arguments, config values, CLI
     arguments): the operator sees what was wrong; a huge value costs nothing."""
     if isinstance(value, str | bytes | bytearray) and len(value) > 4 * limit:
-        shown = repr(value[: limit])  # never build the repr of a huge value
+        shown = repr(value[:limit])  # never build the repr of a huge value
     else:
         shown = repr(value)
     if len(shown) <= limit:
         return shown
-    size = len(value.encode(errors="replace")) if isinstance(value, str) else (
-        len(value) if isinstance(value, bytes | bytearray) else len(shown))
+    size = (
+        len(value.encode(errors="replace"))
+        if isinstance(value, str)
+        else (len(value) if isinstance(value, bytes | bytearray) else len(shown))
+    )
     return f"{shown[:limit]}…({size} bytes)"

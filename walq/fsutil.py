@@ -57,14 +57,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def makedirs_durable(path: Path, mode: int | None = None) -> None:
     """Create missing directories and fsync each new one's parent. Each gets walq's
     directory mode (private unless ``group_access``); ``mode``, if given, is the leaf's."""
@@ -85,7 +77,9 @@ def makedirs_durable(path: Path, mode: int | None = None) -> None:
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
 
 
-def open_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
+def open_private(
+    path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+) -> int:
     """os.open with walq's file mode, exact whatever the umask. An existing file walq owns
     gets that mode too; one that another user owns (a lock shared with Barman) keeps its own."""
     fd = os.open(path, flags | os.O_CLOEXEC, file_mode())
@@ -100,7 +94,9 @@ def open_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_C
     return fd
 
 
-def write_private(path: str | os.PathLike[str], data: bytes | str, *, exclusive: bool = False) -> None:
+def write_private(
+    path: str | os.PathLike[str], data: bytes | str, *, exclusive: bool = False
+) -> None:
     """Write a small file with walq's file mode (``exclusive``: never an existing file)."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
     with os.fdopen(open_private(path, flags), "wb") as f:
@@ -136,20 +132,12 @@ def make_private(path: str | os.PathLike[str]) -> bool:
         os.close(fd)
 
 
-def link_no_replace(src: Path, dst: Path) -> None:
-    """Publish src at dst; FileExistsError if dst exists (never overwrites)."""
-    os.link(src, dst)
-
-
-def copy_file(src: Path, dst_fd: int) -> None:
-    with open(src, "rb") as fin, os.fdopen(os.dup(dst_fd), "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
-        fout.flush()
-
-
 def copy_private(src: Path, dst: Path) -> None:
     """copyfile, but ``dst`` is created new (never through an existing name) with walq's mode."""
-    with open(src, "rb") as fin, os.fdopen(open_private(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout:
+    with (
+        open(src, "rb") as fin,
+        os.fdopen(open_private(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout,
+    ):
         shutil.copyfileobj(fin, fout, 1 << 20)
 
 
@@ -180,7 +168,9 @@ def _mark(path: Path) -> None:
     os.replace(tmp, path / OWNED_MARKER)
 
 
-def make_owned_dir(path: str | os.PathLike[str], adoptable: Callable[[os.DirEntry[str]], bool] | None = None) -> Path:
+def make_owned_dir(
+    path: str | os.PathLike[str], adoptable: Callable[[os.DirEntry[str]], bool] | None = None
+) -> Path:
     """Create ``path`` (parents as plain private directories) and mark it as walq's own.
 
     An existing unmarked directory is adopted only when it is empty or, with
@@ -205,9 +195,13 @@ def make_owned_dir(path: str | os.PathLike[str], adoptable: Callable[[os.DirEntr
         if is_owned(p):
             return p
     if not _is_real_dir(p):
-        raise NotOwnedError(f"{p} is not a directory walq created (a symlink or a file); walq leaves it alone")
+        raise NotOwnedError(
+            f"{p} is not a directory walq created (a symlink or a file); walq leaves it alone"
+        )
     with os.scandir(p) as it:
-        strangers = [e.name for e in it if e.name != OWNED_MARKER and not (adoptable and adoptable(e))]
+        strangers = [
+            e.name for e in it if e.name != OWNED_MARKER and not (adoptable and adoptable(e))
+        ]
     if strangers:
         raise NotOwnedError(
             f"{p} exists and was not created by walq (no {OWNED_MARKER} marker, holds {strangers[0]!r}); "
@@ -225,8 +219,10 @@ def remove_owned_tree(path: str | os.PathLike[str]) -> bool:
     if not p.exists() and not p.is_symlink():
         return True
     if not is_owned(p):
-        print(f"walq: warning: {p} was not created by walq (no {OWNED_MARKER} marker); left alone",
-              file=sys.stderr)
+        print(
+            f"walq: warning: {p} was not created by walq (no {OWNED_MARKER} marker); left alone",
+            file=sys.stderr,
+        )
         return False
     shutil.rmtree(p, ignore_errors=True)  # the fd-based rmtree never follows symlinks
     return not p.exists()

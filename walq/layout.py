@@ -54,13 +54,16 @@ def overlap(a: str, b: str) -> bool:
 
 def delete_zones(config: Config) -> list[Place]:
     """Directories inside which walq deletes files or trees."""
-    assert config.spool_dir is not None
-    zones = [_place("spool_dir", config.spool_dir),
-             _place("home's restore spool", config.home / RESTORE_SPOOL)]
+    zones = [
+        _place("spool_dir", config.spool_dir),
+        _place("home's restore spool", config.home / RESTORE_SPOOL),
+    ]
     for server in config.servers.values():
         wals = server.local_wals_dir
         if wals is not None:
-            zones.append(_place(f"servers.{server.name}.storage_url's temp dir", wals / STORAGE_TMP, wals))
+            zones.append(
+                _place(f"servers.{server.name}.storage_url's temp dir", wals / STORAGE_TMP, wals)
+            )
     return zones
 
 
@@ -99,8 +102,12 @@ def layout_problem(config: Config) -> str | None:
 
 def _is_own_temp(zone: Place, place: Place) -> bool:
     """A server's .walq-tmp lies inside its own wals/ by design (and only inside it)."""
-    return (zone.allowed_inside is not None and zone.allowed_inside == place.real
-            and zone.real != place.real and _contains(place.real, zone.real))
+    return (
+        zone.allowed_inside is not None
+        and zone.allowed_inside == place.real
+        and zone.real != place.real
+        and _contains(place.real, zone.real)
+    )
 
 
 def check_layout(config: Config) -> None:

@@ -20,11 +20,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from walq.errors import LockBusyError, LockHeldError, LockLostError
 from walq.fsutil import makedirs_durable, open_private, write_private
 from walq.proclife import is_running, proc_start
+
+if TYPE_CHECKING:  # annotations only: importing locks loads neither redis nor pydantic
+    import redis
+
+    from walq.config import Config
 
 
 class ServerLock(Protocol):
@@ -53,7 +58,12 @@ class ServerLock(Protocol):
 
     def __enter__(self) -> int: ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 class FileLock:
@@ -67,9 +77,17 @@ class FileLock:
     never forks while holding one (the archive pool uses spawn).
     """
 
-    def __init__(self, home: Path, server: str, purpose: str = "archive-wal", explain_after: float | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        server: str,
+        purpose: str = "archive-wal",
+        explain_after: float | None = None,
+    ) -> None:
         self.path = Path(home) / f".{server}-{purpose}.lock"
-        self.explain_after = explain_after  # when set, a busy lock raises LockHeldError naming its holder
+        self.explain_after = (
+            explain_after  # when set, a busy lock raises LockHeldError naming its holder
+        )
         self.counter = Path(home) / f".{server}-{purpose}.fence"
         self.purpose = purpose
         self.token: int | None = None
@@ -99,7 +117,12 @@ class FileLock:
 
     def _record_holder(self, fd: int) -> None:
         pid = os.getpid()
-        record = {"pid": pid, "pid_start": proc_start(pid), "since": time.time(), "command": self.purpose}
+        record = {
+            "pid": pid,
+            "pid_start": proc_start(pid),
+            "since": time.time(),
+            "command": self.purpose,
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{pid}\n{json.dumps(record)}\n".encode(), 0)
 
@@ -134,7 +157,12 @@ class FileLock:
     def __enter__(self) -> int:
         return self.acquire()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.release()
 
 
@@ -156,12 +184,18 @@ class LockHolder:
         return self.recorded_alive and self.idle <= self.stall_after
 
     def describe(self) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since)) if self.since else "an unknown time"
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+            if self.since
+            else "an unknown time"
+        )
         who = f"pid {self.pid}" if self.pid else "an unrecorded process"
         if not self.recorded_alive:
             others = ", ".join(str(p) for p in self.open_by if p != os.getpid()) or "unknown"
-            return (f"{self.path} is held by a process that is not a live walq archive: the recorded holder "
-                    f"({who}, since {when}) is gone; processes with the file open: {others}")
+            return (
+                f"{self.path} is held by a process that is not a live walq archive: the recorded holder "
+                f"({who}, since {when}) is gone; processes with the file open: {others}"
+            )
         text = f"held by {who} since {when}"
         if self.idle > self.stall_after:
             return f"{text}, no progress for {self.idle:.0f}s, over claim_timeout = {self.stall_after:g}s"
@@ -186,7 +220,11 @@ def _read_holder(path: Path) -> tuple[int | None, str | None, float | None]:
         record = {}
     start = record.get("pid_start")
     since = record.get("since")
-    return pid, start if isinstance(start, str) else None, since if isinstance(since, int | float) else None
+    return (
+        pid,
+        start if isinstance(start, str) else None,
+        since if isinstance(since, int | float) else None,
+    )
 
 
 def _open_by(path: Path) -> tuple[int, ...]:
@@ -255,7 +293,9 @@ def acquire_or_explain(lock: FileLock, stall_after: float) -> int:
         raise LockHeldError(inspect_holder(lock.path, stall_after)) from None
 
 
-def busy_holder(lock: FileLock, stall_after: float, settle_seconds: float = 2.0) -> LockHolder | None:
+def busy_holder(
+    lock: FileLock, stall_after: float, settle_seconds: float = 2.0
+) -> LockHolder | None:
     """After acquire() found ``lock`` busy: its holder, or None if it got free meanwhile.
 
     A healthy holder is returned at once. Anything else is looked at again for
@@ -312,7 +352,9 @@ class RedisLock:
     GC pause, network partition) loses the lock; its late commit is refused.
     """
 
-    def __init__(self, client, server: str, purpose: str = "commit", ttl: float = 60.0) -> None:  # noqa: ANN001 - redis.Redis
+    def __init__(
+        self, client: redis.Redis, server: str, purpose: str = "commit", ttl: float = 60.0
+    ) -> None:
         from walq import keys
 
         self.client = client
@@ -321,7 +363,6 @@ class RedisLock:
         self.ttl_ms = max(1, int(ttl * 1000))
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self.token: int | None = None
-        self.lost = False
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._owner_pid: int | None = None
@@ -331,10 +372,11 @@ class RedisLock:
         if token is None:
             raise LockBusyError(f"{self.key} is held by {self.holder() or 'another worker'}")
         self.token = int(token)
-        self.lost = False
         self._owner_pid = os.getpid()
         self._stop.clear()
-        self._keeper = threading.Thread(target=self._keep_alive, name=f"keep {self.key}", daemon=True)
+        self._keeper = threading.Thread(
+            target=self._keep_alive, name=f"keep {self.key}", daemon=True
+        )
         self._keeper.start()
         return self.token
 
@@ -362,7 +404,7 @@ class RedisLock:
                 self.extend()
             except LockLostError:
                 return
-            except Exception:  # noqa: BLE001 - Redis unreachable: the next tick tries again
+            except Exception:  # Redis unreachable: the next tick tries again
                 continue
 
     def extend(self) -> None:
@@ -370,7 +412,6 @@ class RedisLock:
         if self.token is None or self._owner_pid != os.getpid():
             raise LockLostError(f"{self.key} is not held by this process")
         if not self.client.eval(_EXTEND, 1, self.key, self.owner, self.ttl_ms):
-            self.lost = True
             raise LockLostError(f"{self.key} expired or was taken over (token {self.token})")
 
     def release(self) -> None:
@@ -378,7 +419,9 @@ class RedisLock:
         if self._keeper is not None and self._keeper is not threading.current_thread():
             self._keeper.join(timeout=5)
         self._keeper = None
-        if self._owner_pid != os.getpid():  # a forked copy: the lock (and its owner id) is the parent's
+        if (
+            self._owner_pid != os.getpid()
+        ):  # a forked copy: the lock (and its owner id) is the parent's
             self.token = None
         if self.token is not None:
             try:
@@ -393,7 +436,9 @@ class RedisLock:
         self.release()
 
 
-def open_lock(config, server: str, purpose: str = "commit", client=None) -> ServerLock:  # noqa: ANN001
+def open_lock(
+    config: Config, server: str, purpose: str = "commit", client: redis.Redis | None = None
+) -> ServerLock:
     """The fleet's Redis lock when a lock/broker URL is configured, else the file lock."""
     url = config.effective_lock_url
     if not url:

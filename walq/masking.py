@@ -54,7 +54,7 @@ def url_passwords(url: str) -> tuple[str, ...]:
     from urllib.parse import unquote
 
     scheme_end = url.find("://")
-    rest = url[scheme_end + 3:] if scheme_end >= 0 else url
+    rest = url[scheme_end + 3 :] if scheme_end >= 0 else url
     userinfo, at, _ = rest.rpartition("@")
     if not at or ":" not in userinfo:
         return ()
@@ -68,7 +68,7 @@ class MaskSecretsFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken format string: leave it to logging
+        except Exception:  # a broken format string: leave it to logging
             return True
         masked = mask_secrets(message)
         if masked != message:

@@ -32,7 +32,9 @@ def is_running(pid: int, start: str | None) -> bool:
     return now is not None and (start is None or now == start)
 
 
-def death_signal_setter(sig: signal.Signals, parent_pid: int | None = None) -> Callable[[], None] | None:
+def death_signal_setter(
+    sig: signal.Signals, parent_pid: int | None = None
+) -> Callable[[], None] | None:
     """A function asking the kernel to send ``sig`` to the calling process when its parent dies.
 
     The signal is only armed from the prctl call on: a parent that died

@@ -23,7 +23,6 @@ WAL_NAME_RE = re.compile(
 
 MIN_SEG_SIZE = 1 << 20
 MAX_SEG_SIZE = 1 << 30
-DEFAULT_SEG_SIZE = 16 << 20
 MAX_TEXT_SIZE = 1 << 20  # history and backup files are small text
 
 # XLOG_PAGE_MAGIC per PostgreSQL major version; a new major only needs a row.
@@ -73,10 +72,6 @@ class WalName:
         """Barman's hash directory: TLI+log in upper case, '' for history files."""
         return "" if self.kind is WalKind.HISTORY else self.name[:16].upper()
 
-    @property
-    def is_segment(self) -> bool:
-        return self.kind is WalKind.SEGMENT
-
 
 def parse_wal_name(name: str) -> WalName:
     """Parse a WAL basename; raise WalNameError naming the string otherwise."""
@@ -100,7 +95,11 @@ def parse_wal_name(name: str) -> WalName:
 
 def max_plain_size(name: str) -> int:
     """The most bytes a WAL file of this name can hold: a bound for decompression."""
-    return MAX_TEXT_SIZE if parse_wal_name(name).kind in (WalKind.HISTORY, WalKind.BACKUP) else MAX_SEG_SIZE
+    return (
+        MAX_TEXT_SIZE
+        if parse_wal_name(name).kind in (WalKind.HISTORY, WalKind.BACKUP)
+        else MAX_SEG_SIZE
+    )
 
 
 def is_wal_name(name: str) -> bool:
@@ -129,7 +128,9 @@ def segment_number(wal: WalName | str, seg_size: int) -> int:
         raise WalNameError(f"{w.name!r} is a history file and has no segment number")
     per_log = segments_per_log(seg_size)
     if w.seg >= per_log:
-        raise WalNameError(f"{w.name!r}: segment index {w.seg:X} is out of range for {seg_size} byte segments")
+        raise WalNameError(
+            f"{w.name!r}: segment index {w.seg:X} is out of range for {seg_size} byte segments"
+        )
     return w.log * per_log + w.seg
 
 
@@ -205,11 +206,15 @@ def validate_segment_header(
     if hdr.magic == 0 and not any(head[:LONG_HEADER_SIZE]):
         raise InvalidWalError("page header is all zeros (never-written or zero-filled file)")
     if hdr.magic not in KNOWN_PAGE_MAGICS:
-        raise InvalidWalError(f"unknown WAL page magic 0x{hdr.magic:04X} (not PostgreSQL 10-18 WAL)")
+        raise InvalidWalError(
+            f"unknown WAL page magic 0x{hdr.magic:04X} (not PostgreSQL 10-18 WAL)"
+        )
     if not hdr.info & XLP_LONG_HEADER or hdr.info & ~XLP_ALL_FLAGS:
         raise InvalidWalError(f"bad page flags 0x{hdr.info:04X} in the first page")
     if not (MIN_SEG_SIZE <= hdr.seg_size <= MAX_SEG_SIZE and _power_of_two(hdr.seg_size)):
-        raise InvalidWalError(f"header segment size {hdr.seg_size} is not a power of two from 1 MiB to 1 GiB")
+        raise InvalidWalError(
+            f"header segment size {hdr.seg_size} is not a power of two from 1 MiB to 1 GiB"
+        )
     if not (1024 <= hdr.blcksz <= 65536 and _power_of_two(hdr.blcksz)):
         raise InvalidWalError(f"header WAL block size {hdr.blcksz} is invalid")
     if expected_seg_size and hdr.seg_size != expected_seg_size:
@@ -263,8 +268,3 @@ def validate_backup_label(content: bytes) -> None:
         content.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidWalError("backup history file is not text") from None
-
-
-def sort_key(name: str) -> str:
-    """Barman's order: plain byte order of the name (LSN order per timeline)."""
-    return name

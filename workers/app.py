@@ -42,22 +42,29 @@ def beat_schedule(config: Config) -> dict[str, dict[str, object]]:
         }
         for name in sorted(config.servers)
     }
-    schedule.update({
-        f"expire {name}": {
-            "task": "walq.expire_server",
-            "schedule": config.expire_interval,
-            "args": (name,),
-            "options": {"expires": max(config.expire_interval, 5.0)},
+    schedule.update(
+        {
+            f"expire {name}": {
+                "task": "walq.expire_server",
+                "schedule": config.expire_interval,
+                "args": (name,),
+                "options": {"expires": max(config.expire_interval, 5.0)},
+            }
+            for name, server in sorted(config.servers.items())
+            if server.retention_policy
         }
-        for name, server in sorted(config.servers.items()) if server.retention_policy
-    })
+    )
     return schedule
 
 
 def make_app(config: Config) -> Celery:
     if not config.broker_url:
-        raise SystemExit("walq: broker_url is not set in the config; the fleet needs a Redis broker")
-    celery = Celery("walq", broker=config.broker_url, backend=config.broker_url, include=["workers.tasks"])
+        raise SystemExit(
+            "walq: broker_url is not set in the config; the fleet needs a Redis broker"
+        )
+    celery = Celery(
+        "walq", broker=config.broker_url, backend=config.broker_url, include=["workers.tasks"]
+    )
     transport = {"visibility_timeout": visibility_timeout(config)}
     celery.conf.update(
         task_serializer="json",
@@ -89,8 +96,13 @@ def make_app(config: Config) -> Celery:
 def refuse_flower_without_auth() -> None:
     """Our configs never run Flower open: it can apply tasks over HTTP."""
     argv = sys.argv[1:]
-    if "flower" in argv and not (os.environ.get("FLOWER_BASIC_AUTH") or any(a.startswith("--basic-auth") or a.startswith("--auth") for a in argv)):
-        raise SystemExit("walq: refusing to start Flower without authentication (set FLOWER_BASIC_AUTH=user:password)")
+    if "flower" in argv and not (
+        os.environ.get("FLOWER_BASIC_AUTH")
+        or any(a.startswith("--basic-auth") or a.startswith("--auth") for a in argv)
+    ):
+        raise SystemExit(
+            "walq: refusing to start Flower without authentication (set FLOWER_BASIC_AUTH=user:password)"
+        )
 
 
 def _load() -> Config:
@@ -102,4 +114,3 @@ def _load() -> Config:
 
 config = _load()
 app = make_app(config)
-

@@ -44,7 +44,7 @@ def reset_runtime(**_: object) -> None:
 
 def backoff(retries: int) -> float:
     """Exponential backoff with full jitter, capped by task_retry_backoff_max."""
-    ceiling = min(config.task_retry_backoff_max, config.task_retry_backoff * (2 ** retries))
+    ceiling = min(config.task_retry_backoff_max, config.task_retry_backoff * (2**retries))
     return random.uniform(ceiling / 2, ceiling)
 
 
@@ -68,7 +68,9 @@ def run_stage(task: Task, fn: Any, data: Any) -> Any:
             log.info("%s: %s", task.name, exc)
             raise Ignore() from None
         if verdict is Verdict.WAIT:  # contention is not failure: not counted against the limit
-            raise task.retry(exc=exc, countdown=random.uniform(0.1, 1.0), max_retries=None) from None
+            raise task.retry(
+                exc=exc, countdown=random.uniform(0.1, 1.0), max_retries=None
+            ) from None
         if verdict is Verdict.RETRY:
             attempts = task.request.retries + 1
             if task.request.retries >= config.task_max_retries:

@@ -18,8 +18,14 @@ def toml_value(value: object) -> str:
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
-    return json.dumps(str(value), ensure_ascii=False)  # a TOML basic string: JSON's escapes are TOML's
+        return (
+            "{"
+            + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items())
+            + "}"
+        )
+    return json.dumps(
+        str(value), ensure_ascii=False
+    )  # a TOML basic string: JSON's escapes are TOML's
 
 
 def write_walq_config(root: Path, servers: dict[str, dict[str, object]], **top: object) -> Path:

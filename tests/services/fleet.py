@@ -47,9 +47,23 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--logfile",
+                str(self.workdir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port)
 
@@ -134,8 +148,13 @@ class Fleet:
     procs: list[Proc] = field(default_factory=list)
 
     def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {**os.environ, "WALQ_CONFIG": str(self.config_path), "PYTHONPATH": str(REPO),
-               "PYTHONUNBUFFERED": "1", **self.env}
+        env = {
+            **os.environ,
+            "WALQ_CONFIG": str(self.config_path),
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
         env.update(extra or {})
         return env
 
@@ -144,35 +163,72 @@ class Fleet:
         log = self.logdir / f"{name}.log"
         out = open(log, "ab")  # noqa: SIM115 - owned by the child
         popen = subprocess.Popen(
-            [str(CELERY), "-A", "workers", *args], cwd=REPO, env=self._env(extra),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [str(CELERY), "-A", "workers", *args],
+            cwd=REPO,
+            env=self._env(extra),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         out.close()
         proc = Proc(name, popen, log)
         self.procs.append(proc)
         return proc
 
-    def worker(self, name: str, *, concurrency: int = 1, pool: str = "prefork",
-               queues: str = "walq.scan,walq.cpu,walq.io", extra: dict[str, str] | None = None,
-               wait: bool = True) -> Proc:
-        proc = self._spawn(name, [
-            "worker", "-n", f"{name}@%h", "--pool", pool, "--concurrency", str(concurrency), "-Q", queues,
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-        ], extra)
+    def worker(
+        self,
+        name: str,
+        *,
+        concurrency: int = 1,
+        pool: str = "prefork",
+        queues: str = "walq.scan,walq.cpu,walq.io",
+        extra: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> Proc:
+        proc = self._spawn(
+            name,
+            [
+                "worker",
+                "-n",
+                f"{name}@%h",
+                "--pool",
+                pool,
+                "--concurrency",
+                str(concurrency),
+                "-Q",
+                queues,
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            extra,
+        )
         if wait:
-            wait_for(lambda: proc_ready(proc), 90, f"worker {name} to be ready:\n{proc.output()[-2000:]}", 0.2)
+            wait_for(
+                lambda: proc_ready(proc),
+                90,
+                f"worker {name} to be ready:\n{proc.output()[-2000:]}",
+                0.2,
+            )
         return proc
 
     def beat(self, name: str = "beat") -> Proc:
         schedule = self.logdir / f"{name}-schedule"
         proc = self._spawn(name, ["beat", "--loglevel", "INFO", "-s", str(schedule)])
-        wait_for(lambda: "beat: Starting" in proc.output() or not proc.alive(), 60, f"{name} to start", 0.2)
+        wait_for(
+            lambda: "beat: Starting" in proc.output() or not proc.alive(),
+            60,
+            f"{name} to start",
+            0.2,
+        )
         assert proc.alive(), proc.output()
         return proc
 
     def flower(self, port: int, basic_auth: str) -> Proc:
         proc = self._spawn(
-            "flower", ["flower", f"--port={port}", "--address=127.0.0.1"],
+            "flower",
+            ["flower", f"--port={port}", "--address=127.0.0.1"],
             {"FLOWER_BASIC_AUTH": basic_auth},
         )
         return proc
@@ -199,7 +255,9 @@ class Fleet:
 
     def logs(self, tail: int = 6000) -> str:
         """Every process's log (the last ``tail`` characters of each; 0 for all of it)."""
-        return "\n".join(f"===== {p.name}\n{p.output()[-tail:] if tail else p.output()}" for p in self.procs)
+        return "\n".join(
+            f"===== {p.name}\n{p.output()[-tail:] if tail else p.output()}" for p in self.procs
+        )
 
 
 def proc_ready(proc: Proc) -> bool:
@@ -228,8 +286,13 @@ FAST = {
 
 def fleet_settings(redis_url: str, catalog_url: str, **overrides: object) -> dict[str, object]:
     """Top-level config keys for a test fleet: private Redis, private catalog schema, short timers."""
-    return {"broker_url": f"{redis_url}/0", "lock_url": f"{redis_url}/1", "catalog_url": catalog_url,
-            **FAST, **overrides}
+    return {
+        "broker_url": f"{redis_url}/0",
+        "lock_url": f"{redis_url}/1",
+        "catalog_url": catalog_url,
+        **FAST,
+        **overrides,
+    }
 
 
 @pytest.fixture
@@ -291,7 +354,9 @@ def assert_archived_once(home, catalog, names: list[str], server: str = "pg1") -
     assert pending(home.incoming(server)) == []
 
 
-def http(method: str, url: str, body: object | None = None, auth: str | None = None) -> tuple[int, object]:
+def http(
+    method: str, url: str, body: object | None = None, auth: str | None = None
+) -> tuple[int, object]:
     """A small JSON HTTP client (urllib) returning (status, decoded body or text)."""
     import base64
     import json
@@ -326,6 +391,11 @@ def celery_client(config_path: Path):
 
     config = load_config(config_path)
     client = Celery("walq-test-client", broker=config.broker_url, backend=config.broker_url)
-    client.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"],
-                       result_serializer="json", task_routes=dict(keys.TASK_QUEUES))
+    client.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        result_serializer="json",
+        task_routes=dict(keys.TASK_QUEUES),
+    )
     return client

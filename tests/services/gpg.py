@@ -39,16 +39,26 @@ class GpgKey:
         env["GNUPGHOME"] = str(self.home)
         return env
 
-    def gpg(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def gpg(
+        self, *args: str, input: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            ["gpg", "--batch", "--yes", "--no-tty", *args], input=input, capture_output=True,
-            env=self.env(), check=check, timeout=120,
+            ["gpg", "--batch", "--yes", "--no-tty", *args],
+            input=input,
+            capture_output=True,
+            env=self.env(),
+            check=check,
+            timeout=120,
         )
 
 
 def gpg_settings(key: GpgKey, **extra: object) -> dict[str, object]:
-    return {"encryption": "gpg", "encryption_key_id": key.fingerprint,
-            "encryption_passphrase_command": key.passphrase_command, **extra}
+    return {
+        "encryption": "gpg",
+        "encryption_key_id": key.fingerprint,
+        "encryption_passphrase_command": key.passphrase_command,
+        **extra,
+    }
 
 
 def make_key(root: Path, as_pg: bool = False) -> GpgKey:
@@ -56,7 +66,9 @@ def make_key(root: Path, as_pg: bool = False) -> GpgKey:
     home = root / f"g{uuid.uuid4().hex[:6]}"
     home.mkdir(mode=0o700, parents=True)
     # No passphrase caching in gpg-agent: every decryption must prove the passphrase.
-    (home / "gpg-agent.conf").write_text("default-cache-ttl 0\nmax-cache-ttl 0\nallow-loopback-pinentry\n")
+    (home / "gpg-agent.conf").write_text(
+        "default-cache-ttl 0\nmax-cache-ttl 0\nallow-loopback-pinentry\n"
+    )
     pf = root / "passphrase"
     pf.write_text(PASSPHRASE + "\n")
     os.chmod(pf, 0o600)
@@ -66,21 +78,55 @@ def make_key(root: Path, as_pg: bool = False) -> GpgKey:
         prefix = as_postgres()
     env = dict(os.environ, GNUPGHOME=str(home))
     subprocess.run(
-        [*prefix, "env", f"GNUPGHOME={home}", "gpg", "--batch", "--no-tty", "--pinentry-mode", "loopback",
-         "--passphrase-file", str(pf), "--quick-gen-key", UID, "rsa2048", "sign,encr", "never"],
-        env=env, check=True, capture_output=True, timeout=300,
+        [
+            *prefix,
+            "env",
+            f"GNUPGHOME={home}",
+            "gpg",
+            "--batch",
+            "--no-tty",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase-file",
+            str(pf),
+            "--quick-gen-key",
+            UID,
+            "rsa2048",
+            "sign,encr",
+            "never",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     out = subprocess.run(
-        [*prefix, "env", f"GNUPGHOME={home}", "gpg", "--batch", "--with-colons", "--list-secret-keys", UID],
-        env=env, check=True, capture_output=True, text=True,
+        [
+            *prefix,
+            "env",
+            f"GNUPGHOME={home}",
+            "gpg",
+            "--batch",
+            "--with-colons",
+            "--list-secret-keys",
+            UID,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     fpr = next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
     return GpgKey(home, fpr, pf)
 
 
 def stop_agent(home: Path) -> None:
-    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=dict(os.environ, GNUPGHOME=str(home)),
-                   capture_output=True, timeout=30)
+    subprocess.run(
+        ["gpgconf", "--kill", "gpg-agent"],
+        env=dict(os.environ, GNUPGHOME=str(home)),
+        capture_output=True,
+        timeout=30,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -51,14 +51,24 @@ class WalqHome:
         (self.home / "spool").mkdir(parents=True, exist_ok=True)
         chown_postgres(self.root)
 
-    def run(self, *args: str, as_pg: bool = False, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, as_pg: bool = False, check: bool = False, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         """Run the walq CLI (optionally as the postgres OS user, like archive_command)."""
         if as_pg:
             chown_postgres(self.root)
-        cmd = [*(as_postgres() if as_pg else []), str(WALQ), "--config", str(self.config_path), *args]
+        cmd = [
+            *(as_postgres() if as_pg else []),
+            str(WALQ),
+            "--config",
+            str(self.config_path),
+            *args,
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if check and res.returncode != 0:
-            raise AssertionError(f"walq {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+            raise AssertionError(
+                f"walq {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+            )
         return res
 
 
@@ -69,12 +79,20 @@ def walq_command(home: WalqHome, *args: str) -> str:
 
 def spooled(spool: Path) -> list[str]:
     """The segments waiting in the spool (not the prefetcher's own dot-files)."""
-    return sorted(p.name for p in spool.iterdir() if not p.name.startswith(".")) if spool.is_dir() else []
+    return (
+        sorted(p.name for p in spool.iterdir() if not p.name.startswith("."))
+        if spool.is_dir()
+        else []
+    )
 
 
 def xlogdb_names(wals_dir: Path, server: str = "pg1") -> list[str]:
     """The WAL names in a Barman wals/ directory's ``<server>-xlog.db``, in file order."""
     try:
-        return [line.split()[0] for line in (wals_dir / f"{server}-xlog.db").read_text().splitlines() if line.strip()]
+        return [
+            line.split()[0]
+            for line in (wals_dir / f"{server}-xlog.db").read_text().splitlines()
+            if line.strip()
+        ]
     except FileNotFoundError:
         return []

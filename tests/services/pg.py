@@ -75,14 +75,27 @@ class Cluster:
         self.bindir = pg_bindir()
 
     def _run(self, args: Sequence[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run([*as_postgres(), *args], check=check, capture_output=True, text=True, **kw)
+        return subprocess.run(
+            [*as_postgres(), *args], check=check, capture_output=True, text=True, **kw
+        )
 
     def initdb(self, wal_segsize_mb: int = 1, conf: dict[str, str] | None = None) -> Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
         chown_postgres(self.root)
-        self._run([str(self.bindir / "initdb"), "-D", str(self.data), f"--wal-segsize={wal_segsize_mb}",
-                   "-A", "trust", "-U", "postgres", "--no-sync"])
+        self._run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                f"--wal-segsize={wal_segsize_mb}",
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ]
+        )
         settings = {
             "port": str(self.port),
             "listen_addresses": "'127.0.0.1'",
@@ -105,36 +118,120 @@ class Cluster:
         self._run(["sh", "-c", f"cat >> {conf}"], input=lines)
 
     def start(self) -> Cluster:
-        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "start"])
+        self._run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         return self
 
     def stop(self, mode: str = "fast") -> None:
-        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"], check=False)
+        self._run(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+            check=False,
+        )
 
     def is_running(self) -> bool:
-        return self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"], check=False).returncode == 0
+        return (
+            self._run(
+                [str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"], check=False
+            ).returncode
+            == 0
+        )
 
     @property
     def conninfo(self) -> str:
         return f"host={self.root} port={self.port} user=postgres dbname=postgres"
 
     def psql(self, sql: str, db: str = "postgres") -> str:
-        out = self._run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", str(self.root),
-                         "-p", str(self.port), "-U", "postgres", "-d", db, "-c", sql])
+        out = self._run(
+            [
+                "psql",
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.root),
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ]
+        )
         return out.stdout.strip()
 
     def pgbench_init(self, scale: int = 1) -> None:
-        self._run(["pgbench", "-i", "-q", "-s", str(scale), "-h", str(self.root), "-p", str(self.port), "-U", "postgres", "postgres"])
+        self._run(
+            [
+                "pgbench",
+                "-i",
+                "-q",
+                "-s",
+                str(scale),
+                "-h",
+                str(self.root),
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "postgres",
+            ]
+        )
 
     def pgbench(self, transactions: int = 500, clients: int = 2) -> None:
-        self._run(["pgbench", "-n", "-t", str(transactions), "-c", str(clients), "-h", str(self.root),
-                   "-p", str(self.port), "-U", "postgres", "postgres"])
+        self._run(
+            [
+                "pgbench",
+                "-n",
+                "-t",
+                str(transactions),
+                "-c",
+                str(clients),
+                "-h",
+                str(self.root),
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "postgres",
+            ]
+        )
 
     def basebackup(self, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         chown_postgres(dest.parent)
-        self._run(["pg_basebackup", "-h", str(self.root), "-p", str(self.port), "-U", "postgres",
-                   "-D", str(dest), "-X", "none", "--no-sync", "-c", "fast"])
+        self._run(
+            [
+                "pg_basebackup",
+                "-h",
+                str(self.root),
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-D",
+                str(dest),
+                "-X",
+                "none",
+                "--no-sync",
+                "-c",
+                "fast",
+            ]
+        )
 
     def switch_wal(self) -> str:
         return self.psql("SELECT pg_walfile_name(pg_switch_wal())")
@@ -142,28 +239,40 @@ class Cluster:
     def current_wal(self) -> str:
         return self.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
 
-    def restore_from(self, backup: Path, conf: dict[str, str], signal: str = "recovery.signal") -> Cluster:
+    def restore_from(
+        self, backup: Path, conf: dict[str, str], signal: str = "recovery.signal"
+    ) -> Cluster:
         """Make this cluster a copy of a base backup set up for archive recovery."""
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
         chown_postgres(self.root)
         self._run(["cp", "-a", str(backup), str(self.data)])
-        self.configure({
-            "port": str(self.port),
-            "unix_socket_directories": f"'{self.root}'",
-            "archive_mode": "off",
-            **conf,
-        })
+        self.configure(
+            {
+                "port": str(self.port),
+                "unix_socket_directories": f"'{self.root}'",
+                "archive_mode": "off",
+                **conf,
+            }
+        )
         self._run(["touch", str(self.data / signal)])
         return self
 
     def wait_promoted(self, timeout: float = 120) -> None:
-        wait_for(lambda: self.psql("SELECT pg_is_in_recovery()") == "f", timeout, "recovery to finish")
+        wait_for(
+            lambda: self.psql("SELECT pg_is_in_recovery()") == "f", timeout, "recovery to finish"
+        )
 
     def wait_archived(self, wal: str, timeout: float = 60) -> None:
         """Wait until PostgreSQL's archiver reports ``wal`` (or a later one) archived."""
-        wait_for(lambda: (self.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") or "") >= wal,
-                 timeout, f"{wal} to be archived")
+        wait_for(
+            lambda: (
+                (self.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") or "")
+                >= wal
+            ),
+            timeout,
+            f"{wal} to be archived",
+        )
 
     def accounts_fingerprint(self) -> tuple[int, str]:
         """Row count and an md5 over pgbench_accounts in key order: equal data, equal value."""
@@ -184,7 +293,9 @@ def ensure_runnable(python: Path) -> None:
     """Fail loudly if the postgres user cannot run walq's interpreter."""
     if os.geteuid() != 0:
         return
-    res = subprocess.run([*as_postgres(), str(python), "-c", "import walq"], capture_output=True, text=True)
+    res = subprocess.run(
+        [*as_postgres(), str(python), "-c", "import walq"], capture_output=True, text=True
+    )
     if res.returncode != 0:
         raise RuntimeError(
             f"the postgres user cannot run {python}: {res.stderr.strip()} "

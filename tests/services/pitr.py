@@ -22,17 +22,25 @@ class PrimaryRun:
 
 
 def run_archiving_primary(
-    cluster_factory, home: WalqHome, base: Path, *, transactions: int = 400,
-    restore_point: str | None = None, archive_timeout: float = 120,
+    cluster_factory,
+    home: WalqHome,
+    base: Path,
+    *,
+    transactions: int = 400,
+    restore_point: str | None = None,
+    archive_timeout: float = 120,
 ) -> PrimaryRun:
     """A primary archiving through ``walq put-wal``: pgbench, a base backup in ``base``,
     more pgbench (around a named restore point, if given), every WAL handed to walq.
 
     Returns the data fingerprints and the last WAL it switched to."""
-    primary = cluster_factory("primary", conf={
-        "archive_mode": "on",
-        "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'",
-    })
+    primary = cluster_factory(
+        "primary",
+        conf={
+            "archive_mode": "on",
+            "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'",
+        },
+    )
     primary.start()
     primary.pgbench_init(1)
     primary.basebackup(base)
@@ -54,27 +62,37 @@ def archived_through(cluster: Cluster, name: str) -> None:
 
     def done() -> bool:
         last = cluster.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-        ready = cluster.psql("SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'")
+        ready = cluster.psql(
+            "SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'"
+        )
         return last >= name and ready == "0"
 
     wait_for(done, 120, f"archive_command to archive {name}\n{cluster.log()}", interval=0.2)
 
 
-def restore_from_archive(cluster_root: Path, source: Cluster, home: WalqHome, conf: dict[str, str] | None = None) -> Cluster:
+def restore_from_archive(
+    cluster_root: Path, source: Cluster, home: WalqHome, conf: dict[str, str] | None = None
+) -> Cluster:
     """A cluster recovered from ``source``'s base backup (taken earlier into cluster_root/data)."""
     restored = Cluster(cluster_root)
     chown_postgres(home.root)
-    restored.configure({
-        "port": str(restored.port),
-        "unix_socket_directories": f"'{restored.root}'",
-        "restore_command": f"'{walq_command(home, 'get-wal', 'pg1', '%f', '%p')}'",
-        "archive_mode": "off",
-        **(conf or {}),
-    })
+    restored.configure(
+        {
+            "port": str(restored.port),
+            "unix_socket_directories": f"'{restored.root}'",
+            "restore_command": f"'{walq_command(home, 'get-wal', 'pg1', '%f', '%p')}'",
+            "archive_mode": "off",
+            **(conf or {}),
+        }
+    )
     restored._run(["touch", str(restored.data / "recovery.signal")])
     restored.start()
-    wait_for(lambda: restored.psql("SELECT pg_is_in_recovery()") == "f", 180,
-             f"the restored cluster to finish recovery\n{restored.log()}", interval=0.5)
+    wait_for(
+        lambda: restored.psql("SELECT pg_is_in_recovery()") == "f",
+        180,
+        f"the restored cluster to finish recovery\n{restored.log()}",
+        interval=0.5,
+    )
     return restored
 
 

@@ -30,7 +30,8 @@ class Receiver:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             [str(WALQ), "--config", str(self.home.config_path), "receive-wal", self.server],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         return self
@@ -52,7 +53,9 @@ class Receiver:
 
         def ready():
             st = self.state()
-            assert self.proc is not None and self.proc.poll() is None, f"receiver exited:\n{self.log()}"
+            assert self.proc is not None and self.proc.poll() is None, (
+                f"receiver exited:\n{self.log()}"
+            )
             child = st.get("child_pid")
             partial = any(n.endswith(".partial") for n in os.listdir(self.streaming))
             if st.get("state") == "streaming" and child and child != not_child and partial:

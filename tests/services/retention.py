@@ -14,12 +14,16 @@ def start_wal(backup: Path) -> str:
     return re.search(r"START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)", text).group(1)
 
 
-def primary_with_three_backups(cluster_factory, home: WalqHome, workdir: Path) -> tuple[list[Path], tuple]:  # noqa: ANN001
+def primary_with_three_backups(
+    cluster_factory, home: WalqHome, workdir: Path
+) -> tuple[list[Path], tuple]:
     """A primary archiving through ``walq put-wal``: three pg_basebackups (workdir/b0..b2/data)
     with pgbench between them, more pgbench, every WAL handed to walq, stopped.
     Returns the backups' data directories and the data's fingerprint at the end."""
-    primary = cluster_factory("primary", conf={
-        "archive_mode": "on", "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'"})
+    primary = cluster_factory(
+        "primary",
+        conf={"archive_mode": "on", "archive_command": f"'{walq_command(home, 'put-wal pg1 %p')}'"},
+    )
     primary.start()
     primary.pgbench_init(1)
     backups = []

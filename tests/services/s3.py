@@ -69,11 +69,19 @@ class SeaweedS3:
         self.grpc_ports = {k: free_port() for k in names}  # default port+10000 may not exist
         self.proc: subprocess.Popen | None = None
         self.config = root / "s3.json"
-        self.config.write_text(json.dumps({"identities": [{
-            "name": "walq",
-            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-        }]}))
+        self.config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "walq",
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                        }
+                    ]
+                }
+            )
+        )
         self.log = root / "weed.log"
 
     @property
@@ -83,12 +91,23 @@ class SeaweedS3:
     def start(self, timeout: float = 90) -> SeaweedS3:
         p = self.ports
         cmd = [
-            weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-dir={self.data}", f"-master.port={p['master']}", f"-volume.port={p['volume']}",
-            f"-filer.port={p['filer']}", "-s3", f"-s3.port={p['s3']}", f"-s3.config={self.config}",
+            weed_binary(),
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={self.data}",
+            f"-master.port={p['master']}",
+            f"-volume.port={p['volume']}",
+            f"-filer.port={p['filer']}",
+            "-s3",
+            f"-s3.port={p['s3']}",
+            f"-s3.config={self.config}",
             *(f"-{k}.port.grpc={v}" for k, v in self.grpc_ports.items()),
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=64", "-volume.max=1000", "-s3.iam=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=1000",
+            "-s3.iam=false",
         ]
         env = dict(
             os.environ,
@@ -101,7 +120,12 @@ class SeaweedS3:
                 cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
         try:
-            wait_for(self._ready, timeout, f"SeaweedFS S3 on {self.endpoint} (log {self.log})", interval=0.2)
+            wait_for(
+                self._ready,
+                timeout,
+                f"SeaweedFS S3 on {self.endpoint} (log {self.log})",
+                interval=0.2,
+            )
         except BaseException:
             self.kill()
             raise
@@ -139,24 +163,34 @@ class SeaweedS3:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
-        wait_for(lambda: not any(_port_open(p) for p in self.ports.values()), 30, "weed ports to close")
+        wait_for(
+            lambda: not any(_port_open(p) for p in self.ports.values()), 30, "weed ports to close"
+        )
 
     def client(self, endpoint: str | None = None):
         import boto3
         from botocore.config import Config
 
         return boto3.session.Session().client(
-            "s3", endpoint_url=endpoint or self.endpoint, region_name=REGION,
-            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-            config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=10),
+            "s3",
+            endpoint_url=endpoint or self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=Config(
+                retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=10
+            ),
         )
 
     def env(self) -> dict[str, str]:
         """Environment for walq / barman-cloud subprocesses (the standard credential chain)."""
         env = dict(os.environ)
         env.update(
-            AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION=REGION,
-            AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+            AWS_ACCESS_KEY_ID=ACCESS_KEY,
+            AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+            AWS_DEFAULT_REGION=REGION,
+            AWS_CONFIG_FILE="/dev/null",
+            AWS_SHARED_CREDENTIALS_FILE="/dev/null",
         )
         env.pop("AWS_PROFILE", None)
         return env
@@ -177,7 +211,9 @@ class Bucket:
     def object_keys(self, prefix: str = "") -> list[str]:
         client = self.server.client()
         keys: list[str] = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.name, Prefix=prefix
+        ):
             keys += [o["Key"] for o in page.get("Contents", [])]
         return sorted(keys)
 
@@ -241,8 +277,13 @@ class FaultProxy:
     """Loopback HTTP proxy that answers 503 SlowDown to every Nth request, and can hold
     GETs whose path contains ``hold`` until ``released`` is set (a slow download on demand)."""
 
-    def __init__(self, upstream_port: int, every: int = 3, status: int = 503,
-                 refuse_conditional: bool = False) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        every: int = 3,
+        status: int = 503,
+        refuse_conditional: bool = False,
+    ) -> None:
         self.upstream_port = upstream_port
         self.refuse_conditional = refuse_conditional  # 501 for If-None-Match, like older S3 servers
         self.every = every
@@ -267,9 +308,11 @@ class FaultProxy:
                 if proxy.refuse_conditional and self.headers.get("If-None-Match"):
                     with proxy.lock:
                         proxy.injected += 1
-                    msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>'
-                           b"<Message>A header you provided implies functionality that is not implemented"
-                           b"</Message></Error>")
+                    msg = (
+                        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>'
+                        b"<Message>A header you provided implies functionality that is not implemented"
+                        b"</Message></Error>"
+                    )
                     self.send_response(501)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(msg)))
@@ -287,8 +330,10 @@ class FaultProxy:
                     if fail:
                         proxy.injected += 1
                 if fail:
-                    msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-                           b"<Message>injected by the test proxy</Message></Error>")
+                    msg = (
+                        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                        b"<Message>injected by the test proxy</Message></Error>"
+                    )
                     if proxy.status == 500:
                         msg = msg.replace(b"SlowDown", b"InternalError")
                     self.send_response(proxy.status)
@@ -298,7 +343,9 @@ class FaultProxy:
                     self.wfile.write(msg)
                     return
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("connection",)
+                }
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
@@ -337,12 +384,20 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def barman_cloud_restore() -> str:
     """barman-cloud-wal-restore from its own venv (scripts/barman-venv.sh), never walq's."""
-    res = subprocess.run([str(REPO / "scripts" / "barman-venv.sh")], capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [str(REPO / "scripts" / "barman-venv.sh")], capture_output=True, text=True, timeout=900
+    )
     if res.returncode != 0:
         raise RuntimeError(f"scripts/barman-venv.sh failed:\n{res.stderr[-2000:]}")
     return res.stdout.strip().splitlines()[-1]
 
 
-def s3_settings(bucket: Bucket, prefix: str = "fleet", endpoint: str | None = None, **extra: object) -> dict[str, object]:
+def s3_settings(
+    bucket: Bucket, prefix: str = "fleet", endpoint: str | None = None, **extra: object
+) -> dict[str, object]:
     """A server table for a walq config that archives into ``bucket``."""
-    return {"storage_url": bucket.url(prefix), "s3_endpoint_url": endpoint or bucket.endpoint, **extra}
+    return {
+        "storage_url": bucket.url(prefix),
+        "s3_endpoint_url": endpoint or bucket.endpoint,
+        **extra,
+    }

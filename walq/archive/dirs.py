@@ -7,7 +7,9 @@ from walq.errors import WalqError
 from walq.fsutil import incoming_mode, makedirs_durable
 
 
-def ensure_server_dirs(config: Config, server: ServerConfig, error: type[WalqError], *, with_storage: bool) -> None:
+def ensure_server_dirs(
+    config: Config, server: ServerConfig, error: type[WalqError], *, with_storage: bool
+) -> None:
     """Create the source, errors and spool dirs (and the local archive when
     ``with_storage``); a failure raises ``error`` naming the config key.
 
@@ -25,6 +27,8 @@ def ensure_server_dirs(config: Config, server: ServerConfig, error: type[WalqErr
         wanted["storage_url"] = server.local_wals_dir
     for key, path in wanted.items():
         try:
-            makedirs_durable(path, incoming_mode() if key == "incoming_dir" else None)  # type: ignore[arg-type]
+            makedirs_durable(path, incoming_mode() if key == "incoming_dir" else None)
         except OSError as exc:
-            raise error(f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}") from None
+            raise error(
+                f"servers.{server.name}.{key}: cannot create {path}: {exc.strerror}"
+            ) from None

@@ -89,7 +89,7 @@ def reset_spool(spool: Path) -> None:
 def scanned_job(config: Config, server: ServerConfig, catalog: Catalog, wal: Candidate) -> WalJob:
     """The WalJob for a WAL this run found, prepared into the server's spool."""
     job = new_job(server.name, wal.name, str(wal.path), wal.origin)
-    return prepare_settings(config, server, catalog, job, config.spool_dir / server.name)  # type: ignore[operator]
+    return prepare_settings(config, server, catalog, job, config.spool_dir / server.name)
 
 
 def prepare_and_encrypt(job: WalJob, server: ServerConfig) -> WalJob:
@@ -97,24 +97,36 @@ def prepare_and_encrypt(job: WalJob, server: ServerConfig) -> WalJob:
     return encrypt(prepare(job), server)
 
 
-def finish(catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, fence: int | None) -> Outcome:
+def finish(
+    catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, fence: int | None
+) -> Outcome:
     """Dedup, store and commit one prepared WAL (the I/O half, single writer)."""
     record = catalog.get(server.name, job.wal)
     # expired: archived once, then retention deleted it; a copy arriving again is judged the same way
     if record is not None and record.state in (WalState.ARCHIVED, WalState.EXPIRED):
         return handle_already_archived(catalog, storage, server, job, record)
-    if record is not None and record.state is WalState.FAILED:  # failed -> claimed only through retry
+    if (
+        record is not None and record.state is WalState.FAILED
+    ):  # failed -> claimed only through retry
         job.payload_path.unlink(missing_ok=True)
-        return Outcome(job.wal, "failed", f"marked failed ({record.last_error}); `walq retry` re-drives it")
+        return Outcome(
+            job.wal, "failed", f"marked failed ({record.last_error}); `walq retry` re-drives it"
+        )
     check_identity(catalog, server, job)
     job = store(storage, job)
     commit(catalog, storage, server, job, fence=fence)
-    return Outcome(job.wal, "archived", "recovered" if job.adopted else "", job.size or 0, job.stored_size)
+    return Outcome(
+        job.wal, "archived", "recovered" if job.adopted else "", job.size or 0, job.stored_size
+    )
 
 
 def settle(
-    catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob,
-    result: Callable[[], WalJob], fence: int | None,
+    catalog: Catalog,
+    storage: Storage,
+    server: ServerConfig,
+    job: WalJob,
+    result: Callable[[], WalJob],
+    fence: int | None,
 ) -> Outcome:
     """Turn one WAL's prepare result into an outcome; its failures go through the policy."""
     try:
@@ -149,7 +161,7 @@ def archive_server(
         return run
     try:
         ensure_server_dirs(config, server, ConfigError, with_storage=True)
-        reset_spool(config.spool_dir / server.name)  # type: ignore[operator]
+        reset_spool(config.spool_dir / server.name)
         storage = open_storage(server)
         storage.cleanup()
         catalog = open_catalog(config)
@@ -164,8 +176,12 @@ def archive_server(
             run.skipped = batch.skipped
             total = len(batch.wals)
             for wal in batch.wals:
-                catalog.claim(server.name, wal.name, str(wal.path), config.claim_timeout, steal=True)
-            for i, outcome in enumerate(_process(config, server, catalog, storage, batch.wals, pool, fence), 1):
+                catalog.claim(
+                    server.name, wal.name, str(wal.path), config.claim_timeout, steal=True
+                )
+            for i, outcome in enumerate(
+                _process(config, server, catalog, storage, batch.wals, pool, fence), 1
+            ):
                 run.outcomes.append(outcome)
                 lock.progress()
                 if report:
@@ -178,8 +194,13 @@ def archive_server(
 
 
 def _process(
-    config: Config, server: ServerConfig, catalog: Catalog, storage: Storage,
-    wals: list[Candidate], pool: ProcessPoolExecutor | None, fence: int,
+    config: Config,
+    server: ServerConfig,
+    catalog: Catalog,
+    storage: Storage,
+    wals: list[Candidate],
+    pool: ProcessPoolExecutor | None,
+    fence: int,
 ) -> Iterable[Outcome]:
     jobs = [scanned_job(config, server, catalog, wal) for wal in wals]
     if pool is None or len(jobs) <= 1:
@@ -190,7 +211,9 @@ def _process(
                 prepared, error = None, exc
             yield settle(catalog, storage, server, job, _immediate(prepared, error), fence)
         return
-    window = max(2, 2 * pool._max_workers)  # noqa: SLF001 - bounded read-ahead
+    window = max(
+        2, 2 * worker_count(config)
+    )  # bounded read-ahead: the pool has worker_count() workers
     pending: deque[tuple[WalJob, Future[WalJob]]] = deque()
     it = iter(jobs)
     for job in it:
@@ -209,7 +232,9 @@ def worker_count(config: Config) -> int:
     return config.archive_workers or os.cpu_count() or 1
 
 
-def archive(config: Config, names: list[str] | None = None, report: Reporter | None = None) -> list[ServerRun]:
+def archive(
+    config: Config, names: list[str] | None = None, report: Reporter | None = None
+) -> list[ServerRun]:
     """Archive the named servers (all when empty); the pool is shared across them."""
     servers = [config.server(n) for n in names] if names else list(config.servers.values())
     if not servers:
@@ -225,8 +250,10 @@ def archive(config: Config, names: list[str] | None = None, report: Reporter | N
 def _pool(workers: int, group_access: bool) -> ProcessPoolExecutor:
     """Workers that share no descriptor (so no lock) with this process and die with it."""
     return ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker, initargs=(os.getpid(), group_access),
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(os.getpid(), group_access),
     )
 
 

@@ -30,7 +30,9 @@ from walq.errors import ConfigError, WalqError, clip
 from walq.storage import open_storage
 from walq.wal import MAX_SEG_SIZE, MIN_SEG_SIZE, parse_wal_name
 
-MAX_STORED_SIZE = 2 * MAX_SEG_SIZE  # a stored payload: a segment, compressed or not, plus gpg's overhead
+MAX_STORED_SIZE = (
+    2 * MAX_SEG_SIZE
+)  # a stored payload: a segment, compressed or not, plus gpg's overhead
 
 
 # -- field types -----------------------------------------------------------------------
@@ -114,7 +116,9 @@ class WalJob(BaseModel):
     source: str
     origin: Literal["incoming", "streaming"]
     chain: Annotated[str, AfterValidator(_chain)] | None = None  # fleet: this chain's spool dir
-    spool_dir: str | None = Field(default=None, exclude=True)  # where prepare writes (never on the wire)
+    spool_dir: str | None = Field(
+        default=None, exclude=True
+    )  # where prepare writes (never on the wire)
     level: int | None = Field(default=None, exclude=True)  # compression level (never on the wire)
     codec: CodecName | None = None  # asked for before prepare; what the payload holds after
     seg_size: SegSize = None  # expected before prepare; read from the header after
@@ -129,7 +133,9 @@ class WalJob(BaseModel):
     # -- store
     key: str | None = None
     stored_size: Annotated[int, Field(strict=True, ge=0, le=MAX_STORED_SIZE)] = 0
-    stored_codec: CodecName | None = None  # what storage holds (an adopted copy may predate a codec change)
+    stored_codec: CodecName | None = (
+        None  # what storage holds (an adopted copy may predate a codec change)
+    )
     stored_encrypted: bool | None = None
     adopted: bool = False
     store_seconds: Seconds = 0.0
@@ -148,11 +154,15 @@ class WalJob(BaseModel):
         source = _plain_path(self.source)
         home = server.incoming_dir if self.origin == "incoming" else server.streaming_dir
         if source.parent != home or source.name != self.wal:
-            raise ValueError(f"source {clip(self.source)} is not {self.wal} in {self.server}'s {self.origin} directory")
+            raise ValueError(
+                f"source {clip(self.source)} is not {self.wal} in {self.server}'s {self.origin} directory"
+            )
         if self.payload is not None:
             payload = _plain_path(self.payload)
             if payload.parent != self.spool(config) or payload.name != self.payload_name():
-                raise ValueError(f"payload {clip(self.payload)} is outside this WAL's spool directory")
+                raise ValueError(
+                    f"payload {clip(self.payload)} is outside this WAL's spool directory"
+                )
         if self.key is not None:
             try:
                 open_storage(server).validate_key(self.wal, self.key)
@@ -185,23 +195,56 @@ class WalJob(BaseModel):
 
 
 def new_job(
-    server: str, wal: str, source: str, origin: str, spool_dir: str | None = None, codec: str | None = None,
-    level: int | None = None, seg_size: int | None = None, sysid: int | None = None, chain: str | None = None,
+    server: str,
+    wal: str,
+    source: str,
+    origin: str,
+    spool_dir: str | None = None,
+    codec: str | None = None,
+    level: int | None = None,
+    seg_size: int | None = None,
+    sysid: int | None = None,
+    chain: str | None = None,
 ) -> WalJob:
     """A scanned WAL as a job (walq found the file itself: no task-argument context)."""
-    fields = {"server": server, "wal": wal, "source": source, "origin": origin, "chain": chain,
-              "spool_dir": spool_dir, "codec": codec, "level": level, "seg_size": seg_size, "sysid": sysid}
+    fields = {
+        "server": server,
+        "wal": wal,
+        "source": source,
+        "origin": origin,
+        "chain": chain,
+        "spool_dir": spool_dir,
+        "codec": codec,
+        "level": level,
+        "seg_size": seg_size,
+        "sysid": sysid,
+    }
     return WalJob.model_validate({k: v for k, v in fields.items() if v is not None})
 
 
-def with_settings(job: WalJob, spool_dir: str | None, codec: str | None, level: int | None,
-                  seg_size: int | None, sysid: int | None) -> WalJob:
+def with_settings(
+    job: WalJob,
+    spool_dir: str | None,
+    codec: str | None,
+    level: int | None,
+    seg_size: int | None,
+    sysid: int | None,
+) -> WalJob:
     """How to prepare it: never taken from a task argument, always from config and catalog."""
-    return job.model_copy(update={"spool_dir": spool_dir, "codec": codec, "level": level,
-                                  "seg_size": seg_size, "sysid": sysid})
+    return job.model_copy(
+        update={
+            "spool_dir": spool_dir,
+            "codec": codec,
+            "level": level,
+            "seg_size": seg_size,
+            "sysid": sysid,
+        }
+    )
 
 
-def prepare_settings(config: Config, server: ServerConfig, catalog: Catalog, job: WalJob, spool: Path) -> WalJob:
+def prepare_settings(
+    config: Config, server: ServerConfig, catalog: Catalog, job: WalJob, spool: Path
+) -> WalJob:
     """The job with this server's codec, level and expected identity, writing into ``spool``."""
     sysid, seg = server_identity(catalog, server)
     return with_settings(job, str(spool), server.compression, server.compression_level, seg, sysid)

@@ -41,7 +41,11 @@ class Verdict(enum.Enum):
     FAIL = "fail"  # retrying cannot help: mark the WAL failed, leave the file
 
 
-WALS_OWN_FAILURES = (TransientError, PermanentError, OSError)  # what the embedded run settles per WAL
+WALS_OWN_FAILURES = (
+    TransientError,
+    PermanentError,
+    OSError,
+)  # what the embedded run settles per WAL
 
 
 def decide(exc: BaseException) -> Verdict:
@@ -64,7 +68,9 @@ def errors_suffix(exc: BaseException) -> str:
     return "duplicate" if isinstance(exc, DuplicateWalError) else "error"
 
 
-def settle_failure(catalog: Catalog, server: ServerConfig, job: WalJob, exc: BaseException) -> Outcome:
+def settle_failure(
+    catalog: Catalog, server: ServerConfig, job: WalJob, exc: BaseException
+) -> Outcome:
     """Apply ``decide(exc)`` to the WAL: release, reject to errors/, or mark failed."""
     verdict = decide(exc)
     if verdict in (Verdict.RETRY, Verdict.WAIT):
@@ -83,12 +89,19 @@ def give_up(exc: BaseException, attempts: int) -> PermanentError:
     return PermanentError(f"gave up after {attempts} attempts: {exc}")
 
 
-def reject(catalog: Catalog, server: ServerConfig, name: str, source: str, reason: str, suffix: str = "error") -> Outcome:
+def reject(
+    catalog: Catalog,
+    server: ServerConfig,
+    name: str,
+    source: str,
+    reason: str,
+    suffix: str = "error",
+) -> Outcome:
     """Park a bad file in errors/ and the catalog; nothing else is touched."""
     src = Path(source)
     target = None
     if src.exists() or src.is_symlink():
-        target = move_to_errors(src, server.errors_dir, suffix)  # type: ignore[arg-type]
+        target = move_to_errors(src, server.errors_dir, suffix)
     catalog.mark_failed(server.name, name, reason, str(target) if target else source)
     where = f"; moved to {target}" if target else ""
     return Outcome(name, "rejected", f"{reason}{where}")

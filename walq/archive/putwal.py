@@ -12,11 +12,11 @@ first 40 bytes are read to learn the size from the long page header.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
+from walq.chunks import sha256_file
 from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, DuplicateWalError, InvalidWalError, TransientError
 from walq.fsutil import fsync_dir, incoming_mode, makedirs_durable, open_private
@@ -33,15 +33,9 @@ from walq.wal import (
     parse_wal_name,
 )
 
-MAX_TEXT_FILE_SIZE = 1 << 20  # .history and .backup: a few lines of text (walq.pipeline.MAX_TEXT_WAL)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+MAX_TEXT_FILE_SIZE = (
+    1 << 20
+)  # .history and .backup: a few lines of text (walq.pipeline.MAX_TEXT_WAL)
 
 
 def put_wal(config: Config, server_name: str, source: Path) -> str:
@@ -56,22 +50,28 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
         raise ConfigError(f"{source}: not a regular file")
     size = _check_size(config, server, source, wal)
     incoming = server.incoming_dir
-    assert incoming is not None
     try:
         makedirs_durable(incoming, incoming_mode())
     except OSError as exc:
-        raise ConfigError(f"servers.{server.name}.incoming_dir: cannot create {incoming}: {exc.strerror}") from None
+        raise ConfigError(
+            f"servers.{server.name}.incoming_dir: cannot create {incoming}: {exc.strerror}"
+        ) from None
     target = incoming / name
     if target.exists():
         return _compare_existing(source, target)
     tmp = incoming / f".{name}.{os.getpid()}.put"
     try:
         tmp.unlink(missing_ok=True)  # a killed call's leftover under a reused pid
-        with open(source, "rb") as fin, os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout:
+        with (
+            open(source, "rb") as fin,
+            os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout,
+        ):
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
             if fout.tell() != size:
-                raise InvalidWalError(f"{source}: changed size while being copied ({size} -> {fout.tell()} bytes); not copied")
+                raise InvalidWalError(
+                    f"{source}: changed size while being copied ({size} -> {fout.tell()} bytes); not copied"
+                )
             os.fsync(fout.fileno())
         st = source.stat()
         os.utime(tmp, (st.st_atime, st.st_mtime))
@@ -81,7 +81,9 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
             return _compare_existing(source, target)
         fsync_dir(incoming)
     except OSError as exc:
-        raise TransientError(f"cannot copy {source} into {incoming}: {exc.strerror or exc}") from exc
+        raise TransientError(
+            f"cannot copy {source} into {incoming}: {exc.strerror or exc}"
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return "stored"
@@ -128,7 +130,11 @@ def _expected_seg_size(config: Config, server: ServerConfig, source: Path) -> tu
         raise TransientError(f"cannot read {source}: {exc.strerror or exc}") from exc
     if len(head) == LONG_HEADER_SIZE:
         hdr = PageHeader.unpack(head)
-        if hdr.magic in KNOWN_PAGE_MAGICS and hdr.info & XLP_LONG_HEADER and _valid_seg_size(hdr.seg_size):
+        if (
+            hdr.magic in KNOWN_PAGE_MAGICS
+            and hdr.info & XLP_LONG_HEADER
+            and _valid_seg_size(hdr.seg_size)
+        ):
             return hdr.seg_size, "the segment size in its page header"
     learned = _learned_seg_size(config, server)
     return (learned, f"servers.{server.name}'s segment size") if learned else (0, "")
@@ -137,21 +143,23 @@ def _expected_seg_size(config: Config, server: ServerConfig, source: Path) -> tu
 def _learned_seg_size(config: Config, server: ServerConfig) -> int:
     """The catalog's wal_segment_size, best effort: only asked about a file without a
     usable header, which put-wal refuses or passes on to the archiver's checks."""
-    from walq.archive.identity import server_identity
+    from walq.archive.identity import known_segment_size
     from walq.catalog import open_catalog
 
     try:
         catalog = open_catalog(config, readonly=True)
         try:
-            value = server_identity(catalog, server)[1] or 0
+            value = known_segment_size(catalog, server) or 0
         finally:
             catalog.close()
-    except Exception:  # noqa: BLE001 - no catalog yet, or unreachable: fall back to any valid size
+    except Exception:  # no catalog yet, or unreachable: fall back to any valid size
         return 0
     return value if _valid_seg_size(value) else 0
 
 
 def _compare_existing(source: Path, target: Path) -> str:
-    if _sha256(source) == _sha256(target):
+    if sha256_file(source) == sha256_file(target):
         return "identical"
-    raise DuplicateWalError(f"{target} already exists with different content; {source} was not copied")
+    raise DuplicateWalError(
+        f"{target} already exists with different content; {source} was not copied"
+    )

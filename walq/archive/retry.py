@@ -17,7 +17,9 @@ from walq.fsutil import fsync_dir
 from walq.wal import parse_wal_name
 
 
-def restore_parked_file(errors_dir: Path, incoming_dir: Path, name: str, parked: str | None) -> bool:
+def restore_parked_file(
+    errors_dir: Path, incoming_dir: Path, name: str, parked: str | None
+) -> bool:
     """Move a parked copy of ``name`` from errors/ back into incoming/ (True if moved)."""
     target = incoming_dir / name
     if target.exists():
@@ -49,7 +51,7 @@ def reset_failed(config: Config, server_name: str, names: list[str] | None) -> l
         parked = {r.name: r.source_path for r in catalog.records(server.name, WalState.FAILED)}
         reset = catalog.reset_failed(server.name, names)
         for name in reset:
-            restore_parked_file(server.errors_dir, server.incoming_dir, name, parked.get(name))  # type: ignore[arg-type]
+            restore_parked_file(server.errors_dir, server.incoming_dir, name, parked.get(name))
     finally:
         catalog.close()
     return reset

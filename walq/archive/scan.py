@@ -69,7 +69,9 @@ def move_to_errors(path: Path, errors_dir: Path, suffix: str) -> Path:
     return target
 
 
-def _classify(entries: list[os.DirEntry[str]], origin: str, errors_dir: Path, batch: Batch) -> list[Candidate]:
+def _classify(
+    entries: list[os.DirEntry[str]], origin: str, errors_dir: Path, batch: Batch
+) -> list[Candidate]:
     found: list[Candidate] = []
     for entry in entries:
         if entry.name.endswith(".tmp"):
@@ -108,7 +110,6 @@ def _keep_last(streamed: list[Candidate], batch: Batch) -> list[Candidate]:
 
 def scan(server: ServerConfig) -> Batch:
     """List, classify and sort one server's pending WAL; unknown files go to errors/."""
-    assert server.incoming_dir and server.streaming_dir and server.errors_dir
     batch = Batch()
     streaming = _listing(server.streaming_dir)
     incoming = _listing(server.incoming_dir)

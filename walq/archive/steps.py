@@ -20,6 +20,7 @@ from walq.archive.identity import adopt_identity
 from walq.archive.job import WalJob
 from walq.archive.scan import move_to_errors
 from walq.catalog.base import ArchivedInfo, Catalog, WalRecord, WalState
+from walq.chunks import Checksum, read_chunks
 from walq.codecs import (
     CHUNK_SIZE,
     DETECT_BYTES,
@@ -110,13 +111,18 @@ def prepare(job: WalJob) -> WalJob:
             if st.st_size == 0:
                 raise InvalidWalError("empty file (0 bytes)")
             validate_segment_header(
-                first[:LONG_HEADER_SIZE], wal, st.st_size,
-                expected_seg_size=job.seg_size, system_identifier=job.sysid,
+                first[:LONG_HEADER_SIZE],
+                wal,
+                st.st_size,
+                expected_seg_size=job.seg_size,
+                system_identifier=job.sysid,
             )
         out_codec = in_codec or job.codec
         # The origin is part of the spool name: the same WAL from streaming/ and incoming/
         # can be prepared at the same time (wal-reference 9.10) and must not share a file.
-        final = spool_path(job.spool_dir, f"{job.wal}.{job.origin}", get_codec(out_codec).extension or ".none")
+        final = spool_path(
+            job.spool_dir, f"{job.wal}.{job.origin}", get_codec(out_codec).extension or ".none"
+        )
         part = final.with_name(f".{final.name}.part")
         hasher = hashlib.sha256()
         size = 0
@@ -133,7 +139,9 @@ def prepare(job: WalJob) -> WalJob:
                 if not had_head and len(head) >= LONG_HEADER_SIZE and not job.seg_size:
                     limit = _header_limit(head, wal.kind, limit)
                 if size > limit:
-                    raise InvalidWalError(f"content is larger than {limit} bytes, more than this {wal.kind} can hold")
+                    raise InvalidWalError(
+                        f"content is larger than {limit} bytes, more than this {wal.kind} can hold"
+                    )
                 yield piece
 
         def written(chunks, out):
@@ -145,7 +153,7 @@ def prepare(job: WalJob) -> WalJob:
             if in_codec is None and out_codec == "none":
                 # Stored as it is: checksum and validate, then link the very inode we
                 # read into the spool instead of writing a second copy of it.
-                for _ in accounted(_chain(first, src)):
+                for _ in accounted(read_chunks(src, CHUNK_SIZE, first=first)):
                     pass
                 _link_or_copy(src, job.source, part)
             else:
@@ -153,10 +161,17 @@ def prepare(job: WalJob) -> WalJob:
                     if in_codec:
                         # Already compressed by the producer: keep its bytes as they are
                         # (Barman's rule); decompress only to checksum and validate.
-                        for _ in accounted(decompress_chunks(written(_chain(first, src), out), in_codec, limit)):
+                        plain = decompress_chunks(
+                            written(read_chunks(src, CHUNK_SIZE, first=first), out), in_codec, limit
+                        )
+                        for _ in accounted(plain):
                             pass
                     else:
-                        for piece in compress_chunks(accounted(_chain(first, src)), out_codec, job.level):
+                        for piece in compress_chunks(
+                            accounted(read_chunks(src, CHUNK_SIZE, first=first)),
+                            out_codec,
+                            job.level,
+                        ):
                             out.write(piece)
         except InvalidWalError:
             part.unlink(missing_ok=True)
@@ -186,11 +201,19 @@ def prepare(job: WalJob) -> WalJob:
         part.unlink(missing_ok=True)
         raise
     os.rename(part, final)
-    return job.model_copy(update={
-        "payload": str(final), "codec": out_codec, "encrypted": False, "size": size,
-        "checksum": hasher.hexdigest(), "mtime": st.st_mtime, "sysid": sysid, "seg_size": seg_size,
-        "prepare_seconds": time.perf_counter() - started,
-    })
+    return job.model_copy(
+        update={
+            "payload": str(final),
+            "codec": out_codec,
+            "encrypted": False,
+            "size": size,
+            "checksum": hasher.hexdigest(),
+            "mtime": st.st_mtime,
+            "sysid": sysid,
+            "seg_size": seg_size,
+            "prepare_seconds": time.perf_counter() - started,
+        }
+    )
 
 
 def _plain_limit(kind: WalKind, seg_size: int | None) -> int:
@@ -227,16 +250,11 @@ def _link_or_copy(src, source: str, part: Path) -> None:
             return
         part.unlink()
     src.seek(0)
-    with os.fdopen(open_private(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as out:  # never an existing file
-        while chunk := src.read(CHUNK_SIZE):
+    with os.fdopen(
+        open_private(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb"
+    ) as out:  # never an existing file
+        for chunk in read_chunks(src, CHUNK_SIZE):
             out.write(chunk)
-
-
-def _chain(first: bytes, src):
-    if first:
-        yield first
-    while chunk := src.read(CHUNK_SIZE):
-        yield chunk
 
 
 def _account(piece: bytes, size: int, head: bytes, text: bytearray, kind: WalKind):
@@ -244,7 +262,9 @@ def _account(piece: bytes, size: int, head: bytes, text: bytearray, kind: WalKin
         head += piece[: LONG_HEADER_SIZE - len(head)]
     if kind in (WalKind.HISTORY, WalKind.BACKUP):
         if len(text) + len(piece) > MAX_TEXT_WAL:
-            raise InvalidWalError(f"a {kind} file larger than {MAX_TEXT_WAL} bytes is not plausible")
+            raise InvalidWalError(
+                f"a {kind} file larger than {MAX_TEXT_WAL} bytes is not plausible"
+            )
         text += piece
     return size + len(piece), head, text
 
@@ -274,23 +294,28 @@ def check_identity(catalog: Catalog, server: ServerConfig, job: WalJob) -> None:
         )
 
 
-def stored_checksum(storage: Storage, obj: StoredObject, server: ServerConfig, record: WalRecord | None) -> str:
+def stored_checksum(
+    storage: Storage, obj: StoredObject, server: ServerConfig, record: WalRecord | None
+) -> str:
     """sha256 of the uncompressed bytes of a stored object (metadata if kept, else read back)."""
     if record is not None and record.checksum and record.state is WalState.ARCHIVED:
         return record.checksum
     if kept := storage.stored_checksum(obj):
         return kept
-    hasher = hashlib.sha256()
-    for piece in plain_chunks(storage, obj, server):
-        hasher.update(piece)
-    return hasher.hexdigest()
+    return Checksum().of(plain_chunks(storage, obj, server)).hexdigest()
 
 
 def put_request(job: WalJob) -> PutRequest:
     """What storage is handed for this job (the one place a PutRequest is built)."""
     assert job.codec is not None and job.checksum is not None
-    return PutRequest(name=job.wal, payload=job.payload_path, codec=job.codec, encrypted=job.encrypted,
-                      mtime=job.mtime or 0.0, checksum=job.checksum)
+    return PutRequest(
+        name=job.wal,
+        payload=job.payload_path,
+        codec=job.codec,
+        encrypted=job.encrypted,
+        mtime=job.mtime or 0.0,
+        checksum=job.checksum,
+    )
 
 
 def stored_object(job: WalJob) -> StoredObject:
@@ -311,13 +336,21 @@ def store(storage: Storage, job: WalJob) -> WalJob:
         if existing is None:
             raise StorageError(f"{job.wal} reported present but cannot be found") from None
         obj, adopted = existing, True
-    return job.model_copy(update={
-        "key": obj.key, "stored_size": obj.size, "stored_codec": obj.codec, "stored_encrypted": obj.encrypted,
-        "adopted": adopted, "store_seconds": time.perf_counter() - started,
-    })
+    return job.model_copy(
+        update={
+            "key": obj.key,
+            "stored_size": obj.size,
+            "stored_codec": obj.codec,
+            "stored_encrypted": obj.encrypted,
+            "adopted": adopted,
+            "store_seconds": time.perf_counter() - started,
+        }
+    )
 
 
-def commit(catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, *, fence: int | None) -> None:
+def commit(
+    catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, *, fence: int | None
+) -> None:
     """Record the WAL as archived (fenced), write Barman's xlogdb line, then remove the source."""
     assert job.checksum is not None and job.codec is not None
     obj = stored_object(job)
@@ -332,9 +365,14 @@ def commit(catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob
     encrypted = obj.encrypted if job.adopted and obj.encrypted is not None else job.encrypted
     storage.validate_key(job.wal, obj.key)  # the catalog never records a key get-wal would refuse
     info = ArchivedInfo(
-        size=job.size or 0, stored_size=obj.size, codec=codec,
-        encryption="gpg" if encrypted else "none", checksum=job.checksum,
-        storage_key=obj.key, mtime=job.mtime or 0.0, prepare_seconds=job.prepare_seconds,
+        size=job.size or 0,
+        stored_size=obj.size,
+        codec=codec,
+        encryption="gpg" if encrypted else "none",
+        checksum=job.checksum,
+        storage_key=obj.key,
+        mtime=job.mtime or 0.0,
+        prepare_seconds=job.prepare_seconds,
         store_seconds=job.store_seconds,
     )
     catalog.mark_archived(server.name, job.wal, info, fence)
@@ -362,9 +400,17 @@ def handle_already_archived(
         if not storage.has_commit_record(job.wal):
             obj = storage.find(job.wal)
             if obj is not None:  # a crash between catalog commit and xlogdb append
-                storage.record_commit(obj, record.mtime or job.mtime or 0.0, record.codec or "none",
-                                      record.encryption == "gpg")
+                storage.record_commit(
+                    obj,
+                    record.mtime or job.mtime or 0.0,
+                    record.codec or "none",
+                    record.encryption == "gpg",
+                )
         remove_source(Path(job.source))
-        return Outcome(job.wal, "duplicate", "identical copy already archived; source removed", job.size or 0)
-    target = move_to_errors(Path(job.source), server.errors_dir, "duplicate")  # type: ignore[arg-type]
-    return Outcome(job.wal, "rejected", f"different copy of an archived WAL moved to {target}", job.size or 0)
+        return Outcome(
+            job.wal, "duplicate", "identical copy already archived; source removed", job.size or 0
+        )
+    target = move_to_errors(Path(job.source), server.errors_dir, "duplicate")
+    return Outcome(
+        job.wal, "rejected", f"different copy of an archived WAL moved to {target}", job.size or 0
+    )

@@ -42,7 +42,9 @@ TRANSITIONS: dict[WalState | None, frozenset[WalState]] = {
 }
 
 
-def check_transition(server: str, name: str, current: WalState | str | None, target: WalState) -> None:
+def check_transition(
+    server: str, name: str, current: WalState | str | None, target: WalState
+) -> None:
     """Raise TransitionError unless a row in ``current`` may move to ``target``."""
     state = WalState(current) if current is not None else None
     if target not in TRANSITIONS[state]:
@@ -88,11 +90,34 @@ class WalRecord:
     expired_at: float | None = None
     reason: str | None = None  # why the row expired (retention's reason)
 
-    COLUMNS = ["server", "name", "state", "source_path", "size", "stored_size", "codec", "encryption", "checksum", "storage_key", "mtime", "claimed_at", "deadline", "archived_at", "prepare_seconds", "store_seconds", "attempts", "last_error", "expired_at", "reason"]
+    COLUMNS = [
+        "server",
+        "name",
+        "state",
+        "source_path",
+        "size",
+        "stored_size",
+        "codec",
+        "encryption",
+        "checksum",
+        "storage_key",
+        "mtime",
+        "claimed_at",
+        "deadline",
+        "archived_at",
+        "prepare_seconds",
+        "store_seconds",
+        "attempts",
+        "last_error",
+        "expired_at",
+        "reason",
+    ]
 
 
 class Catalog(Protocol):
-    def claim(self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False) -> bool:
+    def claim(
+        self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False
+    ) -> bool:
         """Claim a WAL for work. True for a new row, for a claim past its deadline,
         or (``steal``: the caller holds the only lock) any claimed row.
         False while another worker's claim is live, or once archived/failed."""
@@ -106,17 +131,23 @@ class Catalog(Protocol):
         """Transient failure: keep the row claimable by the next scan, count the attempt."""
         ...
 
-    def mark_failed(self, server: str, name: str, error: str, source_path: str | None = None) -> None:
+    def mark_failed(
+        self, server: str, name: str, error: str, source_path: str | None = None
+    ) -> None:
         """Permanent failure: park the WAL with its reason (creates the row if needed)."""
         ...
 
-    def mark_archived(self, server: str, name: str, info: ArchivedInfo, fence: int | None = None) -> None:
+    def mark_archived(
+        self, server: str, name: str, info: ArchivedInfo, fence: int | None = None
+    ) -> None:
         """Commit a claimed row. Raises FencedError when ``fence`` is older than one
         already seen, TransitionError when the row is missing or not claimed (an
         archived row is never overwritten); either way nothing is written."""
         ...
 
-    def mark_expired(self, server: str, names: list[str], reason: str, fence: int | None = None) -> list[str]:
+    def mark_expired(
+        self, server: str, names: list[str], reason: str, fence: int | None = None
+    ) -> list[str]:
         """In one transaction, move archived rows to ``expired`` with the time and
         ``reason``; returns the names it moved. Rows already expired are left as they
         are (a rerun); any other state, or no row, raises TransitionError and nothing

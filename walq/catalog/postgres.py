@@ -10,6 +10,8 @@ The schema is created or migrated on first use and by ``walq catalog init``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
@@ -93,16 +95,23 @@ class PostgresCatalog:
     pool's sockets must not be shared between processes.
     """
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, migrate: bool = True) -> None:
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 4, migrate: bool = True
+    ) -> None:
         self.url = url
         _probe(url)
         self.pool = ConnectionPool(
-            url, min_size=min_size, max_size=max_size, open=False, timeout=30,
-            kwargs={"autocommit": True}, name="walq-catalog",
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            timeout=30,
+            kwargs={"autocommit": True},
+            name="walq-catalog",
         )
         try:
             self.pool.open(wait=True, timeout=3 * CONNECT_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - any failure here is a config problem to report
+        except Exception as exc:  # any failure here is a config problem to report
             self.pool.close()
             raise ConfigError(f"catalog_url: cannot connect: {_first_line(exc, url)}") from None
         if migrate:
@@ -111,10 +120,12 @@ class PostgresCatalog:
     # -- schema -------------------------------------------------------------
     def schema_version(self) -> int:
         with self.pool.connection() as conn:
-            exists = conn.execute("SELECT to_regclass('walq_schema') IS NOT NULL").fetchone()[0]
+            exists = _only_row(
+                conn.execute("SELECT to_regclass('walq_schema') IS NOT NULL").fetchone()
+            )[0]
             if not exists:
                 return 0
-            row = conn.execute("SELECT max(version) FROM walq_schema").fetchone()
+            row = _only_row(conn.execute("SELECT max(version) FROM walq_schema").fetchone())
             return int(row[0] or 0)
 
     def migrate(self) -> int:
@@ -122,10 +133,12 @@ class PostgresCatalog:
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             conn.execute("CREATE TABLE IF NOT EXISTS walq_schema (version integer PRIMARY KEY)")
-            current = conn.execute("SELECT coalesce(max(version), 0) FROM walq_schema").fetchone()[0]
+            current = _only_row(
+                conn.execute("SELECT coalesce(max(version), 0) FROM walq_schema").fetchone()
+            )[0]
             for version, ddl in enumerate(MIGRATIONS, 1):
                 if version > current:
-                    conn.execute(sql.SQL(ddl))  # type: ignore[arg-type]
+                    conn.execute(sql.SQL(ddl))
                     conn.execute("INSERT INTO walq_schema (version) VALUES (%s)", (version,))
         return len(MIGRATIONS)
 
@@ -133,13 +146,15 @@ class PostgresCatalog:
     def _exec(self, query: str, params: tuple = ()) -> list[tuple]:
         try:
             with self.pool.connection() as conn:
-                cur = conn.execute(query, params)  # type: ignore[arg-type]
+                cur = conn.execute(query, params)
                 return cur.fetchall() if cur.description else []
         except pg_errors.OperationalError as exc:
             raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
 
     # -- the Catalog protocol ------------------------------------------------
-    def claim(self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False) -> bool:
+    def claim(
+        self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False
+    ) -> bool:
         rows = self._exec(
             f"INSERT INTO walq_wal AS w (server, name, state, source_path, claimed_at, deadline) "
             f"VALUES (%s, %s, 'claimed', %s, {NOW}, {NOW} + %s) "
@@ -164,7 +179,9 @@ class PostgresCatalog:
             (error, server, name),
         )
 
-    def mark_failed(self, server: str, name: str, error: str, source_path: str | None = None) -> None:
+    def mark_failed(
+        self, server: str, name: str, error: str, source_path: str | None = None
+    ) -> None:
         self._exec(
             "INSERT INTO walq_wal AS w (server, name, state, source_path, attempts, last_error) "
             "VALUES (%s, %s, 'failed', %s, 1, %s) "
@@ -174,7 +191,9 @@ class PostgresCatalog:
             (server, name, source_path, error),
         )
 
-    def mark_archived(self, server: str, name: str, info: ArchivedInfo, fence: int | None = None) -> None:
+    def mark_archived(
+        self, server: str, name: str, info: ArchivedInfo, fence: int | None = None
+    ) -> None:
         try:
             with self.pool.connection() as conn, conn.transaction():
                 if fence is not None:
@@ -182,16 +201,21 @@ class PostgresCatalog:
                         "INSERT INTO walq_fence (server, token) VALUES (%s, %s) ON CONFLICT (server) DO NOTHING",
                         (server, fence),
                     )
-                    newest = conn.execute(
-                        "SELECT token FROM walq_fence WHERE server = %s FOR UPDATE", (server,)
-                    ).fetchone()[0]
+                    newest = _only_row(
+                        conn.execute(
+                            "SELECT token FROM walq_fence WHERE server = %s FOR UPDATE", (server,)
+                        ).fetchone()
+                    )[0]
                     if fence < newest:
                         raise FencedError(
                             f"commit of {name} refused: fencing token {fence} is older than {newest}"
                         )
-                    conn.execute("UPDATE walq_fence SET token = %s WHERE server = %s", (fence, server))
+                    conn.execute(
+                        "UPDATE walq_fence SET token = %s WHERE server = %s", (fence, server)
+                    )
                 row = conn.execute(
-                    "SELECT state FROM walq_wal WHERE server = %s AND name = %s FOR UPDATE", (server, name)
+                    "SELECT state FROM walq_wal WHERE server = %s AND name = %s FOR UPDATE",
+                    (server, name),
                 ).fetchone()
                 check_transition(server, name, row[0] if row else None, WalState.ARCHIVED)
                 conn.execute(
@@ -200,14 +224,25 @@ class PostgresCatalog:
                     f"prepare_seconds = %s, store_seconds = %s, deadline = NULL, last_error = NULL "
                     f"WHERE server = %s AND name = %s AND state = 'claimed'",
                     (
-                        info.size, info.stored_size, info.codec, info.encryption, info.checksum,
-                        info.storage_key, info.mtime, info.prepare_seconds, info.store_seconds, server, name,
+                        info.size,
+                        info.stored_size,
+                        info.codec,
+                        info.encryption,
+                        info.checksum,
+                        info.storage_key,
+                        info.mtime,
+                        info.prepare_seconds,
+                        info.store_seconds,
+                        server,
+                        name,
                     ),
                 )
         except pg_errors.OperationalError as exc:
             raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
 
-    def mark_expired(self, server: str, names: list[str], reason: str, fence: int | None = None) -> list[str]:
+    def mark_expired(
+        self, server: str, names: list[str], reason: str, fence: int | None = None
+    ) -> list[str]:
         try:
             with self.pool.connection() as conn, conn.transaction():
                 if fence is not None:
@@ -215,16 +250,24 @@ class PostgresCatalog:
                         "INSERT INTO walq_fence (server, token) VALUES (%s, %s) ON CONFLICT (server) DO NOTHING",
                         (server, fence),
                     )
-                    newest = conn.execute(
-                        "SELECT token FROM walq_fence WHERE server = %s FOR UPDATE", (server,)
-                    ).fetchone()[0]
+                    newest = _only_row(
+                        conn.execute(
+                            "SELECT token FROM walq_fence WHERE server = %s FOR UPDATE", (server,)
+                        ).fetchone()
+                    )[0]
                     if fence < newest:
-                        raise FencedError(f"expiry refused: fencing token {fence} is older than {newest}")
-                    conn.execute("UPDATE walq_fence SET token = %s WHERE server = %s", (fence, server))
-                rows = dict(conn.execute(
-                    "SELECT name, state FROM walq_wal WHERE server = %s AND name = ANY(%s) FOR UPDATE",
-                    (server, list(names)),
-                ).fetchall())
+                        raise FencedError(
+                            f"expiry refused: fencing token {fence} is older than {newest}"
+                        )
+                    conn.execute(
+                        "UPDATE walq_fence SET token = %s WHERE server = %s", (fence, server)
+                    )
+                rows: dict[str, str] = dict(
+                    conn.execute(
+                        "SELECT name, state FROM walq_wal WHERE server = %s AND name = ANY(%s) FOR UPDATE",
+                        (server, list(names)),
+                    ).fetchall()
+                )
                 moved = []
                 for name in names:
                     state = rows.get(name)
@@ -249,18 +292,23 @@ class PostgresCatalog:
         if state is None:
             rows = self._exec(_SELECT + " WHERE server = %s ORDER BY name", (server,))
         else:
-            rows = self._exec(_SELECT + " WHERE server = %s AND state = %s ORDER BY name", (server, str(state)))
+            rows = self._exec(
+                _SELECT + " WHERE server = %s AND state = %s ORDER BY name", (server, str(state))
+            )
         return [_record(r) for r in rows]
 
     def archived_names(self, server: str) -> list[str]:
         rows = self._exec(
-            "SELECT name FROM walq_wal WHERE server = %s AND state = 'archived' ORDER BY name", (server,)
+            "SELECT name FROM walq_wal WHERE server = %s AND state = 'archived' ORDER BY name",
+            (server,),
         )
         return [r[0] for r in rows]
 
     def counts(self, server: str) -> dict[str, int]:
         counts = {s.value: 0 for s in WalState}
-        rows = self._exec("SELECT state, count(*) FROM walq_wal WHERE server = %s GROUP BY state", (server,))
+        rows = self._exec(
+            "SELECT state, count(*) FROM walq_wal WHERE server = %s GROUP BY state", (server,)
+        )
         counts.update({state: int(n) for state, n in rows})
         return counts
 
@@ -280,7 +328,9 @@ class PostgresCatalog:
         return sorted(r[0] for r in rows)
 
     def get_meta(self, server: str, key: str) -> str | None:
-        rows = self._exec("SELECT value FROM walq_meta WHERE server = %s AND key = %s", (server, key))
+        rows = self._exec(
+            "SELECT value FROM walq_meta WHERE server = %s AND key = %s", (server, key)
+        )
         return rows[0][0] if rows else None
 
     def set_meta(self, server: str, key: str, value: str) -> None:
@@ -292,3 +342,10 @@ class PostgresCatalog:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _only_row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate, or a row upserted just before)."""
+    if row is None:
+        raise TransientError("catalog: a query that always returns a row returned none")
+    return row

@@ -42,7 +42,6 @@ CREATE TABLE IF NOT EXISTS meta (server TEXT, key TEXT, value TEXT, PRIMARY KEY 
 ADDED_COLUMNS = [("expired_at", "REAL"), ("reason", "TEXT")]
 
 
-
 def _record(row: tuple) -> WalRecord:
     values = list(row)
     values[2] = WalState(values[2])
@@ -56,10 +55,14 @@ class SqliteCatalog:
         self.path = Path(path)
         try:
             if readonly:
-                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+                self.db = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None
+                )
             else:
                 makedirs_durable(self.path.parent)
-                if not self.path.exists():  # SQLite gives its -wal and -shm files the database's mode
+                if (
+                    not self.path.exists()
+                ):  # SQLite gives its -wal and -shm files the database's mode
                     os.close(open_private(self.path, os.O_WRONLY | os.O_CREAT))
                 self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
                 self.db.execute("PRAGMA journal_mode=WAL")
@@ -74,17 +77,24 @@ class SqliteCatalog:
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(f"catalog {self.path}: {exc}") from exc
         absent = {n for n, _ in missing}
-        self._select = "SELECT " + ", ".join(
-            f"NULL AS {c}" if c in absent else c for c in WalRecord.COLUMNS) + " FROM wal"
+        self._select = (
+            "SELECT "
+            + ", ".join(f"NULL AS {c}" if c in absent else c for c in WalRecord.COLUMNS)
+            + " FROM wal"
+        )
 
     def _write(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         return self.db.execute(sql, params)
 
-    def claim(self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False) -> bool:
+    def claim(
+        self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False
+    ) -> bool:
         now = time.time()
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            row = self.db.execute("SELECT state, deadline FROM wal WHERE server=? AND name=?", (server, name)).fetchone()
+            row = self.db.execute(
+                "SELECT state, deadline FROM wal WHERE server=? AND name=?", (server, name)
+            ).fetchone()
             if row is None:
                 self.db.execute(
                     "INSERT INTO wal (server, name, state, source_path, claimed_at, deadline) VALUES (?,?,?,?,?,?)",
@@ -117,7 +127,9 @@ class SqliteCatalog:
             (time.time(), error, server, name, WalState.CLAIMED),
         )
 
-    def mark_failed(self, server: str, name: str, error: str, source_path: str | None = None) -> None:
+    def mark_failed(
+        self, server: str, name: str, error: str, source_path: str | None = None
+    ) -> None:
         self._write(
             "INSERT INTO wal (server, name, state, source_path, attempts, last_error) VALUES (?,?,?,?,1,?) "
             "ON CONFLICT (server, name) DO UPDATE SET state=excluded.state, attempts=wal.attempts+1, "
@@ -126,27 +138,46 @@ class SqliteCatalog:
             (server, name, WalState.FAILED, source_path, error),
         )
 
-    def mark_archived(self, server: str, name: str, info: ArchivedInfo, fence: int | None = None) -> None:
+    def mark_archived(
+        self, server: str, name: str, info: ArchivedInfo, fence: int | None = None
+    ) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             if fence is not None:
-                row = self.db.execute("SELECT token FROM fence WHERE server=?", (server,)).fetchone()
+                row = self.db.execute(
+                    "SELECT token FROM fence WHERE server=?", (server,)
+                ).fetchone()
                 if row is not None and fence < row[0]:
-                    raise FencedError(f"commit of {name} refused: fencing token {fence} is older than {row[0]}")
+                    raise FencedError(
+                        f"commit of {name} refused: fencing token {fence} is older than {row[0]}"
+                    )
                 self.db.execute(
                     "INSERT INTO fence (server, token) VALUES (?, ?) ON CONFLICT (server) DO UPDATE SET token=excluded.token",
                     (server, fence),
                 )
-            row = self.db.execute("SELECT state FROM wal WHERE server=? AND name=?", (server, name)).fetchone()
+            row = self.db.execute(
+                "SELECT state FROM wal WHERE server=? AND name=?", (server, name)
+            ).fetchone()
             check_transition(server, name, row[0] if row else None, WalState.ARCHIVED)
             self.db.execute(
                 "UPDATE wal SET state=?, size=?, stored_size=?, codec=?, encryption=?, checksum=?, storage_key=?, "
                 "mtime=?, archived_at=?, prepare_seconds=?, store_seconds=?, deadline=NULL, last_error=NULL "
                 "WHERE server=? AND name=? AND state=?",
                 (
-                    WalState.ARCHIVED, info.size, info.stored_size, info.codec, info.encryption, info.checksum,
-                    info.storage_key, info.mtime, time.time(), info.prepare_seconds, info.store_seconds,
-                    server, name, WalState.CLAIMED,
+                    WalState.ARCHIVED,
+                    info.size,
+                    info.stored_size,
+                    info.codec,
+                    info.encryption,
+                    info.checksum,
+                    info.storage_key,
+                    info.mtime,
+                    time.time(),
+                    info.prepare_seconds,
+                    info.store_seconds,
+                    server,
+                    name,
+                    WalState.CLAIMED,
                 ),
             )
             self.db.execute("COMMIT")
@@ -154,13 +185,17 @@ class SqliteCatalog:
             self.db.execute("ROLLBACK")
             raise
 
-    def mark_expired(self, server: str, names: list[str], reason: str, fence: int | None = None) -> list[str]:
+    def mark_expired(
+        self, server: str, names: list[str], reason: str, fence: int | None = None
+    ) -> list[str]:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self._check_fence(server, fence, "expiry")
             moved = []
             for name in names:
-                row = self.db.execute("SELECT state FROM wal WHERE server=? AND name=?", (server, name)).fetchone()
+                row = self.db.execute(
+                    "SELECT state FROM wal WHERE server=? AND name=?", (server, name)
+                ).fetchone()
                 if row is not None and row[0] == WalState.EXPIRED:
                     continue
                 check_transition(server, name, row[0] if row else None, WalState.EXPIRED)
@@ -189,24 +224,31 @@ class SqliteCatalog:
         )
 
     def get(self, server: str, name: str) -> WalRecord | None:
-        row = self.db.execute(self._select + " WHERE server=? AND name=?", (server, name)).fetchone()
+        row = self.db.execute(
+            self._select + " WHERE server=? AND name=?", (server, name)
+        ).fetchone()
         return _record(row) if row else None
 
     def records(self, server: str, state: WalState | None = None) -> list[WalRecord]:
         if state is None:
             rows = self.db.execute(self._select + " WHERE server=? ORDER BY name", (server,))
         else:
-            rows = self.db.execute(self._select + " WHERE server=? AND state=? ORDER BY name", (server, state))
+            rows = self.db.execute(
+                self._select + " WHERE server=? AND state=? ORDER BY name", (server, state)
+            )
         return [_record(r) for r in rows]
 
     def archived_names(self, server: str) -> list[str]:
         rows = self.db.execute(
-            "SELECT name FROM wal WHERE server=? AND state=? ORDER BY name", (server, WalState.ARCHIVED)
+            "SELECT name FROM wal WHERE server=? AND state=? ORDER BY name",
+            (server, WalState.ARCHIVED),
         )
         return [r[0] for r in rows]
 
     def counts(self, server: str) -> dict[str, int]:
-        rows = self.db.execute("SELECT state, count(*) FROM wal WHERE server=? GROUP BY state", (server,))
+        rows = self.db.execute(
+            "SELECT state, count(*) FROM wal WHERE server=? GROUP BY state", (server,)
+        )
         counts = {s.value: 0 for s in WalState}
         counts.update(dict(rows.fetchall()))
         return counts
@@ -215,11 +257,21 @@ class SqliteCatalog:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             if names is None:
-                found = [r[0] for r in self.db.execute(
-                    "SELECT name FROM wal WHERE server=? AND state=?", (server, WalState.FAILED))]
+                found = [
+                    r[0]
+                    for r in self.db.execute(
+                        "SELECT name FROM wal WHERE server=? AND state=?", (server, WalState.FAILED)
+                    )
+                ]
             else:
-                found = [n for n in names if self.db.execute(
-                    "SELECT 1 FROM wal WHERE server=? AND name=? AND state=?", (server, n, WalState.FAILED)).fetchone()]
+                found = [
+                    n
+                    for n in names
+                    if self.db.execute(
+                        "SELECT 1 FROM wal WHERE server=? AND name=? AND state=?",
+                        (server, n, WalState.FAILED),
+                    ).fetchone()
+                ]
             now = time.time()
             self.db.executemany(
                 "UPDATE wal SET state=?, deadline=?, claimed_at=? WHERE server=? AND name=?",
@@ -232,7 +284,9 @@ class SqliteCatalog:
         return sorted(found)
 
     def get_meta(self, server: str, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE server=? AND key=?", (server, key)).fetchone()
+        row = self.db.execute(
+            "SELECT value FROM meta WHERE server=? AND key=?", (server, key)
+        ).fetchone()
         return row[0] if row else None
 
     def set_meta(self, server: str, key: str, value: str) -> None:

@@ -19,10 +19,26 @@ from walq.errors import TaskArgumentError, clip
 MAX_ERRORS_SHOWN = 5  # a refusal names this many problems, then counts the rest
 
 SCANNED = frozenset({"server", "wal", "source", "origin", "chain"})
-PREPARED = SCANNED | {"payload", "codec", "encrypted", "size", "checksum", "mtime", "sysid", "seg_size",
-                      "prepare_seconds"}
-STORED = PREPARED | {"key", "stored_size", "stored_codec", "stored_encrypted", "adopted", "store_seconds",
-                     "already_archived"}
+PREPARED = SCANNED | {
+    "payload",
+    "codec",
+    "encrypted",
+    "size",
+    "checksum",
+    "mtime",
+    "sysid",
+    "seg_size",
+    "prepare_seconds",
+}
+STORED = PREPARED | {
+    "key",
+    "stored_size",
+    "stored_codec",
+    "stored_encrypted",
+    "adopted",
+    "store_seconds",
+    "already_archived",
+}
 PREPARED_REQUIRED = SCANNED | {"payload", "codec", "encrypted", "size", "checksum", "mtime"}
 
 
@@ -45,13 +61,19 @@ def parse_job(config: Config, data: Any, takes: frozenset[str], needs: frozenset
         return parse_args(WalJob, config, data)
     unknown = [(key, "unknown argument") for key in data if key not in takes]
     missing = [(key, "Field required") for key in sorted(needs - data.keys())]
-    return parse_args(WalJob, config, {k: v for k, v in data.items() if k in takes}, missing + unknown)
+    return parse_args(
+        WalJob, config, {k: v for k, v in data.items() if k in takes}, missing + unknown
+    )
 
 
-def parse_args(model: type[BaseModel], config: Config, data: Any, more: list[tuple[str, str]] | None = None) -> Any:
+def parse_args(
+    model: type[BaseModel], config: Config, data: Any, more: list[tuple[str, str]] | None = None
+) -> Any:
     """Validate a task's JSON argument; one clear line on failure, nothing touched."""
     if not isinstance(data, dict):
-        raise TaskArgumentError(f"refused: {model.__name__} expects a JSON object, got {type(data).__name__}")
+        raise TaskArgumentError(
+            f"refused: {model.__name__} expects a JSON object, got {type(data).__name__}"
+        )
     problems: list[tuple[str, str]] = []
     named = {key for key, _ in more or []}
     parsed = None
@@ -76,4 +98,8 @@ def parse_args(model: type[BaseModel], config: Config, data: Any, more: list[tup
 def _loc_part(part: str | int) -> str:
     """A field name as it is; an argument name someone made up, clipped."""
     text = str(part)
-    return text if len(text) <= 40 and text.isascii() and text.replace("_", "a").isalnum() else clip(text)
+    return (
+        text
+        if len(text) <= 40 and text.isascii() and text.replace("_", "a").isalnum()
+        else clip(text)
+    )

@@ -30,5 +30,11 @@ def expire_task(config: Config, server_name: str) -> dict[str, Any]:
         status = "refused"
     else:
         status = "done"
-    return {"server": args.server, "status": status, "policy": result.policy, "reason": result.refused,
-            "deleted": len(result.deleted), "finished": len(result.finished)}
+    return {
+        "server": args.server,
+        "status": status,
+        "policy": result.policy,
+        "reason": result.refused,
+        "deleted": len(result.deleted),
+        "finished": len(result.finished),
+    }

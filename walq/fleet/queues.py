@@ -28,14 +28,17 @@ def queue_depths(client: Any) -> dict[str, int]:
 
 def fleet_status(config: Config) -> dict[str, object]:
     """Queue depth per queue, unacked deliveries, lock holders, and in-flight WALs per server."""
+    broker_url, lock_url = config.broker_url, config.effective_lock_url
+    if broker_url is None or lock_url is None:
+        return {}  # embedded mode: no broker, no queues
     import redis
 
     result: dict[str, Any] = {}
     try:
-        broker = redis.Redis.from_url(config.broker_url, socket_timeout=5, socket_connect_timeout=5)  # type: ignore[arg-type]
+        broker = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
         result["queues"] = queue_depths(broker)
         result["unacked"] = int(broker.hlen(keys.KOMBU_UNACKED))
-        locks = redis.Redis.from_url(config.effective_lock_url, socket_timeout=5, socket_connect_timeout=5)  # type: ignore[arg-type]
+        locks = redis.Redis.from_url(lock_url, socket_timeout=5, socket_connect_timeout=5)
         result["lock_holders"] = {
             name: (holder.decode() if isinstance(holder, bytes) else holder)
             for name in sorted(config.servers)
@@ -48,8 +51,12 @@ def fleet_status(config: Config) -> dict[str, object]:
     try:
         result["in_flight"] = {
             name: [
-                {"wal": r.name, "since_s": round(now - (r.claimed_at or now), 1),
-                 "stalled": bool(r.deadline is not None and r.deadline <= now), "attempts": r.attempts}
+                {
+                    "wal": r.name,
+                    "since_s": round(now - (r.claimed_at or now), 1),
+                    "stalled": bool(r.deadline is not None and r.deadline <= now),
+                    "attempts": r.attempts,
+                }
                 for r in catalog.records(name, WalState.CLAIMED)
             ]
             for name in sorted(config.servers)

@@ -32,7 +32,9 @@ class Runtime:
             import redis  # only fleets with a lock URL need the client
 
             self._redis = redis.Redis.from_url(
-                self.config.effective_lock_url, socket_timeout=10, socket_connect_timeout=10,
+                self.config.effective_lock_url,
+                socket_timeout=10,
+                socket_connect_timeout=10,
                 health_check_interval=30,
             )
         return self._redis

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from walq.archive.dirs import ensure_server_dirs
-from walq.archive.identity import server_identity
+from walq.archive.identity import known_system_identifier
 from walq.archive.job import WalJob, new_job, prepare_settings
 from walq.archive.policy import give_up as gave_up
 from walq.archive.policy import settle_failure
@@ -68,8 +68,19 @@ from walq.storage import Storage, StoredObject
 COMMIT_LOCK_WAIT = 10.0  # seconds a commit polls for the lock before requeueing itself
 
 __all__ = [  # what workers/tasks.py and the tests use
-    "AlreadyDone", "Outcome", "Runtime", "TaskArgumentError", "commit_stage", "compress_stage",
-    "encrypt_stage", "give_up", "park", "retry_failed", "retry_wal", "scan_server", "store_stage",
+    "AlreadyDone",
+    "Outcome",
+    "Runtime",
+    "TaskArgumentError",
+    "commit_stage",
+    "compress_stage",
+    "encrypt_stage",
+    "give_up",
+    "park",
+    "retry_failed",
+    "retry_wal",
+    "scan_server",
+    "store_stage",
 ]
 
 
@@ -103,7 +114,7 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
     try:
         _ensure_dirs(config, server)
         _sweep_spool(config, server)
-        if server.conninfo and server_identity(rt.catalog, server)[0] is None:
+        if server.conninfo and known_system_identifier(rt.catalog, server) is None:
             # psycopg is imported only for servers with a conninfo
             from walq.postgres.client import learn_identity
 
@@ -129,9 +140,11 @@ def _ensure_dirs(config: Config, server: ServerConfig) -> None:
     own spool, which walq marks so that only walq ever sweeps it."""
     ensure_server_dirs(config, server, TransientError, with_storage=False)
     try:
-        make_owned_dir(config.spool_dir / server.name, spool_leftover)  # type: ignore[operator]
+        make_owned_dir(config.spool_dir / server.name, spool_leftover)
     except OSError as exc:
-        raise TransientError(f"spool_dir: cannot create {config.spool_dir}/{server.name}: {exc.strerror}") from None
+        raise TransientError(
+            f"spool_dir: cannot create {config.spool_dir}/{server.name}: {exc.strerror}"
+        ) from None
 
 
 def _sweep_spool(config: Config, server: ServerConfig) -> None:
@@ -139,10 +152,13 @@ def _sweep_spool(config: Config, server: ServerConfig) -> None:
 
     Only inside the server's spool that walq created and marked, and only chain
     directories carrying walq's marker: anything else there is reported, never removed."""
-    root = config.spool_dir / server.name  # type: ignore[operator]
+    root = config.spool_dir / server.name
     if not is_owned(root):
         if root.exists() or root.is_symlink():
-            print(f"walq: warning: {root} was not created by walq; its spool is not swept", file=sys.stderr)
+            print(
+                f"walq: warning: {root} was not created by walq; its spool is not swept",
+                file=sys.stderr,
+            )
         return
     cutoff = time.time() - 2 * config.claim_timeout
     try:
@@ -151,7 +167,10 @@ def _sweep_spool(config: Config, server: ServerConfig) -> None:
         return
     for entry in entries:
         try:
-            if entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+            if (
+                entry.is_dir(follow_symlinks=False)
+                and entry.stat(follow_symlinks=False).st_mtime < cutoff
+            ):
                 remove_owned_tree(entry.path)
         except FileNotFoundError:
             continue
@@ -170,18 +189,22 @@ def settle_leftovers(rt: Runtime, server: ServerConfig, wals: list[Candidate]) -
         for wal in wals:
             record = rt.catalog.get(server.name, wal.name)
             if record is not None and record.state in DONE_STATES:
-                settle_source(rt, server, new_job(server.name, wal.name, str(wal.path), wal.origin), record)
+                settle_source(
+                    rt, server, new_job(server.name, wal.name, str(wal.path), wal.origin), record
+                )
     finally:
         lock.release()
 
 
-def settle_source(rt: Runtime, server: ServerConfig, job: WalJob, record: WalRecord) -> Outcome | None:
+def settle_source(
+    rt: Runtime, server: ServerConfig, job: WalJob, record: WalRecord
+) -> Outcome | None:
     """A source of an already-archived WAL, judged by its own checksum (prepared here
     from the file, never taken from a task's arguments): dropped if identical, parked
     if not. None when the source is already gone. The caller holds the commit lock."""
     if not Path(job.source).exists():
         return None
-    spool = rt.config.spool_dir / server.name / uuid.uuid4().hex  # type: ignore[operator]
+    spool = rt.config.spool_dir / server.name / uuid.uuid4().hex
     job = prepare_settings(rt.config, server, rt.catalog, job, spool)
     try:
         prepared = prepare(job)
@@ -229,7 +252,9 @@ def store_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     rt.catalog.extend(server.name, job.wal, rt.config.claim_timeout)
     record = rt.catalog.get(server.name, job.wal)
     if record is not None and record.state is WalState.ARCHIVED:
-        return job.model_copy(update={"already_archived": True}).wire()  # commit drops or parks the copy
+        return job.model_copy(
+            update={"already_archived": True}
+        ).wire()  # commit drops or parks the copy
     _require_claim(job, record)
     _payload_present(job)
     check_identity(rt.catalog, server, job)
@@ -251,9 +276,12 @@ def commit_stage(rt: Runtime, data: Any) -> Outcome:
             job.payload_path.unlink(missing_ok=True)
             source = new_job(job.server, job.wal, job.source, job.origin)  # judged by its own bytes
             outcome = settle_source(rt, server, source, record) or Outcome(
-                job.wal, "duplicate", "already archived; its source is already gone", job.size or 0)
+                job.wal, "duplicate", "already archived; its source is already gone", job.size or 0
+            )
         elif record is not None and record.state is WalState.FAILED:
-            raise AlreadyDone(f"{job.wal} was marked failed meanwhile; an operator retry re-drives it")
+            raise AlreadyDone(
+                f"{job.wal} was marked failed meanwhile; an operator retry re-drives it"
+            )
         else:
             _require_claim(job, record)
             if job.key is None:
@@ -262,8 +290,13 @@ def commit_stage(rt: Runtime, data: Any) -> Outcome:
             lock.extend()  # still ours? (the fence below is what makes it safe anyway)
             fault_point("commit")
             commit(rt.catalog, storage, server, job, fence=token)
-            outcome = Outcome(job.wal, "archived", "recovered" if job.adopted else "", job.size or 0,
-                              job.stored_size)
+            outcome = Outcome(
+                job.wal,
+                "archived",
+                "recovered" if job.adopted else "",
+                job.size or 0,
+                job.stored_size,
+            )
     finally:
         lock.release()
     remove_owned_tree(job.spool(rt.config))
@@ -274,7 +307,9 @@ def _require_claim(job: WalJob, record: WalRecord | None) -> None:
     """Every chain starts from a scan's claim: a store or commit for a WAL with no
     catalog row was made up, and is refused before it writes anything."""
     if record is None:
-        raise TaskArgumentError(f"refused: {job.server}/{job.wal} was never claimed by a scan; nothing was touched")
+        raise TaskArgumentError(
+            f"refused: {job.server}/{job.wal} was never claimed by a scan; nothing was touched"
+        )
 
 
 def verify_stored(storage: Storage, job: WalJob) -> StoredObject:
@@ -293,9 +328,14 @@ def verify_stored(storage: Storage, job: WalJob) -> StoredObject:
         storage.validate_key(job.wal, found.key)  # local: it resolves inside wals/ too
     except StorageKeyError as exc:
         raise TaskArgumentError(f"refused: {exc}; nothing was touched") from None
-    if found.codec is not None and (found.codec, found.encrypted) != (job.stored_codec, job.stored_encrypted):
-        raise TaskArgumentError(f"refused: {job.server}/{job.wal}: {clip(found.key)} is not a "
-                                f"{job.stored_codec} object; nothing was touched")
+    if found.codec is not None and (found.codec, found.encrypted) != (
+        job.stored_codec,
+        job.stored_encrypted,
+    ):
+        raise TaskArgumentError(
+            f"refused: {job.server}/{job.wal}: {clip(found.key)} is not a "
+            f"{job.stored_codec} object; nothing was touched"
+        )
     _payload_present(job)  # a swept spool: a newer chain owns the WAL (it will adopt this object)
     if not job.adopted and not storage.written_from(found, job.payload_path, job.checksum):
         raise TaskArgumentError(
@@ -309,7 +349,9 @@ def _payload_present(job: WalJob) -> None:
     """A chain whose spool was swept (it stalled for two claim timeouts) has been
     superseded by a re-enqueued one: stop it quietly rather than fail the WAL."""
     if not job.payload_path.exists():
-        raise AlreadyDone(f"{job.wal}: spool payload {job.payload} is gone; a newer chain owns this WAL")
+        raise AlreadyDone(
+            f"{job.wal}: spool payload {job.payload} is gone; a newer chain owns this WAL"
+        )
 
 
 # -- failure handling (called by the tasks) ---------------------------------------------
@@ -363,8 +405,11 @@ def retry_failed(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
 
 def _claim_existing(rt: Runtime, server_name: str, wal: str) -> dict[str, Any] | None:
     server = rt.config.server(server_name)
-    for origin, directory in (("streaming", server.streaming_dir), ("incoming", server.incoming_dir)):
-        path = directory / wal  # type: ignore[operator]
+    for origin, directory in (
+        ("streaming", server.streaming_dir),
+        ("incoming", server.incoming_dir),
+    ):
+        path = directory / wal
         if path.is_file() and not path.is_symlink():
             if not rt.catalog.claim(server.name, wal, str(path), rt.config.claim_timeout):
                 return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shlex
 
+from walq.archive.identity import known_system_identifier
 from walq.catalog import Catalog
 from walq.config import ServerConfig
 from walq.errors import WalqError
@@ -36,41 +37,67 @@ def _reachable_checks(server: ServerConfig, info: PgInfo, catalog: Catalog) -> l
     results: list[CheckResult] = []
     if server.archiver:
         mode_ok = info.archive_mode in ("on", "always")
-        results.append(CheckResult("archive_mode on", mode_ok, f"archive_mode = {info.archive_mode}"))
+        results.append(
+            CheckResult("archive_mode on", mode_ok, f"archive_mode = {info.archive_mode}")
+        )
         if mode_ok:  # with archive_mode off PostgreSQL shows archive_command as "(disabled)"
             uses = _archive_command_uses_walq(info.archive_command, server.name)
             cmd = mask_conninfo(info.archive_command) or "(empty)"
-            results.append(CheckResult(
-                "archive_command uses walq", uses,
-                "" if uses else f"archive_command = {cmd} (expected: walq put-wal {server.name} %p)",
-            ))
+            results.append(
+                CheckResult(
+                    "archive_command uses walq",
+                    uses,
+                    ""
+                    if uses
+                    else f"archive_command = {cmd} (expected: walq put-wal {server.name} %p)",
+                )
+            )
         arch = info.archiver
         detail = (
             f"{arch.failed_count} failure(s) since the stats reset, last {arch.last_failed_wal}"
-            if arch.failed_count else ""
+            if arch.failed_count
+            else ""
         )
         results.append(CheckResult("no archiver failures", not arch.failing, detail))
     if server.streaming_archiver:
         name = slot_name(server)
         slot = info.slot(name)
         if slot is None:
-            results.append(CheckResult("replication slot", False, f"slot '{name}' does not exist "
-                                       f"(walq receive-wal --create-slot {server.name})"))
+            results.append(
+                CheckResult(
+                    "replication slot",
+                    False,
+                    f"slot '{name}' does not exist (walq receive-wal --create-slot {server.name})",
+                )
+            )
         else:
-            results.append(CheckResult(
-                "replication slot", slot.active,
-                f"slot '{name}' active, retaining {slot.retained_bytes or 0} bytes" if slot.active
-                else f"slot '{name}' is not active (no receiver connected)",
-            ))
-    known = server.system_identifier or int(catalog.get_meta(server.name, "system_identifier") or 0)
+            results.append(
+                CheckResult(
+                    "replication slot",
+                    slot.active,
+                    f"slot '{name}' active, retaining {slot.retained_bytes or 0} bytes"
+                    if slot.active
+                    else f"slot '{name}' is not active (no receiver connected)",
+                )
+            )
+    known = known_system_identifier(catalog, server)
     if not known:
-        results.append(CheckResult.skip("system identifier matches",
-                                        f"PostgreSQL {info.system_identifier}; the archive has not recorded one yet"))
+        results.append(
+            CheckResult.skip(
+                "system identifier matches",
+                f"PostgreSQL {info.system_identifier}; the archive has not recorded one yet",
+            )
+        )
     else:
-        results.append(CheckResult(
-            "system identifier matches", known == info.system_identifier,
-            f"PostgreSQL {info.system_identifier}, archive {known}" if known != info.system_identifier else str(known),
-        ))
+        results.append(
+            CheckResult(
+                "system identifier matches",
+                known == info.system_identifier,
+                f"PostgreSQL {info.system_identifier}, archive {known}"
+                if known != info.system_identifier
+                else str(known),
+            )
+        )
     return results
 
 

@@ -20,7 +20,9 @@ from walq.config import ServerConfig
 from walq.errors import ConfigError, PostgresError
 from walq.masking import mask_library_logs, mask_secrets, url_passwords
 
-if TYPE_CHECKING:  # psycopg is imported on first connection: a server without conninfo never loads it
+if (
+    TYPE_CHECKING
+):  # psycopg is imported on first connection: a server without conninfo never loads it
     from psycopg import Connection
 
 mask_library_logs("psycopg")  # its debug lines quote libpq's errors, which may quote the conninfo
@@ -44,7 +46,9 @@ def slot_name(server: ServerConfig) -> str:
 
 def require_conninfo(server: ServerConfig) -> str:
     if not server.conninfo:
-        raise ConfigError(f"servers.{server.name}.conninfo is not set (needed to talk to PostgreSQL)")
+        raise ConfigError(
+            f"servers.{server.name}.conninfo is not set (needed to talk to PostgreSQL)"
+        )
     return server.conninfo
 
 
@@ -80,7 +84,9 @@ def session(server: ServerConfig, failed: str = "") -> Iterator[Connection[Any]]
             raise PostgresError(f"{server.name}: {failed}{_first_line(exc)}") from None
 
 
-def one_row(conn: Connection[Any], query: str, params: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
+def one_row(
+    conn: Connection[Any], query: str, params: tuple[Any, ...] | None = None
+) -> tuple[Any, ...]:
     """The first row of a query that always returns one (a SELECT of functions, no FROM filter)."""
     row = conn.execute(query, params).fetchone()
     assert row is not None, query
@@ -135,7 +141,9 @@ class PgInfo:
     current_wal: str | None
     archiver: ArchiverStats
     slots: list[SlotInfo] = field(default_factory=list)
-    replication_lag_bytes: int | None = None  # for the walq slot's active connection (flush position)
+    replication_lag_bytes: int | None = (
+        None  # for the walq slot's active connection (flush position)
+    )
 
     def slot(self, name: str) -> SlotInfo | None:
         return next((s for s in self.slots if s.name == name), None)
@@ -165,7 +173,9 @@ def _fetch(conn: Connection[Any], walq_slot: str) -> PgInfo:
         """,
     )
     if in_recovery:
-        lsn = one_row(conn, "SELECT coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text")[0]
+        lsn = one_row(
+            conn, "SELECT coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text"
+        )[0]
         wal = None  # pg_walfile_name() is refused during recovery
     else:
         lsn, wal = one_row(conn, CURRENT_POSITION_SQL)
@@ -189,11 +199,18 @@ def _fetch(conn: Connection[Any], walq_slot: str) -> PgInfo:
         ).fetchone()
         lag = row[0] if row else None
     return PgInfo(
-        version_num=version_num, version=version, system_identifier=int(sysid),
-        wal_segment_size=int(seg_size), archive_mode=archive_mode, archive_command=archive_command,
-        in_recovery=in_recovery, current_lsn=lsn, current_wal=wal,
+        version_num=version_num,
+        version=version,
+        system_identifier=int(sysid),
+        wal_segment_size=int(seg_size),
+        archive_mode=archive_mode,
+        archive_command=archive_command,
+        in_recovery=in_recovery,
+        current_lsn=lsn,
+        current_wal=wal,
         archiver=ArchiverStats(arch[0], arch[1], _ts(arch[2]), arch[3], arch[4], _ts(arch[5])),
-        slots=slots, replication_lag_bytes=lag,
+        slots=slots,
+        replication_lag_bytes=lag,
     )
 
 
@@ -226,7 +243,9 @@ def switch_wal(server: ServerConfig, force: bool = False) -> str:
     """
     with session(server, "switch-wal failed: ") as conn:
         if one_row(conn, "SELECT pg_is_in_recovery()")[0]:
-            raise PostgresError(f"{server.name}: the server is in recovery; switch WAL on the primary")
+            raise PostgresError(
+                f"{server.name}: the server is in recovery; switch WAL on the primary"
+            )
         if force:
             conn.execute("CHECKPOINT")
         before = one_row(conn, "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")[0]
@@ -249,8 +268,11 @@ def learn_identity(catalog: Catalog, server: ServerConfig) -> int | None:
         return None
     try:
         with connect(server, timeout=3) as conn:
-            sysid, seg = one_row(conn, f"SELECT (SELECT system_identifier FROM pg_control_system()), {SEGMENT_SIZE_SQL}")
-    except Exception:  # noqa: BLE001 - best effort, see docstring
+            sysid, seg = one_row(
+                conn,
+                f"SELECT (SELECT system_identifier FROM pg_control_system()), {SEGMENT_SIZE_SQL}",
+            )
+    except Exception:  # best effort, see docstring
         return None
     sysid = int(sysid)
     known = adopt_identity(catalog, server, sysid, int(seg) if seg else None)
@@ -260,4 +282,3 @@ def learn_identity(catalog: Catalog, server: ServerConfig) -> int | None:
             f"archive belongs to {known} (conninfo points at another cluster?)"
         )
     return sysid
-

@@ -66,7 +66,6 @@ EXIT_OK, EXIT_NOT_OK = 0, 1
 
 
 def state_path(server: ServerConfig) -> Path:
-    assert server.streaming_dir is not None
     return server.streaming_dir / STATE_FILE
 
 
@@ -106,7 +105,9 @@ def receiver_state(server: ServerConfig) -> ReceiverState:
     """The recorded state plus ``running``: the supervisor process recorded there is alive."""
     state = read_state(server) or {}
     pid = state.get("pid")
-    running = bool(pid and state.get("state") != "stopped" and _proc_start(int(pid)) == state.get("pid_start"))
+    running = bool(
+        pid and state.get("state") != "stopped" and _proc_start(int(pid)) == state.get("pid_start")
+    )
     child = state.get("child_pid")
     child_alive = bool(child and running and _proc_start(int(child)) == state.get("child_start"))
     return {
@@ -139,16 +140,22 @@ def find_pg_receivewal(server: ServerConfig) -> str:
     elif found := shutil.which(configured):
         return found
     else:
-        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{configured}"),
-                            key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+        candidates = sorted(
+            Path("/usr/lib/postgresql").glob(f"*/bin/{configured}"),
+            key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+        )
         if candidates:
             return str(candidates[-1])
-    raise ConfigError(f"servers.{server.name}.pg_receivewal_path: {clip(configured)} not found or not executable")
+    raise ConfigError(
+        f"servers.{server.name}.pg_receivewal_path: {clip(configured)} not found or not executable"
+    )
 
 
 def client_major(binary: str) -> int | None:
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(r"\)\s+(\d+)", out)
@@ -177,8 +184,13 @@ def build_command(server: ServerConfig, binary: str) -> tuple[list[str], dict[st
     """pg_receivewal's command line (wal-reference.md 7); never --compress."""
     dsn, env = replication_dsn(server)
     argv = [
-        binary, f"--dbname={dsn}", "--verbose", "--no-loop", "--no-password",
-        f"--directory={server.streaming_dir}", f"--slot={slot_name(server)}",
+        binary,
+        f"--dbname={dsn}",
+        "--verbose",
+        "--no-loop",
+        "--no-password",
+        f"--directory={server.streaming_dir}",
+        f"--slot={slot_name(server)}",
     ]
     return argv, env
 
@@ -225,12 +237,13 @@ def reset_streaming(server: ServerConfig) -> tuple[bool, str]:
 
     Returns (ok, message). Refuses, changing nothing, when the directory is ahead of PostgreSQL.
     """
-    assert server.streaming_dir is not None
     lsn, current = current_position(server)
     tli = int(current[:8], 16)
     seg_size = segment_size(server)
     exists, restart_lsn = slot_restart_lsn(server, slot_name(server))
-    restart = lsn_to_segment(tli, parse_lsn(restart_lsn), seg_size) if exists and restart_lsn else current
+    restart = (
+        lsn_to_segment(tli, parse_lsn(restart_lsn), seg_size) if exists and restart_lsn else current
+    )
     files = _streamed(server.streaming_dir)
     if not files:
         return True, "Nothing to do: the streaming directory is empty"
@@ -245,7 +258,10 @@ def reset_streaming(server: ServerConfig) -> tuple[bool, str]:
     if kind is WalKind.PARTIAL:
         (server.streaming_dir / newest).unlink()
     os.close(open_private(server.streaming_dir / f"{restart}.partial", os.O_WRONLY | os.O_CREAT))
-    return True, f"Reset: removed {newest if kind is WalKind.PARTIAL else 'nothing'}, created empty {restart}.partial"
+    return (
+        True,
+        f"Reset: removed {newest if kind is WalKind.PARTIAL else 'nothing'}, created empty {restart}.partial",
+    )
 
 
 def ensure_slot(server: ServerConfig) -> str:
@@ -257,11 +273,23 @@ def ensure_slot(server: ServerConfig) -> str:
         return f"Replication slot '{name}' already exists"
     dsn, env = replication_dsn(server)
     res = subprocess.run(
-        [binary, f"--dbname={dsn}", "--no-password", "--create-slot", "--if-not-exists", f"--slot={name}"],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            binary,
+            f"--dbname={dsn}",
+            "--no-password",
+            "--create-slot",
+            "--if-not-exists",
+            f"--slot={name}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     if res.returncode != 0:
-        raise PostgresError(f"{server.name}: cannot create slot '{name}': {mask_conninfo(res.stderr.strip())}")
+        raise PostgresError(
+            f"{server.name}: cannot create slot '{name}': {mask_conninfo(res.stderr.strip())}"
+        )
     return f"Replication slot '{name}' created"
 
 
@@ -279,10 +307,18 @@ class Supervisor:
         self.child: subprocess.Popen[str] | None = None
         self.seg_size = 0
         self.state: dict[str, Any] = {
-            "server": server.name, "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
-            "started_at": time.time(), "state": "starting", "slot": slot_name(server),
-            "child_pid": None, "child_start": None, "restarts": 0,
-            "last_exit_code": None, "last_exit_at": None, "last_message": None,
+            "server": server.name,
+            "pid": os.getpid(),
+            "pid_start": _proc_start(os.getpid()),
+            "started_at": time.time(),
+            "state": "starting",
+            "slot": slot_name(server),
+            "child_pid": None,
+            "child_start": None,
+            "restarts": 0,
+            "last_exit_code": None,
+            "last_exit_at": None,
+            "last_message": None,
         }
 
     def _save(self, **changes: Any) -> None:
@@ -300,9 +336,12 @@ class Supervisor:
         """Slot present and versions compatible; unreachable PostgreSQL is left to the restart loop."""
         try:
             with connect(self.server) as conn:
-                version_num, seg = one_row(conn, f"SELECT current_setting('server_version_num')::int, {SEGMENT_SIZE_SQL}")
+                version_num, seg = one_row(
+                    conn, f"SELECT current_setting('server_version_num')::int, {SEGMENT_SIZE_SQL}"
+                )
                 slot = conn.execute(
-                    "SELECT slot_type FROM pg_replication_slots WHERE slot_name = %s", (slot_name(self.server),)
+                    "SELECT slot_type FROM pg_replication_slots WHERE slot_name = %s",
+                    (slot_name(self.server),),
                 ).fetchone()
         except PostgresError as exc:
             _log(self.server, f"{exc}; will keep trying")
@@ -336,17 +375,27 @@ class Supervisor:
     def run_once(self) -> int:
         """Start pg_receivewal, relay its messages until it exits, return its exit code."""
         self._refresh_seg_size()
-        if self.seg_size:
-            assert self.server.streaming_dir is not None
-            if note := truncate_wrong_partial(self.server.streaming_dir, self.seg_size):
-                _log(self.server, note)
+        if self.seg_size and (
+            note := truncate_wrong_partial(self.server.streaming_dir, self.seg_size)
+        ):
+            _log(self.server, note)
         argv, env = build_command(self.server, self.binary)
         self.child = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=env, text=True, errors="replace", preexec_fn=self.preexec,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            errors="replace",
+            preexec_fn=self.preexec,
         )
-        self._save(state="running", child_pid=self.child.pid, child_start=_proc_start(self.child.pid),
-                   child_started_at=time.time())
+        self._save(
+            state="running",
+            child_pid=self.child.pid,
+            child_start=_proc_start(self.child.pid),
+            child_started_at=time.time(),
+        )
         if self.stopping:  # a signal arrived while we were starting it
             self.child.send_signal(signal.SIGINT)
         assert self.child.stderr is not None
@@ -375,14 +424,19 @@ class Supervisor:
                 started = time.monotonic()
                 code = self.run_once()
                 why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-                self._save(last_exit_code=code, last_exit_at=time.time(), child_pid=None, child_start=None)
+                self._save(
+                    last_exit_code=code, last_exit_at=time.time(), child_pid=None, child_start=None
+                )
                 if self.stopping:
                     break
                 if time.monotonic() - started >= STABLE_AFTER:
                     backoff = BACKOFF_START
                 _log(self.server, f"pg_receivewal ended ({why}); restarting in {backoff:.0f}s")
-                self._save(state="waiting", restarts=self.state["restarts"] + 1,
-                           last_message=f"pg_receivewal ended ({why})")
+                self._save(
+                    state="waiting",
+                    restarts=self.state["restarts"] + 1,
+                    last_message=f"pg_receivewal ended ({why})",
+                )
                 self._wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP)
         finally:
@@ -393,7 +447,9 @@ class Supervisor:
         return EXIT_OK
 
 
-def receive_wal(config: Config, server_name: str, create_slot: bool = False, reset: bool = False) -> int:
+def receive_wal(
+    config: Config, server_name: str, create_slot: bool = False, reset: bool = False
+) -> int:
     """``walq receive-wal``: create the slot, reset the directory, or supervise the receiver.
 
     ``--create-slot`` and ``--reset`` do their one job and return (Barman's
@@ -401,11 +457,12 @@ def receive_wal(config: Config, server_name: str, create_slot: bool = False, res
     """
     server = config.server(server_name)
     require_conninfo(server)
-    assert server.streaming_dir is not None
     try:
         makedirs_durable(server.streaming_dir)
     except OSError as exc:
-        raise ConfigError(f"servers.{server.name}.streaming_dir: cannot create {server.streaming_dir}: {exc.strerror}") from None
+        raise ConfigError(
+            f"servers.{server.name}.streaming_dir: cannot create {server.streaming_dir}: {exc.strerror}"
+        ) from None
     if create_slot:
         print(ensure_slot(server))
         return EXIT_OK

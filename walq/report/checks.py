@@ -27,7 +27,6 @@ from walq.storage import open_storage
 
 def _errors_dir_empty(server: ServerConfig) -> None:
     """Raises unless errors/ is empty or absent; an unreadable one is a failure, not "empty"."""
-    assert server.errors_dir is not None
     try:
         files = list_pending(server.errors_dir)
     except FileNotFoundError:
@@ -38,8 +37,7 @@ def _errors_dir_empty(server: ServerConfig) -> None:
         raise WalqError(f"{len(files)} file(s) in {server.errors_dir}")
 
 
-def _writable(path: Path | None) -> None:
-    assert path is not None
+def _writable(path: Path) -> None:
     makedirs_durable(path)
     probe = path / f".walq-check-{uuid.uuid4().hex}"
     os.close(open_private(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
@@ -91,8 +89,13 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
         attempt("encryption key", lambda: check_key(server))
         if not server.encryption_passphrase_command:
             results.append(CheckResult.skip("decryption", "no encryption_passphrase_command"))
-    for key in ("incoming_dir", "streaming_dir", "errors_dir"):
-        attempt(f"{key} writable", partial(_writable, getattr(server, key)))
+    dirs = {
+        "incoming_dir": server.incoming_dir,
+        "streaming_dir": server.streaming_dir,
+        "errors_dir": server.errors_dir,
+    }
+    for key, path in dirs.items():
+        attempt(f"{key} writable", partial(_writable, path))
     status = server_status(catalog, server, with_postgres=False)
     gaps = status["gaps"]
     if status["archived"] and not status["wal_segment_size"]:
@@ -101,13 +104,21 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
         results.append(CheckResult("no gaps", not gaps, describe_gaps(gaps)))
     lost = lost_wals(catalog, server.name)
     if lost:  # only ever set by `walq catalog resync`: rows whose objects vanished mid-archive
-        results.append(CheckResult("no lost WALs", False,
-                                   f"{len(lost)} lost (catalog resync), first {lost[0]}"))
+        results.append(
+            CheckResult(
+                "no lost WALs", False, f"{len(lost)} lost (catalog resync), first {lost[0]}"
+            )
+        )
     failed = status["failed"]
-    results.append(CheckResult(
-        "no failed WALs", not failed,
-        f"{len(failed)} failed, first {failed[0]['name']}: {failed[0]['error']}" if failed else "",
-    ))
+    results.append(
+        CheckResult(
+            "no failed WALs",
+            not failed,
+            f"{len(failed)} failed, first {failed[0]['name']}: {failed[0]['error']}"
+            if failed
+            else "",
+        )
+    )
     if not config.effective_lock_url:  # the fleet's Redis lock expires with its holder
         _attempt_result(results, "archiver lock", lambda: archiver_lock_check(config, server))
     attempt("errors directory empty", lambda: _errors_dir_empty(server))

@@ -49,11 +49,19 @@ def continuity(names: list[str], seg_size: int) -> Continuity:
         watermark = segnos[0]
         for prev, cur in zip(segnos, segnos[1:], strict=False):
             if cur != prev + 1:
-                gaps.append((segment_name(tli, prev + 1, seg_size), segment_name(tli, cur - 1, seg_size)))
+                gaps.append(
+                    (segment_name(tli, prev + 1, seg_size), segment_name(tli, cur - 1, seg_size))
+                )
             elif not gaps:
                 watermark = cur
-        runs.append(TimelineRun(
-            tli, segment_name(tli, segnos[0], seg_size), segment_name(tli, segnos[-1], seg_size),
-            segment_name(tli, watermark, seg_size), len(segnos), gaps,
-        ))
+        runs.append(
+            TimelineRun(
+                tli,
+                segment_name(tli, segnos[0], seg_size),
+                segment_name(tli, segnos[-1], seg_size),
+                segment_name(tli, watermark, seg_size),
+                len(segnos),
+                gaps,
+            )
+        )
     return Continuity(runs)

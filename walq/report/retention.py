@@ -37,8 +37,9 @@ def _is_backup(name: str) -> bool:
         return False
 
 
-def retention_window(server: ServerConfig, archived: list[WalRecord], watermark: str | None,
-                     expired: int) -> RetentionWindow:
+def retention_window(
+    server: ServerConfig, archived: list[WalRecord], watermark: str | None, expired: int
+) -> RetentionWindow:
     by_name = {r.name: r for r in archived}
     backups = sorted(r for r in by_name if _is_backup(r))
     usable = [b for b in backups if b[:24] in by_name]

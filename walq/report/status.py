@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Literal, NotRequired, TypedDict
 
+from walq.archive.identity import known_segment_size
 from walq.catalog import Catalog, WalState
 from walq.config import ServerConfig
 from walq.errors import WalqError
@@ -102,7 +103,8 @@ def list_pending(directory: Path) -> list[Path]:
     """The files a directory queues, sorted: dot-files and ``*.tmp`` are work in progress
     (a writer's or walq's own), not queued WAL. Raises OSError for a missing or unreadable one."""
     return sorted(
-        Path(e.path) for e in os.scandir(directory)
+        Path(e.path)
+        for e in os.scandir(directory)
         if not e.name.startswith(".") and not e.name.endswith(".tmp")
     )
 
@@ -138,7 +140,8 @@ def streaming_status(server: ServerConfig, with_postgres: bool = True) -> Stream
         "archiver_last_failed_wal": info.archiver.last_failed_wal,
         "archiver_failing": info.archiver.failing,
         "slot": {"name": slot.name, "active": slot.active, "retained_bytes": slot.retained_bytes}
-        if slot else None,
+        if slot
+        else None,
         "replication_lag_bytes": info.replication_lag_bytes,
     }
     return data
@@ -151,7 +154,7 @@ def server_status(
     archived = catalog.records(server.name, WalState.ARCHIVED)
     failed = catalog.records(server.name, WalState.FAILED)
     counts = catalog.counts(server.name)
-    seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0)
+    seg_size = known_segment_size(catalog, server)
     cont = continuity([r.name for r in archived], seg_size) if seg_size and archived else None
     last = max(archived, key=lambda r: r.archived_at or 0, default=None)
     incoming = pending_files(server.incoming_dir)
@@ -161,7 +164,13 @@ def server_status(
         "server": server.name,
         "watermark": cont.watermark if cont else None,
         "timelines": [
-            {"tli": t.tli, "first": t.first, "last": t.last, "watermark": t.watermark, "segments": t.count}
+            {
+                "tli": t.tli,
+                "first": t.first,
+                "last": t.last,
+                "watermark": t.watermark,
+                "segments": t.count,
+            }
             for t in (cont.timelines if cont else [])
         ],
         "last_archived": last.name if last else None,
@@ -178,9 +187,10 @@ def server_status(
             "last_hour": sum(1 for r in archived if (r.archived_at or 0) > now - 3600),
         },
         "system_identifier": catalog.get_meta(server.name, "system_identifier"),
-        "wal_segment_size": seg_size or None,
+        "wal_segment_size": seg_size,
         "storage_url": server.storage_url,
-        "retention": retention_window(server, archived, cont.watermark if cont else None,
-                                      counts.get("expired", 0)),
+        "retention": retention_window(
+            server, archived, cont.watermark if cont else None, counts.get("expired", 0)
+        ),
         **streaming_status(server, with_postgres),
     }

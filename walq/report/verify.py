@@ -9,11 +9,12 @@ continuity is checked from the oldest kept segment. Reads run on a few threads (
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from walq.archive.identity import known_segment_size
 from walq.catalog import Catalog, WalState
+from walq.chunks import Checksum
 from walq.config import ServerConfig
 from walq.errors import WalqError
 from walq.report.continuity import continuity
@@ -32,7 +33,9 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(server: ServerConfig, catalog: Catalog, storage: Storage, threads: int = 4) -> VerifyReport:
+def verify(
+    server: ServerConfig, catalog: Catalog, storage: Storage, threads: int = 4
+) -> VerifyReport:
     report = VerifyReport(server.name)
     records = {r.name: r for r in catalog.records(server.name, WalState.ARCHIVED)}
     objects = {o.name: o for o in storage.list()}
@@ -46,26 +49,34 @@ def verify(server: ServerConfig, catalog: Catalog, storage: Storage, threads: in
     expired = {r.name for r in catalog.records(server.name, WalState.EXPIRED)}
     for name in sorted(set(objects) - set(records)):
         if name in expired:
-            report.problems.append(f"{name}: expired but still in storage (an interrupted expiry: "
-                                   "run walq expire again)")
+            report.problems.append(
+                f"{name}: expired but still in storage (an interrupted expiry: "
+                "run walq expire again)"
+            )
         else:
             report.problems.append(f"{name}: in storage but not in the catalog")
 
     def check(obj: StoredObject) -> str | None:
         rec = records[obj.name]
-        hasher = hashlib.sha256()
-        size = 0
         try:
-            for piece in plain_chunks(storage, obj, server, codec=rec.codec, encrypted=rec.encryption == "gpg",
-                                      limit=rec.size or None):
-                hasher.update(piece)
-                size += len(piece)
+            summed = Checksum().of(
+                plain_chunks(
+                    storage,
+                    obj,
+                    server,
+                    codec=rec.codec,
+                    encrypted=rec.encryption == "gpg",
+                    limit=rec.size or None,
+                )
+            )
         except (WalqError, OSError, ValueError) as exc:
             return f"{obj.name}: cannot be read back: {exc}"
         except Exception as exc:  # codec libraries raise their own types on corruption
             return f"{obj.name}: cannot be decoded: {exc}"
-        if hasher.hexdigest() != rec.checksum or size != rec.size:
-            return f"{obj.name}: checksum mismatch ({size} bytes read, catalog says {rec.size})"
+        if summed.hexdigest() != rec.checksum or summed.size != rec.size:
+            return (
+                f"{obj.name}: checksum mismatch ({summed.size} bytes read, catalog says {rec.size})"
+            )
         return None
 
     both = [objects[n] for n in sorted(set(records) & set(objects))]
@@ -74,8 +85,10 @@ def verify(server: ServerConfig, catalog: Catalog, storage: Storage, threads: in
             report.checked += 1
             if problem:
                 report.problems.append(problem)
-    seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0)
+    seg_size = known_segment_size(catalog, server)
     if seg_size and records:
         for start, end in continuity(list(records), seg_size).gaps:
-            report.problems.append(f"gap: {start}..{end} missing" if start != end else f"gap: {start} missing")
+            report.problems.append(
+                f"gap: {start}..{end} missing" if start != end else f"gap: {start} missing"
+            )
     return report

@@ -8,7 +8,6 @@ gets the bytes only after they were verified.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from walq.catalog import Catalog, WalRecord, WalState, open_catalog
+from walq.chunks import Checksum, read_chunks
 from walq.codecs import CHUNK_SIZE, DecompressionError
 from walq.config import Config, ServerConfig
 from walq.errors import (
@@ -28,7 +28,7 @@ from walq.errors import (
 )
 from walq.fsutil import open_private
 from walq.storage import Storage, StoredObject
-from walq.storage.readback import plain_chunks, read_chunks
+from walq.storage.readback import plain_chunks
 
 
 def open_catalog_for_restore(config: Config) -> Catalog | None:
@@ -76,19 +76,23 @@ def dest_error(dest: Path | str, exc: OSError) -> TransientError:
 
 
 def _copy_verified(
-    storage: Storage, obj: StoredObject, server: ServerConfig, record: WalRecord | None, out: BinaryIO, dest: Path | str
+    storage: Storage,
+    obj: StoredObject,
+    server: ServerConfig,
+    record: WalRecord | None,
+    out: BinaryIO,
+    dest: Path | str,
 ) -> None:
     """Stream the object's plain bytes into ``out``; raise IntegrityError unless they
     match the catalog's size and checksum. The catalog's size also bounds decompression."""
-    hasher = hashlib.sha256()
-    size = 0
+    summed = Checksum()
     codec = record.codec if record else None
     encrypted = (record.encryption == "gpg") if record and record.encryption else None
     limit = record.size if record is not None and record.size else None
     try:
-        for piece in plain_chunks(storage, obj, server, codec=codec, encrypted=encrypted, limit=limit):
-            hasher.update(piece)
-            size += len(piece)
+        for piece in summed.passing(
+            plain_chunks(storage, obj, server, codec=codec, encrypted=encrypted, limit=limit)
+        ):
             try:
                 out.write(piece)
             except OSError as exc:
@@ -98,15 +102,21 @@ def _copy_verified(
     except FileNotFoundError:
         raise  # the object is gone: restore_into looks it up
     except OSError as exc:
-        raise StorageError(f"{obj.name}: cannot read stored object {obj.key}: {exc.strerror or exc}") from None
+        raise StorageError(
+            f"{obj.name}: cannot read stored object {obj.key}: {exc.strerror or exc}"
+        ) from None
     if record is not None and record.checksum:
-        if hasher.hexdigest() != record.checksum or (record.size is not None and size != record.size):
+        if summed.hexdigest() != record.checksum or (
+            record.size is not None and summed.size != record.size
+        ):
             raise IntegrityError(
                 f"{obj.name}: restored bytes do not match the archived checksum "
-                f"({size} bytes, sha256 {hasher.hexdigest()[:12]}… vs {record.checksum[:12]}…)"
+                f"({summed.size} bytes, sha256 {summed.hexdigest()[:12]}… vs {record.checksum[:12]}…)"
             )
     else:
-        print(f"walq: warning: {obj.name} has no catalog checksum; served unverified", file=sys.stderr)
+        print(
+            f"walq: warning: {obj.name} has no catalog checksum; served unverified", file=sys.stderr
+        )
 
 
 def write_verified(
@@ -126,7 +136,9 @@ def write_verified(
         raise ConfigError(f"destination {dest} is a directory")
     tmp = dest.with_name(f".{dest.name}.walq-{os.getpid()}")
     try:
-        tmp.unlink(missing_ok=True)  # a killed call's leftover under a reused pid: new file, walq's mode
+        tmp.unlink(
+            missing_ok=True
+        )  # a killed call's leftover under a reused pid: new file, walq's mode
         out = os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb")
     except OSError as exc:
         raise dest_error(dest, exc) from None
@@ -155,7 +167,9 @@ def to_stdout(src: BinaryIO) -> None:
     out.flush()
 
 
-def restore_into(storage: Storage, server: ServerConfig, record: WalRecord | None, name: str, dest: Path) -> bool:
+def restore_into(
+    storage: Storage, server: ServerConfig, record: WalRecord | None, name: str, dest: Path
+) -> bool:
     """Restore ``name`` into ``dest``; False when the archive does not hold it.
 
     An archived catalog row names the object's key, so the object is read
@@ -165,8 +179,13 @@ def restore_into(storage: Storage, server: ServerConfig, record: WalRecord | Non
     """
     if record is not None and record.storage_key and record.state is WalState.ARCHIVED:
         storage.validate_key(name, record.storage_key)  # a forged row is refused, not served
-        known = StoredObject(name, record.storage_key, record.stored_size or 0, record.codec,
-                             record.encryption == "gpg" if record.encryption else None)
+        known = StoredObject(
+            name,
+            record.storage_key,
+            record.stored_size or 0,
+            record.codec,
+            record.encryption == "gpg" if record.encryption else None,
+        )
         try:
             write_verified(storage, known, server, record, dest)
             return True
@@ -179,7 +198,9 @@ def restore_into(storage: Storage, server: ServerConfig, record: WalRecord | Non
     return True
 
 
-def fetch_into(storage: Storage, server: ServerConfig, record: WalRecord | None, name: str, spool: Path) -> str:
+def fetch_into(
+    storage: Storage, server: ServerConfig, record: WalRecord | None, name: str, spool: Path
+) -> str:
     """The prefetcher's unit of work: restore ``name`` into the spool; 'ok', 'absent' or 'failed'."""
     try:
         return "ok" if restore_into(storage, server, record, name, spool / name) else "absent"

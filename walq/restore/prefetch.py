@@ -32,6 +32,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from walq.archive.identity import known_segment_size
 from walq.catalog import Catalog
 from walq.config import Config, ServerConfig, load_config
 from walq.errors import WalqError
@@ -74,8 +75,15 @@ def stop(spool: Path) -> None:
             os.kill(pid, signal.SIGTERM)
 
 
-def start(config: Config, server: ServerConfig, after: str, count: int, storage: Storage | None = None,
-          *, replace: bool = False) -> None:
+def start(
+    config: Config,
+    server: ServerConfig,
+    after: str,
+    count: int,
+    storage: Storage | None = None,
+    *,
+    replace: bool = False,
+) -> None:
     """Fork a detached prefetcher that restores the ``count`` segments after ``after``.
 
     The caller returns to PostgreSQL at once; the child reuses this process's
@@ -88,7 +96,10 @@ def start(config: Config, server: ServerConfig, after: str, count: int, storage:
     try:
         make_owned_dir(spool, restore_spool_leftover)
     except OSError as exc:
-        print(f"walq: warning: prefetch disabled, cannot create {spool}: {exc.strerror}", file=sys.stderr)
+        print(
+            f"walq: warning: prefetch disabled, cannot create {spool}: {exc.strerror}",
+            file=sys.stderr,
+        )
         return
     except WalqError as exc:  # not walq's directory: never trimmed, so never prefetched into
         print(f"walq: warning: prefetch disabled: {exc}", file=sys.stderr)
@@ -104,7 +115,7 @@ def start(config: Config, server: ServerConfig, after: str, count: int, storage:
         return
     try:
         run(config, server, after, count, storage)
-    except BaseException as exc:  # noqa: BLE001 - a daemon reports, it never returns into the CLI
+    except BaseException as exc:  # a daemon reports, it never returns into the CLI
         print(f"walq: prefetcher for {server.name} stopped: {exc}", file=sys.stderr)
         os._exit(1)
     os._exit(0)
@@ -149,7 +160,9 @@ def _remove_stale(spool: Path, keep: set[str]) -> None:
                 os.unlink(entry.path)
 
 
-def run(config: Config, server: ServerConfig, after: str, count: int, storage: Storage | None = None) -> None:
+def run(
+    config: Config, server: ServerConfig, after: str, count: int, storage: Storage | None = None
+) -> None:
     """The prefetcher's loop (in the forked or spawned process)."""
     count = min(count, MAX_PREFETCH)  # the CLI refuses more; the window's memory grows with it
     spool = make_owned_dir(spool_dir(config, server), restore_spool_leftover)
@@ -161,8 +174,8 @@ def run(config: Config, server: ServerConfig, after: str, count: int, storage: S
         os.nice(NICENESS)  # recovery's own calls come first; prefetching fills the gaps
     catalog = open_catalog_for_restore(config)
     try:
-        seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0) if catalog else 0
-        if not seg_size:
+        seg_size = known_segment_size(catalog, server) if catalog else None
+        if catalog is None or not seg_size:
             return
         window: list[str] = []
         cursor = after
@@ -181,8 +194,16 @@ def run(config: Config, server: ServerConfig, after: str, count: int, storage: S
         os.close(lock_fd)
 
 
-def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Storage, spool: Path,
-          after: str, count: int, seg_size: int) -> None:
+def _loop(
+    config: Config,
+    server: ServerConfig,
+    catalog: Catalog,
+    storage: Storage,
+    spool: Path,
+    after: str,
+    count: int,
+    seg_size: int,
+) -> None:
     planned: deque[str] = deque()  # fetched or in flight, not yet taken by recovery
     running: dict[Future[str], str] = {}
     cursor = after
@@ -201,7 +222,9 @@ def _loop(config: Config, server: ServerConfig, catalog: Catalog, storage: Stora
                 planned.append(cursor)
                 if not (spool / cursor).is_file():
                     record = catalog.get(server.name, cursor)
-                    running[pool.submit(fetch_into, storage, server, record, cursor, spool)] = cursor
+                    running[pool.submit(fetch_into, storage, server, record, cursor, spool)] = (
+                        cursor
+                    )
                     submitted = True
             if submitted:
                 _publish(spool, list(running.values()))

@@ -18,8 +18,12 @@ LOCK_NAME = ".prefetch.lock"
 INFLIGHT_NAME = ".prefetch.inflight"
 END_NAME = ".prefetch.end"
 LOG_NAME = ".prefetch.log"
-MAX_PREFETCH = 256  # segments ahead: a window, a deque and a spool file each; beyond this only memory grows
-POLL_SECONDS = 0.01  # how often the prefetcher looks for consumed files, and a waiting call for its file
+MAX_PREFETCH = (
+    256  # segments ahead: a window, a deque and a spool file each; beyond this only memory grows
+)
+POLL_SECONDS = (
+    0.01  # how often the prefetcher looks for consumed files, and a waiting call for its file
+)
 
 
 def parse_prefetch(text: str) -> int:
@@ -56,7 +60,9 @@ def inflight(spool: str | os.PathLike[str]) -> set[str]:
         return set()
 
 
-def wait_for_inflight(spool: str | os.PathLike[str], name: str, deadline_seconds: float = 120.0) -> bool:
+def wait_for_inflight(
+    spool: str | os.PathLike[str], name: str, deadline_seconds: float = 120.0
+) -> bool:
     """If the prefetcher is fetching ``name``, say so and wait until it lands.
 
     True once ``name`` is in the spool; False when it is not being fetched,

@@ -22,12 +22,17 @@ _HEX_UPPER = frozenset("0123456789ABCDEF")
 
 
 def _is_server_name(s: str) -> bool:
-    return 0 < len(s) <= 63 and s[0].isalnum() and s.isascii() and set(s) <= _NAME_CHARS and ".." not in s
+    return (
+        0 < len(s) <= 63
+        and s[0].isalnum()
+        and s.isascii()
+        and set(s) <= _NAME_CHARS
+        and ".." not in s
+    )
 
 
 def _is_segment_name(s: str) -> bool:
     return len(s) == 24 and set(s) <= _HEX_UPPER
-
 
 
 def _is_replaceable(dest: str) -> bool:
@@ -179,7 +184,18 @@ def _keep_prefetching(spool: str, config_path: str, server: str, wal: str, count
         return
     if detach(spool):
         try:
-            os.execv(sys.executable, [sys.executable, "-m", "walq.restore.prefetch", "--config", config_path,
-                                      server, wal, str(count)])
+            os.execv(
+                sys.executable,
+                [
+                    sys.executable,
+                    "-m",
+                    "walq.restore.prefetch",
+                    "--config",
+                    config_path,
+                    server,
+                    wal,
+                    str(count),
+                ],
+            )
         finally:
             os._exit(1)

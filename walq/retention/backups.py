@@ -153,7 +153,9 @@ def parse_backup_history(name: str, content: bytes, zone: tzinfo | None = None) 
     if wal.kind is not WalKind.BACKUP:
         raise BackupParseError(f"{clip(name)} is not a backup history file name")
     if len(content) > MAX_TEXT_SIZE:
-        raise BackupParseError(f"{name}: {len(content)} bytes is too large for a backup history file")
+        raise BackupParseError(
+            f"{name}: {len(content)} bytes is too large for a backup history file"
+        )
     try:
         validate_backup_label(content)
     except WalqError as exc:
@@ -172,7 +174,9 @@ def parse_backup_history(name: str, content: bytes, zone: tzinfo | None = None) 
     start_lsn, start_wal = _location("START WAL LOCATION", fields["START WAL LOCATION"])
     stop_lsn, stop_wal = _location("STOP WAL LOCATION", fields["STOP WAL LOCATION"])
     if start_wal != wal.segment.upper():
-        raise BackupParseError(f"{name}: START WAL LOCATION names file {start_wal}, not its own segment")
+        raise BackupParseError(
+            f"{name}: START WAL LOCATION names file {start_wal}, not its own segment"
+        )
     if stop_lsn < start_lsn:
         raise BackupParseError(f"{name}: STOP WAL LOCATION is before START WAL LOCATION")
     timeline = _timeline(name, fields.get("START TIMELINE"), start_wal)
@@ -193,7 +197,9 @@ def parse_backup_history(name: str, content: bytes, zone: tzinfo | None = None) 
 
 def _timeline(name: str, value: str | None, wal: str) -> int:
     tli = int(wal[:8], 16)
-    if value is not None and (not value.strip().isascii() or not value.strip().isdigit() or int(value) != tli):
+    if value is not None and (
+        not value.strip().isascii() or not value.strip().isdigit() or int(value) != tli
+    ):
         raise BackupParseError(f"{name}: timeline {clip(value)} does not match file {wal}")
     return tli
 
@@ -207,7 +213,9 @@ def _barman_time(backup_id: str, key: str, value: str | None) -> datetime | None
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
-        raise BackupParseError(f"backup {clip(backup_id)}: {key} is not a time: {clip(value)}") from None
+        raise BackupParseError(
+            f"backup {clip(backup_id)}: {key} is not a time: {clip(value)}"
+        ) from None
     return dt if dt.tzinfo else dt.astimezone()  # Barman reads naive times as local
 
 
@@ -218,14 +226,16 @@ def _barman_label(backup_id: str, value: str | None) -> str | None:
     try:
         text = ast.literal_eval(value)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
-        raise BackupParseError(f"backup {clip(backup_id)}: backup_label is not a string literal") from None
+        raise BackupParseError(
+            f"backup {clip(backup_id)}: backup_label is not a string literal"
+        ) from None
     if not isinstance(text, str | bytes):
         raise BackupParseError(f"backup {clip(backup_id)}: backup_label is not a string literal")
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     for line in text.splitlines():
         if line.startswith("LABEL: "):
-            return line[len("LABEL: "):]
+            return line[len("LABEL: ") :]
     return None
 
 
@@ -247,7 +257,9 @@ def parse_barman_info(backup_id: str, content: bytes) -> BackupInfo:
             continue
         key, sep, value = line.partition("=")
         if not sep:
-            raise BackupParseError(f"backup {clip(backup_id)}: invalid backup.info line {clip(line.strip())}")
+            raise BackupParseError(
+                f"backup {clip(backup_id)}: invalid backup.info line {clip(line.strip())}"
+            )
         value = value.strip()
         values[key.strip()] = None if value == "None" else value
     status = values.get("status") or "EMPTY"
@@ -322,9 +334,15 @@ def read_barman_backup_infos(server_dir: str) -> list[tuple[str, bytes]]:
     are not followed."""
     found: dict[str, bytes] = {}
     for backup_id, path in [
-        *((d, os.path.join(server_dir, "base", d, "backup.info")) for d in _listdir(os.path.join(server_dir, "base"))),
-        *((f[: -len("-backup.info")], os.path.join(server_dir, "meta", f))
-          for f in _listdir(os.path.join(server_dir, "meta")) if f.endswith("-backup.info") and len(f) > 12),
+        *(
+            (d, os.path.join(server_dir, "base", d, "backup.info"))
+            for d in _listdir(os.path.join(server_dir, "base"))
+        ),
+        *(
+            (f[: -len("-backup.info")], os.path.join(server_dir, "meta", f))
+            for f in _listdir(os.path.join(server_dir, "meta"))
+            if f.endswith("-backup.info") and len(f) > 12
+        ),
     ]:
         if os.path.islink(path) or not os.path.isfile(path):
             continue
@@ -383,4 +401,6 @@ def known_backups(
             problems.append(str(exc))
     merged = barman + [w for w in walq if not any(b.same_backup(w) for b in barman)]
     done = tuple(replace(b, complete=_is_complete(b, archived, seg_size)) for b in merged)
-    return BackupDiscovery(tuple(sorted(done, key=lambda b: (b.start_lsn, b.timeline, b.name))), tuple(problems))
+    return BackupDiscovery(
+        tuple(sorted(done, key=lambda b: (b.start_lsn, b.timeline, b.name))), tuple(problems)
+    )

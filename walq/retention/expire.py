@@ -75,19 +75,36 @@ class _Archive:
         self.server = server
         self.storage = storage
         rows = catalog.records(server.name)
-        self.archived: dict[str, WalRecord] = {r.name: r for r in rows if r.state is WalState.ARCHIVED}
-        self.expired: dict[str, WalRecord] = {r.name: r for r in rows if r.state is WalState.EXPIRED}
+        self.archived: dict[str, WalRecord] = {
+            r.name: r for r in rows if r.state is WalState.ARCHIVED
+        }
+        self.expired: dict[str, WalRecord] = {
+            r.name: r for r in rows if r.state is WalState.EXPIRED
+        }
         self.seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0) or None
 
     @staticmethod
     def obj(rec: WalRecord) -> StoredObject:
-        return StoredObject(rec.name, rec.storage_key or "", rec.stored_size or 0, rec.codec,
-                            None if rec.encryption is None else rec.encryption == "gpg")
+        return StoredObject(
+            rec.name,
+            rec.storage_key or "",
+            rec.stored_size or 0,
+            rec.codec,
+            None if rec.encryption is None else rec.encryption == "gpg",
+        )
 
     def read(self, name: str) -> bytes:
         rec = self.archived[name]
-        return b"".join(plain_chunks(self.storage, self.obj(rec), self.server, codec=rec.codec,
-                                     encrypted=rec.encryption == "gpg", limit=rec.size or None))
+        return b"".join(
+            plain_chunks(
+                self.storage,
+                self.obj(rec),
+                self.server,
+                codec=rec.codec,
+                encrypted=rec.encryption == "gpg",
+                limit=rec.size or None,
+            )
+        )
 
     def leftovers(self) -> list[StoredObject]:
         """Objects of rows already expired that storage still holds (a run that died)."""
@@ -125,7 +142,9 @@ def _with_lock(config: Config, server: str, work: Callable[[int | None], None]) 
         lock.release()
 
 
-def _apply(catalog: Catalog, archive: _Archive, result: ExpiryResult, reason: str, fence: int | None) -> None:
+def _apply(
+    catalog: Catalog, archive: _Archive, result: ExpiryResult, reason: str, fence: int | None
+) -> None:
     """Steps a, b, c (module doc), after finishing what an earlier run left half done."""
     storage = archive.storage
     name = archive.server.name
@@ -145,8 +164,12 @@ def _apply(catalog: Catalog, archive: _Archive, result: ExpiryResult, reason: st
         storage.delete(gone)  # (c)
 
 
-def _run(config: Config, server_name: str, dry_run: bool,
-         plan_for: Callable[[_Archive, ExpiryResult], str | None]) -> ExpiryResult:
+def _run(
+    config: Config,
+    server_name: str,
+    dry_run: bool,
+    plan_for: Callable[[_Archive, ExpiryResult], str | None],
+) -> ExpiryResult:
     server = config.server(server_name)
     result = ExpiryResult(server.name, dry_run, policy=server.retention_policy)
     if dry_run and not config.catalog_url and not config.catalog_path.exists():
@@ -155,6 +178,7 @@ def _run(config: Config, server_name: str, dry_run: bool,
     catalog = open_catalog(config, readonly=dry_run)  # a dry run writes nothing, not even a schema
     storage = open_storage(server)
     try:
+
         def work(fence: int | None) -> None:
             archive = _Archive(server, catalog, storage)
             reason = plan_for(archive, result)
@@ -172,8 +196,9 @@ def _run(config: Config, server_name: str, dry_run: bool,
     return result
 
 
-def expire_server(config: Config, server_name: str, dry_run: bool = False, *,
-                  now: datetime | None = None) -> ExpiryResult:
+def expire_server(
+    config: Config, server_name: str, dry_run: bool = False, *, now: datetime | None = None
+) -> ExpiryResult:
     """Apply the server's retention_policy (nothing to do without one)."""
     server = config.server(server_name)
     if not server.retention_policy:
@@ -191,20 +216,31 @@ def expire_server(config: Config, server_name: str, dry_run: bool = False, *,
         except LineageError as exc:
             result.refused = f"cannot read the timeline history: {exc}"
             return None
-        plan = plan_expiry(policy, found.backups, archive.archived, lineage, now or datetime.now(UTC),
-                           problems=found.problems)
+        plan = plan_expiry(
+            policy,
+            found.backups,
+            archive.archived,
+            lineage,
+            now or datetime.now(UTC),
+            problems=found.problems,
+        )
         result.plan = plan
         if plan.refused is not None:
             result.refused = plan.refused.reason
             return None
-        why = "; ".join(f"timeline {d.tli} {d.reason}" for _, d in sorted(plan.timelines.items())
-                        if d.action in ("cutoff", "superseded"))
+        why = "; ".join(
+            f"timeline {d.tli} {d.reason}"
+            for _, d in sorted(plan.timelines.items())
+            if d.action in ("cutoff", "superseded")
+        )
         return f"{plan.policy}: {why}"[:1000]
 
     return _run(config, server_name, dry_run, plan_for)
 
 
-def delete_before(config: Config, server_name: str, walname: str, dry_run: bool = False) -> ExpiryResult:
+def delete_before(
+    config: Config, server_name: str, walname: str, dry_run: bool = False
+) -> ExpiryResult:
     """Every segment of WALNAME's timeline and its ancestors before WALNAME, whatever the policy."""
     config.server(server_name)
     if parse_wal_name(walname).kind is not WalKind.SEGMENT:  # WalNameError (exit 2) for a bad name

@@ -45,6 +45,7 @@ from walq.wal import WalKind, WalNameError, parse_wal_name, segment_number
 # --- retention_policy --------------------------------------------------------------------
 
 Unit = Literal["DAYS", "WEEKS", "MONTHS"]
+_UNITS: dict[str, Unit] = {"DAY": "DAYS", "WEEK": "WEEKS", "MONTH": "MONTHS"}
 _UNIT_DAYS = {"DAYS": 1, "WEEKS": 7, "MONTHS": 31}  # Barman counts a month as 31 days
 
 # Barman's own patterns (barman/retention_policies.py): case-insensitive, blanks
@@ -98,10 +99,12 @@ def parse_retention_policy(text: str) -> RetentionPolicy:
         return Redundancy(count)
     m = _WINDOW.fullmatch(text)
     if m:
-        value, unit = int(m.group(1)), f"{m.group(2).upper()}S"
+        value, unit = int(m.group(1)), _UNITS[m.group(2).upper()]
         if value < 1:
-            raise ValueError(f"retention_policy {shown}: the recovery window must be at least 1 {unit[:-1]}")
-        policy = RecoveryWindow(value, unit)  # type: ignore[arg-type]
+            raise ValueError(
+                f"retention_policy {shown}: the recovery window must be at least 1 {unit[:-1]}"
+            )
+        policy = RecoveryWindow(value, unit)
         try:
             policy.window  # noqa: B018 - an absurd length fails here, not at expiry
         except OverflowError:
@@ -230,8 +233,16 @@ def _segment_of(name: str) -> tuple[int, str] | None:
     return wal.tli, name[8:24].upper()
 
 
-def _refused(policy: object, names: Iterable[str], reason: str, **kw: object) -> ExpiryPlan:
-    return ExpiryPlan(str(policy), (), tuple(sorted(names)), refused=RetentionRefused(reason), **kw)  # type: ignore[arg-type]
+def _refused(
+    policy: object, names: Iterable[str], reason: str, incomplete: tuple[BackupInfo, ...] = ()
+) -> ExpiryPlan:
+    return ExpiryPlan(
+        str(policy),
+        (),
+        tuple(sorted(names)),
+        incomplete=incomplete,
+        refused=RetentionRefused(reason),
+    )
 
 
 def plan_expiry(
@@ -252,18 +263,31 @@ def plan_expiry(
     names = sorted(set(archived))
     backups = list(backups)
     if problems:
-        shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        shown = "; ".join(problems[:3]) + (
+            f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        )
         return _refused(policy, names, f"cannot read every backup description: {shown}")
     if not backups:
-        return _refused(policy, names, (
-            "no base backup is known (no .backup file archived, no Barman backup.info): "
-            "expiring would delete every WAL; backups taken on a standby write no .backup file"))
+        return _refused(
+            policy,
+            names,
+            (
+                "no base backup is known (no .backup file archived, no Barman backup.info): "
+                "expiring would delete every WAL; backups taken on a standby write no .backup file"
+            ),
+        )
     complete = [b for b in backups if b.complete]
     incomplete = tuple(b for b in backups if not b.complete)
     if not complete:
-        return _refused(policy, names, (
-            f"none of the {len(backups)} known backups is complete (stop WAL archived); "
-            "nothing can be expired until one is"), incomplete=incomplete)
+        return _refused(
+            policy,
+            names,
+            (
+                f"none of the {len(backups)} known backups is complete (stop WAL archived); "
+                "nothing can be expired until one is"
+            ),
+            incomplete=incomplete,
+        )
 
     ordered = lineage_order(complete, lineage)
     chosen = _retain(policy, ordered, now)
@@ -282,7 +306,9 @@ def plan_expiry(
         if tli not in decisions:
             decisions[tli] = _decide(tli, retained, lineage)
         d = decisions[tli]
-        gone = d.action == "superseded" or (d.action == "cutoff" and position < d.first_kept[8:])
+        gone = d.action == "superseded" or (
+            d.action == "cutoff" and d.first_kept is not None and position < d.first_kept[8:]
+        )
         (delete if gone else keep).append(name)
 
     deciding = {d.backup for d in decisions.values() if d.action == "cutoff"}
@@ -303,21 +329,43 @@ def _decide(tli: int, retained: list[BackupInfo], lineage: Lineage) -> TimelineD
     if on_line:
         oldest = min(on_line, key=lambda b: (b.start_wal[8:], b.name))
         first = f"{tli:08X}{oldest.start_wal[8:]}"
-        return TimelineDecision(tli, "cutoff", first, oldest.name,
-                                f"kept from {first}: the start of retained backup {oldest.name}")
+        return TimelineDecision(
+            tli,
+            "cutoff",
+            first,
+            oldest.name,
+            f"kept from {first}: the start of retained backup {oldest.name}",
+        )
     if not lineage.known(tli):
-        return TimelineDecision(tli, "unknown", None, None,
-                                f"kept whole: timeline {tli} has no history file, its ancestry is unknown")
+        return TimelineDecision(
+            tli,
+            "unknown",
+            None,
+            None,
+            f"kept whole: timeline {tli} has no history file, its ancestry is unknown",
+        )
     heirs = [b for b in retained if lineage.is_ancestor(tli, b.timeline)]
     if heirs:
-        return TimelineDecision(tli, "superseded", None, heirs[0].name,
-                                f"expired whole: retained backups start on descendants of timeline {tli}, "
-                                f"after it switched (e.g. {heirs[0].name})")
-    return TimelineDecision(tli, "unrelated", None, None,
-                            f"kept whole: no retained backup is on timeline {tli}'s line or after it")
+        return TimelineDecision(
+            tli,
+            "superseded",
+            None,
+            heirs[0].name,
+            f"expired whole: retained backups start on descendants of timeline {tli}, "
+            f"after it switched (e.g. {heirs[0].name})",
+        )
+    return TimelineDecision(
+        tli,
+        "unrelated",
+        None,
+        None,
+        f"kept whole: no retained backup is on timeline {tli}'s line or after it",
+    )
 
 
-def plan_delete_before(walname: str, archived: Iterable[str], lineage: Lineage, *, seg_size: int) -> DeletePlan:
+def plan_delete_before(
+    walname: str, archived: Iterable[str], lineage: Lineage, *, seg_size: int
+) -> DeletePlan:
     """Every file of WALNAME's timeline and of its ancestors that precedes WALNAME on
     that timeline's line (pgBackRest's archive-expire-before), whatever the policy.
 
@@ -334,14 +382,21 @@ def plan_delete_before(walname: str, archived: Iterable[str], lineage: Lineage, 
     walname = walname.upper()
     names = sorted(set(archived))
     if walname not in names:
-        return DeletePlan(walname, (), tuple(names), RetentionRefused(
-            f"{walname} is not in the archive: walq deletes only before a segment it holds"))
+        return DeletePlan(
+            walname,
+            (),
+            tuple(names),
+            RetentionRefused(
+                f"{walname} is not in the archive: walq deletes only before a segment it holds"
+            ),
+        )
     limit = segment_number(walname, seg_size)
     bounds: dict[int, int | None] = {b.tli: b.end for b in lineage.line(wal.tli)}
     notes = []
     if wal.tli != 1 and not lineage.known(wal.tli):
         notes.append(f"timeline {wal.tli} has no history file: its ancestors are unknown and kept")
-    delete, keep = [], []
+    delete: list[str] = []
+    keep: list[str] = []
     for name in names:
         seg = _segment_of(name)
         if seg is None or seg[0] not in bounds:
@@ -351,8 +406,16 @@ def plan_delete_before(walname: str, archived: Iterable[str], lineage: Lineage, 
         end = bounds[seg[0]]
         gone = n < limit and (end is None or n * seg_size < end)
         (delete if gone else keep).append(name)
-    tails = [n for n in keep if (s := _segment_of(n)) and s[0] != wal.tli and s[0] in bounds
-             and segment_number(n[:24], seg_size) < limit]
+    tails = [
+        n
+        for n in keep
+        if (s := _segment_of(n))
+        and s[0] != wal.tli
+        and s[0] in bounds
+        and segment_number(n[:24], seg_size) < limit
+    ]
     if tails:
-        notes.append(f"{len(tails)} files of ancestor timelines written after their switch point are kept")
+        notes.append(
+            f"{len(tails)} files of ancestor timelines written after their switch point are kept"
+        )
     return DeletePlan(walname, tuple(delete), tuple(keep), None, tuple(notes))

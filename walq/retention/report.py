@@ -17,10 +17,14 @@ def print_result(result: ExpiryResult, out: TextIO = sys.stdout) -> None:
         lines += [f"{s}: {note}" for note in result.notes]
     if isinstance(plan, ExpiryPlan):
         known = len(plan.retained) + len(plan.expired) + len(plan.incomplete)
-        lines.append(f"{s}: {plan.policy}: {known} base backup(s) known, {len(plan.retained)} retained, "
-                     f"{len(plan.expired)} expired, {len(plan.incomplete)} incomplete")
-        lines += [f"{s}:   retained {b.name} ({b.source}, timeline {b.timeline}, start {b.start_wal})"
-                  for b in plan.retained]
+        lines.append(
+            f"{s}: {plan.policy}: {known} base backup(s) known, {len(plan.retained)} retained, "
+            f"{len(plan.expired)} expired, {len(plan.incomplete)} incomplete"
+        )
+        lines += [
+            f"{s}:   retained {b.name} ({b.source}, timeline {b.timeline}, start {b.start_wal})"
+            for b in plan.retained
+        ]
         lines += [f"{s}:   timeline {tli}: {d.reason}" for tli, d in sorted(plan.timelines.items())]
     elif plan is not None:
         lines.append(f"{s}: delete --before {plan.before}")
@@ -34,7 +38,9 @@ def print_result(result: ExpiryResult, out: TextIO = sys.stdout) -> None:
             lines += [f"{s}: would delete {name}" for name in plan.delete]
     if result.finished:
         verb = "would finish" if result.dry_run else "finished"
-        lines.append(f"{s}: {verb} an interrupted expiry: {len(result.finished)} object(s) of expired rows")
+        lines.append(
+            f"{s}: {verb} an interrupted expiry: {len(result.finished)} object(s) of expired rows"
+        )
         if result.dry_run:
             lines += [f"{s}: would delete {name}" for name in result.finished]
     if result.xlogdb_lines:

@@ -51,7 +51,9 @@ from walq.wal import (
     validate_segment_header,
 )
 
-LOST_META = "lost_wals"  # JSON list of archived rows whose object vanished above the oldest kept segment
+LOST_META = (
+    "lost_wals"  # JSON list of archived rows whose object vanished above the oldest kept segment
+)
 
 
 @dataclass
@@ -60,7 +62,9 @@ class ResyncResult:
     dry_run: bool
     adopted: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # objects whose row is claimed/failed
+    skipped: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # objects whose row is claimed/failed
     expired: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     xlogdb_removed: int = 0
@@ -96,9 +100,12 @@ def _validate(name: str, plain: bytes, sysid: int | None, seg_size: int | None) 
         return 0, 0
     size = len(plain)
     if wal.kind is WalKind.PARTIAL and len(plain) >= LONG_HEADER_SIZE:
-        size = max(size, PageHeader.unpack(plain[:LONG_HEADER_SIZE]).seg_size)  # a partial may be short
-    hdr = validate_segment_header(plain[:LONG_HEADER_SIZE], wal, size,
-                                  expected_seg_size=seg_size, system_identifier=sysid)
+        size = max(
+            size, PageHeader.unpack(plain[:LONG_HEADER_SIZE]).seg_size
+        )  # a partial may be short
+    hdr = validate_segment_header(
+        plain[:LONG_HEADER_SIZE], wal, size, expected_seg_size=seg_size, system_identifier=sysid
+    )
     return hdr.sysid, hdr.seg_size
 
 
@@ -118,19 +125,31 @@ def resync(config: Config, server_name: str, dry_run: bool = False) -> ResyncRes
             # no catalog yet: compare with an empty one, creating nothing under home
             from walq.catalog.sqlite import SqliteCatalog
 
-            catalog: Catalog = SqliteCatalog(Path(stack.enter_context(tempfile.TemporaryDirectory())) / "empty")
+            catalog: Catalog = SqliteCatalog(
+                Path(stack.enter_context(tempfile.TemporaryDirectory())) / "empty"
+            )
         else:
             catalog = open_catalog(config, readonly=dry_run)
         stack.callback(catalog.close)
         if dry_run:
             _resync(config, server, catalog, storage, result, None)
         else:
-            _with_lock(config, server.name, lambda fence: _resync(config, server, catalog, storage, result, fence))
+            _with_lock(
+                config,
+                server.name,
+                lambda fence: _resync(config, server, catalog, storage, result, fence),
+            )
     return result
 
 
-def _resync(config: Config, server: ServerConfig, catalog: Catalog, storage: Storage,
-            result: ResyncResult, fence: int | None) -> None:
+def _resync(
+    config: Config,
+    server: ServerConfig,
+    catalog: Catalog,
+    storage: Storage,
+    result: ResyncResult,
+    fence: int | None,
+) -> None:
     dry_run = result.dry_run
     rows = {r.name: r for r in catalog.records(server.name)}
     objects = {o.name: o for o in storage.list()}
@@ -165,16 +184,24 @@ def _resync(config: Config, server: ServerConfig, catalog: Catalog, storage: Sto
         if dry_run:
             continue
         mtime = _mtime(storage, obj)
-        info = ArchivedInfo(size=len(plain), stored_size=obj.size, codec=codec,
-                            encryption="gpg" if encrypted else "none",
-                            checksum=hashlib.sha256(plain).hexdigest(), storage_key=obj.key, mtime=mtime)
+        info = ArchivedInfo(
+            size=len(plain),
+            stored_size=obj.size,
+            codec=codec,
+            encryption="gpg" if encrypted else "none",
+            checksum=hashlib.sha256(plain).hexdigest(),
+            storage_key=obj.key,
+            mtime=mtime,
+        )
         catalog.claim(server.name, name, f"resync:{storage.url}", config.claim_timeout, steal=True)
         catalog.mark_archived(server.name, name, info, fence=fence)
         if not storage.has_commit_record(name):
             storage.record_commit(obj, mtime, codec, encrypted)
 
     # 2. archived rows whose object is gone: expired below the oldest kept segment, else lost
-    missing = sorted(n for n, r in rows.items() if r.state is WalState.ARCHIVED and n not in objects)
+    missing = sorted(
+        n for n, r in rows.items() if r.state is WalState.ARCHIVED and n not in objects
+    )
     if missing and seg_size:
         lineage = _lineage(storage, server, objects)
         oldest: dict[int, int] = {}
@@ -196,9 +223,12 @@ def _resync(config: Config, server: ServerConfig, catalog: Catalog, storage: Sto
     if dry_run:
         return
     if result.expired:
-        catalog.mark_expired(server.name, result.expired,
-                             "resync: deleted outside walq, below the oldest segment kept on its timeline",
-                             fence=fence)
+        catalog.mark_expired(
+            server.name,
+            result.expired,
+            "resync: deleted outside walq, below the oldest segment kept on its timeline",
+            fence=fence,
+        )
     catalog.set_meta(server.name, LOST_META, json.dumps(result.lost))
 
     # 3. the xlogdb lists exactly what storage holds
@@ -208,8 +238,11 @@ def _resync(config: Config, server: ServerConfig, catalog: Catalog, storage: Sto
         result.xlogdb_removed = storage.rewrite_xlogdb(gone) if gone else 0  # type: ignore[attr-defined]
 
 
-def _lineage(storage: Storage, server: ServerConfig, objects: dict[str, StoredObject]) -> Lineage | None:
+def _lineage(
+    storage: Storage, server: ServerConfig, objects: dict[str, StoredObject]
+) -> Lineage | None:
     """Timeline ancestry from the stored history files; None when one cannot be read."""
+
     def read(name: str) -> bytes:
         return b"".join(plain_chunks(storage, objects[name], server))
 
@@ -240,11 +273,16 @@ def lost_wals(catalog: Catalog, server: str) -> list[str]:
 def print_resync(result: ResyncResult) -> Iterator[str]:
     s = result.server
     would = "would " if result.dry_run else ""
-    yield (f"{s}: {would}adopt {len(result.adopted)} object(s), {would}expire {len(result.expired)} row(s); "
-           f"{len(result.lost)} lost, {len(result.rejected)} refused")
+    yield (
+        f"{s}: {would}adopt {len(result.adopted)} object(s), {would}expire {len(result.expired)} row(s); "
+        f"{len(result.lost)} lost, {len(result.rejected)} refused"
+    )
     yield from (f"{s}: {would}adopt {n}" for n in result.adopted)
     yield from (f"{s}: {would}expire {n} (deleted outside walq)" for n in result.expired)
-    yield from (f"{s}: LOST {n}: the catalog has it, storage does not, and later WAL is kept" for n in result.lost)
+    yield from (
+        f"{s}: LOST {n}: the catalog has it, storage does not, and later WAL is kept"
+        for n in result.lost
+    )
     yield from (f"{s}: refused {n}: {why}" for n, why in result.rejected)
     yield from (f"{s}: skipped {n}: {why}" for n, why in result.skipped)
     if result.xlogdb_removed:

@@ -58,7 +58,9 @@ def parse_history(content: bytes | str) -> tuple[tuple[int, int], ...]:
             continue
         fields = line.split("\t", 2)
         if len(fields) < 2 or not fields[0].isascii() or not fields[0].isdigit():
-            raise LineageError(f"history line {lineno} is not 'parentTLI<TAB>switchpoint<TAB>reason'")
+            raise LineageError(
+                f"history line {lineno} is not 'parentTLI<TAB>switchpoint<TAB>reason'"
+            )
         try:
             entries.append((int(fields[0]), parse_lsn(fields[1].strip())))
         except WalqError:
@@ -94,7 +96,9 @@ class Lineage:
         last_switch = 0
         for parent, switch in entries:
             if parent in seen:
-                raise LineageError(f"history of timeline {tli} names timeline {parent} twice (a cycle)")
+                raise LineageError(
+                    f"history of timeline {tli} names timeline {parent} twice (a cycle)"
+                )
             if parent < 1:
                 raise LineageError(f"history of timeline {tli} names parent timeline {parent}")
             if switch < last_switch:

@@ -10,11 +10,11 @@ __all__ = ["PutRequest", "Storage", "StoredObject", "open_storage"]
 
 def open_storage(server: ServerConfig) -> Storage:
     """Build the backend a server's storage_url names (S3 imports boto3 lazily)."""
-    assert server.storage_url is not None
-    if server.storage_url.startswith("s3://"):
+    wals = server.local_wals_dir
+    if wals is None:  # s3://
         from walq.storage.s3 import S3Storage
 
         return S3Storage(server)
     from walq.storage.local import LocalStorage
 
-    return LocalStorage(server.local_wals_dir, server.name, server.barman_lock_directory)  # type: ignore[arg-type]
+    return LocalStorage(wals, server.name, server.barman_lock_directory)

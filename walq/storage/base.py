@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,23 @@ class StoredObject:
     size: int  # bytes as stored
     codec: str | None = None  # None when the backend cannot tell without reading
     encrypted: bool | None = None
+
+
+class ObjectStream(Protocol):
+    """What ``open`` returns: a local file or an S3 body, read in chunks, then closed."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +73,7 @@ class Storage(Protocol):
         """Store durably without ever overwriting; raise AlreadyStoredError if present."""
         ...
 
-    def open(self, obj: StoredObject) -> BinaryIO:
+    def open(self, obj: StoredObject) -> ObjectStream:
         """A binary stream of the stored bytes (``obj.key`` is validated first)."""
         ...
 

@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO
 
 from walq.errors import AlreadyStoredError, StorageError, StorageKeyError, clip
 from walq.fsutil import (
@@ -37,7 +36,7 @@ from walq.fsutil import (
     temp_leftover,
 )
 from walq.layout import STORAGE_TMP
-from walq.storage.base import PutRequest, StoredObject
+from walq.storage.base import ObjectStream, PutRequest, StoredObject
 from walq.wal import WAL_NAME_RE, WalKind, parse_wal_name
 
 HASH_DIR_RE = re.compile(r"\A[0-9A-Fa-f]{16}\Z")  # fullmatch: "$" accepts a trailing newline
@@ -54,7 +53,9 @@ class LocalStorage:
         self.xlogdb = self.root / f"{server}-xlog.db"
         # Barman's xlogdb lock (ServerXLOGDBLock: {barman_lock_directory}/.SERVER-xlogdb.lock);
         # None: only walq's own flock on the xlogdb (no Barman to agree with).
-        self.xlogdb_lock_path = Path(lock_dir) / f".{server}-xlogdb.lock" if lock_dir is not None else None
+        self.xlogdb_lock_path = (
+            Path(lock_dir) / f".{server}-xlogdb.lock" if lock_dir is not None else None
+        )
 
     def path_for(self, name: str) -> Path:
         wal = parse_wal_name(name)
@@ -76,7 +77,9 @@ class LocalStorage:
         root = os.path.realpath(self.root)
         resolved = os.path.realpath(os.path.join(root, key))
         if resolved != os.path.join(root, key):
-            raise StorageKeyError(f"storage key {key!r} of {name} resolves to {resolved}, not inside {root}")
+            raise StorageKeyError(
+                f"storage key {key!r} of {name} resolves to {resolved}, not inside {root}"
+            )
         return key
 
     def find(self, name: str) -> StoredObject | None:
@@ -106,7 +109,9 @@ class LocalStorage:
             raise
         except OSError as exc:
             raise StorageError(f"cannot write {final}: {exc.strerror or exc}") from exc
-        return StoredObject(request.name, self.key_for(request.name), size, request.codec, request.encrypted)
+        return StoredObject(
+            request.name, self.key_for(request.name), size, request.codec, request.encrypted
+        )
 
     def _stage(self, request: PutRequest) -> Path:
         """A durable copy of the payload on this file system, with the WAL's mtime and
@@ -131,10 +136,10 @@ class LocalStorage:
         os.utime(tmp, (request.mtime, request.mtime))
         return tmp
 
-    def open(self, obj: StoredObject) -> BinaryIO:
+    def open(self, obj: StoredObject) -> ObjectStream:
         self.validate_key(obj.name, obj.key)
         try:
-            return open(self.root / obj.key, "rb")  # noqa: SIM115 - caller closes
+            return open(self.root / obj.key, "rb")  # caller closes
         except FileNotFoundError:
             raise
         except OSError as exc:
@@ -147,7 +152,9 @@ class LocalStorage:
             if Path(exc.filename or "") != self.root:
                 raise StorageError(f"cannot list {exc.filename}: {exc.strerror}") from exc
         except OSError as exc:
-            raise StorageError(f"cannot list {exc.filename or self.root}: {exc.strerror or exc}") from exc
+            raise StorageError(
+                f"cannot list {exc.filename or self.root}: {exc.strerror or exc}"
+            ) from exc
 
     def _list(self) -> Iterator[StoredObject]:
         entries = sorted(os.scandir(self.root), key=lambda e: e.name)
@@ -172,7 +179,9 @@ class LocalStorage:
         try:
             fd = os.open(self.xlogdb_lock_path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StorageError(f"cannot open Barman's xlogdb lock {self.xlogdb_lock_path}: {exc.strerror}") from exc
+            raise StorageError(
+                f"cannot open Barman's xlogdb lock {self.xlogdb_lock_path}: {exc.strerror}"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -183,10 +192,14 @@ class LocalStorage:
 
     def record_commit(self, obj: StoredObject, mtime: float, codec: str, encrypted: bool) -> None:
         compression = codec if codec != "none" else "None"
-        line = f"{obj.name}\t{obj.size}\t{mtime!r}\t{compression}\t{'gpg' if encrypted else 'None'}\n"
+        line = (
+            f"{obj.name}\t{obj.size}\t{mtime!r}\t{compression}\t{'gpg' if encrypted else 'None'}\n"
+        )
         try:
             with self.xlogdb_lock():  # opened under the lock: a rewrite may have replaced the file
-                fd = os.open(self.xlogdb, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
+                fd = os.open(
+                    self.xlogdb, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode()
+                )
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                     os.write(fd, line.encode())
@@ -209,7 +222,9 @@ class LocalStorage:
                         lines = f.read().splitlines(keepends=True)
                 except FileNotFoundError:
                     return 0
-                kept = [ln for ln in lines if ln.split(b"\t", 1)[0].decode(errors="replace") not in gone]
+                kept = [
+                    ln for ln in lines if ln.split(b"\t", 1)[0].decode(errors="replace") not in gone
+                ]
                 removed = len(lines) - len(kept)
                 if not removed:
                     return 0
@@ -259,15 +274,6 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"cannot read {self.xlogdb}: {exc.strerror or exc}") from exc
 
-    def xlogdb_lines(self) -> list[list[str]]:
-        try:
-            with open(self.xlogdb) as f:
-                return [line.split() for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise StorageError(f"cannot read {self.xlogdb}: {exc.strerror or exc}") from exc
-
     def check(self) -> None:
         try:
             makedirs_durable(self.root)
@@ -276,7 +282,9 @@ class LocalStorage:
             os.close(open_private(test, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
             test.unlink()
         except OSError as exc:
-            raise StorageError(f"storage {self.root} is not writable: {exc.strerror or exc}") from exc
+            raise StorageError(
+                f"storage {self.root} is not writable: {exc.strerror or exc}"
+            ) from exc
 
     def cleanup(self) -> int:
         """Drop temp files a killed run left; only in walq's own (marked) temp dir, files only."""
@@ -284,7 +292,9 @@ class LocalStorage:
         if not tmp_dir.exists() and not tmp_dir.is_symlink():
             return 0
         if not is_owned(tmp_dir):
-            make_owned_dir(tmp_dir, temp_leftover)  # adopts an earlier walq's; refuses anything else
+            make_owned_dir(
+                tmp_dir, temp_leftover
+            )  # adopts an earlier walq's; refuses anything else
         removed = 0
         try:
             for entry in os.scandir(tmp_dir):

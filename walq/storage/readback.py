@@ -8,8 +8,8 @@ does); encryption from the catalog, else from the OpenPGP packet tag.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO
 
+from walq.chunks import read_chunks
 from walq.codecs import DETECT_BYTES, decompress_chunks, detect
 from walq.config import ServerConfig
 from walq.storage.base import Storage, StoredObject
@@ -23,15 +23,6 @@ PGP_FIRST_BYTES = {0x84, 0x85, 0xC1}
 
 def looks_encrypted(head: bytes) -> bool:
     return bool(head) and head[0] in PGP_FIRST_BYTES and detect(head[:DETECT_BYTES]) is None
-
-
-def read_chunks(stream: BinaryIO, size: int = READ_CHUNK, *, first: bytes = b"") -> Iterator[bytes]:
-    """``first`` (bytes already read, if any), then the rest of ``stream`` in pieces
-    of at most ``size`` bytes."""
-    if first:
-        yield first
-    while chunk := stream.read(size):
-        yield chunk
 
 
 def plain_chunks(
@@ -55,7 +46,7 @@ def plain_chunks(
         enc = obj.encrypted if encrypted is None else encrypted
         if enc is None:
             enc = looks_encrypted(head)
-        raw: Iterator[bytes] = read_chunks(stream, first=head)
+        raw: Iterator[bytes] = read_chunks(stream, READ_CHUNK, first=head)
         if enc:
             # imported here: only encrypted objects need gpg's plumbing
             from walq.crypto import decrypt_chunks
@@ -76,4 +67,4 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-__all__ = ["looks_encrypted", "plain_chunks", "read_chunks"]
+__all__ = ["looks_encrypted", "plain_chunks"]

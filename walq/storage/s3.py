@@ -30,30 +30,38 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from walq.chunks import read_chunks, sha256_file
 from walq.codecs import get_codec, split_extension
 from walq.config import ServerConfig
 from walq.errors import AlreadyStoredError, ConfigError, StorageError, StorageKeyError, clip
-from walq.storage.base import PutRequest, StoredObject
+from walq.storage.base import ObjectStream, PutRequest, StoredObject
 from walq.wal import WAL_NAME_RE, WalKind, parse_wal_name
 
 CHECKSUM_META = "walq-sha256"  # user metadata key (x-amz-meta-walq-sha256)
 GPG_SUFFIX = ".gpg"
 PART_SIZE = 8 << 20  # boto3's default part size, as barman-cloud uses
-READ_CHUNK = 1 << 20
 STALE_UPLOAD_SECONDS = 24 * 3600  # cleanup aborts multipart uploads older than this
 DEFAULT_MAX_ATTEMPTS = 5
 DELETE_BATCH = 1000  # S3's limit of keys per DeleteObjects request
 log = logging.getLogger(__name__)
 
 # Error codes whose server message is not echoed (may mention the identity).
-_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken",
-               "InvalidToken", "TokenRefreshRequired", "UnrecognizedClientException",
-               "403", "Forbidden"}
+_AUTH_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "UnrecognizedClientException",
+    "403",
+    "Forbidden",
+}
 _PRECONDITION = {"PreconditionFailed", "412"}
 _CONFLICT = {"ConditionalRequestConflict", "409"}
 _NOT_IMPLEMENTED = {"NotImplemented", "501"}
@@ -95,9 +103,12 @@ def get_client(endpoint_url: str | None, region: str | None, profile: str | None
             try:
                 session = botocore.session.Session(profile=profile)
                 client = session.create_client(
-                    "s3", region_name=region, endpoint_url=endpoint_url,
-                    config=Config(retries=retries, connect_timeout=5, read_timeout=60,
-                                  max_pool_connections=16),
+                    "s3",
+                    region_name=region,
+                    endpoint_url=endpoint_url,
+                    config=Config(
+                        retries=retries, connect_timeout=5, read_timeout=60, max_pool_connections=16
+                    ),
                 )
             except botocore.exceptions.BotoCoreError as exc:  # ProfileNotFound and friends
                 raise ConfigError(f"s3_profile {profile!r}: {type(exc).__name__}") from None
@@ -143,7 +154,9 @@ def _describe(exc: BaseException) -> str:
         if code in _AUTH_CODES:
             return f"{code} (HTTP {status}): the credentials were refused; check the AWS credential chain"
         if code == "NoSuchBucket":
-            return f"NoSuchBucket (HTTP {status}): the bucket does not exist (walq never creates it)"
+            return (
+                f"NoSuchBucket (HTTP {status}): the bucket does not exist (walq never creates it)"
+            )
         msg = err.get("Message")
         return f"{code} (HTTP {status})" + (f": {msg}" if msg else "")
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
@@ -165,7 +178,7 @@ def _code(exc: BaseException) -> str:
     return ""
 
 
-def _status(exc: BaseException) -> str:
+def _status(exc: BaseException | None) -> str:
     from botocore.exceptions import ClientError
 
     if isinstance(exc, ClientError):
@@ -202,7 +215,6 @@ class S3Storage:
     """Archive WAL into an S3 bucket the way barman-cloud-wal-archive lays it out."""
 
     def __init__(self, server: ServerConfig) -> None:
-        assert server.storage_url is not None
         self.server = server
         self.url = server.storage_url
         self.bucket, path = parse_s3_url(server.storage_url)
@@ -241,7 +253,7 @@ class S3Storage:
         """barman-cloud's key for ``name``: this server's wals/ prefix, the WAL's hash
         directory, the WAL's name and one codec extension, optionally ``.gpg``."""
         directory = self.dir_for(name)
-        basename = key[len(directory):] if key.startswith(directory) else ""
+        basename = key[len(directory) :] if key.startswith(directory) else ""
         stem, codec, encrypted = split_key_name(basename)
         if "/" in basename or stem != name or self.key_for(name, codec, encrypted) != key:
             raise StorageKeyError(
@@ -330,24 +342,35 @@ class S3Storage:
         try:
             parts = []
             with open(payload, "rb") as src:
-                number = 1
-                while chunk := src.read(PART_SIZE):
+                for number, chunk in enumerate(read_chunks(src, PART_SIZE), 1):
                     digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
                     with self._errors(f"upload part {number} of", key):
                         resp = client.upload_part(
-                            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                            Body=chunk, ChecksumSHA256=digest, ChecksumAlgorithm="SHA256",
+                            Bucket=self.bucket,
+                            Key=key,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            Body=chunk,
+                            ChecksumSHA256=digest,
+                            ChecksumAlgorithm="SHA256",
                         )
-                    parts.append({"PartNumber": number, "ETag": resp["ETag"],
-                                  "ChecksumSHA256": resp.get("ChecksumSHA256", digest)})
-                    number += 1
+                    parts.append(
+                        {
+                            "PartNumber": number,
+                            "ETag": resp["ETag"],
+                            "ChecksumSHA256": resp.get("ChecksumSHA256", digest),
+                        }
+                    )
             if self.find(parse_name(key)) is not None:  # a writer got there while we uploaded
                 raise AlreadyStoredError(f"{self._where(key)} already exists")
             try:
                 with self._errors("complete multipart upload of", key):
                     client.complete_multipart_upload(
-                        Bucket=self.bucket, Key=key, UploadId=upload_id,
-                        MultipartUpload={"Parts": parts}, IfNoneMatch="*",
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": parts},
+                        IfNoneMatch="*",
                     )
             except StorageError as exc:
                 cause = exc.__context__
@@ -359,7 +382,7 @@ class S3Storage:
                 client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             raise
 
-    def open(self, obj: StoredObject) -> BinaryIO:
+    def open(self, obj: StoredObject) -> ObjectStream:
         from botocore.exceptions import ClientError
 
         self.validate_key(obj.name, obj.key)
@@ -371,15 +394,17 @@ class S3Storage:
             raise StorageError(f"S3 get {self._where(obj.key)} failed: {_describe(exc)}") from None
         except Exception as exc:
             raise StorageError(f"S3 get {self._where(obj.key)} failed: {_describe(exc)}") from None
-        return _Body(resp["Body"], self._where(obj.key))  # type: ignore[return-value]
+        return _Body(resp["Body"], self._where(obj.key))
 
     def list(self) -> Iterator[StoredObject]:
         found: list[StoredObject] = []
         with self._errors("list", self.base):
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.base)
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.base
+            )
             for page in pages:
                 for item in page.get("Contents", []):
-                    rel = item["Key"][len(self.base):]
+                    rel = item["Key"][len(self.base) :]
                     parts = rel.split("/")
                     if len(parts) > 2 or (len(parts) == 2 and len(parts[0]) != 16):
                         continue
@@ -400,7 +425,7 @@ class S3Storage:
         barman-cloud does. A key the batch reports as failed is retried alone once."""
         keys = [self.validate_key(o.name, o.key) for o in objs]
         for start in range(0, len(keys), DELETE_BATCH):
-            batch = keys[start:start + DELETE_BATCH]
+            batch = keys[start : start + DELETE_BATCH]
             if self._batch_delete:
                 try:
                     failed = self._delete_batch(batch)
@@ -414,12 +439,13 @@ class S3Storage:
                 with self._errors("delete", key):
                     self.client.delete_object(Bucket=self.bucket, Key=key)
 
-    def _delete_batch(self, keys: list[str]) -> list[str]:
+    def _delete_batch(self, keys: Sequence[str]) -> Sequence[str]:
         """One DeleteObjects request; the keys it reports as not deleted (a missing key
         is deleted, for S3)."""
         with self._errors("delete objects under", self.base):
             resp = self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+            )
         return [e["Key"] for e in resp.get("Errors", []) if e.get("Code") not in _NOT_FOUND]
 
     def record_commit(self, obj: StoredObject, mtime: float, codec: str, encrypted: bool) -> None:
@@ -435,10 +461,16 @@ class S3Storage:
         with self._errors("list", self.base):
             client.list_objects_v2(Bucket=self.bucket, Prefix=self.base, MaxKeys=1)
         probe = f"{self.server_prefix}.walq-check-{uuid.uuid4().hex}"
-        sse = {k: v for k, v in self._extra_args(None).items() if k.startswith(("ServerSide", "SSE"))}
+        sse = {
+            k: v for k, v in self._extra_args(None).items() if k.startswith(("ServerSide", "SSE"))
+        }
         with self._errors("write probe", probe):  # with the SSE settings, so a KMS key is tried too
-            client.put_object(Bucket=self.bucket, Key=probe, Body=b"walq check\n", IfNoneMatch="*", **sse)
-        with suppress(Exception):  # a bucket may forbid deletes (object lock); the write proved enough
+            client.put_object(
+                Bucket=self.bucket, Key=probe, Body=b"walq check\n", IfNoneMatch="*", **sse
+            )
+        with suppress(
+            Exception
+        ):  # a bucket may forbid deletes (object lock); the write proved enough
             client.delete_object(Bucket=self.bucket, Key=probe)
 
     def cleanup(self) -> int:
@@ -485,8 +517,4 @@ def parse_name(key: str) -> str:
 
 
 def _sha256_b64(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(READ_CHUNK):
-            h.update(chunk)
-    return base64.b64encode(h.digest()).decode()
+    return base64.b64encode(sha256_file(path)).decode()
