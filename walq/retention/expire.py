@@ -43,6 +43,7 @@ from walq.retention.policy import (
 )
 from walq.retention.timelines import Lineage, LineageError
 from walq.storage import Storage, StoredObject, open_storage
+from walq.storage.local import LocalStorage
 from walq.storage.readback import plain_chunks
 from walq.wal import WalKind, parse_wal_name
 
@@ -154,9 +155,8 @@ def _apply(
         result.deleted = catalog.mark_expired(name, names, reason, fence=fence)  # (a)
         fault_point("expire-marked")
     gone = [archive.obj(archive.archived[n]) for n in names if n in archive.archived]
-    rewrite = getattr(storage, "rewrite_xlogdb", None)
-    if rewrite is not None and (gone or leftovers):
-        result.xlogdb_lines = rewrite([*archive.expired, *names])  # (b)
+    if isinstance(storage, LocalStorage) and (gone or leftovers):  # S3 has no xlogdb
+        result.xlogdb_lines = storage.rewrite_xlogdb([*archive.expired, *names])  # (b)
     if leftovers:
         storage.delete(leftovers)  # (c) for the earlier run
         result.finished = [o.name for o in leftovers]

@@ -39,6 +39,7 @@ from walq.errors import WalqError
 from walq.retention.expire import _with_lock
 from walq.retention.timelines import Lineage, LineageError
 from walq.storage import Storage, StoredObject, open_storage
+from walq.storage.local import LocalStorage
 from walq.storage.readback import READ_CHUNK, looks_encrypted, plain_chunks
 from walq.wal import (
     LONG_HEADER_SIZE,
@@ -232,10 +233,9 @@ def _resync(
     catalog.set_meta(server.name, LOST_META, json.dumps(result.lost))
 
     # 3. the xlogdb lists exactly what storage holds
-    lines = getattr(storage, "xlogdb_lines", None)
-    if lines is not None:
-        gone = {fields[0] for fields in lines() if fields and fields[0] not in objects}
-        result.xlogdb_removed = storage.rewrite_xlogdb(gone) if gone else 0  # type: ignore[attr-defined]
+    if isinstance(storage, LocalStorage):  # S3 has no xlogdb in the bucket
+        gone = {name for name in storage.xlogdb_names() if name not in objects}
+        result.xlogdb_removed = storage.rewrite_xlogdb(gone) if gone else 0
 
 
 def _lineage(
@@ -253,10 +253,9 @@ def _lineage(
 
 
 def _mtime(storage: Storage, obj: StoredObject) -> float:
-    root = getattr(storage, "root", None)
-    if root is not None:
+    if isinstance(storage, LocalStorage):
         try:
-            return os.stat(os.path.join(root, obj.key)).st_mtime
+            return os.stat(storage.root / obj.key).st_mtime
         except OSError:
             pass
     return time.time()

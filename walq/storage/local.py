@@ -18,7 +18,7 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -208,6 +208,16 @@ class LocalStorage:
                     os.close(fd)
         except OSError as exc:
             raise StorageError(f"cannot append to {self.xlogdb}: {exc.strerror}") from exc
+
+    def xlogdb_names(self) -> Sequence[str]:
+        """The WAL name of every xlogdb line, in file order (Barman's lines included)."""
+        try:
+            with open(self.xlogdb, "rb") as f:
+                return [ln.split(b"\t", 1)[0].decode(errors="replace") for ln in f if ln.strip()]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.xlogdb}: {exc.strerror or exc}") from exc
 
     def rewrite_xlogdb(self, drop: Iterable[str]) -> int:
         """Rewrite the xlogdb without the lines of ``drop``, atomically, under Barman's lock:
