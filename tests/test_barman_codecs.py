@@ -24,6 +24,7 @@ CLAIMS = {
     "3.11.1": {"xz", "zstd", "lz4", "snappy"},
     "3.13.0": {"snappy"},
     "3.14.0": set(),  # the first release that reads every walq codec
+    "3.19.1": set(),  # the version wal-reference.md describes
 }
 
 
