@@ -62,7 +62,7 @@ class BenchS3(SeaweedS3):
             f"-s3.key.file={self.key}",
         ]
 
-    def environment(self) -> dict[str, str]:
+    def server_environment(self) -> dict[str, str]:
         return dict(os.environ, WEED_S3_SSE_KEY=SSE_KEY)
 
     def start(self, timeout: float = 90) -> Self:

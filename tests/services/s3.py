@@ -116,7 +116,7 @@ class SeaweedS3:
             "-s3.iam=false",
         ]
 
-    def environment(self) -> dict[str, str]:
+    def server_environment(self) -> dict[str, str]:
         return dict(
             os.environ,
             WEED_S3_SSE_KEY=SSE_KEY,  # enables SSE-S3 (AES256)
@@ -126,7 +126,7 @@ class SeaweedS3:
 
     def start(self, timeout: float = 90) -> Self:
         cmd = self.command()
-        env = self.environment()
+        env = self.server_environment()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
