@@ -45,6 +45,18 @@ FLEET_CODECS = [("zstd", 3), ("lz4", 1)]
 LIMIT_CODECS = [("zstd", 3), ("zstd", 1), ("lz4", 1), ("gzip", 6)]
 ROW_NAMES = ("local", "pgbackrest", "fleet", "s3", "restore", "codec")
 
+# (scenario, tool): the rows the comparisons name, each with one codec.
+WALQ_ARCHIVE = ("local", "walq archive")
+BARMAN_ARCHIVE = ("local", "barman archive-wal")
+PGBR_POSIX = ("local", "pgbackrest async posix")
+CODEC_ALONE = ("limit", "codec alone")
+WALQ_FLEET = ("fleet", "walq fleet")
+WALQ_S3 = ("s3", "walq archive s3")
+PGBR_S3 = ("s3", "pgbackrest async s3")
+BARMAN_CLOUD_ARCHIVE = ("s3", "barman-cloud-wal-archive")
+WALQ_GET_WAL = ("restore", "walq get-wal --prefetch 8")
+BARMAN_CLOUD_RESTORE = ("restore", "barman-cloud-wal-restore")
+
 
 def codec_label(codec: str, level: int | None) -> str:
     return codec if level is None else f"{codec}-{level}"
@@ -162,21 +174,28 @@ class Bench:
                     f"cpu {cpu} s/seg, rss {run.sample.peak_rss / MiB:.0f} MiB"
                 )
 
+    def measure_alone(self, row: tuple[str, str], fn: object, codec: str) -> None:
+        """``measure`` for a (scenario, tool) row with nothing to alternate with."""
+        scenario, tool = row
+        self.measure(scenario, [(tool, fn)], codec)
+
     def compare(
         self,
         what: str,
-        walq: tuple[str, str, str],
-        other: tuple[str, str, str],
+        codec: str,
+        walq: tuple[str, str],
+        other: tuple[str, str],
         target: float | None,
-        label: str,
+        text: str,
     ) -> None:
+        """Claim that walq's (scenario, tool) row reaches ``target`` × the other's, for ``codec``."""
         self.comparisons.append(
             {
                 "what": what,
-                "walq": "|".join(walq),
-                "other": "|".join(other),
+                "walq": "|".join((*walq, codec)),
+                "other": "|".join((*other, codec)),
                 "target": target,
-                "label": label,
+                "label": f"{text}, {codec}",
             }
         )
 
@@ -243,58 +262,29 @@ def run_all(b: Bench, ctx: Ctx, only: set[str]) -> None:
                 )
             b.log(f"local archive, {label}: {', '.join(t for t, _ in tools)}")
             b.measure("local", tools, label)
-            b.compare(
-                "local",
-                ("local", "walq archive", label),
-                ("local", "barman archive-wal", label),
-                1.8 if codec == "zstd" else None,
-                f"walq archive vs barman archive-wal, {label}",
-            )
+            target, text = (1.8 if codec == "zstd" else None), "walq archive vs barman archive-wal"
+            b.compare("local", label, WALQ_ARCHIVE, BARMAN_ARCHIVE, target, text)
             if (codec, level) in PGBR_CODECS:
-                b.compare(
-                    "pgbackrest",
-                    ("local", "walq archive", label),
-                    ("local", "pgbackrest async posix", label),
-                    1.3,
-                    f"walq archive vs pgbackrest archive-push async (process-max=2), posix repo, {label}",
-                )
+                text = "walq archive vs pgbackrest archive-push async (process-max=2), posix repo"
+                b.compare("pgbackrest", label, WALQ_ARCHIVE, PGBR_POSIX, 1.3, text)
     if "codec" in only:
         for codec, level, label in selected(LIMIT_CODECS, a.codecs):
             b.log(f"codec alone in-process on {os.cpu_count()} cores, {label}")
-            b.measure(
-                "limit",
-                [
-                    (
-                        "codec alone",
-                        lambda c=codec, lv=level: runners.codec_limit(
-                            ctx, c, lv, os.cpu_count() or 1
-                        ),
-                    )
-                ],
+            b.measure_alone(
+                CODEC_ALONE,
+                lambda c=codec, lv=level: runners.codec_limit(ctx, c, lv, os.cpu_count() or 1),
                 label,
             )
-            b.compare(
-                "codec",
-                ("local", "walq archive", label),
-                ("limit", "codec alone", label),
-                0.7,
-                f"walq archive vs the codec alone on {os.cpu_count()} cores, {label}",
-            )
+            text = f"walq archive vs the codec alone on {os.cpu_count()} cores"
+            b.compare("codec", label, WALQ_ARCHIVE, CODEC_ALONE, 0.7, text)
     if "fleet" in only:
         for codec, level, label in selected(FLEET_CODECS, a.codecs):
             b.log(f"fleet, {label}")
-            b.measure(
-                "fleet",
-                [("walq fleet", lambda c=codec, lv=level: runners.walq_fleet(ctx, c, lv))],
-                label,
+            b.measure_alone(
+                WALQ_FLEET, lambda c=codec, lv=level: runners.walq_fleet(ctx, c, lv), label
             )
-            b.compare(
-                "fleet",
-                ("fleet", "walq fleet", label),
-                ("local", "barman archive-wal", label),
-                1.5,
-                f"walq fleet (Celery, this machine) vs barman archive-wal, {label}",
-            )
+            text = "walq fleet (Celery, this machine) vs barman archive-wal"
+            b.compare("fleet", label, WALQ_FLEET, BARMAN_ARCHIVE, 1.5, text)
     if "s3" in only:
         for codec, level, label in selected(S3_CODECS, a.codecs):
             tools = [
@@ -316,20 +306,10 @@ def run_all(b: Bench, ctx: Ctx, only: set[str]) -> None:
                 ]
             b.log(f"S3, {label}: {', '.join(t for t, _ in tools)}")
             b.measure("s3", tools, label)
-            b.compare(
-                "s3",
-                ("s3", "walq archive s3", label),
-                ("s3", "pgbackrest async s3", label),
-                2.0,
-                f"walq to S3 vs pgbackrest archive-push async to S3, {label}",
-            )
-            b.compare(
-                "s3",
-                ("s3", "walq archive s3", label),
-                ("s3", "barman-cloud-wal-archive", label),
-                20.0,
-                f"walq to S3 vs barman-cloud-wal-archive once per WAL, {label}",
-            )
+            text = "walq to S3 vs pgbackrest archive-push async to S3"
+            b.compare("s3", label, WALQ_S3, PGBR_S3, 2.0, text)
+            text = "walq to S3 vs barman-cloud-wal-archive once per WAL"
+            b.compare("s3", label, WALQ_S3, BARMAN_CLOUD_ARCHIVE, 20.0, text)
     if "restore" in only:
         codec, level = "zstd", 3
         label = codec_label(codec, level)
@@ -350,13 +330,8 @@ def run_all(b: Bench, ctx: Ctx, only: set[str]) -> None:
             b.measure("restore", tools, label)
             shutil.rmtree(str(source.extra["dir"]), ignore_errors=True)
             ctx.s3.drop_bucket(str(source.extra["bucket"]))  # type: ignore[union-attr]
-        b.compare(
-            "restore",
-            ("restore", "walq get-wal --prefetch 8", label),
-            ("restore", "barman-cloud-wal-restore", label),
-            5.0,
-            f"walq get-wal --prefetch 8 vs barman-cloud-wal-restore, once per WAL, {label}",
-        )
+        text = "walq get-wal --prefetch 8 vs barman-cloud-wal-restore, once per WAL"
+        b.compare("restore", label, WALQ_GET_WAL, BARMAN_CLOUD_RESTORE, 5.0, text)
         b.extra["python_startup_s"] = runners.python_startup(ctx)
 
 

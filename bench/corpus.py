@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 if sys.path[0] != str(REPO):  # before bench/ itself, where bench.py would shadow the package
     sys.path.insert(0, str(REPO))
 
-from tests.services.pg import Cluster, chown_postgres, wait_for  # noqa: E402
+from tests.services.pg import Cluster, chown_postgres  # noqa: E402
 
 CACHE = Path(os.environ.get("WALQ_BENCH_CACHE") or REPO / "bench" / ".cache")
 SEG_MB = 16
@@ -132,40 +132,11 @@ def make(segments: int, log=print) -> Corpus:
     try:
         cluster.pgbench_init(scale=10)
         while _count(archive) < segments + 1:
-            cluster._run(
-                [
-                    "pgbench",
-                    "-n",
-                    "-T",
-                    "15",
-                    "-c",
-                    "4",
-                    "-j",
-                    "2",
-                    "-h",
-                    str(cluster.root),
-                    "-p",
-                    str(cluster.port),
-                    "-U",
-                    "postgres",
-                    "postgres",
-                ]
-            )
+            cluster._run(cluster.pgbench_command("-n", "-T", "15", "-c", "4", "-j", "2"))
             log(f"corpus: {_count(archive)} segments archived ({time.monotonic() - started:.0f}s)")
         sysid = int(cluster.psql("SELECT system_identifier FROM pg_control_system()"))
         cluster.switch_wal()
-        wait_for(
-            lambda: (
-                int(
-                    cluster.psql(
-                        "SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'"
-                    )
-                )
-                == 0
-            ),
-            120,
-            "the corpus archiver to catch up",
-        )
+        cluster.wait_ready_drained(120, "the corpus archiver to catch up")
     finally:
         cluster.stop()
     names = sorted(p.name for p in archive.iterdir() if len(p.name) == 24)[:segments]

@@ -221,6 +221,12 @@ def barman_archive(ctx: Ctx, codec: str, level: int | None) -> Run:
     return Run("barman", n, n * ctx.corpus.seg_size, stored, m.sample())
 
 
+def _barman_cloud(ctx: Ctx, tool: str) -> list[str]:
+    """A barman-cloud command from the bench virtualenv, aimed at the benchmark's S3 server."""
+    endpoint = ctx.s3.endpoint  # type: ignore[union-attr]
+    return [str(ctx.bench_bin / tool), "--cloud-provider", "aws-s3", "--endpoint-url", endpoint]
+
+
 def barman_cloud_archive(ctx: Ctx, codec: str, level: int | None) -> Run:
     corpus = ctx.per_wal()
     d = ctx.fresh("bcloud")
@@ -230,12 +236,8 @@ def barman_cloud_archive(ctx: Ctx, codec: str, level: int | None) -> Run:
     env = ctx.s3.env()  # type: ignore[union-attr]
     flag = {"zstd": "--zstd", "lz4": "--lz4", "gzip": "--gzip", "none": None}[codec]
     base = [
-        str(ctx.bench_bin / "barman-cloud-wal-archive"),
-        "--cloud-provider",
-        "aws-s3",
-        "--endpoint-url",
-        ctx.s3.endpoint,
-        *([flag] if flag else []),  # type: ignore[union-attr]
+        *_barman_cloud(ctx, "barman-cloud-wal-archive"),
+        *([flag] if flag else []),
         *(["--compression-level", str(level)] if flag and level is not None else []),
         f"s3://{bucket}/bc",
         "pg1",
@@ -446,20 +448,17 @@ def walq_get_wal(ctx: Ctx, source: Run, prefetch: int = 8) -> Run:
     shutil.rmtree(home / "restore-spool", ignore_errors=True)
     env = ctx.s3.env()  # type: ignore[union-attr]
     cmd = [str(WALQ), "--config", str(cfg), "get-wal", "pg1"]
-    with Meter() as m:
-        for name in corpus.segments:
-            m.system(
-                [*cmd, name, str(d / "RECOVERYXLOG"), "--prefetch", str(prefetch)],
-                env=env,
-                label="walq get-wal",
-            )
-            _check_restored(d / "RECOVERYXLOG", ctx.corpus.seg_size, name)
-        m.stop_clock()
-    m.close()
-    shutil.rmtree(d, ignore_errors=True)
+    sample = _restore_each(
+        ctx,
+        corpus,
+        d,
+        lambda name, dest: [*cmd, name, str(dest), "--prefetch", str(prefetch)],
+        env,
+        "walq get-wal",
+    )
     shutil.rmtree(home / "restore-spool", ignore_errors=True)
     n = len(corpus.segments)
-    return Run("walq", n, n * corpus.seg_size, 0, m.sample(), {"prefetch": prefetch})
+    return Run("walq", n, n * corpus.seg_size, 0, sample, {"prefetch": prefetch})
 
 
 def barman_cloud_restore(ctx: Ctx, source: Run, parallel: int = 0) -> Run:
@@ -467,29 +466,42 @@ def barman_cloud_restore(ctx: Ctx, source: Run, parallel: int = 0) -> Run:
     d = ctx.fresh("bcrestore")
     env = ctx.s3.env()  # type: ignore[union-attr]
     cmd = [
-        str(ctx.bench_bin / "barman-cloud-wal-restore"),
-        "--cloud-provider",
-        "aws-s3",
-        "--endpoint-url",
-        ctx.s3.endpoint,
+        *_barman_cloud(ctx, "barman-cloud-wal-restore"),
         "--spool-dir",
-        str(d / "spool"),  # type: ignore[union-attr]
+        str(d / "spool"),
         *(["--parallel", str(parallel)] if parallel else []),
     ]
     url = f"s3://{source.extra['bucket']}/walq"
+    sample = _restore_each(
+        ctx,
+        corpus,
+        d,
+        lambda name, dest: [*cmd, url, "pg1", name, str(dest)],
+        env,
+        "barman-cloud-wal-restore",
+    )
+    n = len(corpus.segments)
+    return Run("barman-cloud", n, n * corpus.seg_size, 0, sample, {"parallel": parallel})
+
+
+def _restore_each(
+    ctx: Ctx,
+    corpus: Corpus,
+    d: Path,
+    command: Callable[[str, Path], list[str]],
+    env: dict[str, str],
+    label: str,
+) -> Sample:
+    """Run a restore_command once per WAL in order, as recovery does, into ``d``; time it,
+    check each restored file, and remove ``d``."""
     with Meter() as m:
         for name in corpus.segments:
-            m.system(
-                [*cmd, url, "pg1", name, str(d / "RECOVERYXLOG")],
-                env=env,
-                label="barman-cloud-wal-restore",
-            )
+            m.system(command(name, d / "RECOVERYXLOG"), env=env, label=label)
             _check_restored(d / "RECOVERYXLOG", ctx.corpus.seg_size, name)
         m.stop_clock()
     m.close()
     shutil.rmtree(d, ignore_errors=True)
-    n = len(corpus.segments)
-    return Run("barman-cloud", n, n * corpus.seg_size, 0, m.sample(), {"parallel": parallel})
+    return m.sample()
 
 
 def _check_restored(path: Path, size: int, name: str) -> None:

@@ -12,13 +12,10 @@ import os
 import subprocess
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Self
 
-from tests.services.pg import free_port, wait_for
-from tests.services.s3 import SSE_KEY, SeaweedS3, weed_binary
-
-if TYPE_CHECKING:
-    pass
+from tests.services.pg import free_port
+from tests.services.s3 import SSE_KEY, SeaweedS3
 
 
 class BenchS3(SeaweedS3):
@@ -54,40 +51,23 @@ class BenchS3(SeaweedS3):
             capture_output=True,
         )
 
-    def start(self, timeout: float = 90) -> BenchS3:
-        self._make_cert()
-        p = self.ports
-        cmd = [
-            weed_binary(),
-            "server",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-dir={self.data}",
-            f"-master.port={p['master']}",
-            f"-volume.port={p['volume']}",
-            f"-filer.port={p['filer']}",
-            "-s3",
-            f"-s3.port={p['s3']}",
-            f"-s3.config={self.config}",
+    volume_size_limit_mb = 512
+    volume_max = 400
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
             f"-s3.port.https={self.https_port}",
             f"-s3.cert.file={self.cert}",
             f"-s3.key.file={self.key}",
-            *(f"-{k}.port.grpc={v}" for k, v in self.grpc_ports.items()),
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=512",
-            "-volume.max=400",
-            "-s3.iam=false",
         ]
-        env = dict(os.environ, WEED_S3_SSE_KEY=SSE_KEY)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-            )
-        wait_for(
-            self._ready, timeout, f"SeaweedFS S3 on {self.endpoint} (log {self.log})", interval=0.2
-        )
-        return self
+
+    def server_environment(self) -> dict[str, str]:
+        return dict(os.environ, WEED_S3_SSE_KEY=SSE_KEY)
+
+    def start(self, timeout: float = 90) -> Self:
+        self._make_cert()
+        return super().start(timeout)
 
     def bucket(self, prefix: str = "bench") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"

@@ -16,7 +16,7 @@ import pytest
 
 from tests.services.config_file import write_walq_config
 from tests.services.homes import VENV_BIN, WalqHome
-from tests.services.pg import Cluster, chown_postgres, ensure_runnable, wait_for
+from tests.services.pg import Cluster, chown_postgres, ensure_runnable
 from tests.services.scratch import fresh_dir
 
 # The real services' fixtures (s3_server, s3_bucket, barman_cloud_restore, gpg_key, gpg_env,
@@ -74,19 +74,7 @@ def _make_corpus(root: Path, segments_wanted: int) -> tuple[list[str], int]:
         sysid = int(cluster.psql("SELECT system_identifier FROM pg_control_system()"))
         cluster.psql("CHECKPOINT")
         cluster.switch_wal()
-        # wait until the archiver has caught up with everything it was given
-        wait_for(
-            lambda: (
-                int(
-                    cluster.psql(
-                        "SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'"
-                    )
-                )
-                == 0
-            ),
-            60,
-            "the corpus archiver to catch up",
-        )
+        cluster.wait_ready_drained(60, "the corpus archiver to catch up")
     finally:
         cluster.stop()
     names = sorted(p.name for p in archive.iterdir() if len(p.name) == 24)

@@ -71,10 +71,8 @@ def test_get_wal_is_byte_identical_and_missing_is_exit_1(
 def test_corrupted_archive_copy_is_refused_by_get_wal(
     walq_home: WalqHome, wal_corpus, workdir: Path
 ) -> None:
-    name = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[:1])[0]
-    walq_home.run("archive", check=True)
-    stored = walq_home.wals() / name[:16] / name
-    stored.chmod(0o644)
+    name = wal_corpus.segments[0]
+    stored = walq_home.archive_for_tampering(wal_corpus.path(name))
     from walq.codecs import compress_chunks
 
     tampered = bytearray(wal_corpus.path(name).read_bytes())

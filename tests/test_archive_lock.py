@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.services.fleet import RedisServer
-from tests.services.homes import WALQ, WalqHome, xlogdb_names
+from tests.services.homes import WalqHome, xlogdb_names
 from tests.services.pg import wait_for
 from walq import keys
 from walq.errors import LockBusyError
@@ -54,12 +54,7 @@ def _alive(pid: int) -> bool:
 def test_kill_9_of_the_parent_alone_then_rerun_archives_everything(make_home, wal_corpus) -> None:
     home = make_home({"pg1": {"compression": "xz", "compression_level": 9}}, archive_workers=2)
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:40])
-    proc = subprocess.Popen(
-        [str(WALQ), "--config", str(home.config_path), "archive"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = home.start("archive")
     workers: set[int] = set()
     try:
         wait_for(lambda: xlogdb_names(home.wals()), 120, "the first archived WAL")

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.services.catalog_rows import archived_info
 from tests.services.fleet import fresh_schema_url
-from walq.catalog.base import TRANSITIONS, ArchivedInfo, Catalog, WalState
+from walq.catalog.base import TRANSITIONS, Catalog, WalState
 from walq.catalog.postgres import PostgresCatalog
 from walq.catalog.sqlite import SqliteCatalog
 from walq.errors import FencedError, PermanentError, TransitionError
 
 W1, W2, W3 = "000000010000000000000001", "000000010000000000000002", "000000010000000000000003"
-INFO = ArchivedInfo(
+INFO = archived_info(
     size=16,
     stored_size=8,
     codec="zstd",
-    encryption="none",
     checksum="ab" * 32,
     storage_key="0000000100000000/" + W1,
     mtime=1.5,
@@ -107,15 +107,7 @@ def test_the_allowed_transitions() -> None:
     assert issubclass(TransitionError, PermanentError)
 
 
-FORGED = ArchivedInfo(
-    size=1,
-    stored_size=1,
-    codec="none",
-    encryption="none",
-    checksum="cd" * 32,
-    storage_key="/etc/passwd",
-    mtime=9.0,
-)
+FORGED = archived_info(checksum="cd" * 32, storage_key="/etc/passwd", mtime=9.0)
 
 
 def test_commit_lands_only_on_a_claimed_row(catalog: Catalog) -> None:

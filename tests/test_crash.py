@@ -9,10 +9,9 @@ from __future__ import annotations
 import lzma
 import os
 import signal
-import subprocess
 from pathlib import Path
 
-from tests.services.homes import WALQ, WalqHome, xlogdb_names
+from tests.services.homes import WalqHome, xlogdb_names
 from tests.services.pg import wait_for
 from walq.archive.job import new_job as PrepareJob
 from walq.archive.steps import prepare
@@ -28,12 +27,7 @@ def _stored_files(home: WalqHome) -> list[Path]:
 def test_kill_9_mid_batch_then_rerun(make_home, wal_corpus) -> None:
     home = make_home({"pg1": {"compression": "xz", "compression_level": 6}}, archive_workers=2)
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:30])
-    proc = subprocess.Popen(
-        [str(WALQ), "--config", str(home.config_path), "archive"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = home.start("archive")
     try:
         wait_for(lambda: len(xlogdb_names(home.wals())) >= 4, 120, "a few commits")
     finally:

@@ -15,20 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.services.codec_tools import decompress_with_tool
 from tests.services.gpg import PASSPHRASE, GpgKey, gpg_settings
 from tests.services.homes import WalqHome
 from tests.services.s3 import Bucket, s3_settings
 from walq.catalog import open_catalog
 from walq.codecs import get_codec
 from walq.wal import parse_wal_name
-
-TOOLS = {
-    "gzip": ["gzip", "-dc"],
-    "bzip2": ["bzip2", "-dc"],
-    "xz": ["xz", "-dc"],
-    "zstd": ["zstd", "-dc"],
-    "lz4": ["lz4", "-dc"],
-}
 
 
 def sha(data: bytes) -> str:
@@ -48,9 +41,21 @@ def plain_gpg_then_tool(key: GpgKey, blob: bytes, codec: str) -> bytes:
     data = dec.stdout
     if codec == "none":
         return data
-    if shutil.which(TOOLS[codec][0]) is None:
-        pytest.skip(f"{TOOLS[codec][0]} not installed")
-    return subprocess.run(TOOLS[codec], input=data, capture_output=True, check=True).stdout
+    return decompress_with_tool(codec, data)
+
+
+def _archive_gpg_on_s3(
+    make_home, s3_bucket: Bucket, gpg_env: GpgKey, segment: Path, codec: str = "zstd"
+) -> tuple[WalqHome, str]:
+    """One WAL archived to S3 by one worker, compressed with ``codec`` then gpg-encrypted."""
+    home = make_home(
+        {"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression=codec))},
+        archive_workers=1,
+    )
+    home.incoming().mkdir(parents=True, exist_ok=True)
+    shutil.copy2(segment, home.incoming() / segment.name)
+    home.run("archive", check=True)
+    return home, segment.name
 
 
 @pytest.mark.parametrize("codec", ["zstd", "gzip"])
@@ -85,13 +90,9 @@ def test_local_gpg_bare_name_pgp_data_and_plain_gpg(
 def test_s3_gpg_key_suffix_and_plain_gpg(
     codec: str, gpg_env: GpgKey, s3_bucket: Bucket, make_home, wal_corpus, workdir: Path
 ) -> None:
-    home = make_home(
-        {"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression=codec))},
-        archive_workers=1,
+    home, name = _archive_gpg_on_s3(
+        make_home, s3_bucket, gpg_env, wal_corpus.path(wal_corpus.segments[3]), codec
     )
-    name = wal_corpus.segments[3]
-    wal_corpus.copy_into(home.incoming(), [name])
-    home.run("archive", check=True)
     key = f"fleet/pg1/wals/{parse_wal_name(name).hash_dir}/{name}{get_codec(codec).extension}.gpg"
     assert s3_bucket.object_keys() == [key]
     blob = s3_bucket.get(key)
@@ -107,13 +108,9 @@ def test_s3_encrypted_duplicate_is_judged_by_plain_checksum(
     gpg_env: GpgKey, s3_bucket: Bucket, make_home, wal_corpus
 ) -> None:
     """gpg output differs on every run; the plain sha256 still recognises the same WAL."""
-    home = make_home(
-        {"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression="zstd"))},
-        archive_workers=1,
+    home, name = _archive_gpg_on_s3(
+        make_home, s3_bucket, gpg_env, wal_corpus.path(wal_corpus.segments[4])
     )
-    name = wal_corpus.segments[4]
-    wal_corpus.copy_into(home.incoming(), [name])
-    home.run("archive", check=True)
     before = s3_bucket.object_keys()
     # Same WAL again, after a crash lost the catalog row: fresh catalog, same bucket.
     (home.home / "catalog.sqlite").unlink()
@@ -193,13 +190,9 @@ def test_barman_cloud_does_not_serve_gpg_objects(
     workdir: Path,
 ) -> None:
     """What the README says: Barman's cloud restore cannot read (and so never serves) .gpg objects."""
-    home = make_home(
-        {"pg1": s3_settings(s3_bucket, **gpg_settings(gpg_env, compression="zstd"))},
-        archive_workers=1,
+    home, name = _archive_gpg_on_s3(
+        make_home, s3_bucket, gpg_env, wal_corpus.path(wal_corpus.segments[6])
     )
-    name = wal_corpus.segments[6]
-    wal_corpus.copy_into(home.incoming(), [name])
-    home.run("archive", check=True)
     res = subprocess.run(
         [
             barman_cloud_restore,

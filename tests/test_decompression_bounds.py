@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services.homes import WALQ, WalqHome
+from tests.services.homes import WalqHome
 from walq import codecs
 from walq.catalog import open_catalog
 from walq.codecs import CHUNK_SIZE, CODEC_NAMES, CODECS, compress_chunks, decompress_chunks
@@ -99,7 +99,7 @@ def run_measured(home: WalqHome, *args: str, fsize_limit: int) -> tuple[int, str
     err_path = home.root / f"stderr-{os.getpid()}-{len(args)}"
     with open(err_path, "wb") as err, open(os.devnull, "wb") as out:
         proc = subprocess.Popen(
-            [str(WALQ), "--config", str(home.config_path), *args],
+            home.command(*args),
             stdout=out,
             stderr=err,
             preexec_fn=limit_file_size,
@@ -112,15 +112,13 @@ def run_measured(home: WalqHome, *args: str, fsize_limit: int) -> tuple[int, str
 def test_get_wal_of_a_zstd_bomb_stays_small(walq_home: WalqHome, wal_corpus, workdir: Path) -> None:
     """A 1 MiB segment's stored object replaced by 512 MiB of zeros in zstd (~16 KB):
     get-wal stops at the catalog's recorded size, writes at most that, exits 2."""
-    name = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[:1])[0]
-    walq_home.run("archive", check=True)
+    name = wal_corpus.segments[0]
+    stored = walq_home.archive_for_tampering(wal_corpus.path(name))
     catalog = open_catalog(walq_home.config)
     try:
         assert catalog.get("pg1", name).size == MiB
     finally:
         catalog.close()
-    stored = walq_home.wals() / name[:16] / name
-    stored.chmod(0o644)
     with open(stored, "wb") as f:
         for piece in compress_chunks(zeros(512), "zstd"):
             f.write(piece)
@@ -165,10 +163,8 @@ def test_get_wal_of_a_corrupt_zstd_object_is_one_line_exit_2(
     walq_home: WalqHome, wal_corpus, workdir: Path
 ) -> None:
     """A stored zstd object with a flipped header byte (ZstdError before the fix)."""
-    name = wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[:1])[0]
-    walq_home.run("archive", check=True)
-    stored = walq_home.wals() / name[:16] / name
-    stored.chmod(0o644)
+    name = wal_corpus.segments[0]
+    stored = walq_home.archive_for_tampering(wal_corpus.path(name))
     data = bytearray(stored.read_bytes())
     data[4] ^= 0xFF  # the frame header descriptor
     stored.write_bytes(bytes(data))

@@ -9,8 +9,6 @@ from pathlib import Path
 
 from tests.services.fleet import (
     celery_client,
-    fleet_settings,
-    fresh_schema_url,
 )
 from tests.services.homes import WalqHome
 from walq.archive.job import WalJob as StageArgs
@@ -40,12 +38,9 @@ def _huge_calls(home: WalqHome) -> list[tuple[str, list[object]]]:
 
 
 def test_a_20_mb_task_argument_gives_a_short_refusal(
-    make_home,
-    redis_server,
-    catalog_db,
-    fleet_factory,
+    fleet_home, redis_server, fleet_factory
 ) -> None:
-    home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
+    home = fleet_home()
     fleet = fleet_factory(home.config_path)
     worker = fleet.worker("w1")
     client = celery_client(home.config_path)

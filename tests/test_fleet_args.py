@@ -12,8 +12,6 @@ import pytest
 
 from tests.services.fleet import (
     celery_client,
-    fleet_settings,
-    fresh_schema_url,
     pending,
 )
 from walq.archive.job import WalJob as StageArgs
@@ -82,14 +80,9 @@ def _cases(home, secret: Path) -> list[tuple[str, list[object], str]]:
 
 
 def test_made_up_task_arguments_are_refused_and_touch_nothing(
-    make_home,
-    workdir: Path,
-    wal_corpus,
-    redis_server,
-    catalog_db,
-    fleet_factory,
+    fleet_home, workdir: Path, wal_corpus, fleet_factory
 ) -> None:
-    home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
+    home = fleet_home()
     secret = workdir / W
     secret.write_bytes(b"an operator's file that happens to have a WAL name")
     digest = hashlib.sha256(secret.read_bytes()).hexdigest()

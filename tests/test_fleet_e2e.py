@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 
 from tests.services.fleet import (
-    fleet_settings,
-    fresh_schema_url,
     pending,
     stored_names,
 )
@@ -20,15 +18,9 @@ from walq.catalog import WalState, open_catalog
 
 
 def test_three_workers_archive_real_wal_once_and_pitr_restores(
-    make_home,
-    cluster_factory,
-    workdir: Path,
-    redis_server,
-    catalog_db,
-    fleet_factory,
-    walq_runnable_by_postgres,
+    fleet_home, cluster_factory, workdir: Path, fleet_factory, walq_runnable_by_postgres
 ) -> None:
-    home: WalqHome = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
+    home: WalqHome = fleet_home()
     assert home.run("catalog", "init").returncode == 0
     home.give_to_postgres()  # archive_command runs as the postgres user, as in production
     fleet = fleet_factory(home.config_path)

@@ -19,24 +19,12 @@ import pytest
 
 from tests.services.fleet import (
     assert_archived_once,
-    fleet_settings,
-    fresh_schema_url,
     process_state,
     read_pid,
 )
 from tests.services.pg import wait_for
 from walq import keys
 from walq.catalog import open_catalog
-
-
-@pytest.fixture
-def fleet_home(make_home, redis_server, catalog_db):
-    def make(**overrides: object):
-        return make_home(
-            **fleet_settings(redis_server.url, fresh_schema_url(catalog_db), **overrides)
-        )
-
-    return make
 
 
 def _wait_archived(catalog, fleet, names: list[str], timeout: float = 180) -> None:
@@ -53,6 +41,15 @@ def _wait_archived(catalog, fleet, names: list[str], timeout: float = 180) -> No
         raise AssertionError(
             f"archived {len(catalog.archived_names('pg1'))}/{len(names)}\n{fleet.logs()}"
         ) from None
+
+
+def _wait_archived_once(home, fleet, names: list[str]) -> None:
+    catalog = open_catalog(home.config)
+    try:
+        _wait_archived(catalog, fleet, names)
+        assert_archived_once(home, catalog, names)
+    finally:
+        catalog.close()
 
 
 def _frozen_at(fault_dir: Path, stage: str, fleet) -> int:
@@ -82,12 +79,7 @@ def test_kill_9_in_each_stage_loses_nothing(
     pid = _frozen_at(faults, stage, fleet)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: process_state(pid) in (None, "Z"), 30, f"pid {pid} to die")
-    catalog = open_catalog(home.config)
-    try:
-        _wait_archived(catalog, fleet, names)
-        assert_archived_once(home, catalog, names)
-    finally:
-        catalog.close()
+    _wait_archived_once(home, fleet, names)
     logs = fleet.logs(tail=0)
     assert "WorkerLostError" in logs or "exited prematurely" in logs, "the kill went unnoticed"
 
@@ -110,12 +102,7 @@ def test_kill_9_of_a_whole_worker_is_recovered_by_the_scans(
     victim = next(w for w in (w1, w2) if os.getpgid(pid) == w.pid)
     os.killpg(victim.pid, signal.SIGKILL)  # main process and pool child, by process group id
     victim.popen.wait(timeout=30)
-    catalog = open_catalog(home.config)
-    try:
-        _wait_archived(catalog, fleet, names)
-        assert_archived_once(home, catalog, names)
-    finally:
-        catalog.close()
+    _wait_archived_once(home, fleet, names)
 
 
 def test_frozen_lock_holder_is_fenced_and_writes_nothing_twice(
@@ -192,12 +179,7 @@ def test_two_beats_enqueue_each_wal_once(fleet_home, wal_corpus, fleet_factory) 
             f"{beat.name} to send a scan",
         )
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:20])
-    catalog = open_catalog(home.config)
-    try:
-        _wait_archived(catalog, fleet, names)
-        assert_archived_once(home, catalog, names)
-    finally:
-        catalog.close()
+    _wait_archived_once(home, fleet, names)
     chains: dict[str, set[str]] = {}
     for match in re.finditer(
         r"walq\.compress\[pg1\.([0-9A-F]{24})\.compress\.([0-9a-f]{8})\] received",

@@ -7,32 +7,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.services.fleet import (
-    fleet_settings,
-    fresh_schema_url,
-    http,
-)
-from tests.services.homes import xlogdb_names
+from tests.services.fleet import http, wait_flower
+from tests.services.homes import WalqHome, xlogdb_names
 from tests.services.pg import free_port, wait_for
 from walq.catalog import WalState, open_catalog
 
 AUTH = "operator:s3cret-pass"
 
 
-def test_failed_wal_retried_through_flower_api_with_auth(
-    make_home,
-    workdir: Path,
-    wal_corpus,
-    redis_server,
-    catalog_db,
-    fleet_factory,
-) -> None:
+def _home_with_blocked_storage(
+    fleet_home, workdir: Path, **overrides: object
+) -> tuple[Path, WalqHome]:
+    """A fleet home whose file storage lies under a regular file: every store fails until the
+    test (the operator) removes that file."""
     blocked = workdir / "archive-volume"
     blocked.write_text("not a directory: the storage cannot be created under it\n")
-    home = make_home(
-        {"pg1": {"storage_url": f"file://{blocked}/wals"}},
-        **fleet_settings(redis_server.url, fresh_schema_url(catalog_db), task_max_retries=1),
-    )
+    return blocked, fleet_home({"pg1": {"storage_url": f"file://{blocked}/wals"}}, **overrides)
+
+
+def test_failed_wal_retried_through_flower_api_with_auth(
+    fleet_home, workdir: Path, wal_corpus, fleet_factory
+) -> None:
+    blocked, home = _home_with_blocked_storage(fleet_home, workdir, task_max_retries=1)
     wal = wal_corpus.segments[0]
     wal_corpus.copy_into(home.incoming(), [wal])
     fleet = fleet_factory(home.config_path)
@@ -40,13 +36,7 @@ def test_failed_wal_retried_through_flower_api_with_auth(
     flower = fleet.flower(port, AUTH)
     fleet.worker("w1")
     fleet.beat()
-    base = f"http://127.0.0.1:{port}"
-    wait_for(
-        lambda: http("GET", f"{base}/healthcheck")[0] == 200 or not flower.alive(),
-        60,
-        "Flower to answer",
-    )
-    assert flower.alive(), flower.output()
+    base = wait_flower(flower, port)
 
     catalog = open_catalog(home.config)
     try:
@@ -98,10 +88,8 @@ def test_failed_wal_retried_through_flower_api_with_auth(
     assert AUTH.split(":")[1] not in fleet.logs(tail=0), "the Flower password leaked into a log"
 
 
-def test_flower_refuses_to_start_without_auth(
-    make_home, redis_server, catalog_db, fleet_factory
-) -> None:
-    home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
+def test_flower_refuses_to_start_without_auth(fleet_home, fleet_factory) -> None:
+    home = fleet_home()
     fleet = fleet_factory(home.config_path)
     proc = fleet._spawn(
         "flower-open",
@@ -114,19 +102,9 @@ def test_flower_refuses_to_start_without_auth(
 
 
 def test_cli_retry_in_fleet_mode_redrives_through_the_next_scan(
-    make_home,
-    workdir: Path,
-    wal_corpus,
-    redis_server,
-    catalog_db,
-    fleet_factory,
+    fleet_home, workdir: Path, wal_corpus, fleet_factory
 ) -> None:
-    blocked = workdir / "archive-volume"
-    blocked.write_text("not a directory\n")
-    home = make_home(
-        {"pg1": {"storage_url": f"file://{blocked}/wals"}},
-        **fleet_settings(redis_server.url, fresh_schema_url(catalog_db), task_max_retries=0),
-    )
+    blocked, home = _home_with_blocked_storage(fleet_home, workdir, task_max_retries=0)
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:2])
     fleet = fleet_factory(home.config_path)
     fleet.worker("w1")

@@ -16,13 +16,12 @@ import pytest
 
 from tests.services.fleet import (
     celery_client,
-    fleet_settings,
-    fresh_schema_url,
     http,
     pending,
+    wait_flower,
 )
 from tests.services.homes import WalqHome, xlogdb_names
-from tests.services.pg import free_port, wait_for
+from tests.services.pg import free_port
 from walq.catalog import WalState, open_catalog
 from walq.fleet import stages as fleet
 from walq.storage.local import LocalStorage
@@ -69,13 +68,9 @@ def _forged_keys(wal: str) -> list[str]:
 
 
 def test_forged_commit_through_a_real_worker_touches_nothing(
-    make_home,
-    wal_corpus,
-    redis_server,
-    catalog_db,
-    fleet_factory,
+    fleet_home, wal_corpus, fleet_factory
 ) -> None:
-    home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
+    home = fleet_home()
     claimed, unclaimed = wal_corpus.segments[5], wal_corpus.segments[6]
     wal_corpus.copy_into(home.incoming(), [claimed])
     wal_corpus.copy_into(home.server_dir() / "streaming", [unclaimed])
@@ -91,13 +86,7 @@ def test_forged_commit_through_a_real_worker_touches_nothing(
         flower = fleet_proc.flower(port, AUTH)
         fleet_proc.worker("w1")  # no beat: nothing but our calls runs
         client = celery_client(home.config_path)
-        base = f"http://127.0.0.1:{port}"
-        wait_for(
-            lambda: http("GET", f"{base}/healthcheck")[0] == 200 or not flower.alive(),
-            60,
-            "Flower to answer",
-        )
-        assert flower.alive(), flower.output()
+        base = wait_flower(flower, port)
         for wal, origin in ((claimed, "incoming"), (unclaimed, "streaming")):
             for i, key in enumerate(_forged_keys(wal)):
                 forged = _forged(home, wal, origin, key)

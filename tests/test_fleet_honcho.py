@@ -14,22 +14,15 @@ from pathlib import Path
 from tests.services.fleet import (
     REPO,
     VENV_BIN,
-    fleet_settings,
-    fresh_schema_url,
 )
 from tests.services.homes import walq_command
 from tests.services.pg import free_port, wait_for
 
 
 def test_honcho_start_archives_pgbench_continuously(
-    make_home,
-    cluster_factory,
-    workdir: Path,
-    redis_server,
-    catalog_db,
-    walq_runnable_by_postgres,
+    fleet_home, cluster_factory, workdir: Path, walq_runnable_by_postgres
 ) -> None:
-    home = make_home(**fleet_settings(redis_server.url, fresh_schema_url(catalog_db)))
+    home = fleet_home()
     home.give_to_postgres()  # archive_command runs as the postgres user, as in production
     log = open(workdir / "honcho.log", "wb")  # noqa: SIM115
     env = {

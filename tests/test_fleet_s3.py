@@ -8,8 +8,6 @@ import filecmp
 from pathlib import Path
 
 from tests.services.fleet import (
-    fleet_settings,
-    fresh_schema_url,
     pending,
 )
 from tests.services.pg import wait_for
@@ -18,18 +16,9 @@ from walq.catalog import WalState, open_catalog
 
 
 def test_fleet_archives_to_s3_with_prefork_and_thread_pools(
-    make_home,
-    workdir: Path,
-    wal_corpus,
-    redis_server,
-    catalog_db,
-    fleet_factory,
-    s3_bucket: Bucket,
+    fleet_home, workdir: Path, wal_corpus, fleet_factory, s3_bucket: Bucket
 ) -> None:
-    home = make_home(
-        {"pg1": s3_settings(s3_bucket, compression="lz4")},
-        **fleet_settings(redis_server.url, fresh_schema_url(catalog_db)),
-    )
+    home = fleet_home({"pg1": s3_settings(s3_bucket, compression="lz4")})
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:10])
     fleet = fleet_factory(home.config_path)
     fleet.worker("cpu", queues="walq.scan,walq.cpu")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.services.catalog_rows import archived_info
 from tests.services.homes import WalqHome, xlogdb_names
 from tests.services.pg import wait_for
 from walq.catalog import WalState
@@ -103,17 +104,7 @@ def test_give_up_marks_failed_with_reason_and_retry_reclaims(home: WalqHome, wal
 
 
 def _info():
-    from walq.catalog import ArchivedInfo
-
-    return ArchivedInfo(
-        size=1,
-        stored_size=1,
-        codec="none",
-        encryption="none",
-        checksum="0" * 64,
-        storage_key="k",
-        mtime=time.time(),
-    )
+    return archived_info(mtime=time.time())
 
 
 def test_a_superseded_chain_stops_quietly(home: WalqHome, wal_corpus) -> None:

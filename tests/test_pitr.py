@@ -10,32 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.services.homes import WalqHome, walq_command
-from tests.services.pitr import recovered, run_archiving_primary
+from tests.services.pitr import (
+    recovered,
+    recovered_to_restore_point,
+    run_past_restore_point_and_archive,
+)
 
 
 def test_pitr_to_restore_point_and_to_end(
     walq_home: WalqHome, cluster_factory, workdir: Path, walq_runnable_by_postgres
 ) -> None:
     walq_home.run("status", as_pg=True)  # home owned by the postgres user, as in production
-    run = run_archiving_primary(
-        cluster_factory, walq_home, workdir / "base", restore_point="walq_rp1"
+    at_restore_point, at_end = run_past_restore_point_and_archive(
+        cluster_factory, walq_home, workdir / "base", "walq_rp1"
     )
-    at_restore_point, at_end = run.at_restore_point, run.at_end
-    assert at_end != at_restore_point
-
-    res = walq_home.run("archive", as_pg=True)
-    assert res.returncode == 0, res.stdout + res.stderr
     assert walq_home.run("verify", "pg1", as_pg=True).returncode == 0
 
     restore_cmd = f"'{walq_command(walq_home, 'get-wal pg1 %f %p --prefetch 4')}'"
-    with recovered(
-        workdir / "to_point",
-        workdir / "base",
-        {
-            "restore_command": restore_cmd,
-            "recovery_target_name": "'walq_rp1'",
-            "recovery_target_action": "'promote'",
-        },
+    with recovered_to_restore_point(
+        workdir / "to_point", workdir / "base", restore_cmd, "walq_rp1"
     ) as to_point:
         assert to_point.accounts_fingerprint() == at_restore_point
 

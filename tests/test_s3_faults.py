@@ -16,13 +16,12 @@ import hashlib
 import os
 import shutil
 import signal
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.services.homes import WALQ, WalqHome
+from tests.services.homes import WalqHome
 from tests.services.pg import wait_for
 from tests.services.s3 import (
     SECRET_KEY,
@@ -87,13 +86,7 @@ def test_s3_killed_mid_batch_then_restarted(
     )
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:10])
 
-    proc = subprocess.Popen(
-        [str(WALQ), "--config", str(home.config_path), "archive"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = home.start("archive", capture=True)
     try:
         wait_for(
             lambda: proc.poll() is not None or bool(bucket.object_keys()), 120, "the first upload"

@@ -17,7 +17,7 @@ import pytest
 from tests.services.gpg import make_key
 from tests.services.homes import WalqHome, walq_command
 from tests.services.pg import as_postgres, chown_postgres
-from tests.services.pitr import recovered, run_archiving_primary
+from tests.services.pitr import recovered_to_restore_point, run_past_restore_point_and_archive
 from tests.services.s3 import ACCESS_KEY, SECRET_KEY, Bucket, s3_settings
 
 
@@ -65,14 +65,9 @@ def test_pitr_from_encrypted_compressed_wal_on_s3(
     chown_postgres(workdir)
     try:
         assert home.run("check", "pg1", as_pg=True).stdout.count("OK") >= 2
-        run = run_archiving_primary(
-            cluster_factory, home, workdir / "base", restore_point="walq_s3_rp"
+        at_restore_point, at_end = run_past_restore_point_and_archive(
+            cluster_factory, home, workdir / "base", "walq_s3_rp"
         )
-        at_restore_point, at_end = run.at_restore_point, run.at_end
-        assert at_end != at_restore_point
-
-        res = home.run("archive", as_pg=True)
-        assert res.returncode == 0, res.stdout + res.stderr
         assert list(home.incoming().iterdir()) == []
         keys = s3_bucket.object_keys()
         segments = [k for k in keys if not k.endswith(".backup.zst.gpg") and ".history" not in k]
@@ -81,14 +76,8 @@ def test_pitr_from_encrypted_compressed_wal_on_s3(
         assert res.returncode == 0, res.stdout + res.stderr
 
         restore_cmd = f"'env {prefix} {walq_command(home, 'get-wal pg1 %f %p --prefetch 4')}'"
-        with recovered(
-            workdir / "to_point",
-            workdir / "base",
-            {
-                "restore_command": restore_cmd,
-                "recovery_target_name": "'walq_s3_rp'",
-                "recovery_target_action": "'promote'",
-            },
+        with recovered_to_restore_point(
+            workdir / "to_point", workdir / "base", restore_cmd, "walq_s3_rp"
         ) as to_point:
             assert to_point.accounts_fingerprint() == at_restore_point
             assert "restored log file" in to_point.log()

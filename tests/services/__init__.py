@@ -11,4 +11,6 @@ them. Helpers that test modules import:
 - ``pitr``: archiving primary, base backup, recovery through get-wal
 - ``receiver``: ``walq receive-wal`` in the background
 - ``s3``, ``gpg``, ``fleet``: SeaweedFS, a GnuPG keyring, Redis/catalog/Celery
+- ``codec_tools``: the codecs' own command-line tools (gzip -dc, zstd -dc, ...)
+- ``catalog_rows``: ``archived_info`` for tests that write catalog rows directly
 """

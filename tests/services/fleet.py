@@ -296,6 +296,19 @@ def fleet_settings(redis_url: str, catalog_url: str, **overrides: object) -> dic
 
 
 @pytest.fixture
+def fleet_home(make_home, redis_server, catalog_db):
+    """Factory: a walq home in fleet mode (session Redis, a fresh catalog schema, short timers),
+    with optional server settings and top-level overrides."""
+
+    def make(servers: dict[str, dict[str, object]] | None = None, **overrides: object):
+        return make_home(
+            servers, **fleet_settings(redis_server.url, fresh_schema_url(catalog_db), **overrides)
+        )
+
+    return make
+
+
+@pytest.fixture
 def fleet_factory(tmp_path: Path) -> Iterator:
     """Factory: a Fleet for a config file; every process it started is stopped at teardown."""
     fleets: list[Fleet] = []
@@ -352,6 +365,18 @@ def assert_archived_once(home, catalog, names: list[str], server: str = "pg1") -
     assert sorted(lines) == names, f"xlogdb lines: {len(lines)} for {len(names)} WAL"
     assert stored_names(home.wals(server)) == names
     assert pending(home.incoming(server)) == []
+
+
+def wait_flower(flower: Proc, port: int) -> str:
+    """Wait until a Flower started by ``Fleet.flower`` answers; return its base URL."""
+    base = f"http://127.0.0.1:{port}"
+    wait_for(
+        lambda: http("GET", f"{base}/healthcheck")[0] == 200 or not flower.alive(),
+        60,
+        "Flower to answer",
+    )
+    assert flower.alive(), flower.output()
+    return base
 
 
 def http(

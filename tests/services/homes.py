@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -41,6 +42,20 @@ class WalqHome:
     def wals(self, server: str = "pg1") -> Path:
         return self.home / server / "wals"
 
+    def stored(self, name: str, server: str = "pg1") -> Path:
+        """Where a local archive keeps ``name``'s object (its hash directory, the bare name)."""
+        return self.wals(server) / name[:16] / name
+
+    def archive_for_tampering(self, segment: Path, server: str = "pg1") -> Path:
+        """Archive one WAL file and return its stored object, made writable for a test to
+        corrupt."""
+        self.incoming(server).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(segment, self.incoming(server) / segment.name)
+        self.run("archive", check=True)
+        stored = self.stored(segment.name, server)
+        stored.chmod(0o644)
+        return stored
+
     def give_to_postgres(self, *servers: str) -> None:
         """Create the servers' directories now and hand the tree to the postgres user,
         so a process running as root (a worker) cannot create them first, unwritable
@@ -51,19 +66,25 @@ class WalqHome:
         (self.home / "spool").mkdir(parents=True, exist_ok=True)
         chown_postgres(self.root)
 
+    def command(self, *args: str) -> list[str]:
+        """The walq CLI command line on this installation's config."""
+        return [str(WALQ), "--config", str(self.config_path), *args]
+
+    def start(self, *args: str, capture: bool = False) -> subprocess.Popen[str]:
+        """Start the walq CLI in its own session without waiting, for a test to signal or kill
+        mid-run; with ``capture`` its stdout and stderr are piped (text), else discarded."""
+        out = subprocess.PIPE if capture else subprocess.DEVNULL
+        return subprocess.Popen(
+            self.command(*args), stdout=out, stderr=out, text=True, start_new_session=True
+        )
+
     def run(
         self, *args: str, as_pg: bool = False, check: bool = False, timeout: float = 300
     ) -> subprocess.CompletedProcess:
         """Run the walq CLI (optionally as the postgres OS user, like archive_command)."""
         if as_pg:
             chown_postgres(self.root)
-        cmd = [
-            *(as_postgres() if as_pg else []),
-            str(WALQ),
-            "--config",
-            str(self.config_path),
-            *args,
-        ]
+        cmd = [*(as_postgres() if as_pg else []), *self.command(*args)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if check and res.returncode != 0:
             raise AssertionError(

@@ -151,6 +151,14 @@ class Cluster:
     def conninfo(self) -> str:
         return f"host={self.root} port={self.port} user=postgres dbname=postgres"
 
+    def connection_args(self) -> list[str]:
+        """The client options (psql, pgbench, pg_basebackup) that reach this cluster as postgres."""
+        return ["-h", str(self.root), "-p", str(self.port), "-U", "postgres"]
+
+    def pgbench_command(self, *options: str) -> list[str]:
+        """A pgbench command line against this cluster's postgres database."""
+        return ["pgbench", *options, *self.connection_args(), "postgres"]
+
     def psql(self, sql: str, db: str = "postgres") -> str:
         out = self._run(
             [
@@ -160,12 +168,7 @@ class Cluster:
                 "-At",
                 "-v",
                 "ON_ERROR_STOP=1",
-                "-h",
-                str(self.root),
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
+                *self.connection_args(),
                 "-d",
                 db,
                 "-c",
@@ -175,41 +178,10 @@ class Cluster:
         return out.stdout.strip()
 
     def pgbench_init(self, scale: int = 1) -> None:
-        self._run(
-            [
-                "pgbench",
-                "-i",
-                "-q",
-                "-s",
-                str(scale),
-                "-h",
-                str(self.root),
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "postgres",
-            ]
-        )
+        self._run(self.pgbench_command("-i", "-q", "-s", str(scale)))
 
     def pgbench(self, transactions: int = 500, clients: int = 2) -> None:
-        self._run(
-            [
-                "pgbench",
-                "-n",
-                "-t",
-                str(transactions),
-                "-c",
-                str(clients),
-                "-h",
-                str(self.root),
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "postgres",
-            ]
-        )
+        self._run(self.pgbench_command("-n", "-t", str(transactions), "-c", str(clients)))
 
     def basebackup(self, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -217,12 +189,7 @@ class Cluster:
         self._run(
             [
                 "pg_basebackup",
-                "-h",
-                str(self.root),
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
+                *self.connection_args(),
                 "-D",
                 str(dest),
                 "-X",
@@ -272,6 +239,21 @@ class Cluster:
             ),
             timeout,
             f"{wal} to be archived",
+        )
+
+    def wait_ready_drained(self, timeout: float, what: str) -> None:
+        """Wait until the archiver has caught up with everything it was given (no .ready left)."""
+        wait_for(
+            lambda: (
+                int(
+                    self.psql(
+                        "SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'"
+                    )
+                )
+                == 0
+            ),
+            timeout,
+            what,
         )
 
     def accounts_fingerprint(self) -> tuple[int, str]:

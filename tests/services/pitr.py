@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +55,20 @@ def run_archiving_primary(
     primary.wait_archived(last_wal, timeout=archive_timeout)
     primary.stop()
     return PrimaryRun(at_restore_point, at_end, last_wal)
+
+
+def run_past_restore_point_and_archive(
+    cluster_factory, home: WalqHome, base: Path, restore_point: str
+) -> tuple[tuple[int, str], tuple[int, str]]:
+    """``run_archiving_primary`` around a named restore point, then ``walq archive`` as the
+    postgres user. Returns the data at the restore point and at the end, which differ."""
+    run = run_archiving_primary(cluster_factory, home, base, restore_point=restore_point)
+    at_restore_point, at_end = run.at_restore_point, run.at_end
+    assert at_restore_point is not None and at_end != at_restore_point
+
+    res = home.run("archive", as_pg=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return at_restore_point, at_end
 
 
 def archived_through(cluster: Cluster, name: str) -> None:
@@ -114,3 +128,18 @@ def recovered(root: Path, base: Path, conf: dict[str, str]) -> Iterator[Cluster]
         yield cluster
     finally:
         cluster.stop("immediate")
+
+
+def recovered_to_restore_point(
+    root: Path, base: Path, restore_command: str, restore_point: str
+) -> AbstractContextManager[Cluster]:
+    """``recovered`` up to a named restore point, then promoted."""
+    return recovered(
+        root,
+        base,
+        {
+            "restore_command": restore_command,
+            "recovery_target_name": f"'{restore_point}'",
+            "recovery_target_action": "'promote'",
+        },
+    )

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -88,9 +89,14 @@ class SeaweedS3:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3']}"
 
-    def start(self, timeout: float = 90) -> SeaweedS3:
+    # Sizes for many small test buckets; the benchmark (bench/services.py) wants larger volumes.
+    volume_size_limit_mb = 64
+    volume_max = 1000
+
+    def command(self) -> list[str]:
+        """The ``weed server -s3`` command line for this server's ports, data and identity."""
         p = self.ports
-        cmd = [
+        return [
             weed_binary(),
             "server",
             "-ip=127.0.0.1",
@@ -105,16 +111,22 @@ class SeaweedS3:
             *(f"-{k}.port.grpc={v}" for k, v in self.grpc_ports.items()),
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=64",
-            "-volume.max=1000",
+            f"-master.volumeSizeLimitMB={self.volume_size_limit_mb}",
+            f"-volume.max={self.volume_max}",
             "-s3.iam=false",
         ]
-        env = dict(
+
+    def server_environment(self) -> dict[str, str]:
+        return dict(
             os.environ,
             WEED_S3_SSE_KEY=SSE_KEY,  # enables SSE-S3 (AES256)
             # One volume per bucket instead of seven: a bucket per test soon exhausts -volume.max.
             WEED_MASTER_VOLUME_GROWTH_COPY_1="1",
         )
+
+    def start(self, timeout: float = 90) -> Self:
+        cmd = self.command()
+        env = self.server_environment()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
