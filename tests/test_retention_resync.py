@@ -123,3 +123,48 @@ def test_resync_refuses_an_object_that_is_not_sound_wal(make_home, wal_corpus) -
     assert f"refused {foreign}: system identifier" in res.stdout
     assert "refused 00000002.history: history line 1" in res.stdout
     assert not {segs[3], foreign, "00000002.history"} & set(rows(home))
+
+
+def test_resync_on_s3_adopts_what_barman_cloud_archived(
+    make_home, s3_bucket, barman_cloud_restore: str, wal_corpus, workdir: Path
+) -> None:
+    """barman-cloud-wal-archive (Barman 3.19) uploads into walq's prefix; an object is
+    deleted behind walq's back; resync adopts the first (codec from the key) and marks the second."""
+    from tests.services.s3 import s3_settings
+
+    home: WalqHome = make_home({"pg1": s3_settings(s3_bucket, compression="zstd")})
+    segs = wal_corpus.segments
+    wal_corpus.copy_into(home.incoming(), segs[:5])
+    assert home.run("archive").returncode == 0
+    archive_wal = Path(barman_cloud_restore).parent / "barman-cloud-wal-archive"
+    for name in segs[5:7]:
+        res = subprocess.run(
+            [
+                str(archive_wal),
+                "--endpoint-url",
+                s3_bucket.endpoint,
+                "--lz4",
+                s3_bucket.url("fleet"),
+                "pg1",
+                str(wal_corpus.path(name)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=s3_bucket.server.env(),
+        )
+        assert res.returncode == 0, res.stderr
+    first = next(k for k in s3_bucket.object_keys("fleet/") if segs[0] in k)
+    s3_bucket.server.client().delete_object(Bucket=s3_bucket.name, Key=first)
+
+    res = home.run("catalog", "resync", "pg1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "adopt 2 object(s), expire 1 row(s); 0 lost, 0 refused" in res.stdout
+    after = rows(home)
+    for name in segs[5:7]:
+        r = after[name]
+        assert r.state is WalState.ARCHIVED and r.codec == "lz4" and r.storage_key.endswith(".lz4")
+        assert r.checksum == hashlib.sha256(wal_corpus.path(name).read_bytes()).hexdigest()
+    assert after[segs[0]].state is WalState.EXPIRED
+    res = home.run("verify", "pg1")
+    assert res.returncode == 0, res.stdout + res.stderr
