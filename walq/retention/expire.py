@@ -122,7 +122,7 @@ def _discover(config: Config, archive: _Archive) -> tuple[BackupDiscovery, Linea
     return found, Lineage.from_archive(names, archive.read)
 
 
-def _with_lock(config: Config, server: str, work: Callable[[int | None], None]) -> None:
+def with_writer_lock(config: Config, server: str, work: Callable[[int | None], None]) -> None:
     """Run ``work(fence)`` under the server's writer lock, waiting up to LOCK_WAIT for it."""
     # imported here: walq.archive.embedded pulls in the whole archiving pipeline
     from walq.archive.embedded import writer_lock
@@ -190,7 +190,7 @@ def _run(
         if dry_run:
             work(None)
         else:
-            _with_lock(config, server.name, work)
+            with_writer_lock(config, server.name, work)
     finally:
         catalog.close()
     return result

@@ -36,7 +36,7 @@ from walq.catalog import ArchivedInfo, Catalog, WalState, open_catalog
 from walq.codecs import DETECT_BYTES, detect
 from walq.config import Config, ServerConfig
 from walq.errors import WalqError
-from walq.retention.expire import _with_lock
+from walq.retention.expire import with_writer_lock
 from walq.retention.timelines import Lineage, LineageError
 from walq.storage import Storage, StoredObject, open_storage
 from walq.storage.local import LocalStorage
@@ -135,7 +135,7 @@ def resync(config: Config, server_name: str, dry_run: bool = False) -> ResyncRes
         if dry_run:
             _resync(config, server, catalog, storage, result, None)
         else:
-            _with_lock(
+            with_writer_lock(
                 config,
                 server.name,
                 lambda fence: _resync(config, server, catalog, storage, result, fence),
