@@ -170,14 +170,14 @@ class LocalStorage:
 
     @contextmanager
     def xlogdb_lock(self) -> Iterator[None]:
-        """Barman's xlogdb lock, taken as Barman takes it: open (creating, mode 0600) and a
-        blocking exclusive flock, then its pid as the file's content. Every xlogdb write
+        """Barman's xlogdb lock, taken as Barman takes it: open (creating it with walq's
+        file mode; Barman's own lock file keeps its mode) and a blocking exclusive flock, then its pid as the file's content. Every xlogdb write
         (append or rewrite) holds it, so walq and Barman never lose each other's lines."""
         if self.xlogdb_lock_path is None:
             yield
             return
         try:
-            fd = os.open(self.xlogdb_lock_path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            fd = open_private(self.xlogdb_lock_path, os.O_CREAT | os.O_RDWR)
         except OSError as exc:
             raise StorageError(
                 f"cannot open Barman's xlogdb lock {self.xlogdb_lock_path}: {exc.strerror}"
