@@ -11,14 +11,11 @@ clean; PITR from the oldest kept backup reaches the end; ``walq delete --before`
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import signal
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,7 +24,7 @@ from tests.services.homes import WALQ, WalqHome, walq_command
 from tests.services.pg import as_postgres, chown_postgres, wait_for
 from tests.services.pitr import recovered
 from tests.services.retention import primary_with_three_backups, start_wal
-from tests.services.s3 import ACCESS_KEY, REGION, SECRET_KEY, Bucket, s3_settings
+from tests.services.s3 import ACCESS_KEY, REGION, SECRET_KEY, Bucket, FaultProxy, s3_settings
 from walq.catalog import WalState
 from walq.catalog.sqlite import SqliteCatalog
 from walq.config import load_config
@@ -63,77 +60,6 @@ def test_a_bad_retention_policy_is_one_line_naming_the_key(make_home, where: str
 # --- S3 batch delete fallback --------------------------------------------------------------------
 
 
-class RefuseBatchDelete:
-    """A loopback proxy in front of SeaweedFS that refuses DeleteObjects without a
-    Content-MD5 header (MissingContentMD5, as stores that refuse boto3's CRC32 do) and
-    passes every other request, single DeleteObject included, to the real store."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.refused = 0
-        self.single_deletes = 0
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                return
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                if (
-                    self.command == "POST"
-                    and "delete" in self.path.split("?", 1)[-1]
-                    and not self.headers.get("Content-MD5")
-                ):
-                    proxy.refused += 1
-                    msg = (
-                        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>MissingContentMD5</Code>'
-                        b"<Message>Missing required header for this request: Content-MD5</Message></Error>"
-                    )
-                    self.send_response(400)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(msg)))
-                    self.end_headers()
-                    self.wfile.write(msg)
-                    return
-                if self.command == "DELETE":
-                    proxy.single_deletes += 1
-                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
-                conn.request(
-                    self.command,
-                    self.path,
-                    body=body,
-                    headers={k: v for k, v in self.headers.items() if k.lower() != "connection"},
-                )
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status, resp.reason)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("content-length", "connection", "transfer-encoding"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_s3_delete_falls_back_to_single_deletes_when_the_batch_is_refused(
     s3_bucket: Bucket, workdir: Path
 ) -> None:
@@ -142,8 +68,7 @@ def test_s3_delete_falls_back_to_single_deletes_when_the_batch_is_refused(
     from walq.config import ServerConfig
     from walq.storage import PutRequest, open_storage
 
-    proxy = RefuseBatchDelete(s3_bucket.server.ports["s3"])
-    try:
+    with FaultProxy(s3_bucket.server.ports["s3"], every=0, refuse_batch_delete=True) as proxy:
         storage = open_storage(
             ServerConfig(
                 name="pg1", storage_url=s3_bucket.url("fleet"), s3_endpoint_url=proxy.endpoint
@@ -159,13 +84,11 @@ def test_s3_delete_falls_back_to_single_deletes_when_the_batch_is_refused(
                 )
             )
         storage.delete(objs[:2])
-        assert proxy.refused == 1 and proxy.single_deletes == 2
+        assert proxy.refused_batches == 1 and proxy.single_deletes == 2
         assert [o.name for o in storage.list()] == ["00000002.history"]
         storage.delete(objs[2:])  # the refusal is remembered: no second batch attempt
-        assert proxy.refused == 1 and proxy.single_deletes == 3
+        assert proxy.refused_batches == 1 and proxy.single_deletes == 3
         assert s3_bucket.object_keys("fleet/") == []
-    finally:
-        proxy.close()
 
 
 # --- real clusters --------------------------------------------------------------------------------

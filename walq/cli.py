@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from walq.errors import ECHO_LIMIT, ConfigError, DuplicateWalError, NotFoundError, WalqError
 from walq.restore.spool import MAX_PREFETCH, parse_prefetch
@@ -423,24 +423,51 @@ def _prefetch_count(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+Command = Callable[["Config", argparse.Namespace], int]
+
+
+def _command(
+    sub: argparse._SubParsersAction[Any],
+    name: str,
+    summary: str,
+    func: Command,
+    servers: str = "one",
+) -> argparse.ArgumentParser:
+    """One subcommand: its help line, its SERVER argument(s) and the function it runs.
+
+    ``servers``: "one" (required), "optional" (default: every server), "many"
+    (zero or more; default: every server) or "none"."""
+    p = sub.add_parser(name, help=summary, description=summary)
+    if servers == "one":
+        p.add_argument("server", metavar="SERVER", help="a server configured in [servers.NAME]")
+    elif servers == "optional":
+        p.add_argument("server", nargs="?", metavar="SERVER", help="one server (default: all)")
+    elif servers == "many":
+        p.add_argument("servers", nargs="*", metavar="SERVER", help="servers (default: all)")
+    p.set_defaults(func=func)
+    return p
+
+
+def _flag(p: argparse.ArgumentParser, name: str, explanation: str) -> None:
+    p.add_argument(name, action="store_true", help=explanation)
+
+
+DRY_RUN = "print every name that would go; change nothing"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="walq", description="WAL archiving for PostgreSQL fleets")
     parser.add_argument("--config", help="config file (default $WALQ_CONFIG, then ./walq.toml)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("archive", help="archive everything pending now (embedded mode)")
-    p.add_argument("servers", nargs="*", metavar="SERVER")
-    p.set_defaults(func=cmd_archive)
+    _command(sub, "archive", "archive everything pending now (embedded mode)", cmd_archive, "many")
 
-    p = sub.add_parser("put-wal", help="archive_command: copy PATH into incoming atomically")
-    p.add_argument("server")
-    p.add_argument("path")
-    p.set_defaults(func=cmd_put_wal)
+    p = _command(sub, "put-wal", "archive_command: copy PATH into incoming atomically", cmd_put_wal)
+    p.add_argument("path", help="the WAL file PostgreSQL hands over (%p)")
 
-    p = sub.add_parser("get-wal", help="restore_command: write WALNAME to DEST")
-    p.add_argument("server")
-    p.add_argument("walname")
-    p.add_argument("dest")
+    p = _command(sub, "get-wal", "restore_command: write WALNAME to DEST", cmd_get_wal)
+    p.add_argument("walname", help="the WAL file PostgreSQL asks for (%f)")
+    p.add_argument("dest", help="where to write it (%p), or - for standard output")
     p.add_argument(
         "--prefetch",
         type=_prefetch_count,
@@ -448,73 +475,59 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"keep the next N segments restored ahead (0 to {MAX_PREFETCH})",
     )
-    p.set_defaults(func=cmd_get_wal)
 
-    p = sub.add_parser("status", help="watermark, lag, gaps, failures")
-    p.add_argument("server", nargs="?")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_status)
+    p = _command(sub, "status", "watermark, lag, gaps, failures", cmd_status, "optional")
+    _flag(p, "--json", "machine-readable output")
 
-    p = sub.add_parser("check", help="one OK/FAILED line per check")
-    p.add_argument("server", nargs="?")
-    p.set_defaults(func=cmd_check)
+    _command(sub, "check", "one OK/FAILED line per check", cmd_check, "optional")
 
-    p = sub.add_parser("list", help="catalog rows")
-    p.add_argument("server")
-    p.add_argument("--failed", action="store_true")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_list)
+    p = _command(sub, "list", "catalog rows", cmd_list)
+    _flag(p, "--failed", "only the failed WALs")
+    _flag(p, "--json", "machine-readable output")
 
-    p = sub.add_parser("retry", help="re-drive failed WALs")
-    p.add_argument("server")
-    p.add_argument("walnames", nargs="*", metavar="WALNAME")
-    p.add_argument("--all-failed", action="store_true")
-    p.set_defaults(func=cmd_retry)
+    p = _command(sub, "retry", "re-drive failed WALs", cmd_retry)
+    p.add_argument("walnames", nargs="*", metavar="WALNAME", help="the failed WALs to re-drive")
+    _flag(p, "--all-failed", "every failed WAL of the server")
 
     p = sub.add_parser("catalog", help="catalog maintenance")
     catalog_sub = p.add_subparsers(dest="catalog_command", required=True)
-    c = catalog_sub.add_parser("init", help="create or migrate the catalog schema")
-    c.set_defaults(func=cmd_catalog_init)
-    c = catalog_sub.add_parser(
-        "resync", help="adopt objects others stored, mark what others deleted"
+    _command(catalog_sub, "init", "create or migrate the catalog schema", cmd_catalog_init, "none")
+    p = _command(
+        catalog_sub,
+        "resync",
+        "adopt objects others stored, mark what others deleted",
+        cmd_catalog_resync,
     )
-    c.add_argument("server")
-    c.add_argument("--dry-run", action="store_true", help="report only; change nothing")
-    c.set_defaults(func=cmd_catalog_resync)
+    _flag(p, "--dry-run", "report only; change nothing")
 
-    p = sub.add_parser("verify", help="read the archive back: continuity and checksums")
-    p.add_argument("server")
-    p.set_defaults(func=cmd_verify)
+    _command(sub, "verify", "read the archive back: continuity and checksums", cmd_verify)
 
-    p = sub.add_parser(
-        "expire", help="apply the servers' retention_policy (delete WAL no kept backup needs)"
+    p = _command(
+        sub,
+        "expire",
+        "apply the servers' retention_policy (delete WAL no kept backup needs)",
+        cmd_expire,
+        "many",
     )
-    p.add_argument("servers", nargs="*", metavar="SERVER")
-    p.add_argument(
-        "--dry-run", action="store_true", help="print every name that would go; change nothing"
-    )
-    p.set_defaults(func=cmd_expire)
+    _flag(p, "--dry-run", DRY_RUN)
 
-    p = sub.add_parser(
-        "delete", help="delete every WAL before WALNAME on its timeline line, whatever the policy"
+    p = _command(
+        sub,
+        "delete",
+        "delete every WAL before WALNAME on its timeline line, whatever the policy",
+        cmd_delete,
     )
-    p.add_argument("server")
-    p.add_argument("--before", required=True, metavar="WALNAME")
-    p.add_argument(
-        "--dry-run", action="store_true", help="print every name that would go; change nothing"
+    p.add_argument("--before", required=True, metavar="WALNAME", help="the first WAL kept")
+    _flag(p, "--dry-run", DRY_RUN)
+
+    p = _command(
+        sub, "receive-wal", "supervise pg_receivewal into the streaming dir", cmd_receive_wal
     )
-    p.set_defaults(func=cmd_delete)
+    _flag(p, "--create-slot", "create the replication slot first")
+    _flag(p, "--reset", "point the streaming directory at the slot's restart position")
 
-    p = sub.add_parser("receive-wal", help="supervise pg_receivewal into the streaming dir")
-    p.add_argument("server")
-    p.add_argument("--create-slot", action="store_true")
-    p.add_argument("--reset", action="store_true")
-    p.set_defaults(func=cmd_receive_wal)
-
-    p = sub.add_parser("switch-wal", help="ask the server to switch WAL")
-    p.add_argument("server")
-    p.add_argument("--force", action="store_true")
-    p.set_defaults(func=cmd_switch_wal)
+    p = _command(sub, "switch-wal", "ask the server to switch WAL", cmd_switch_wal)
+    _flag(p, "--force", "CHECKPOINT first, so an idle server has something to close")
     return parser
 
 

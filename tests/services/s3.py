@@ -295,9 +295,14 @@ class FaultProxy:
         every: int = 3,
         status: int = 503,
         refuse_conditional: bool = False,
+        refuse_batch_delete: bool = False,
     ) -> None:
         self.upstream_port = upstream_port
         self.refuse_conditional = refuse_conditional  # 501 for If-None-Match, like older S3 servers
+        # 400 MissingContentMD5 for DeleteObjects, like stores that refuse boto3's CRC32 checksums
+        self.refuse_batch_delete = refuse_batch_delete
+        self.refused_batches = 0
+        self.single_deletes = 0
         self.every = every
         self.status = status
         self.count = 0
@@ -314,23 +319,38 @@ class FaultProxy:
             def log_message(self, *args: object) -> None:
                 return
 
+            def _error(self, status: int, code: str, message: str) -> None:
+                msg = (
+                    f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                    f"<Message>{message}</Message></Error>"
+                ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(msg)))
+                self.end_headers()
+                self.wfile.write(msg)
+
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 if proxy.refuse_conditional and self.headers.get("If-None-Match"):
                     with proxy.lock:
                         proxy.injected += 1
-                    msg = (
-                        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>'
-                        b"<Message>A header you provided implies functionality that is not implemented"
-                        b"</Message></Error>"
+                    self._error(
+                        501,
+                        "NotImplemented",
+                        "A header you provided implies functionality that is not implemented",
                     )
-                    self.send_response(501)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(msg)))
-                    self.end_headers()
-                    self.wfile.write(msg)
                     return
+                batch = self.command == "POST" and "delete" in self.path.split("?", 1)[-1]
+                if batch and proxy.refuse_batch_delete and not self.headers.get("Content-MD5"):
+                    with proxy.lock:
+                        proxy.refused_batches += 1
+                    self._error(400, "MissingContentMD5", "Missing required header: Content-MD5")
+                    return
+                if self.command == "DELETE":
+                    with proxy.lock:
+                        proxy.single_deletes += 1
                 if self.command == "GET":
                     with proxy.lock:
                         proxy.gets.append(self.path)
@@ -342,17 +362,8 @@ class FaultProxy:
                     if fail:
                         proxy.injected += 1
                 if fail:
-                    msg = (
-                        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-                        b"<Message>injected by the test proxy</Message></Error>"
-                    )
-                    if proxy.status == 500:
-                        msg = msg.replace(b"SlowDown", b"InternalError")
-                    self.send_response(proxy.status)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(msg)))
-                    self.end_headers()
-                    self.wfile.write(msg)
+                    code = "InternalError" if proxy.status == 500 else "SlowDown"
+                    self._error(proxy.status, code, "injected by the test proxy")
                     return
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
                 headers = {

@@ -66,6 +66,14 @@ class ArchivedInfo:
     prepare_seconds: float = 0.0
     store_seconds: float = 0.0
 
+    def assignments(self, placeholder: str) -> tuple[str, tuple[object, ...]]:
+        """``col = ?, ...`` for an UPDATE and its values, in field order: both catalogs
+        record a commit from this one list."""
+        names = ArchivedInfo.__slots__
+        return ", ".join(f"{n} = {placeholder}" for n in names), tuple(
+            getattr(self, n) for n in names
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class WalRecord:

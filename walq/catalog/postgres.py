@@ -197,45 +197,18 @@ class PostgresCatalog:
         try:
             with self.pool.connection() as conn, conn.transaction():
                 if fence is not None:
-                    conn.execute(
-                        "INSERT INTO walq_fence (server, token) VALUES (%s, %s) ON CONFLICT (server) DO NOTHING",
-                        (server, fence),
-                    )
-                    newest = _only_row(
-                        conn.execute(
-                            "SELECT token FROM walq_fence WHERE server = %s FOR UPDATE", (server,)
-                        ).fetchone()
-                    )[0]
-                    if fence < newest:
-                        raise FencedError(
-                            f"commit of {name} refused: fencing token {fence} is older than {newest}"
-                        )
-                    conn.execute(
-                        "UPDATE walq_fence SET token = %s WHERE server = %s", (fence, server)
-                    )
+                    _advance_fence(conn, server, fence, f"commit of {name} refused")
                 row = conn.execute(
                     "SELECT state FROM walq_wal WHERE server = %s AND name = %s FOR UPDATE",
                     (server, name),
                 ).fetchone()
                 check_transition(server, name, row[0] if row else None, WalState.ARCHIVED)
+                columns, values = info.assignments("%s")
                 conn.execute(
-                    f"UPDATE walq_wal SET state = 'archived', size = %s, stored_size = %s, codec = %s, "
-                    f"encryption = %s, checksum = %s, storage_key = %s, mtime = %s, archived_at = {NOW}, "
-                    f"prepare_seconds = %s, store_seconds = %s, deadline = NULL, last_error = NULL "
-                    f"WHERE server = %s AND name = %s AND state = 'claimed'",
-                    (
-                        info.size,
-                        info.stored_size,
-                        info.codec,
-                        info.encryption,
-                        info.checksum,
-                        info.storage_key,
-                        info.mtime,
-                        info.prepare_seconds,
-                        info.store_seconds,
-                        server,
-                        name,
-                    ),
+                    f"UPDATE walq_wal SET state = 'archived', {columns}, archived_at = {NOW}, "
+                    "deadline = NULL, last_error = NULL "
+                    "WHERE server = %s AND name = %s AND state = 'claimed'",
+                    (*values, server, name),
                 )
         except pg_errors.OperationalError as exc:
             raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
@@ -246,22 +219,7 @@ class PostgresCatalog:
         try:
             with self.pool.connection() as conn, conn.transaction():
                 if fence is not None:
-                    conn.execute(
-                        "INSERT INTO walq_fence (server, token) VALUES (%s, %s) ON CONFLICT (server) DO NOTHING",
-                        (server, fence),
-                    )
-                    newest = _only_row(
-                        conn.execute(
-                            "SELECT token FROM walq_fence WHERE server = %s FOR UPDATE", (server,)
-                        ).fetchone()
-                    )[0]
-                    if fence < newest:
-                        raise FencedError(
-                            f"expiry refused: fencing token {fence} is older than {newest}"
-                        )
-                    conn.execute(
-                        "UPDATE walq_fence SET token = %s WHERE server = %s", (fence, server)
-                    )
+                    _advance_fence(conn, server, fence, "expiry refused")
                 rows: dict[str, str] = dict(
                     conn.execute(
                         "SELECT name, state FROM walq_wal WHERE server = %s AND name = ANY(%s) FOR UPDATE",
@@ -349,3 +307,19 @@ def _only_row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
     if row is None:
         raise TransientError("catalog: a query that always returns a row returned none")
     return row
+
+
+def _advance_fence(conn: psycopg.Connection[Any], server: str, fence: int, refused: str) -> None:
+    """Inside the caller's transaction: refuse a token older than the newest one seen
+    for this server (FencedError), else make it the newest."""
+    conn.execute(
+        "INSERT INTO walq_fence (server, token) VALUES (%s, %s) ON CONFLICT (server) DO NOTHING",
+        (server, fence),
+    )
+    row = conn.execute(
+        "SELECT token FROM walq_fence WHERE server = %s FOR UPDATE", (server,)
+    ).fetchone()
+    newest = _only_row(row)[0]
+    if fence < newest:
+        raise FencedError(f"{refused}: fencing token {fence} is older than {newest}")
+    conn.execute("UPDATE walq_fence SET token = %s WHERE server = %s", (fence, server))

@@ -159,26 +159,11 @@ class SqliteCatalog:
                 "SELECT state FROM wal WHERE server=? AND name=?", (server, name)
             ).fetchone()
             check_transition(server, name, row[0] if row else None, WalState.ARCHIVED)
+            columns, values = info.assignments("?")
             self.db.execute(
-                "UPDATE wal SET state=?, size=?, stored_size=?, codec=?, encryption=?, checksum=?, storage_key=?, "
-                "mtime=?, archived_at=?, prepare_seconds=?, store_seconds=?, deadline=NULL, last_error=NULL "
+                f"UPDATE wal SET state=?, {columns}, archived_at=?, deadline=NULL, last_error=NULL "
                 "WHERE server=? AND name=? AND state=?",
-                (
-                    WalState.ARCHIVED,
-                    info.size,
-                    info.stored_size,
-                    info.codec,
-                    info.encryption,
-                    info.checksum,
-                    info.storage_key,
-                    info.mtime,
-                    time.time(),
-                    info.prepare_seconds,
-                    info.store_seconds,
-                    server,
-                    name,
-                    WalState.CLAIMED,
-                ),
+                (WalState.ARCHIVED, *values, time.time(), server, name, WalState.CLAIMED),
             )
             self.db.execute("COMMIT")
         except BaseException:
