@@ -322,3 +322,20 @@ def test_check_fails_when_the_archiver_dies(
     home.run("archive", "pg1", check=True)
     res = home.run("check", "pg1", timeout=120)
     assert res.returncode == 0 and not failed(res), res.stdout
+
+
+def test_an_internal_error_is_unknown_for_nagios(walq_home: WalqHome, monkeypatch, capsys) -> None:
+    """A bug (injected: no real part raises on demand) is UNKNOWN (3), one line on stdout."""
+    from walq import cli
+    from walq.report import checks
+
+    def broken(*_a, **_k):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(checks, "run_checks", broken)
+    assert cli.main(["--config", str(walq_home.config_path), "check", "--nagios"]) == 3
+    out = capsys.readouterr()
+    assert out.out == "WALQ UNKNOWN - internal error: RuntimeError: boom second line\n"
+    assert out.err == ""
+    assert cli.main(["--config", str(walq_home.config_path), "check", "--json"]) == 2
+    assert capsys.readouterr().err == "walq: internal error: RuntimeError: boom second line\n"
