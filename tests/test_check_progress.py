@@ -339,3 +339,31 @@ def test_an_internal_error_is_unknown_for_nagios(walq_home: WalqHome, monkeypatc
     assert out.err == ""
     assert cli.main(["--config", str(walq_home.config_path), "check", "--json"]) == 2
     assert capsys.readouterr().err == "walq: internal error: RuntimeError: boom second line\n"
+
+
+def test_an_unlistable_incoming_dir_is_reported_once(
+    walq_home: WalqHome, walq_runnable_by_postgres
+) -> None:
+    """Writable but not listable: walq archive cannot see what waits, so progress fails.
+    Not a directory at all: ``incoming_dir writable`` fails, progress is SKIPPED."""
+    walq_home.run("check", "pg1", as_pg=True)  # creates the tree, hands it to postgres
+    incoming = walq_home.incoming()
+    incoming.chmod(0o300)  # writable, not listable, for its owner
+    try:
+        res = walq_home.run("check", "pg1", as_pg=True)
+    finally:
+        incoming.chmod(0o700)
+    assert res.returncode == 1
+    found = lines(res)
+    assert found["archiver progress"][0] == "FAILED", found
+    assert found["archiver progress"][1].startswith(f"cannot list {incoming}"), found
+    assert found["incoming_dir writable"][0] == "OK"
+
+    text = walq_home.config_path.read_text()
+    walq_home.config_path.write_text(text + 'incoming_dir = "/dev/null/incoming"\n')
+    res = walq_home.run("check", "pg1")
+    assert failed(res) == {"incoming_dir writable"}, res.stdout
+    assert lines(res)["archiver progress"] == (
+        "SKIPPED",
+        "cannot list /dev/null/incoming: Not a directory",
+    )

@@ -26,6 +26,7 @@ is still being written, not waiting.
 
 from __future__ import annotations
 
+import errno
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,12 +90,31 @@ def waiting(server: ServerConfig) -> Waiting:
     return Waiting(len(since), min(since, default=None))
 
 
+@dataclass(frozen=True)
+class Unlisted:
+    """incoming/ or streaming/ could not be listed. The lines that need the listing fail,
+    unless the path is not a directory at all: its ``… writable`` line fails then, and
+    theirs are SKIPPED rather than a second report of the same fault."""
+
+    reason: str
+    reported_elsewhere: bool
+
+    @classmethod
+    def from_error(cls, exc: OSError) -> Unlisted:
+        reason = f"cannot list {exc.filename}: {exc.strerror or exc}"
+        return cls(reason, exc.errno == errno.ENOTDIR)
+
+    def result(self, name: str, prefix: str = "") -> CheckResult:
+        if self.reported_elsewhere:
+            return CheckResult.skip(name, prefix + self.reason)
+        return CheckResult(name, False, prefix + self.reason)
+
+
 def _wal_archive(
     server: ServerConfig,
     status: ServerStatus,
     counts: dict[str, int],
-    queue: Waiting | None,
-    listing_error: str,
+    queue: Waiting | Unlisted,
     now: float,
 ) -> CheckResult:
     name = "WAL archive"
@@ -114,8 +134,8 @@ def _wal_archive(
         # rows that got past archived (a retention state): archiving worked before
         listed = ", ".join(f"{n} {state}" for state, n in sorted(others.items()))
         return CheckResult(name, True, f"no WAL listed as archived; catalog: {listed}")
-    if queue is None:
-        return CheckResult(name, False, f"nothing archived yet, and {listing_error}")
+    if isinstance(queue, Unlisted):
+        return queue.result(name, "nothing archived yet, and ")
     if not others and not queue.count:
         return CheckResult(name, True, "no WAL yet: a new server, nothing archived or waiting")
     if queue.count:
@@ -146,22 +166,22 @@ def _wal_maximum_age(server: ServerConfig, status: ServerStatus, now: float) -> 
     )
 
 
-def _queue(server: ServerConfig, queue: Waiting | None, listing_error: str) -> list[CheckResult]:
+def _queue(server: ServerConfig, queue: Waiting | Unlisted) -> list[CheckResult]:
     limit = server.max_incoming_wals_queue
     if limit is None:
         return []
     name = "incoming WALs queue"
-    if queue is None:
-        return [CheckResult(name, False, listing_error)]
+    if isinstance(queue, Unlisted):
+        return [queue.result(name)]
     return [CheckResult(name, queue.count <= limit, f"{queue.count} waiting, maximum {limit}")]
 
 
 def _archiver_progress(
-    bound: float, limit: int | None, queue: Waiting | None, listing_error: str, now: float
+    bound: float, limit: int | None, queue: Waiting | Unlisted, now: float
 ) -> CheckResult:
     name = "archiver progress"
-    if queue is None:
-        return CheckResult(name, False, listing_error)
+    if isinstance(queue, Unlisted):
+        return queue.result(name)
     queued = Measure("queue", queue.count, limit)
     if queue.oldest_since is None:
         measures = (Measure("oldest_waiting_seconds", 0, bound), queued)
@@ -186,16 +206,14 @@ def progress_checks(
 ) -> list[CheckResult]:
     """The lines above, in order; ``counts`` is the catalog's rows per state for ``server``."""
     now = time.time() if now is None else now
-    queue: Waiting | None
+    queue: Waiting | Unlisted
     try:
-        queue, listing_error = waiting(server), ""
+        queue = waiting(server)
     except OSError as exc:
-        queue, listing_error = None, f"cannot list {exc.filename}: {exc.strerror or exc}"
+        queue = Unlisted.from_error(exc)
     bound = server.archive_lag_maximum or default_archive_lag_maximum(config.scan_interval)
-    results = [_wal_archive(server, status, counts, queue, listing_error, now)]
+    results = [_wal_archive(server, status, counts, queue, now)]
     results.append(_wal_maximum_age(server, status, now))
-    results.extend(_queue(server, queue, listing_error))
-    results.append(
-        _archiver_progress(bound, server.max_incoming_wals_queue, queue, listing_error, now)
-    )
+    results.extend(_queue(server, queue))
+    results.append(_archiver_progress(bound, server.max_incoming_wals_queue, queue, now))
     return results
