@@ -245,23 +245,36 @@ def _fleet_status(config: Config) -> dict[str, object]:
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     from walq.catalog import open_catalog
+    from walq.report.check_output import CheckReport, check_line, nagios_error
     from walq.report.checks import run_checks
 
     servers = _servers(config, args.server)
+    report = CheckReport()
     if not servers:  # nothing checked is not a pass
+        if args.nagios:
+            code, line = nagios_error(NO_SERVERS, unknown=True)
+            print(line)
+            return code
         print(f"walq: {NO_SERVERS}: nothing to check", file=sys.stderr)
+        if args.json:
+            print(json.dumps(report.as_json(), indent=2))
         return EXIT_NOT_OK
     catalog = open_catalog(config)
-    all_ok = True
     try:
         for server in servers:
             for result in run_checks(config, server, catalog):
-                all_ok &= result.ok
-                detail = f" ({result.detail})" if result.detail else ""
-                print(f"{server.name}: {result.name}: {result.status}{detail}")
+                report.add(server.name, result)
+                if not (args.nagios or args.json):  # each line as soon as it is known
+                    print(check_line(server.name, result))
     finally:
         catalog.close()
-    return EXIT_OK if all_ok else EXIT_NOT_OK
+    if args.nagios:
+        code, line = report.nagios()
+        print(line)
+        return code
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    return EXIT_OK if report.ok else EXIT_NOT_OK
 
 
 def cmd_list(config: Config, args: argparse.Namespace) -> int:
@@ -479,7 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "status", "watermark, lag, gaps, failures", cmd_status, "optional")
     _flag(p, "--json", "machine-readable output")
 
-    _command(sub, "check", "one OK/FAILED line per check", cmd_check, "optional")
+    p = _command(sub, "check", "one OK/FAILED line per check", cmd_check, "optional")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument(
+        "--nagios", action="store_true", help="one Nagios plugin line; exit 0 OK, 2 CRITICAL"
+    )
+    out.add_argument("--json", action="store_true", help="the checks as one JSON document")
 
     p = _command(sub, "list", "catalog rows", cmd_list)
     _flag(p, "--failed", "only the failed WALs")
@@ -541,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     (WALQ_DEBUG=1 adds it for an unexpected error); a reader that closed our
     stdout (``walq status | head``) ends the command quietly."""
     args = build_parser().parse_args(argv)
+    nagios = getattr(args, "nagios", False)  # errors become the plugin's one stdout line
     try:
         from walq.config import load_config
 
@@ -554,22 +573,33 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BROKEN_PIPE
         return _fail(f"walq: {_one_line(str(exc))}")
     except WalqError as exc:
-        return _fail(f"walq: {_one_line(str(exc))}")
+        return _fail(f"walq: {_one_line(str(exc))}", nagios=nagios)
     except KeyboardInterrupt:
         return 130
     except OSError as exc:  # the environment refused something walq did not foresee
-        return _fail(f"walq: {_one_line(str(exc))}", debug=True)
+        return _fail(f"walq: {_one_line(str(exc))}", debug=True, nagios=nagios)
     except Exception as exc:  # the safety net promised by the README
         return _fail(
-            f"walq: internal error: {type(exc).__name__}: {_one_line(str(exc))}", debug=True
+            f"walq: internal error: {type(exc).__name__}: {_one_line(str(exc))}",
+            debug=True,
+            nagios=nagios,
         )
 
 
-def _fail(line: str, debug: bool = False) -> int:
+def _fail(line: str, debug: bool = False, nagios: bool = False) -> int:
+    """One line on stderr, exit 2; for ``check --nagios`` the plugin's line on stdout
+    instead: CRITICAL (2) for walq's own errors, UNKNOWN (3) for unforeseen ones (``debug``)."""
     if debug and os.environ.get("WALQ_DEBUG") == "1":
         traceback.print_exc()
     from walq.masking import mask_secrets
 
+    if nagios:
+        from walq.report.check_output import nagios_error
+
+        code, plugin_line = nagios_error(mask_secrets(line.removeprefix("walq: ")), debug)
+        with contextlib.suppress(OSError):
+            print(plugin_line)
+        return code
     with contextlib.suppress(OSError):  # stderr itself gone: the exit code is all that is left
         print(mask_secrets(line), file=sys.stderr)
     return EXIT_ERROR

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -153,6 +154,53 @@ def _skip_conninfo_value(value: str, i: int) -> int:
     return i
 
 
+# Durations as Barman writes them ("1 hour", "2 days"; a month is 31 days, as in Barman's
+# parse_time_interval), plus minutes and seconds, which Barman's parser lacks.
+_DURATION_RE = re.compile(r"\s*(\d+)\s*(second|minute|hour|day|week|month)s?\s*", re.IGNORECASE)
+_UNIT_SECONDS = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "week": 7 * 86400,
+    "month": 31 * 86400,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in a duration: ``"N unit[s]"`` (second, minute, hour, day, week, month) or a
+    number of seconds. Zero is refused: a bound of zero fails every check it guards."""
+    if isinstance(value, str) and (match := _DURATION_RE.fullmatch(value)):
+        seconds = float(int(match[1]) * _UNIT_SECONDS[match[2].lower()])
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+        seconds = float(value)  # a number of seconds from a WALQ_* variable
+    else:
+        raise ValueError(
+            "must be a duration such as '30 minutes', '1 hour' or '2 days' (units: second, "
+            "minute, hour, day, week, month) or a number of seconds"
+        )
+    if not seconds > 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+QueueLimit = Annotated[int, Field(ge=0)]
+
+# What `walq check` holds each server's archiving to (Barman's key names), set per server
+# or once at the top level for every server: walq.report.progress reads them.
+CHECK_BOUNDS = ("last_wal_maximum_age", "max_incoming_wals_queue", "archive_lag_maximum")
+MIN_ARCHIVE_LAG_MAXIMUM = 300.0  # seconds: a cron period of a few minutes is normal, not lag
+
+
+def default_archive_lag_maximum(scan_interval: float) -> float:
+    """archive_lag_maximum when neither the server nor the top level sets it: three scan
+    intervals, and never under five minutes (an embedded cron job runs once a minute or so)."""
+    return max(3 * scan_interval, MIN_ARCHIVE_LAG_MAXIMUM)
+
+
 DEFAULT_HOME = Path("/var/lib/walq")
 
 
@@ -208,6 +256,10 @@ class ServerSettings(BaseModel):
     # Where Barman keeps its lock files (Barman's barman_lock_directory, default its
     # barman_home): walq takes Barman's xlogdb lock there. Default: walq's home.
     barman_lock_directory: Path | None = None
+    # `walq check`'s bounds (CHECK_BOUNDS); absent here: the top-level value, see Config.
+    last_wal_maximum_age: Duration | None = None
+    max_incoming_wals_queue: QueueLimit | None = None
+    archive_lag_maximum: Duration | None = None
 
     @field_validator("storage_url")
     @classmethod
@@ -332,6 +384,10 @@ class Config(BaseSettings):
     group_access: bool = False
     retention_policy: str | None = None  # the default for servers without their own
     expire_interval: Annotated[float, Field(gt=0)] = 3600.0  # fleet beat: seconds between expiries
+    # Every server's `walq check` bounds unless its table sets its own (CHECK_BOUNDS).
+    last_wal_maximum_age: Duration | None = None
+    max_incoming_wals_queue: QueueLimit | None = None
+    archive_lag_maximum: Duration | None = None
     if TYPE_CHECKING:  # what load returns: _fill_defaults resolves every table into a ServerConfig
         servers: dict[str, ServerConfig] = Field(default_factory=dict)
     else:
@@ -382,11 +438,22 @@ class Config(BaseSettings):
                     "barman_lock_directory": server.barman_lock_directory or self.home,
                 }
             )
+            filled[name] = self._with_check_bounds(filled[name])
         object.__setattr__(self, "servers", filled)
         from walq.layout import check_layout
 
         check_layout(self)
         return self
+
+    def _with_check_bounds(self, server: ServerConfig) -> ServerConfig:
+        """``server`` with the top-level check bounds it does not set itself, and the
+        default archive_lag_maximum when neither sets that one."""
+        inherited: dict[str, object] = {
+            key: getattr(self, key) for key in CHECK_BOUNDS if getattr(server, key) is None
+        }
+        if inherited.get("archive_lag_maximum", server.archive_lag_maximum) is None:
+            inherited["archive_lag_maximum"] = default_archive_lag_maximum(self.scan_interval)
+        return server.model_copy(update=inherited)
 
     @property
     def fleet(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,18 +95,22 @@ def _classify(
     return found
 
 
+def held_back(streamed: Sequence[tuple[str, WalKind]]) -> str | None:
+    """The streaming/ file left to pg_receivewal, from (name, kind) pairs in name order:
+    the newest .partial, or the newest complete segment when there is none."""
+    for kind in (WalKind.PARTIAL, WalKind.SEGMENT):
+        names = [name for name, k in streamed if k is kind]
+        if names:
+            return names[-1]
+    return None
+
+
 def _keep_last(streamed: list[Candidate], batch: Batch) -> list[Candidate]:
-    """Hold back the newest .partial, or the newest complete segment when there is none."""
-    partials = [c for c in streamed if c.kind is WalKind.PARTIAL]
-    if partials:
-        held = partials[-1]
-    else:
-        segments = [c for c in streamed if c.kind is WalKind.SEGMENT]
-        if not segments:
-            return streamed
-        held = segments[-1]
-    batch.skipped.append(held.name)
-    return [c for c in streamed if c is not held]
+    held = held_back([(c.name, c.kind) for c in streamed])
+    if held is None:
+        return streamed
+    batch.skipped.append(held)
+    return [c for c in streamed if c.name != held]
 
 
 def scan(server: ServerConfig) -> Batch:

@@ -1,7 +1,9 @@
 """check: the facts of ``walq status`` turned into one OK/FAILED/SKIPPED line per condition.
 
 The archive-side checks are here; the PostgreSQL-side ones (archive_command,
-slot, receiver, identity) are walq.postgres.checks, called last.
+slot, receiver, identity) are walq.postgres.checks, then the archiving-progress
+ones (is anything archived, lately; is the pile in incoming/ growing or old) are
+walq.report.progress, called last.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from walq.errors import WalqError
 from walq.fsutil import makedirs_durable, open_private
 from walq.locks import FileLock, busy_holder, is_locked
 from walq.postgres.checks import postgres_checks
+from walq.report.progress import progress_checks
 from walq.report.result import CheckResult
 from walq.report.status import list_pending, server_status
 from walq.retention.resync import lost_wals
@@ -123,4 +126,5 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
         _attempt_result(results, "archiver lock", lambda: archiver_lock_check(config, server))
     attempt("errors directory empty", lambda: _errors_dir_empty(server))
     results.extend(postgres_checks(server, catalog))
+    results.extend(progress_checks(config, server, status, catalog.counts(server.name)))
     return results

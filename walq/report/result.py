@@ -7,6 +7,16 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Measure:
+    """A number a check measured, for ``walq check --nagios``'s performance data:
+    ``label`` is prefixed with the server's name; ``critical`` is the bound, if one is set."""
+
+    label: str
+    value: float
+    critical: float | None = None
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """One line of ``walq check``. A skipped check did not run: it is not OK, but not a failure either."""
 
@@ -14,6 +24,7 @@ class CheckResult:
     ok: bool
     detail: str = ""
     skipped: bool = False
+    measures: tuple[Measure, ...] = ()
 
     @classmethod
     def skip(cls, name: str, why: str) -> CheckResult:
