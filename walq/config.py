@@ -74,6 +74,11 @@ BROKER_SCHEMES = (
     "rediss",
 )  # understood by both kombu (Celery) and redis-py (locks, status)
 LOCK_SCHEMES = ("redis", "rediss", "unix")  # redis-py's Redis.from_url
+URL_SCHEMES = {
+    "catalog_url": POSTGRES_SCHEMES,
+    "broker_url": BROKER_SCHEMES,
+    "lock_url": LOCK_SCHEMES,
+}
 
 
 def check_url(value: str, schemes: tuple[str, ...]) -> str:
@@ -393,20 +398,10 @@ class Config(BaseSettings):
     else:
         servers: dict[str, ServerSettings] = Field(default_factory=dict)
 
-    @field_validator("catalog_url")
+    @field_validator("catalog_url", "broker_url", "lock_url")
     @classmethod
-    def _catalog_url(cls, v: str | None) -> str | None:
-        return check_url(v, POSTGRES_SCHEMES) if v else v
-
-    @field_validator("broker_url")
-    @classmethod
-    def _broker_url(cls, v: str | None) -> str | None:
-        return check_url(v, BROKER_SCHEMES) if v else v
-
-    @field_validator("lock_url")
-    @classmethod
-    def _lock_url(cls, v: str | None) -> str | None:
-        return check_url(v, LOCK_SCHEMES) if v else v
+    def _url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return check_url(v, URL_SCHEMES[str(info.field_name)]) if v else v
 
     @field_validator("retention_policy")
     @classmethod

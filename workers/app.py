@@ -1,6 +1,6 @@
 """The Celery app, built from walq's config: queues, routing, reliability, beat.
 
-- JSON only (never pickle): task arguments are names and paths an operator can
+- JSON only, for tasks, results and events: task arguments are names and paths an operator can
   read in Flower, and nothing a worker receives can execute code.
 - ``acks_late`` + ``task_reject_on_worker_lost``: a killed worker's message goes
   back to the queue; prefetch 1 so one slow WAL never hides others behind it.
