@@ -228,6 +228,16 @@ def _print_streaming(st: StreamingStatus) -> None:
             f"  slot:             {slot['name']} {state}, retaining {slot['retained_bytes'] or 0} bytes"
         )
     print(f"  replication lag:  {'-' if lag is None else f'{lag} bytes'}")
+    sync = pg["synchronous"]
+    if not sync["named"]:
+        name = sync["application_name"]
+        print(f"  synchronous:      no ({name} is not in synchronous_standby_names)")
+    else:
+        state = sync["sync_state"] or "no receiver connected"
+        flag = (
+            ", pg_receivewal without --synchronous" if sync["started_synchronous"] is False else ""
+        )
+        print(f"  synchronous:      yes ({state}{flag})")
     if pg["archiver_failing"]:
         print(f"  archive_command:  FAILING (last failed {pg['archiver_last_failed_wal']})")
 
