@@ -89,9 +89,11 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 def parse_sync_standbys(setting: str) -> SyncStandbys | None:
     """``synchronous_standby_names`` as PostgreSQL reads it; None when empty (no synchronous
     replication). ValueError names what is wrong with a value PostgreSQL would refuse."""
-    tokens = _tokens(setting)
-    if not tokens:
+    if setting == "":
         return None
+    tokens = _tokens(setting)
+    if not tokens:  # PostgreSQL refuses a value of spaces alone
+        raise ValueError("no standby names")
     method, num = "priority", 1
     rest = tokens
     if tokens[0][0] == "keyword" or (len(tokens) > 1 and tokens[1][0] == "("):
