@@ -121,7 +121,14 @@ def cmd_get_wal(config: Config, args: argparse.Namespace) -> int:
     from walq.restore.getwal import get_wal
 
     try:
-        get_wal(config, args.server, args.walname, Path(args.dest), prefetch=args.prefetch)
+        get_wal(
+            config,
+            args.server,
+            args.walname,
+            Path(args.dest),
+            prefetch=args.prefetch,
+            partial=args.partial,
+        )
     except NotFoundError as exc:
         print(f"walq: {exc}", file=sys.stderr)
         return EXIT_NOT_OK
@@ -497,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help=f"keep the next N segments restored ahead (0 to {MAX_PREFETCH})",
+    )
+    p.add_argument(
+        "-P",
+        "--partial",
+        action="store_true",
+        help="a segment not in the archive: serve its .partial (archived, else streaming/)",
     )
 
     p = _command(sub, "status", "watermark, lag, gaps, failures", cmd_status, "optional")
