@@ -307,6 +307,8 @@ def test_receiver_started_before_the_setting_is_reported(cluster_factory, make_h
         assert "--synchronous" not in child_cmdline(child)
         line = check_line(home, "synchronous streaming")
         assert "OK" in line and "no: asynchronous" in line, line
+        text = home.run("status", "pg1", check=True).stdout
+        assert "synchronous:      no (walq_receive_wal is not in" in text, text
         src.psql("ALTER SYSTEM SET synchronous_standby_names = 'walq_receive_wal'")
         src.psql("SELECT pg_reload_conf()")
         wait_for(
@@ -316,6 +318,8 @@ def test_receiver_started_before_the_setting_is_reported(cluster_factory, make_h
         )
         line = check_line(home, "synchronous streaming")
         assert "FAILED" in line and "without --synchronous" in line, line
+        text = home.run("status", "pg1", check=True).stdout
+        assert "synchronous:      yes (sync, pg_receivewal without --synchronous)" in text, text
         src.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
         child = rec.wait_streaming(not_child=child)
         assert "--synchronous" in child_cmdline(child)

@@ -25,6 +25,7 @@ from walq.restore.spool import MAX_PREFETCH, parse_prefetch
 if TYPE_CHECKING:
     from walq.archive.embedded import ServerRun
     from walq.config import Config
+    from walq.postgres.syncrep import SyncView
     from walq.report.retention import RestorePoint, RetentionWindow
     from walq.report.status import StreamingStatus
     from walq.retention.expire import ExpiryResult
@@ -235,18 +236,21 @@ def _print_streaming(st: StreamingStatus) -> None:
             f"  slot:             {slot['name']} {state}, retaining {slot['retained_bytes'] or 0} bytes"
         )
     print(f"  replication lag:  {'-' if lag is None else f'{lag} bytes'}")
-    sync = pg["synchronous"]
-    if not sync["named"]:
-        name = sync["application_name"]
-        print(f"  synchronous:      no ({name} is not in synchronous_standby_names)")
-    else:
-        state = sync["sync_state"] or "no receiver connected"
-        flag = (
-            ", pg_receivewal without --synchronous" if sync["started_synchronous"] is False else ""
-        )
-        print(f"  synchronous:      yes ({state}{flag})")
+    if line := _synchronous_line(pg["synchronous"], rec["state"]):
+        print(f"  synchronous:      {line}")
     if pg["archiver_failing"]:
         print(f"  archive_command:  FAILING (last failed {pg['archiver_last_failed_wal']})")
+
+
+def _synchronous_line(sync: SyncView, receiver_state: str | None) -> str | None:
+    """Is the receiver a synchronous standby (nothing to say for a server never streamed)?"""
+    if not sync["named"]:
+        if receiver_state == "never started":
+            return None
+        return f"no ({sync['application_name']} is not in synchronous_standby_names)"
+    state = sync["sync_state"] or "no receiver connected"
+    flag = ", pg_receivewal without --synchronous" if sync["started_synchronous"] is False else ""
+    return f"yes ({state}{flag})"
 
 
 def _fleet_status(config: Config) -> dict[str, object]:

@@ -30,7 +30,7 @@ from walq.catalog import WalRecord
 from walq.chunks import read_chunks
 from walq.codecs import CHUNK_SIZE
 from walq.config import ServerConfig
-from walq.errors import InvalidWalError
+from walq.errors import InvalidWalError, TransientError
 from walq.fsutil import open_private
 from walq.restore.fetch import STDOUT, dest_error, restore_into, to_stdout
 from walq.storage import Storage
@@ -70,8 +70,8 @@ def copy_streamed(
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return False
-    except OSError as exc:
-        raise InvalidWalError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except OSError as exc:  # unreadable for PostgreSQL's user, say: not the WAL's fault
+        raise TransientError(f"cannot read {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "rb") as src:
         st = os.fstat(src.fileno())
         if not stat.S_ISREG(st.st_mode):
