@@ -5,8 +5,8 @@ What is checked depends on how WAL reaches walq, using Barman's keys:
 archive_command calls walq for this server, and that PostgreSQL's archiver is
 not currently failing; ``streaming_archiver`` checks the replication slot
 (present and active), that ``walq receive-wal`` runs, and whether the receiver
-is a synchronous standby (walq.postgres.syncrep.sync_verdict says when that fails). Every server with a
-conninfo gets "PostgreSQL reachable" and "system identifier matches". A
+is a synchronous standby (walq.postgres.syncrep.sync_verdict says when that
+fails). Every server with a conninfo gets "PostgreSQL reachable" and "system identifier matches". A
 server without conninfo gets one ``PostgreSQL: SKIPPED (no conninfo)`` line (a
 check that did not run is never reported OK), plus "receiver running" when it streams.
 """

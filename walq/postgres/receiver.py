@@ -200,7 +200,7 @@ def replication_dsn(server: ServerConfig) -> tuple[str, dict[str, str]]:
         env["PGPASSWORD"] = str(password)
     params["dbname"] = "replication"
     params["replication"] = "true"
-    params["application_name"] = application_name(server)
+    params["application_name"] = params.get("application_name") or server.streaming_archiver_name
     return make_conninfo(**{k: str(v) for k, v in params.items()}), env
 
 
@@ -412,11 +412,13 @@ class Supervisor:
         except WalqError as exc:
             _log(self.server, f"{exc}; keeping --synchronous {'on' if self.synchronous else 'off'}")
             return
-        if synchronous and not self.synchronous:
+        if synchronous != self.synchronous:
+            name = application_name(self.server)
             _log(
                 self.server,
-                f"synchronous_standby_names names {application_name(self.server)}: "
-                "streaming with --synchronous",
+                f"synchronous_standby_names names {name}: streaming with --synchronous"
+                if synchronous
+                else f"synchronous_standby_names no longer names {name}: streaming asynchronously",
             )
         self.synchronous = synchronous
 
