@@ -25,6 +25,7 @@ from walq.restore.spool import MAX_PREFETCH, parse_prefetch
 if TYPE_CHECKING:
     from walq.archive.embedded import ServerRun
     from walq.config import Config
+    from walq.postgres.syncrep import SyncView
     from walq.report.retention import RestorePoint, RetentionWindow
     from walq.report.status import StreamingStatus
     from walq.retention.expire import ExpiryResult
@@ -121,7 +122,14 @@ def cmd_get_wal(config: Config, args: argparse.Namespace) -> int:
     from walq.restore.getwal import get_wal
 
     try:
-        get_wal(config, args.server, args.walname, Path(args.dest), prefetch=args.prefetch)
+        get_wal(
+            config,
+            args.server,
+            args.walname,
+            Path(args.dest),
+            prefetch=args.prefetch,
+            partial=args.partial,
+        )
     except NotFoundError as exc:
         print(f"walq: {exc}", file=sys.stderr)
         return EXIT_NOT_OK
@@ -228,8 +236,21 @@ def _print_streaming(st: StreamingStatus) -> None:
             f"  slot:             {slot['name']} {state}, retaining {slot['retained_bytes'] or 0} bytes"
         )
     print(f"  replication lag:  {'-' if lag is None else f'{lag} bytes'}")
+    if line := _synchronous_line(pg["synchronous"], rec["state"]):
+        print(f"  synchronous:      {line}")
     if pg["archiver_failing"]:
         print(f"  archive_command:  FAILING (last failed {pg['archiver_last_failed_wal']})")
+
+
+def _synchronous_line(sync: SyncView, receiver_state: str | None) -> str | None:
+    """Is the receiver a synchronous standby (nothing to say for a server never streamed)?"""
+    if not sync["named"]:
+        if receiver_state == "never started":
+            return None
+        return f"no ({sync['application_name']} is not in synchronous_standby_names)"
+    state = sync["sync_state"] or "no receiver connected"
+    flag = ", pg_receivewal without --synchronous" if sync["started_synchronous"] is False else ""
+    return f"yes ({state}{flag})"
 
 
 def _fleet_status(config: Config) -> dict[str, object]:
@@ -487,6 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help=f"keep the next N segments restored ahead (0 to {MAX_PREFETCH})",
+    )
+    p.add_argument(
+        "-P",
+        "--partial",
+        action="store_true",
+        help="a segment not in the archive: serve its .partial (archived, else streaming/)",
     )
 
     p = _command(sub, "status", "watermark, lag, gaps, failures", cmd_status, "optional")

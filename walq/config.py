@@ -251,6 +251,9 @@ class ServerSettings(BaseModel):
     system_identifier: Annotated[int, Field(ge=0)] = 0
     slot_name: str | None = None  # default walq_<server> (walq.postgres.default_slot_name)
     pg_receivewal_path: str = "pg_receivewal"
+    # pg_receivewal's application_name (Barman's key): what synchronous_standby_names names
+    # to make the receiver a synchronous standby (walq.postgres.syncrep).
+    streaming_archiver_name: str = "walq_receive_wal"
     # What `walq check` expects of this server (Barman's keys): WAL arrives through
     # archive_command (archiver) and/or pg_receivewal (streaming_archiver).
     archiver: bool = True
@@ -304,6 +307,17 @@ class ServerSettings(BaseModel):
     def _slot(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"[0-9a-z_]{1,63}", v):
             raise ValueError("must match [0-9a-z_]+ (PostgreSQL slot names)")
+        return v
+
+    @field_validator("streaming_archiver_name")
+    @classmethod
+    def _application_name(cls, v: str) -> str:
+        """PostgreSQL keeps 63 bytes of an application_name and turns anything but printable
+        ASCII into '?', so a longer or odd name would never match synchronous_standby_names."""
+        if not re.fullmatch(r"[ -~]{1,63}", v) or v != v.strip():
+            raise ValueError(
+                "must be 1 to 63 printable ASCII characters, without leading or trailing spaces"
+            )
         return v
 
     @model_validator(mode="after")

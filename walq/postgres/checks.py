@@ -4,8 +4,9 @@ What is checked depends on how WAL reaches walq, using Barman's keys:
 ``archiver`` (archive_command, the default) checks archive_mode, that
 archive_command calls walq for this server, and that PostgreSQL's archiver is
 not currently failing; ``streaming_archiver`` checks the replication slot
-(present and active) and that ``walq receive-wal`` runs. Every server with a
-conninfo gets "PostgreSQL reachable" and "system identifier matches". A
+(present and active), that ``walq receive-wal`` runs, and whether the receiver
+is a synchronous standby (walq.postgres.syncrep.sync_verdict says when that
+fails). Every server with a conninfo gets "PostgreSQL reachable" and "system identifier matches". A
 server without conninfo gets one ``PostgreSQL: SKIPPED (no conninfo)`` line (a
 check that did not run is never reported OK), plus "receiver running" when it streams.
 """
@@ -19,7 +20,8 @@ from walq.catalog import Catalog
 from walq.config import ServerConfig
 from walq.errors import WalqError
 from walq.postgres.client import PgInfo, fetch_info, mask_conninfo, slot_name
-from walq.postgres.receiver import receiver_state
+from walq.postgres.receiver import application_name, receiver_state
+from walq.postgres.syncrep import sync_verdict, sync_view
 from walq.report.result import CheckResult
 
 
@@ -80,6 +82,7 @@ def _reachable_checks(server: ServerConfig, info: PgInfo, catalog: Catalog) -> l
                     else f"slot '{name}' is not active (no receiver connected)",
                 )
             )
+        results.append(synchronous_check(server, info))
     known = known_system_identifier(catalog, server)
     if not known:
         results.append(
@@ -99,6 +102,19 @@ def _reachable_checks(server: ServerConfig, info: PgInfo, catalog: Catalog) -> l
             )
         )
     return results
+
+
+def synchronous_check(server: ServerConfig, info: PgInfo) -> CheckResult:
+    """``synchronous streaming``: is the receiver the synchronous standby PostgreSQL expects?"""
+    view = sync_view(
+        application_name(server),
+        info.synchronous_standby_names,
+        info.receiver_sync_state,
+        info.receiver_sync_priority,
+        receiver_state(server)["synchronous"],
+    )
+    ok, detail = sync_verdict(view)
+    return CheckResult("synchronous streaming", ok, detail)
 
 
 def _receiver_check(server: ServerConfig) -> CheckResult:

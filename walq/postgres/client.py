@@ -144,6 +144,10 @@ class PgInfo:
     replication_lag_bytes: int | None = (
         None  # for the walq slot's active connection (flush position)
     )
+    synchronous_standby_names: str = ""
+    # pg_stat_replication's sync_state/sync_priority of the walq slot's active connection
+    receiver_sync_state: str | None = None
+    receiver_sync_priority: int | None = None
 
     def slot(self, name: str) -> SlotInfo | None:
         return next((s for s in self.slots if s.name == name), None)
@@ -160,7 +164,16 @@ def fetch_info(server: ServerConfig) -> PgInfo:
 
 
 def _fetch(conn: Connection[Any], walq_slot: str) -> PgInfo:
-    version_num, version, sysid, seg_size, archive_mode, archive_command, in_recovery = one_row(
+    (
+        version_num,
+        version,
+        sysid,
+        seg_size,
+        archive_mode,
+        archive_command,
+        in_recovery,
+        sync_names,
+    ) = one_row(
         conn,
         f"""
         SELECT current_setting('server_version_num')::int,
@@ -169,7 +182,8 @@ def _fetch(conn: Connection[Any], walq_slot: str) -> PgInfo:
                {SEGMENT_SIZE_SQL},
                current_setting('archive_mode'),
                current_setting('archive_command'),
-               pg_is_in_recovery()
+               pg_is_in_recovery(),
+               current_setting('synchronous_standby_names')
         """,
     )
     if in_recovery:
@@ -190,14 +204,16 @@ def _fetch(conn: Connection[Any], walq_slot: str) -> PgInfo:
         (lsn,),
     ).fetchall()
     slots = [SlotInfo(*row) for row in rows]
-    lag = None
+    lag = sync_state = sync_priority = None
     mine = next((s for s in slots if s.name == walq_slot and s.active_pid), None)
     if mine is not None and lsn:
         row = conn.execute(
-            "SELECT pg_wal_lsn_diff(%s::pg_lsn, flush_lsn)::bigint FROM pg_stat_replication WHERE pid = %s",
+            "SELECT pg_wal_lsn_diff(%s::pg_lsn, flush_lsn)::bigint, sync_state, sync_priority "
+            "FROM pg_stat_replication WHERE pid = %s",
             (lsn, mine.active_pid),
         ).fetchone()
-        lag = row[0] if row else None
+        if row:
+            lag, sync_state, sync_priority = row
     return PgInfo(
         version_num=version_num,
         version=version,
@@ -211,6 +227,9 @@ def _fetch(conn: Connection[Any], walq_slot: str) -> PgInfo:
         archiver=ArchiverStats(arch[0], arch[1], _ts(arch[2]), arch[3], arch[4], _ts(arch[5])),
         slots=slots,
         replication_lag_bytes=lag,
+        synchronous_standby_names=sync_names or "",
+        receiver_sync_state=sync_state,
+        receiver_sync_priority=sync_priority,
     )
 
 

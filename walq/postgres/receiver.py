@@ -11,6 +11,11 @@ pg_receivewal accepts and re-pads. SIGTERM or SIGINT stops the child cleanly
 supervisor itself dies, the kernel sends the child SIGINT (PR_SET_PDEATHSIG),
 so no orphan keeps the slot busy.
 
+Before every start it also reads ``synchronous_standby_names``: when that names
+the receiver's application_name (``streaming_archiver_name``, walq.postgres.syncrep)
+pg_receivewal gets ``--synchronous``, so it flushes and reports every message and
+the primary's commits can wait for it (Barman's streaming archiver does the same).
+
 The supervisor records its state in ``<streaming_dir>/.walq-receive-wal.json``
 (a dot-file: invisible to the scan, to Barman and to pg_receivewal), which
 ``walq status`` and ``walq check`` read. Secrets never reach a command line or
@@ -44,16 +49,17 @@ from walq.postgres.client import (
     one_row,
     require_conninfo,
     segment_size,
+    session,
     slot_name,
     slot_restart_lsn,
 )
+from walq.postgres.syncrep import names_standby
 from walq.proclife import death_signal_setter
 from walq.proclife import proc_start as _proc_start
 from walq.wal import WalKind, WalNameError, lsn_to_segment, parse_lsn, parse_wal_name
 
 STATE_FILE = ".walq-receive-wal.json"
 LOCK_PURPOSE = "receive-wal"
-APPLICATION_NAME = "walq_receive_wal"
 BACKOFF_START = 1.0  # seconds before the first restart
 BACKOFF_CAP = 60.0  # never wait longer than this between restarts
 STABLE_AFTER = 60.0  # a child that ran this long resets the backoff
@@ -94,6 +100,8 @@ class ReceiverState(TypedDict):
     pid: int | None
     child_pid: int | None
     slot: str | None
+    application_name: str | None  # what PostgreSQL sees (pg_stat_replication)
+    synchronous: bool | None  # pg_receivewal was started with --synchronous
     started_at: float | None
     restarts: int
     last_exit_code: int | None
@@ -116,6 +124,8 @@ def receiver_state(server: ServerConfig) -> ReceiverState:
         "pid": pid if running else None,
         "child_pid": child if child_alive else None,
         "slot": state.get("slot"),
+        "application_name": state.get("application_name"),
+        "synchronous": state.get("synchronous") if running else None,
         "started_at": state.get("started_at"),
         "restarts": state.get("restarts", 0),
         "last_exit_code": state.get("last_exit_code"),
@@ -162,25 +172,41 @@ def client_major(binary: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def replication_dsn(server: ServerConfig) -> tuple[str, dict[str, str]]:
-    """The --dbname value (no password) and the environment carrying the password."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+def _conninfo_params(server: ServerConfig) -> dict[str, Any]:
+    from psycopg.conninfo import conninfo_to_dict
 
     try:
-        params = conninfo_to_dict(require_conninfo(server))
+        return conninfo_to_dict(require_conninfo(server))
     except Exception as exc:  # psycopg.ProgrammingError on a malformed string
         raise ConfigError(f"servers.{server.name}.conninfo: {mask_conninfo(str(exc))}") from None
+
+
+def application_name(server: ServerConfig) -> str:
+    """pg_receivewal's application_name: the conninfo's own, else ``streaming_archiver_name``
+    (Barman adds its name only when the conninfo has none)."""
+    if not server.conninfo:
+        return server.streaming_archiver_name
+    return str(_conninfo_params(server).get("application_name") or server.streaming_archiver_name)
+
+
+def replication_dsn(server: ServerConfig) -> tuple[str, dict[str, str]]:
+    """The --dbname value (no password) and the environment carrying the password."""
+    from psycopg.conninfo import make_conninfo
+
+    params = _conninfo_params(server)
     env = dict(os.environ)
     password = params.pop("password", None)
     if password:
         env["PGPASSWORD"] = str(password)
     params["dbname"] = "replication"
     params["replication"] = "true"
-    params.setdefault("application_name", APPLICATION_NAME)
+    params["application_name"] = params.get("application_name") or server.streaming_archiver_name
     return make_conninfo(**{k: str(v) for k, v in params.items()}), env
 
 
-def build_command(server: ServerConfig, binary: str) -> tuple[list[str], dict[str, str]]:
+def build_command(
+    server: ServerConfig, binary: str, synchronous: bool = False
+) -> tuple[list[str], dict[str, str]]:
     """pg_receivewal's command line (wal-reference.md 7); never --compress."""
     dsn, env = replication_dsn(server)
     argv = [
@@ -192,7 +218,16 @@ def build_command(server: ServerConfig, binary: str) -> tuple[list[str], dict[st
         f"--directory={server.streaming_dir}",
         f"--slot={slot_name(server)}",
     ]
+    if synchronous:
+        argv.append("--synchronous")
     return argv, env
+
+
+def is_synchronous_standby(server: ServerConfig) -> bool:
+    """Whether the server's synchronous_standby_names names this receiver (PostgreSQL asked)."""
+    with session(server, "cannot read synchronous_standby_names: ") as conn:
+        setting = one_row(conn, "SELECT current_setting('synchronous_standby_names')")[0]
+    return names_standby(setting or "", application_name(server))
 
 
 # ---------------------------------------------------------------- directory rules
@@ -306,6 +341,7 @@ class Supervisor:
         self.stopping = False
         self.child: subprocess.Popen[str] | None = None
         self.seg_size = 0
+        self.synchronous = False  # the last answer; kept while PostgreSQL cannot be asked
         self.state: dict[str, Any] = {
             "server": server.name,
             "pid": os.getpid(),
@@ -313,6 +349,8 @@ class Supervisor:
             "started_at": time.time(),
             "state": "starting",
             "slot": slot_name(server),
+            "application_name": application_name(server),
+            "synchronous": None,
             "child_pid": None,
             "child_start": None,
             "restarts": 0,
@@ -367,6 +405,23 @@ class Supervisor:
         with contextlib.suppress(PostgresError, WalqError):
             self.seg_size = segment_size(self.server)
 
+    def _refresh_synchronous(self) -> None:
+        """Ask again before every start: synchronous_standby_names may have changed."""
+        try:
+            synchronous = is_synchronous_standby(self.server)
+        except WalqError as exc:
+            _log(self.server, f"{exc}; keeping --synchronous {'on' if self.synchronous else 'off'}")
+            return
+        if synchronous != self.synchronous:
+            name = application_name(self.server)
+            _log(
+                self.server,
+                f"synchronous_standby_names names {name}: streaming with --synchronous"
+                if synchronous
+                else f"synchronous_standby_names no longer names {name}: streaming asynchronously",
+            )
+        self.synchronous = synchronous
+
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < deadline:
@@ -379,7 +434,8 @@ class Supervisor:
             note := truncate_wrong_partial(self.server.streaming_dir, self.seg_size)
         ):
             _log(self.server, note)
-        argv, env = build_command(self.server, self.binary)
+        self._refresh_synchronous()
+        argv, env = build_command(self.server, self.binary, self.synchronous)
         self.child = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -395,6 +451,7 @@ class Supervisor:
             child_pid=self.child.pid,
             child_start=_proc_start(self.child.pid),
             child_started_at=time.time(),
+            synchronous=self.synchronous,
         )
         if self.stopping:  # a signal arrived while we were starting it
             self.child.send_signal(signal.SIGINT)

@@ -18,7 +18,8 @@ from walq.catalog import Catalog, WalState
 from walq.config import ServerConfig
 from walq.errors import WalqError
 from walq.postgres.client import PostgresError, fetch_info, slot_name
-from walq.postgres.receiver import ReceiverState, receiver_state
+from walq.postgres.receiver import ReceiverState, application_name, receiver_state
+from walq.postgres.syncrep import SyncView, sync_view
 from walq.report.continuity import continuity
 from walq.report.retention import RetentionWindow, retention_window
 
@@ -72,6 +73,7 @@ class PostgresView(TypedDict):
     archiver_failing: bool
     slot: SlotStatus | None
     replication_lag_bytes: int | None
+    synchronous: SyncView
 
 
 class StreamingStatus(TypedDict):
@@ -120,7 +122,8 @@ def pending_files(directory: Path | None) -> list[Path]:
 
 def streaming_status(server: ServerConfig, with_postgres: bool = True) -> StreamingStatus:
     """The receiver's recorded state and, with a conninfo, PostgreSQL's view (slot, lag, archiver)."""
-    data: StreamingStatus = {"receiver": receiver_state(server)}
+    receiver = receiver_state(server)
+    data: StreamingStatus = {"receiver": receiver}
     if not (with_postgres and server.conninfo):
         return data
     try:
@@ -143,6 +146,13 @@ def streaming_status(server: ServerConfig, with_postgres: bool = True) -> Stream
         if slot
         else None,
         "replication_lag_bytes": info.replication_lag_bytes,
+        "synchronous": sync_view(
+            application_name(server),
+            info.synchronous_standby_names,
+            info.receiver_sync_state,
+            info.receiver_sync_priority,
+            receiver["synchronous"],
+        ),
     }
     return data
 

@@ -5,7 +5,8 @@ LIST), because PostgreSQL probes for history files that never exist and must
 get a quick "not available". The bytes are fetched and verified by
 walq.restore.fetch; ``prefetch`` starts walq.restore.prefetch, which restores the
 next N segments into a spool so the following restore_command calls are a rename
-(walq.restore.spool_hit).
+(walq.restore.spool_hit). ``partial`` serves the end of the stream for a segment
+the archive does not hold (walq.restore.partial); without it nothing else changes.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from walq.catalog import WalState
-from walq.config import Config
+from walq.archive.identity import server_identity
+from walq.catalog import WalRecord, WalState
+from walq.config import Config, ServerConfig
 from walq.errors import NotFoundError
 from walq.fsutil import copy_private
 from walq.restore import prefetch as prefetcher
@@ -26,9 +28,10 @@ from walq.restore.fetch import (
     restore_into,
     to_stdout,
 )
+from walq.restore.partial import PARTIAL, announce, serve_partial
 from walq.restore.spool import wait_for_inflight
-from walq.storage import open_storage
-from walq.wal import parse_wal_name
+from walq.storage import Storage, open_storage
+from walq.wal import WalKind, parse_wal_name
 
 
 def _move(src: Path, dest: Path) -> None:
@@ -57,14 +60,23 @@ def _move(src: Path, dest: Path) -> None:
         src.unlink(missing_ok=True)
 
 
-def get_wal(config: Config, server_name: str, name: str, dest: Path, prefetch: int = 0) -> str:
-    """Restore one WAL into dest; returns 'spool' or 'archive'. NotFoundError if absent.
+def get_wal(
+    config: Config,
+    server_name: str,
+    name: str,
+    dest: Path,
+    prefetch: int = 0,
+    partial: bool = False,
+) -> str:
+    """Restore one WAL into dest; returns 'spool', 'archive' or 'partial'. NotFoundError if absent.
 
     With ``prefetch`` a background prefetcher (walq.restore.prefetch) keeps the next
-    segments in the spool; a segment it is fetching right now is waited for.
+    segments in the spool; a segment it is fetching right now is waited for. With
+    ``partial`` a segment the archive does not hold is served from its ``.partial``.
     """
     server = config.server(server_name)
-    parse_wal_name(name)
+    wal = parse_wal_name(name)
+    partial = partial and wal.kind is WalKind.SEGMENT
     if str(dest) != STDOUT:
         check_destination(dest)
     spool = prefetcher.spool_dir(config, server)
@@ -81,8 +93,13 @@ def get_wal(config: Config, server_name: str, name: str, dest: Path, prefetch: i
             return "spool"
     storage = open_storage(server)
     catalog = open_catalog_for_restore(config)
+    partial_record: WalRecord | None = None
+    sysid = seg_size = None
     try:
         record = catalog.get(server.name, name) if catalog else None
+        if partial and catalog is not None:
+            partial_record = catalog.get(server.name, name + PARTIAL)
+            sysid, seg_size = server_identity(catalog, server)
     finally:
         if catalog is not None:
             catalog.close()  # before the prefetcher forks: a SQLite connection must not cross a fork
@@ -92,7 +109,41 @@ def get_wal(config: Config, server_name: str, name: str, dest: Path, prefetch: i
         prefetcher.start(config, server, name, prefetch, storage, replace=True)
         prefetching = True
     if not restore_into(storage, server, record, name, dest):
+        if partial:
+            source = serve_partial(
+                storage,
+                server,
+                wal,
+                partial_record,
+                dest,
+                seg_size=seg_size,
+                system_identifier=sysid,
+            )
+            if source is not None:
+                announce(name, source)
+                return "partial"
+            if _archived_meanwhile(config, storage, server, name, dest):
+                return "archive"
+            raise NotFoundError(
+                f"{name} is not in the archive of {server.name}, nor a .partial of it"
+            )
         raise NotFoundError(f"{name} is not in the archive of {server.name}")
     if catalog is not None and not prefetching:
         prefetcher.start(config, server, name, prefetch, storage, replace=True)
     return "archive"
+
+
+def _archived_meanwhile(
+    config: Config, storage: Storage, server: ServerConfig, name: str, dest: Path
+) -> bool:
+    """The scan may have archived the segment while --partial looked in streaming/ (Barman
+    looks in the archive once more, too): serve it from there, verified."""
+    catalog = open_catalog_for_restore(config)
+    try:
+        record = catalog.get(server.name, name) if catalog else None
+    finally:
+        if catalog is not None:
+            catalog.close()
+    if catalog is not None and (record is None or record.state is not WalState.ARCHIVED):
+        return False
+    return restore_into(storage, server, record, name, dest)

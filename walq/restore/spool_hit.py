@@ -75,6 +75,8 @@ def spool_hit(argv: list[str]) -> int | None:
                 prefetch = parse_prefetch(value)
             except ValueError:
                 return None  # out of bounds: the full CLI refuses it with one line
+        elif a in ("--partial", "-P"):
+            pass  # a spooled segment is archived and complete: the flag changes nothing here
         elif a.startswith("-"):
             return None
         else:
