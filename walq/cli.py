@@ -25,6 +25,7 @@ from walq.restore.spool import MAX_PREFETCH, parse_prefetch
 if TYPE_CHECKING:
     from walq.archive.embedded import ServerRun
     from walq.config import Config
+    from walq.fleet.liveness import Liveness
     from walq.report.retention import RestorePoint, RetentionWindow
     from walq.report.status import StreamingStatus
     from walq.retention.expire import ExpiryResult
@@ -243,6 +244,15 @@ def _fleet_status(config: Config) -> dict[str, object]:
     return fleet_status(config)
 
 
+def _fleet_liveness(config: Config) -> Liveness | str | None:
+    """Read the fleet's heartbeats once for every server's check (None: embedded mode)."""
+    if not config.fleet:
+        return None
+    from walq.fleet.liveness import fleet_liveness
+
+    return fleet_liveness(config)
+
+
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     from walq.catalog import open_catalog
     from walq.report.check_output import CheckReport, check_line, nagios_error
@@ -260,9 +270,10 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
             print(json.dumps(report.as_json(), indent=2))
         return EXIT_NOT_OK
     catalog = open_catalog(config)
+    liveness = _fleet_liveness(config)
     try:
         for server in servers:
-            for result in run_checks(config, server, catalog):
+            for result in run_checks(config, server, catalog, liveness):
                 report.add(server.name, result)
                 if not (args.nagios or args.json):  # each line as soon as it is known
                     print(check_line(server.name, result))

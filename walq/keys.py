@@ -42,6 +42,7 @@ def fence(server: str, purpose: str) -> str:
     """The highest fencing token handed out for this lock (grows only)."""
     return f"{PREFIX}:fence:{server}:{purpose}"
 
+
 # Fleet liveness (walq.fleet.liveness): beat's last tick, and a hash of live workers
 # (field: the worker's node name; value: JSON {"at": Redis time, "queues": [...]}).
 BEAT_TICK = f"{PREFIX}:beat:tick"
