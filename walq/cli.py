@@ -429,6 +429,27 @@ def cmd_switch_wal(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_metrics(config: Config, args: argparse.Namespace) -> int:
+    from walq.metrics.commands import run_metrics
+
+    return run_metrics(config, args.servers, Path(args.output) if args.output else None)
+
+
+def cmd_exporter(config: Config, args: argparse.Namespace) -> int:
+    from walq.metrics.commands import run_exporter
+
+    return run_exporter(config, args.servers, args.listen)
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    from walq.metrics.commands import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with walq's error contract: one line on stderr naming the argument, exit 2."""
 
@@ -557,7 +578,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "switch-wal", "ask the server to switch WAL", cmd_switch_wal)
     _flag(p, "--force", "CHECKPOINT first, so an idle server has something to close")
+    _metrics_commands(sub)
     return parser
+
+
+def _metrics_commands(sub: argparse._SubParsersAction[Any]) -> None:
+    """``walq metrics`` and ``walq exporter`` (docs/metrics.md)."""
+    p = _command(sub, "metrics", "print Prometheus metrics once (text format)", cmd_metrics, "many")
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write FILE atomically instead of stdout (node_exporter's textfile collector)",
+    )
+    p = _command(sub, "exporter", "serve Prometheus metrics over HTTP", cmd_exporter, "many")
+    p.add_argument(
+        "--listen",
+        type=_listen_address,
+        required=True,
+        metavar="HOST:PORT",
+        help="address to serve /metrics on, e.g. 127.0.0.1:9187",
+    )
 
 
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
