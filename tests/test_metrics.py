@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.services.fleet import REPO, pending
+from tests.services.fleet import REPO, celery_client, pending
 from tests.services.homes import WalqHome
 from tests.services.pg import free_port, wait_for
 from tests.services.pitr import run_archiving_primary
@@ -276,6 +276,12 @@ def test_exporter_serves_every_metric_from_a_real_fleet(
             catalog.close()
         wals, plain, stored, duration_sum, _ = catalog_totals(home)
         assert wals == len(archived) >= 3
+        # A task for a made-up server (say, from Flower) is refused and counted under
+        # "(unknown)": an outside caller cannot create new label values.
+        celery_client(home.config_path).send_task("walq.retry_wal", args=["made-up", archived[0]])
+        refused = {"server": "(unknown)", "stage": "retry_wal", "outcome": "refused"}
+        key = ("walq_task_outcomes_total", frozenset(refused.items()))
+        wait_for(lambda: key in scrape(base), 60, "the refusal to be counted", 0.25)
         samples = scrape(base)
     finally:
         stop(exporter)
@@ -302,6 +308,8 @@ def test_exporter_serves_every_metric_from_a_real_fleet(
     assert value(samples, "walq_redis_up", role="broker") == 1
     assert value(samples, "walq_redis_up", role="lock") == 1
     assert 0 <= value(samples, "walq_beat_last_tick_age_seconds") <= 30
+    assert value(samples, "walq_task_outcomes_total", **refused) == 1
+    assert not any(("server", "made-up") in labels for _, labels in samples)
 
 
 # -- docs -----------------------------------------------------------------------------

@@ -21,9 +21,17 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from walq import keys
 from walq.catalog import Catalog, WalState, open_catalog
-from walq.catalog.base import DURATION_BUCKETS
+from walq.catalog.base import DURATION_BUCKETS, ArchiveSummary
 from walq.config import Config, ServerConfig
-from walq.metrics.facts import ContinuityCache, FleetFacts, ServerFacts, fleet_facts, server_facts
+from walq.metrics.facts import (
+    ContinuityCache,
+    Derived,
+    FleetFacts,
+    ServerFacts,
+    fleet_facts,
+    server_facts,
+)
+from walq.report.progress import Waiting, waiting
 
 SERVER = ["server"]
 
@@ -228,10 +236,6 @@ class WalqCollector(Collector):
 
 def _nothing_archived(server: ServerConfig) -> ServerFacts:
     """Facts for an embedded home whose catalog does not exist yet."""
-    from walq.catalog.base import ArchiveSummary
-    from walq.metrics.facts import Derived
-    from walq.report.progress import Waiting, waiting
-
     queue: Waiting | None
     try:
         queue = waiting(server)
