@@ -289,3 +289,31 @@ def test_postgres_schema_1_migrates_to_expiry(catalog_db: str) -> None:
         assert cat.mark_expired("pg1", [W1], "migrated") == [W1]
     finally:
         cat.close()
+
+
+def test_summary_counts_every_wal_ever_archived(catalog: Catalog) -> None:
+    """One aggregate for metrics: archived and expired rows count (the sums only grow);
+    claimed and failed rows do not; durations fall into cumulative buckets."""
+    from walq.catalog.base import DURATION_BUCKETS
+
+    empty = catalog.summary("pg1")
+    assert (empty.wals, empty.size, empty.stored_size, empty.newest_archived_at) == (0, 0, 0, None)
+    assert empty.duration_buckets == (0,) * len(DURATION_BUCKETS)
+    timings = {W1: (0.02, 0.01), W2: (1.0, 2.0)}
+    for name, (prepare, store) in timings.items():
+        catalog.claim("pg1", name, "/in/" + name, 60)
+        info = archived_info(size=100, stored_size=40, prepare_seconds=prepare, store_seconds=store)
+        catalog.mark_archived("pg1", name, info)
+    catalog.claim("pg1", W3, "/in/" + W3, 60)
+    catalog.mark_failed("pg1", "000000010000000000000004", "bad")
+    catalog.claim("pg2", W1, "/in/" + W1, 60)
+    catalog.mark_archived("pg2", W1, archived_info(size=7))
+    catalog.mark_expired("pg1", [W1], "retention")
+
+    got = catalog.summary("pg1")
+    assert (got.wals, got.size, got.stored_size) == (2, 200, 80)
+    assert got.newest_archived_at == catalog.get("pg1", W2).archived_at
+    assert got.duration_sum == pytest.approx(3.03)
+    expected = tuple(sum(1 for p, s in timings.values() if p + s <= b) for b in DURATION_BUCKETS)
+    assert got.duration_buckets == expected and expected[0] == 0 and expected[-1] == 2
+    assert catalog.summary("pg2").size == 7

@@ -6,6 +6,7 @@ Docker does not run here, so these are checked by parsing, as design.md says."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -62,7 +63,16 @@ def _check_command(argv: list[str], config: Path) -> None:
 
 def test_compose_services_and_commands(compose: dict, fleet_config: Path) -> None:
     services = compose["services"]
-    assert {"redis", "postgres", "s3", "worker-cpu", "worker-io", "beat", "flower"} <= set(services)
+    assert {
+        "redis",
+        "postgres",
+        "s3",
+        "worker-cpu",
+        "worker-io",
+        "beat",
+        "flower",
+        "exporter",
+    } <= set(services)
     seen = {}
     for name, service in services.items():
         for dep in service.get("depends_on", {}):
@@ -94,6 +104,7 @@ def test_compose_services_and_commands(compose: dict, fleet_config: Path) -> Non
 def entry_points(command: str) -> list[list[str]]:
     """The walq/celery command lines in a Procfile entry, also inside a small shell snippet."""
     found, current = [], None
+    command = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", command)  # ${VAR:-default}: its default
     for token in shlex.split(command.replace(";", " ; ")):
         if current is None and token in ("celery", "walq"):
             current = [token]
@@ -113,7 +124,7 @@ def test_procfile_entries(fleet_config: Path) -> None:
         if line.strip() and not line.startswith("#"):
             name, command = line.split(":", 1)
             entries[name] = entry_points(command)
-    assert {"cpu", "io", "beat", "flower"} <= set(entries)
+    assert {"cpu", "io", "beat", "flower", "exporter"} <= set(entries)
     for name, argvs in entries.items():
         assert argvs, f"Procfile entry {name} runs neither walq nor celery"
         for argv in argvs:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 from tests.services.fleet import (
     REPO,
     VENV_BIN,
+    http,
 )
 from tests.services.homes import walq_command
 from tests.services.pg import free_port, wait_for
@@ -24,6 +26,7 @@ def test_honcho_start_archives_pgbench_continuously(
 ) -> None:
     home = fleet_home()
     home.give_to_postgres()  # archive_command runs as the postgres user, as in production
+    exporter_port = free_port()
     log = open(workdir / "honcho.log", "wb")  # noqa: SIM115
     env = {
         **os.environ,
@@ -31,6 +34,7 @@ def test_honcho_start_archives_pgbench_continuously(
         "WALQ_CONFIG": str(home.config_path),
         "FLOWER_BASIC_AUTH": "ops:honcho-test",
         "FLOWER_PORT": str(free_port()),
+        "WALQ_EXPORTER_PORT": str(exporter_port),
         "WALQ_BEAT_SCHEDULE": str(workdir / "beat-schedule"),
         "WALQ_CPU_CONCURRENCY": "1",
         "WALQ_IO_CONCURRENCY": "2",
@@ -89,6 +93,10 @@ def test_honcho_start_archives_pgbench_continuously(
         status = json.loads(home.run("status", "--json", check=True).stdout)
         assert status["servers"][0]["failed"] == []
         assert set(status["queues"]) == {"walq.scan", "walq.cpu", "walq.io"}
+        # The Procfile's exporter serves the fleet's metrics.
+        code, text = http("GET", f"http://127.0.0.1:{exporter_port}/metrics")
+        assert code == 200 and 'walq_live_workers{queue="walq.io"} 1.0' in str(text), text
+        assert re.search(r'walq_archived_wals_total\{server="pg1"\} [1-9]', str(text)), text
     finally:
         stop.set()
         os.killpg(honcho.pid, signal.SIGTERM)

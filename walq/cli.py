@@ -25,6 +25,7 @@ from walq.restore.spool import MAX_PREFETCH, parse_prefetch
 if TYPE_CHECKING:
     from walq.archive.embedded import ServerRun
     from walq.config import Config
+    from walq.fleet.liveness import Liveness
     from walq.postgres.syncrep import SyncView
     from walq.report.retention import RestorePoint, RetentionWindow
     from walq.report.status import StreamingStatus
@@ -264,6 +265,15 @@ def _fleet_status(config: Config) -> dict[str, object]:
     return fleet_status(config)
 
 
+def _fleet_liveness(config: Config) -> Liveness | str | None:
+    """Read the fleet's heartbeats once for every server's check (None: embedded mode)."""
+    if not config.fleet:
+        return None
+    from walq.fleet.liveness import fleet_liveness
+
+    return fleet_liveness(config)
+
+
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     from walq.catalog import open_catalog
     from walq.report.check_output import CheckReport, check_line, nagios_error
@@ -281,9 +291,10 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
             print(json.dumps(report.as_json(), indent=2))
         return EXIT_NOT_OK
     catalog = open_catalog(config)
+    liveness = _fleet_liveness(config)
     try:
         for server in servers:
-            for result in run_checks(config, server, catalog):
+            for result in run_checks(config, server, catalog, liveness):
                 report.add(server.name, result)
                 if not (args.nagios or args.json):  # each line as soon as it is known
                     print(check_line(server.name, result))
@@ -439,6 +450,27 @@ def cmd_switch_wal(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_metrics(config: Config, args: argparse.Namespace) -> int:
+    from walq.metrics.commands import run_metrics
+
+    return run_metrics(config, args.servers, Path(args.output) if args.output else None)
+
+
+def cmd_exporter(config: Config, args: argparse.Namespace) -> int:
+    from walq.metrics.commands import run_exporter
+
+    return run_exporter(config, args.servers, args.listen)
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    from walq.metrics.commands import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with walq's error contract: one line on stderr naming the argument, exit 2."""
 
@@ -573,7 +605,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "switch-wal", "ask the server to switch WAL", cmd_switch_wal)
     _flag(p, "--force", "CHECKPOINT first, so an idle server has something to close")
+    _metrics_commands(sub)
     return parser
+
+
+def _metrics_commands(sub: argparse._SubParsersAction[Any]) -> None:
+    """``walq metrics`` and ``walq exporter`` (docs/metrics.md)."""
+    p = _command(sub, "metrics", "print Prometheus metrics once (text format)", cmd_metrics, "many")
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write FILE atomically instead of stdout (node_exporter's textfile collector)",
+    )
+    p = _command(sub, "exporter", "serve Prometheus metrics over HTTP", cmd_exporter, "many")
+    p.add_argument(
+        "--listen",
+        type=_listen_address,
+        required=True,
+        metavar="HOST:PORT",
+        help="address to serve /metrics on, e.g. 127.0.0.1:9187",
+    )
 
 
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE

@@ -206,6 +206,15 @@ def default_archive_lag_maximum(scan_interval: float) -> float:
     return max(3 * scan_interval, MIN_ARCHIVE_LAG_MAXIMUM)
 
 
+MIN_FLEET_LIVENESS_MAXIMUM = 30.0  # seconds: a worker busy starting up is not dead
+
+
+def fleet_liveness_default(scan_interval: float) -> float:
+    """fleet_liveness_maximum when unset: three beat ticks (one per scan_interval), never
+    under 30 seconds."""
+    return max(3 * scan_interval, MIN_FLEET_LIVENESS_MAXIMUM)
+
+
 DEFAULT_HOME = Path("/var/lib/walq")
 
 
@@ -407,6 +416,9 @@ class Config(BaseSettings):
     last_wal_maximum_age: Duration | None = None
     max_incoming_wals_queue: QueueLimit | None = None
     archive_lag_maximum: Duration | None = None
+    # Fleet liveness (`walq check`'s "fleet workers" and "beat" lines): a worker heartbeat or
+    # beat tick older than this is dead. None: fleet_liveness_default(scan_interval).
+    fleet_liveness_maximum: Duration | None = None
     if TYPE_CHECKING:  # what load returns: _fill_defaults resolves every table into a ServerConfig
         servers: dict[str, ServerConfig] = Field(default_factory=dict)
     else:
@@ -467,6 +479,16 @@ class Config(BaseSettings):
     @property
     def fleet(self) -> bool:
         return bool(self.broker_url)
+
+    @property
+    def liveness_maximum(self) -> float:
+        """Seconds after which a silent worker or beat counts as dead (``walq check``)."""
+        return self.fleet_liveness_maximum or fleet_liveness_default(self.scan_interval)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often workers and beat write their liveness keys: well inside the bound."""
+        return max(0.5, min(10.0, self.liveness_maximum / 4))
 
     @property
     def effective_lock_url(self) -> str | None:

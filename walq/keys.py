@@ -41,3 +41,16 @@ def lock(server: str, purpose: str) -> str:
 def fence(server: str, purpose: str) -> str:
     """The highest fencing token handed out for this lock (grows only)."""
     return f"{PREFIX}:fence:{server}:{purpose}"
+
+
+# Fleet liveness (walq.fleet.liveness): beat's last tick, and a hash of live workers
+# (field: the worker's node name; value: JSON {"at": Redis time, "queues": [...]}).
+BEAT_TICK = f"{PREFIX}:beat:tick"
+WORKERS = f"{PREFIX}:workers"
+# Task outcomes per stage (walq.fleet.outcomes): a hash of counters, field OUTCOME_FIELD.
+OUTCOMES = f"{PREFIX}:outcomes"
+OUTCOME_SEP = "|"  # not allowed in a server name, a stage or an outcome
+
+
+def outcome_field(server: str, stage: str, outcome: str) -> str:
+    return OUTCOME_SEP.join((server, stage, outcome))

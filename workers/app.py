@@ -21,6 +21,7 @@ from kombu import Queue
 from walq import keys
 from walq.config import Config, load_config
 from walq.errors import WalqError
+from workers import liveness
 
 ROUTES = keys.TASK_QUEUES
 
@@ -66,6 +67,8 @@ def make_app(config: Config) -> Celery:
         "walq", broker=config.broker_url, backend=config.broker_url, include=["workers.tasks"]
     )
     transport = {"visibility_timeout": visibility_timeout(config)}
+    heartbeat_step, scheduler = liveness.for_config(config)
+    celery.steps["consumer"].add(heartbeat_step)
     celery.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -88,6 +91,7 @@ def make_app(config: Config) -> Celery:
         worker_send_task_events=True,
         result_expires=3600,
         beat_schedule=beat_schedule(config),
+        beat_scheduler=scheduler,  # ticks at least every heartbeat_interval (workers.liveness)
         timezone="UTC",
     )
     return celery

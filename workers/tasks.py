@@ -20,6 +20,7 @@ from walq.archive.policy import Verdict, decide
 from walq.errors import PermanentError
 from walq.fleet import stages
 from walq.fleet.expire import expire_task
+from walq.fleet.outcomes import record_outcome
 from walq.fleet.runtime import Runtime
 from workers.app import app, config
 
@@ -56,12 +57,34 @@ class WalTask(Task):
     reject_on_worker_lost = True
 
 
-def run_stage(task: Task, fn: Any, data: Any) -> Any:
-    rt = runtime()
+def count(rt: Runtime, task: Task, server: object, outcome: str) -> None:
+    """One more ``outcome`` for this stage (walq.fleet.outcomes); never fails the task."""
+    if rt.redis is None:
+        return
+    if not (isinstance(server, str) and server in config.servers):
+        server = "(unknown)"  # a made-up name from Flower must not become a new counter
     try:
-        return fn(rt, data)
+        record_outcome(rt.redis, server, task.name.removeprefix("walq."), outcome)
+    except Exception as exc:  # metrics are not worth a WAL's retry
+        log.warning("outcome not counted: %s", type(exc).__name__)
+
+
+def run_stage(task: Task, fn: Any, data: Any, server: object = None) -> Any:
+    rt = runtime()
+    server = data.get("server") if isinstance(data, dict) else server
+    try:
+        result = fn(rt, data)
     except Exception as exc:
         verdict = decide(exc)
+        outcome = {
+            Verdict.REFUSE: "refused",
+            Verdict.DONE: "skipped",
+            Verdict.WAIT: "wait",
+            Verdict.RETRY: "retry",
+        }.get(verdict, "failed")
+        if verdict is Verdict.RETRY and task.request.retries >= config.task_max_retries:
+            outcome = "failed"
+        count(rt, task, server, outcome)
         if verdict is Verdict.REFUSE:
             raise  # touches nothing, never retried: the caller made the arguments up
         if verdict is Verdict.DONE:
@@ -74,12 +97,14 @@ def run_stage(task: Task, fn: Any, data: Any) -> Any:
         if verdict is Verdict.RETRY:
             attempts = task.request.retries + 1
             if task.request.retries >= config.task_max_retries:
-                outcome = stages.give_up(rt, data, exc, attempts)
-                raise PermanentError(f"{outcome.name}: {outcome.message}") from None
+                given_up = stages.give_up(rt, data, exc, attempts)
+                raise PermanentError(f"{given_up.name}: {given_up.message}") from None
             log.warning("%s: transient error (attempt %d): %s", task.name, attempts, exc)
             raise task.retry(exc=exc, countdown=backoff(task.request.retries)) from None
-        outcome = stages.park(rt, data, exc)
-        raise PermanentError(f"{outcome.name} {outcome.status}: {outcome.message}") from None
+        parked = stages.park(rt, data, exc)
+        raise PermanentError(f"{parked.name} {parked.status}: {parked.message}") from None
+    count(rt, task, server, "ok")
+    return result
 
 
 @app.task(name="walq.compress", bind=True, base=WalTask)
@@ -119,19 +144,19 @@ def enqueue(job: dict[str, Any]) -> str:
 
 @app.task(name="walq.scan_server", bind=True, base=WalTask)
 def scan_server(self: Task, server: str) -> dict[str, Any]:
-    jobs = run_stage(self, stages.scan_server, server)
+    jobs = run_stage(self, stages.scan_server, server, server)
     return {"server": server, "enqueued": [enqueue(job) for job in jobs]}
 
 
 @app.task(name="walq.retry_wal", bind=True, base=WalTask)
 def retry_wal(self: Task, server: str, wal: str) -> dict[str, Any]:
-    job = run_stage(self, lambda rt, _: stages.retry_wal(rt, server, wal), None)
+    job = run_stage(self, lambda rt, _: stages.retry_wal(rt, server, wal), None, server)
     return {"server": server, "wal": wal, "enqueued": [enqueue(job)] if job else []}
 
 
 @app.task(name="walq.retry_failed", bind=True, base=WalTask)
 def retry_failed(self: Task, server: str) -> dict[str, Any]:
-    jobs = run_stage(self, lambda rt, _: stages.retry_failed(rt, server), None)
+    jobs = run_stage(self, lambda rt, _: stages.retry_failed(rt, server), None, server)
     return {"server": server, "enqueued": [enqueue(job) for job in jobs]}
 
 

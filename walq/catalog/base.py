@@ -122,6 +122,50 @@ class WalRecord:
     ]
 
 
+# Upper bounds (seconds) of the archive-duration histogram `walq metrics` exposes.
+DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveSummary:
+    """Every WAL a server ever archived (rows ``archived`` or ``expired``), in one aggregate
+    query: what metrics need per scrape without reading a row per WAL. The sums only grow
+    (an expired row keeps its sizes and durations), so they are Prometheus counters."""
+
+    wals: int
+    size: int  # plain bytes
+    stored_size: int
+    newest_archived_at: float | None
+    duration_sum: float  # prepare_seconds + store_seconds, summed
+    duration_buckets: tuple[int, ...]  # cumulative counts for DURATION_BUCKETS (then +Inf: wals)
+
+
+def summary_sql(table: str, placeholder: str) -> str:
+    """The aggregate query behind ``Catalog.summary``, shared by both catalogs."""
+    duration = "coalesce(prepare_seconds, 0) + coalesce(store_seconds, 0)"
+    buckets = ", ".join(
+        f"coalesce(sum(CASE WHEN {duration} <= {bound!r} THEN 1 ELSE 0 END), 0)"
+        for bound in DURATION_BUCKETS
+    )
+    return (
+        f"SELECT count(*), coalesce(sum(size), 0), coalesce(sum(stored_size), 0), "
+        f"max(archived_at), coalesce(sum({duration}), 0), {buckets} FROM {table} "
+        f"WHERE server = {placeholder} AND state IN ('archived', 'expired')"
+    )
+
+
+def summary_from_row(row: tuple) -> ArchiveSummary:
+    wals, size, stored, newest, duration, *buckets = row
+    return ArchiveSummary(
+        int(wals),
+        int(size),
+        int(stored),
+        None if newest is None else float(newest),
+        float(duration),
+        tuple(int(b) for b in buckets),
+    )
+
+
 class Catalog(Protocol):
     def claim(
         self, server: str, name: str, source_path: str, timeout: float, *, steal: bool = False
@@ -169,6 +213,11 @@ class Catalog(Protocol):
     def archived_names(self, server: str) -> list[str]: ...
 
     def counts(self, server: str) -> dict[str, int]: ...
+
+    def summary(self, server: str) -> ArchiveSummary:
+        """Counts, byte sums, newest archive time and the duration histogram of every WAL
+        the server ever archived (one aggregate query; the ``(server, state)`` index)."""
+        ...
 
     def reset_failed(self, server: str, names: list[str] | None = None) -> list[str]:
         """Make failed WALs claimable again; returns the names reset."""

@@ -17,7 +17,15 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from walq.catalog.base import ArchivedInfo, WalRecord, WalState, check_transition
+from walq.catalog.base import (
+    ArchivedInfo,
+    ArchiveSummary,
+    WalRecord,
+    WalState,
+    check_transition,
+    summary_from_row,
+    summary_sql,
+)
 from walq.errors import ConfigError, FencedError, TransientError
 from walq.masking import mask_library_logs, mask_secrets, url_passwords
 
@@ -65,6 +73,7 @@ MIGRATIONS: list[str] = [
 SCHEMA_LOCK = 0x77616C71  # pg_advisory_xact_lock key: 'walq'
 NOW = "extract(epoch from clock_timestamp())::double precision"
 _SELECT = "SELECT " + ", ".join(WalRecord.COLUMNS) + " FROM walq_wal"
+_SUMMARY = summary_sql("walq_wal", "%s")
 
 
 def _record(row: tuple) -> WalRecord:
@@ -269,6 +278,9 @@ class PostgresCatalog:
         )
         counts.update({state: int(n) for state, n in rows})
         return counts
+
+    def summary(self, server: str) -> ArchiveSummary:
+        return summary_from_row(_only_row(tuple(self._exec(_SUMMARY, (server,))[0])))
 
     def reset_failed(self, server: str, names: list[str] | None = None) -> list[str]:
         if names is None:

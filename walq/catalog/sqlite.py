@@ -7,7 +7,15 @@ import sqlite3
 import time
 from pathlib import Path
 
-from walq.catalog.base import ArchivedInfo, WalRecord, WalState, check_transition
+from walq.catalog.base import (
+    ArchivedInfo,
+    ArchiveSummary,
+    WalRecord,
+    WalState,
+    check_transition,
+    summary_from_row,
+    summary_sql,
+)
 from walq.errors import ConfigError, FencedError
 from walq.fsutil import makedirs_durable, open_private
 
@@ -40,6 +48,7 @@ CREATE TABLE IF NOT EXISTS meta (server TEXT, key TEXT, value TEXT, PRIMARY KEY 
 # Columns added after the first release: (name, type). A catalog written by an older
 # walq gets them with ALTER TABLE when opened for writing; a read-only one reads NULLs.
 ADDED_COLUMNS = [("expired_at", "REAL"), ("reason", "TEXT")]
+_SUMMARY = summary_sql("wal", "?")
 
 
 def _record(row: tuple) -> WalRecord:
@@ -237,6 +246,9 @@ class SqliteCatalog:
         counts = {s.value: 0 for s in WalState}
         counts.update(dict(rows.fetchall()))
         return counts
+
+    def summary(self, server: str) -> ArchiveSummary:
+        return summary_from_row(self.db.execute(_SUMMARY, (server,)).fetchone())
 
     def reset_failed(self, server: str, names: list[str] | None = None) -> list[str]:
         self.db.execute("BEGIN IMMEDIATE")

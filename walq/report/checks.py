@@ -18,6 +18,7 @@ from walq.catalog import Catalog
 from walq.config import Config, ServerConfig
 from walq.crypto import check_key
 from walq.errors import WalqError
+from walq.fleet.liveness import Liveness, fleet_liveness, liveness_checks
 from walq.fsutil import makedirs_durable, open_private
 from walq.locks import FileLock, busy_holder, is_locked
 from walq.postgres.checks import postgres_checks
@@ -77,7 +78,11 @@ def describe_gaps(gaps: list[list[str]], shown: int = 3) -> str:
     return f"{len(gaps)} gap(s): {', '.join(ranges)}{more}"
 
 
-def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[CheckResult]:
+def run_checks(
+    config: Config, server: ServerConfig, catalog: Catalog, liveness: Liveness | str | None = None
+) -> list[CheckResult]:
+    """Every line for ``server``. In fleet mode ``liveness`` is what
+    walq.fleet.liveness.fleet_liveness read once for all servers (read here when None)."""
     results: list[CheckResult] = []
 
     def attempt(name: str, fn: Callable[[], object]) -> None:
@@ -127,4 +132,6 @@ def run_checks(config: Config, server: ServerConfig, catalog: Catalog) -> list[C
     attempt("errors directory empty", lambda: _errors_dir_empty(server))
     results.extend(postgres_checks(server, catalog))
     results.extend(progress_checks(config, server, status, catalog.counts(server.name)))
+    if config.fleet:
+        results.extend(liveness_checks(liveness or fleet_liveness(config)))
     return results
