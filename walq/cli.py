@@ -515,7 +515,8 @@ class _Version(argparse.Action):
             text = f"walq {version('walq')}"
         except PackageNotFoundError:  # a source tree nobody installed
             text = "walq (version unknown: not installed as a package)"
-        parser.exit(EXIT_OK, text + "\n")
+        print(text)  # stdout, as argparse's own version action does
+        parser.exit(EXIT_OK)
 
 
 def _archive_timeout(text: str) -> float:
