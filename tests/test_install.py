@@ -108,9 +108,18 @@ def test_install_from_a_clean_copy_archives_as_postgres(installed: Path) -> None
 
     res = run([str(walq), "--version"], as_pg=True)
     assert (res.returncode, res.stdout) == (0, f"walq {version('walq')}\n"), res.stderr
-    where = run([str(installed / "python"), "-c", "import walq, workers; print(walq.__file__)"])
-    assert where.stdout.startswith(str(installed.parent)), where  # not this checkout: non-editable
-    assert str(REPO) not in where.stdout
+    where = run(
+        [
+            str(installed / "python"),
+            "-c",
+            "import importlib.util as u; print(u.find_spec('walq').origin); "
+            "print(u.find_spec('workers').origin)",  # importing workers would load a config
+        ]
+    )
+    origins = where.stdout.splitlines()
+    assert len(origins) == 2, where
+    for origin in origins:  # the venv's copies, not this checkout: non-editable
+        assert origin.startswith(str(installed.parent)) and str(REPO) not in origin, where
 
     root = fresh_dir("install-pg")
     cluster = Cluster(root / "pg")
