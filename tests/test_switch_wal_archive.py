@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from tests.services.homes import walq_command
-from tests.services.pg import chown_postgres
+from tests.services.pg import chown_postgres, wait_for
 
 
 def test_switch_wal_archive_waits_for_the_closed_wal(
@@ -59,3 +59,39 @@ def test_switch_wal_archive_waits_for_the_closed_wal(
         "(is archive_command delivering it, and walq archive or the fleet running?)\n"
     )
     assert f"The WAL file {lost} has been closed" in res.stdout
+
+
+def test_switch_wal_archive_in_a_fleet_waits_for_the_workers(
+    fleet_home, cluster_factory, fleet_factory, walq_runnable_by_postgres
+) -> None:
+    """In fleet mode the workers archive: with none running it archives nothing itself and
+    times out; once a worker and beat run, the same command succeeds."""
+    pg = cluster_factory("pg")
+    home = fleet_home({"pg1": {"conninfo": pg.conninfo}})
+    assert home.run("catalog", "init").returncode == 0
+    pg.configure(
+        {"archive_mode": "on", "archive_command": f"'{walq_command(home, 'put-wal', 'pg1', '%p')}'"}
+    )
+    home.give_to_postgres()
+    pg.start()
+    pg.psql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS x")
+    first = pg.current_wal()
+    res = home.run("switch-wal", "pg1", "--archive", "--archive-timeout", "2", as_pg=True)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"the WAL file {first} has not been archived within 2 seconds" in res.stderr
+    assert (home.incoming() / first).exists()  # delivered, and left to the (absent) fleet
+
+    fleet = fleet_factory(home.config_path)
+    fleet.worker("w1")
+    fleet.beat()
+    pg.psql("INSERT INTO t SELECT generate_series(1, 1000)")
+    second = pg.current_wal()
+    res = home.run("switch-wal", "pg1", "--archive", "--archive-timeout", "120", as_pg=True)
+    assert res.returncode == 0, res.stdout + res.stderr + fleet.logs()
+    assert f"The WAL file {second} has been archived for server 'pg1'" in res.stdout
+
+    def states() -> dict[str, str]:
+        return {r["name"]: r["state"] for r in json.loads(home.run("list", "--json").stdout)}
+
+    assert states()[second] == "archived"
+    wait_for(lambda: states().get(first) == "archived", 60, f"the fleet to archive {first}")
