@@ -7,6 +7,7 @@ Each runs the real ``walq`` command on real WAL (the session's corpus); switch-w
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 from tests.services.config_file import write_walq_config
 from tests.services.homes import WALQ, WalqHome
 from walq.catalog import open_catalog
+from walq.cli import build_parser
 from walq.report.jsontime import TIMESTAMP_KEYS
 from walq.report.progress import progress_checks
 from walq.report.status import server_status
@@ -207,3 +209,25 @@ def test_archive_quiet_is_silent_when_all_is_well_and_names_what_failed(
     wal_corpus.copy_into(walq_home.incoming(), wal_corpus.segments[7:8])
     loud = walq_home.run("archive")  # without --quiet: a line per WAL and the summary
     assert loud.returncode == 0 and wal_corpus.segments[7] in loud.stdout
+
+
+def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ("walq",)):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_command_and_argument_has_help() -> None:
+    """``walq COMMAND --help`` says what the command does and what each argument means."""
+    seen = set()
+    for path, parser in _parsers(build_parser()):
+        seen.add(" ".join(path))
+        assert parser.description, f"{' '.join(path)} --help has no description"
+        for action in parser._actions:
+            if not isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                assert action.help, f"{' '.join(path)}: {action.dest} has no help"
+    assert {"walq switch-wal", "walq archive", "walq verify", "walq catalog resync"} <= seen
+    res = subprocess.run([str(WALQ), "switch-wal", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "--archive-timeout SECONDS" in res.stdout

@@ -614,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("walnames", nargs="*", metavar="WALNAME", help="the failed WALs to re-drive")
     _flag(p, "--all-failed", "every failed WAL of the server")
 
-    p = sub.add_parser("catalog", help="catalog maintenance")
+    p = sub.add_parser("catalog", help="catalog maintenance", description="catalog maintenance")
     catalog_sub = p.add_subparsers(dest="catalog_command", required=True)
     _command(catalog_sub, "init", "create or migrate the catalog schema", cmd_catalog_init, "none")
     p = _command(
