@@ -79,7 +79,7 @@ class Progress:
 def cmd_archive(config: Config, args: argparse.Namespace) -> int:
     from walq.archive.embedded import archive
 
-    quiet = getattr(args, "quiet", False)
+    quiet = args.quiet
     runs = archive(config, args.servers or None, Progress(quiet=quiet))
     status = EXIT_OK
     for run in runs:
