@@ -35,16 +35,25 @@ EXIT_OK, EXIT_NOT_OK, EXIT_ERROR = 0, 1, 2
 
 
 class Progress:
-    """A one-line progress bar on a terminal, one plain line per WAL otherwise."""
+    """A one-line progress bar on a terminal, one plain line per WAL otherwise;
+    ``quiet`` (``walq archive --quiet``, for cron mail): only the WALs that failed, on stderr."""
 
-    def __init__(self, stream=sys.stdout) -> None:
+    def __init__(self, stream=sys.stdout, quiet: bool = False) -> None:
         self.stream = stream
+        self.quiet = quiet
         self.tty = stream.isatty()
         self.started = time.monotonic()
         self.raw_bytes = 0
 
     def __call__(self, server: str, outcome, done: int, total: int) -> None:
         self.raw_bytes += outcome.size
+        if self.quiet:
+            if not outcome.ok:
+                print(
+                    f"walq: {server} {outcome.name} {outcome.status}: {outcome.message}",
+                    file=sys.stderr,
+                )
+            return
         if self.tty:
             elapsed = max(time.monotonic() - self.started, 1e-6)
             width = 30
@@ -72,11 +81,12 @@ class Progress:
 def cmd_archive(config: Config, args: argparse.Namespace) -> int:
     from walq.archive.embedded import archive
 
-    runs = archive(config, args.servers or None, Progress())
+    quiet = args.quiet
+    runs = archive(config, args.servers or None, Progress(quiet=quiet))
     status = EXIT_OK
     for run in runs:
         if run.busy:
-            _report_busy(run)
+            _report_busy(run, quiet)
             if not run.ok:
                 status = EXIT_NOT_OK
             continue
@@ -84,17 +94,23 @@ def cmd_archive(config: Config, args: argparse.Namespace) -> int:
             print(f"{run.server}: unknown file moved to {shown(path)}", file=sys.stderr)
         archived = sum(1 for o in run.outcomes if o.status == "archived")
         dups = sum(1 for o in run.outcomes if o.status == "duplicate")
-        print(
+        summary = (
             f"{run.server}: {archived} archived, {dups} duplicate(s) dropped, "
             f"{len(run.failed)} failed, {len(run.unknown)} unknown"
         )
         if not run.ok:
             status = EXIT_NOT_OK
+        if not quiet:
+            print(summary)
+        elif not run.ok:  # the failures above, in context
+            print(f"walq: {summary}", file=sys.stderr)
     return status
 
 
-def _report_busy(run: ServerRun) -> None:
+def _report_busy(run: ServerRun, quiet: bool = False) -> None:
     """A skip is quiet only while a live walq archive holds the lock and makes progress."""
+    if quiet and not run.stuck:  # a healthy holder is doing the work: nothing to mail
+        return
     if run.holder is None:  # the fleet's lock: it expires with its holder
         print(f"{run.server}: another walq archive holds the lock; skipped")
     elif run.stuck:
@@ -146,6 +162,7 @@ def _servers(config: Config, name: str | None):
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     from walq.catalog import open_catalog
+    from walq.report.jsontime import with_iso_times
     from walq.report.status import server_status
 
     catalog = open_catalog(config)
@@ -157,7 +174,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     if not data:  # say so: an empty report reads as "all is well"
         print(f"walq: {NO_SERVERS}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"servers": data, **extra}, indent=2))
+        print(json.dumps(with_iso_times({"servers": data, **extra}), indent=2))
         return EXIT_OK
     for st in data:
         print(f"Server {st['server']}:")
@@ -167,8 +184,13 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
         print(f"  last archived:    {st['last_archived'] or '-'}{age}")
         print(f"  archived:         {st['archived']}   in flight: {st['claimed']}")
         q = st["queued"]
+        lag = (
+            "unknown (a directory cannot be listed)"
+            if st["lag_seconds"] is None
+            else f"{st['lag_seconds']}s"
+        )
         print(
-            f"  queued:           {q['incoming']} incoming, {q['streaming']} streaming; lag {st['lag_seconds']}s"
+            f"  queued:           {q['incoming']} incoming, {q['streaming']} streaming; lag {lag}"
         )
         print(
             f"  rates:            {st['rates']['last_minute']}/min, {st['rates']['last_hour']}/hour"
@@ -310,24 +332,40 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_list(config: Config, args: argparse.Namespace) -> int:
+    """Catalog rows of one server, or of every server (then each line starts with its name)."""
     from walq.catalog import WalState, open_catalog
+    from walq.report.jsontime import with_iso_times
 
-    server = config.server(args.server)
+    servers = _servers(config, args.server)
+    if not servers:
+        print(f"walq: {NO_SERVERS}", file=sys.stderr)
     catalog = open_catalog(config)
     try:
-        rows = catalog.records(server.name, WalState.FAILED if args.failed else None)
+        rows = [
+            r
+            for server in servers
+            for r in catalog.records(server.name, WalState.FAILED if args.failed else None)
+        ]
     finally:
         catalog.close()
     if args.json:
-        print(json.dumps([{c: getattr(r, c) for c in r.COLUMNS} for r in rows], indent=2))
+        document = [{c: getattr(r, c) for c in r.COLUMNS} for r in rows]
+        print(json.dumps(with_iso_times(document), indent=2))
         return EXIT_OK
+    width = max((len(s.name) for s in servers), default=6) if not args.server else 0
+
+    def server_column(name: str) -> str:
+        return f"{name:<{width}} " if width else ""
+
     print(
-        f"{'name':<40} {'state':<9} {'size':>10} {'stored':>10} {'codec':<7} {'enc':<5} {'tries':>5}  error"
+        f"{server_column('server')}{'name':<40} {'state':<9} {'size':>10} {'stored':>10} "
+        f"{'codec':<7} {'enc':<5} {'tries':>5}  error"
     )
     for r in rows:
         print(
-            f"{r.name:<40} {r.state:<9} {r.size or '':>10} {r.stored_size or '':>10} "
-            f"{r.codec or '':<7} {r.encryption or '':<5} {r.attempts:>5}  {r.last_error or ''}"
+            f"{server_column(r.server)}{r.name:<40} {r.state:<9} {r.size or '':>10} "
+            f"{r.stored_size or '':>10} {r.codec or '':<7} {r.encryption or '':<5} "
+            f"{r.attempts:>5}  {r.last_error or ''}"
         )
     return EXIT_OK
 
@@ -384,20 +422,39 @@ def cmd_catalog_resync(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
+    """One server, or every server in turn (one that cannot be read does not stop the
+    others): 0 all clean, 1 problems (or no server configured), 2 a server could not be read."""
     from walq.catalog import open_catalog
     from walq.report.verify import verify
     from walq.storage import open_storage
 
-    server = config.server(args.server)
+    servers = _servers(config, args.server)
+    if not servers:  # nothing read back is not "clean"
+        print(f"walq: {NO_SERVERS}: nothing to verify", file=sys.stderr)
+        return EXIT_NOT_OK
+    status = EXIT_OK
     catalog = open_catalog(config)
     try:
-        report = verify(server, catalog, open_storage(server))
+        for server in servers:
+            try:
+                report = verify(server, catalog, open_storage(server))
+            except WalqError as exc:
+                if args.server:  # one server: main() reports it as every command does
+                    raise
+                print(f"walq: {server.name}: {_one_line(str(exc))}", file=sys.stderr)
+                status = EXIT_ERROR
+                continue
+            for problem in report.problems:
+                print(f"{server.name}: {problem}")
+            print(
+                f"{server.name}: {report.checked} WAL(s) read back, "
+                f"{len(report.problems)} problem(s)"
+            )
+            if not report.ok and status == EXIT_OK:
+                status = EXIT_NOT_OK
     finally:
         catalog.close()
-    for problem in report.problems:
-        print(f"{server.name}: {problem}")
-    print(f"{server.name}: {report.checked} WAL(s) read back, {len(report.problems)} problem(s)")
-    return EXIT_OK if report.ok else EXIT_NOT_OK
+    return status
 
 
 def cmd_expire(config: Config, args: argparse.Namespace) -> int:
@@ -444,9 +501,25 @@ def cmd_receive_wal(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_switch_wal(config: Config, args: argparse.Namespace) -> int:
+    """pg_switch_wal(); with --archive, wait until the closed WAL is archived (walq.archive.wait)."""
     from walq.postgres.client import switch_wal
 
-    print(switch_wal(config.server(args.server), force=args.force))
+    server = config.server(args.server)
+    switched = switch_wal(server, force=args.force)
+    print(switched.message, flush=True)
+    if not args.archive:
+        return EXIT_OK
+    from walq.archive.wait import wait_archived
+
+    limit = f" (max: {args.archive_timeout:g} seconds)" if args.archive_timeout else ""
+    print(
+        f"Waiting for the WAL file {switched.closed} from server '{server.name}'{limit}", flush=True
+    )
+    result = wait_archived(config, server, switched.closed, args.archive_timeout or None)
+    if not result.ok:
+        print(f"walq: switch-wal: {server.name}: {result.message}", file=sys.stderr)
+        return EXIT_NOT_OK
+    print(result.message)
     return EXIT_OK
 
 
@@ -480,6 +553,36 @@ class _Parser(argparse.ArgumentParser):
             message = f"{message[:limit]}…({len(message)} characters)"
         where = self.prog.removeprefix("walq").strip()
         self.exit(EXIT_ERROR, f"walq: {where + ': ' if where else ''}{message}\n")
+
+
+class _Version(argparse.Action):
+    """``walq --version``: the installed package's version, looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> NoReturn:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = f"walq {version('walq')}"
+        except PackageNotFoundError:  # a source tree nobody installed
+            text = "walq (version unknown: not installed as a package)"
+        print(text)  # stdout, as argparse's own version action does
+        parser.exit(EXIT_OK)
+
+
+def _archive_timeout(text: str) -> float:
+    """--archive-timeout: seconds, 0 for no limit (Barman's default is 30)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86400 * 7:  # NaN fails this too
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds from 0 (no limit) to 604800 (got {text[:ECHO_LIMIT]!r})"
+        )
+    return seconds
 
 
 def _prefetch_count(text: str) -> int:
@@ -524,9 +627,13 @@ DRY_RUN = "print every name that would go; change nothing"
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="walq", description="WAL archiving for PostgreSQL fleets")
     parser.add_argument("--config", help="config file (default $WALQ_CONFIG, then ./walq.toml)")
+    parser.add_argument("--version", action=_Version, help="print walq's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    _command(sub, "archive", "archive everything pending now (embedded mode)", cmd_archive, "many")
+    p = _command(
+        sub, "archive", "archive everything pending now (embedded mode)", cmd_archive, "many"
+    )
+    _flag(p, "--quiet", "print only errors, on stderr (for cron: no mail when all is well)")
 
     p = _command(sub, "put-wal", "archive_command: copy PATH into incoming atomically", cmd_put_wal)
     p.add_argument("path", help="the WAL file PostgreSQL hands over (%p)")
@@ -558,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--json", action="store_true", help="the checks as one JSON document")
 
-    p = _command(sub, "list", "catalog rows", cmd_list)
+    p = _command(sub, "list", "catalog rows", cmd_list, "optional")
     _flag(p, "--failed", "only the failed WALs")
     _flag(p, "--json", "machine-readable output")
 
@@ -566,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("walnames", nargs="*", metavar="WALNAME", help="the failed WALs to re-drive")
     _flag(p, "--all-failed", "every failed WAL of the server")
 
-    p = sub.add_parser("catalog", help="catalog maintenance")
+    p = sub.add_parser("catalog", help="catalog maintenance", description="catalog maintenance")
     catalog_sub = p.add_subparsers(dest="catalog_command", required=True)
     _command(catalog_sub, "init", "create or migrate the catalog schema", cmd_catalog_init, "none")
     p = _command(
@@ -577,7 +684,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flag(p, "--dry-run", "report only; change nothing")
 
-    _command(sub, "verify", "read the archive back: continuity and checksums", cmd_verify)
+    _command(
+        sub,
+        "verify",
+        "read the archive back: continuity and checksums",
+        cmd_verify,
+        "optional",
+    )
 
     p = _command(
         sub,
@@ -605,6 +718,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "switch-wal", "ask the server to switch WAL", cmd_switch_wal)
     _flag(p, "--force", "CHECKPOINT first, so an idle server has something to close")
+    _flag(p, "--archive", "then wait until the closed WAL is archived (exit 1 on timeout)")
+    p.add_argument(
+        "--archive-timeout",
+        type=_archive_timeout,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long --archive waits (default 30; 0: no limit)",
+    )
     _metrics_commands(sub)
     return parser
 

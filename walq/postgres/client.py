@@ -255,10 +255,32 @@ def slot_restart_lsn(server: ServerConfig, name: str) -> tuple[bool, str | None]
     return (row is not None, row[0] if row else None)
 
 
-def switch_wal(server: ServerConfig, force: bool = False) -> str:
+@dataclass(frozen=True)
+class SwitchResult:
+    """What ``pg_switch_wal()`` did: ``closed`` is the last segment that holds WAL written
+    before the call (the one just closed, or the previous one when nothing needed closing),
+    the one ``switch-wal --archive`` waits for."""
+
+    server: str
+    closed: str
+    switched: bool
+    forced: bool
+
+    @property
+    def message(self) -> str:
+        """A line for the operator, in Barman's words."""
+        if self.switched:
+            return f"The WAL file {self.closed} has been closed on server '{self.server}'"
+        hint = "" if self.forced else " (use --force to checkpoint first)"
+        return f"No switch required for server '{self.server}'{hint}"
+
+
+def switch_wal(server: ServerConfig, force: bool = False) -> SwitchResult:
     """``pg_switch_wal()``; with ``force`` a CHECKPOINT first so an idle server has something to close.
 
-    Returns a line for the operator: which WAL was closed, or that none needed closing.
+    ``pg_walfile_name`` of the LSN it returns names the closed segment; when nothing
+    was written since the last switch that LSN is the current segment's start, and
+    the name is the previous segment's: already closed, everything before it too.
     """
     with session(server, "switch-wal failed: ") as conn:
         if one_row(conn, "SELECT pg_is_in_recovery()")[0]:
@@ -270,10 +292,7 @@ def switch_wal(server: ServerConfig, force: bool = False) -> str:
         before = one_row(conn, "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")[0]
         closed = one_row(conn, "SELECT pg_walfile_name(pg_switch_wal())")[0]
         after = one_row(conn, "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")[0]
-    if after != before:
-        return f"The WAL file {closed} has been closed on server '{server.name}'"
-    hint = "" if force else " (use --force to checkpoint first)"
-    return f"No switch required for server '{server.name}'{hint}"
+    return SwitchResult(server.name, closed, switched=after != before, forced=force)
 
 
 def learn_identity(catalog: Catalog, server: ServerConfig) -> int | None:

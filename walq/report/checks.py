@@ -24,7 +24,8 @@ from walq.locks import FileLock, busy_holder, is_locked
 from walq.postgres.checks import postgres_checks
 from walq.report.progress import progress_checks
 from walq.report.result import CheckResult
-from walq.report.status import list_pending, server_status
+from walq.report.status import server_status
+from walq.report.waiting import list_pending
 from walq.retention.resync import lost_wals
 from walq.storage import open_storage
 

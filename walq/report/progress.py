@@ -17,11 +17,9 @@ facts ``walq status`` already gathered, never a storage listing.
 - ``archiver progress``: FAILED when the oldest waiting file has waited longer
   than ``archive_lag_maximum``. This one fires even when PostgreSQL is idle.
 
-A file waits from the moment it was published in its directory: its ctime, set
-by the link or rename that put it there. Its mtime would not do, because
-put-wal keeps the mtime PostgreSQL gave the segment, which can be hours older.
-The streaming/ file the scan leaves to pg_receivewal (walq.archive.scan.held_back)
-is still being written, not waiting.
+How long a file has waited is measured by walq.report.waiting, the one helper
+``walq status``'s lag uses too: from its ctime (when it was published in the
+directory), the file pg_receivewal is still writing excluded.
 """
 
 from __future__ import annotations
@@ -29,14 +27,12 @@ from __future__ import annotations
 import errno
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from walq.archive.scan import held_back
 from walq.catalog import WalState
 from walq.config import Config, ServerConfig, default_archive_lag_maximum
 from walq.report.result import CheckResult, Measure
-from walq.report.status import ServerStatus, list_pending
-from walq.wal import WalNameError, parse_wal_name
+from walq.report.status import ServerStatus
+from walq.report.waiting import Waiting, waiting
 
 NOT_RUNNING = "is walq archive or the fleet running?"
 _UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
@@ -53,41 +49,6 @@ def format_duration(seconds: float) -> str:
                 text += f" {small}{_UNITS[i + 1][0]}"
             return text
     raise AssertionError("unreachable: the last unit is one second")
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """The files waiting for the archiver in a server's incoming/ and streaming/."""
-
-    count: int
-    oldest_since: float | None  # when the longest-waiting one was published (ctime)
-
-
-def _listed(directory: Path) -> list[Path]:
-    try:
-        return list_pending(directory)
-    except FileNotFoundError:  # not created yet: nothing waits there
-        return []
-
-
-def waiting(server: ServerConfig) -> Waiting:
-    """What waits now; OSError when a directory exists but cannot be listed."""
-    incoming = _listed(server.incoming_dir)
-    streaming = _listed(server.streaming_dir)
-    named = []
-    for path in streaming:
-        try:
-            named.append((path.name, parse_wal_name(path.name).kind))
-        except WalNameError:
-            continue  # not a WAL: the scan parks it in errors/, so it waits like any file
-    kept = held_back(named)
-    since = []
-    for path in incoming + [p for p in streaming if p.name != kept]:
-        try:
-            since.append(path.lstat().st_ctime)
-        except FileNotFoundError:  # archived between the listing and now
-            continue
-    return Waiting(len(since), min(since, default=None))
 
 
 @dataclass(frozen=True)
@@ -186,7 +147,7 @@ def _archiver_progress(
     if queue.oldest_since is None:
         measures = (Measure("oldest_waiting_seconds", 0, bound), queued)
         return CheckResult(name, True, "nothing waiting", measures=measures)
-    age = max(now - queue.oldest_since, 0.0)
+    age = queue.lag(now)
     measures = (Measure("oldest_waiting_seconds", age, bound), queued)
     detail = (
         f"oldest waiting {format_duration(age)}, maximum {format_duration(bound)}, "

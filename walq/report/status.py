@@ -8,7 +8,6 @@ same facts into one OK/FAILED line per condition (walq.report.checks).
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Literal, NotRequired, TypedDict
@@ -22,6 +21,7 @@ from walq.postgres.receiver import ReceiverState, application_name, receiver_sta
 from walq.postgres.syncrep import SyncView, sync_view
 from walq.report.continuity import continuity
 from walq.report.retention import RetentionWindow, retention_window
+from walq.report.waiting import list_pending, waiting
 
 # The shapes below are ``walq status --json`` (keys in output order); cli.py prints from them.
 
@@ -86,8 +86,9 @@ class ServerStatus(StreamingStatus):
     watermark: str | None
     timelines: list[TimelineStatus]
     last_archived: str | None
-    last_archived_at: float | None
-    lag_seconds: float
+    last_archived_at: float | None  # epoch seconds here; ISO 8601 in --json (walq.report.jsontime)
+    lag_seconds: float | None  # None: incoming/ or streaming/ could not be listed
+    oldest_waiting_since: float | None
     gaps: list[list[str]]
     archived: int
     claimed: int
@@ -99,16 +100,6 @@ class ServerStatus(StreamingStatus):
     wal_segment_size: int | None
     storage_url: str | None
     retention: RetentionWindow
-
-
-def list_pending(directory: Path) -> list[Path]:
-    """The files a directory queues, sorted: dot-files and ``*.tmp`` are work in progress
-    (a writer's or walq's own), not queued WAL. Raises OSError for a missing or unreadable one."""
-    return sorted(
-        Path(e.path)
-        for e in os.scandir(directory)
-        if not e.name.startswith(".") and not e.name.endswith(".tmp")
-    )
 
 
 def pending_files(directory: Path | None) -> list[Path]:
@@ -169,7 +160,12 @@ def server_status(
     last = max(archived, key=lambda r: r.archived_at or 0, default=None)
     incoming = pending_files(server.incoming_dir)
     streaming = pending_files(server.streaming_dir)
-    oldest = min((p.stat().st_mtime for p in incoming if p.exists()), default=None)
+    try:  # the same measure as check's ``archiver progress`` (walq.report.waiting)
+        queue = waiting(server)
+        lag: float | None = round(queue.lag(now), 1)
+        oldest = queue.oldest_since
+    except OSError:  # check reports the unlistable directory; status goes on
+        lag = oldest = None
     return {
         "server": server.name,
         "watermark": cont.watermark if cont else None,
@@ -185,7 +181,8 @@ def server_status(
         ],
         "last_archived": last.name if last else None,
         "last_archived_at": last.archived_at if last else None,
-        "lag_seconds": round(now - oldest, 1) if oldest else 0.0,
+        "lag_seconds": lag,
+        "oldest_waiting_since": oldest,
         "gaps": [list(g) for g in (cont.gaps if cont else [])],
         "archived": counts.get("archived", 0),
         "claimed": counts.get("claimed", 0),
