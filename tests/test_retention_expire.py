@@ -365,3 +365,29 @@ def test_a_wal_arriving_again_after_expiry_is_judged_as_a_duplicate(make_home, w
     assert [p.name.split(".")[0] for p in home.errors().iterdir()] == [segs[1]]
     assert storage.find(segs[0]) is None and storage.find(segs[1]) is None
     assert catalog_rows(home)[segs[0]][0] == "expired"
+
+
+def test_status_names_a_backup_it_cannot_read_and_does_not_count_it(make_home, wal_corpus) -> None:
+    from tests.test_retention_core import backup_file
+
+    home: WalqHome = make_home({"pg1": {"compression": "none"}})
+    segs = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:6])
+    first = int(segs[0][16:], 16)
+    backups = []
+    for start in (first + 1, first + 3):  # backup history files in PostgreSQL's format
+        name, text = backup_file(1, start, start + 1)
+        (home.incoming() / name).write_bytes(text)
+        backups.append(name)
+    assert home.run("archive").returncode == 0
+
+    def window() -> dict:
+        res = home.run("status", "pg1", "--json", check=True)
+        return json.loads(res.stdout)["servers"][0]["retention"]
+
+    assert window()["base_backups"] == len(backups) and window()["backup_problems"] == []
+    home.stored(backups[0]).unlink()  # the catalog still says archived
+    win = window()
+    assert win["base_backups"] == len(backups) - 1
+    assert [p.split(":")[0] for p in win["backup_problems"]] == [backups[0]]
+    res = home.run("status", "pg1", check=True)
+    assert f"unreadable backup: {backups[0]}: cannot be read back" in res.stdout, res.stdout
