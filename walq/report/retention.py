@@ -23,7 +23,7 @@ from walq.config import ServerConfig
 from walq.errors import WalqError, clip
 from walq.retention.backups import BackupParseError
 from walq.retention.discovery import discover_backups, read_plain
-from walq.storage import open_storage
+from walq.storage import Storage, open_storage
 
 
 class RestorePoint(TypedDict):
@@ -49,13 +49,13 @@ def retention_window(
     seg_size: int | None,
 ) -> RetentionWindow:
     by_name = {r.name: r for r in archived}
-    storage = None
+    opened: list[Storage] = []  # opened on the first .backup file: none, no storage client
 
     def read(name: str) -> bytes:
-        nonlocal storage
-        storage = storage or open_storage(server)
         try:
-            return read_plain(storage, server, by_name[name])
+            if not opened:
+                opened.append(open_storage(server))
+            return read_plain(opened[0], server, by_name[name])
         except (WalqError, OSError) as exc:
             raise BackupParseError(f"{name}: cannot be read back: {clip(str(exc))}") from None
 
