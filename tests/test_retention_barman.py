@@ -20,6 +20,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.services.homes import WalqHome, walq_command
 from tests.services.pg import as_postgres, chown_postgres
 from tests.test_barman_codecs import barman_of
@@ -83,6 +85,7 @@ def stored_names(home: WalqHome) -> list[str]:
     return sorted(o.name for o in open_storage(home.config.server("pg1")).list())
 
 
+@pytest.mark.timeout(600)  # a cluster, three base backups, Barman: minutes on a busy machine
 def test_status_counts_barmans_backups_and_resync_follows_barman_delete(
     make_home, cluster_factory, workdir: Path, walq_runnable_by_postgres
 ) -> None:

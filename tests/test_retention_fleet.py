@@ -38,6 +38,7 @@ def stored_names(home: WalqHome) -> list[str]:
     return sorted(o.name for o in open_storage(home.config.server("pg1")).list())
 
 
+@pytest.mark.timeout(600)  # three base backups, a fleet, two PITRs: minutes on a busy machine
 @pytest.mark.parametrize("backend", ["local", "s3"])
 def test_beat_expires_redundancy_2_in_the_fleet(
     backend: str,
