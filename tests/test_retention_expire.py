@@ -20,11 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.services.homes import WALQ, WalqHome, walq_command
+from tests.services.homes import WALQ, WalqHome
 from tests.services.pg import as_postgres, chown_postgres, wait_for
 from tests.services.pitr import recovered
-from tests.services.retention import primary_with_three_backups, start_wal
-from tests.services.s3 import ACCESS_KEY, REGION, SECRET_KEY, Bucket, FaultProxy, s3_settings
+from tests.services.retention import (
+    primary_with_three_backups,
+    recovery_window_would_delete,
+    restore_command,
+    start_wal,
+)
+from tests.services.s3 import REGION, Bucket, FaultProxy, s3_settings
 from walq.catalog import WalState
 from walq.catalog.sqlite import SqliteCatalog
 from walq.config import load_config
@@ -124,25 +129,6 @@ def snapshot(home: WalqHome) -> tuple:
     return catalog_rows(home), stored_names(home), xlogdb.read_bytes() if xlogdb.exists() else None
 
 
-def recovery_window_would_delete(home: WalqHome, days: int) -> set[str]:
-    """`RECOVERY WINDOW OF 1 DAYS`, dry run, as if ``days`` days had passed: the window keeps
-    the backups that ended within it and the newest one that ended before it."""
-    from datetime import UTC, datetime, timedelta
-
-    from walq.retention.expire import expire_server
-
-    config = home.config
-    server = config.servers["pg1"].model_copy(
-        update={"retention_policy": "RECOVERY WINDOW OF 1 DAYS"}
-    )
-    config = config.model_copy(update={"servers": {"pg1": server}})
-    result = expire_server(
-        config, "pg1", dry_run=True, now=datetime.now(UTC) + timedelta(days=days)
-    )
-    assert result.refused is None, result.refused
-    return set(result.to_delete)
-
-
 def barman_rebuilds_xlogdb(home: WalqHome, workdir: Path) -> bytes:
     """Barman 3.19 (its own venv) sharing walq's home: `barman rebuild-xlogdb pg1`; its xlogdb."""
     from tests.test_retention_core import barman_command
@@ -220,14 +206,9 @@ def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
     walq_runnable_by_postgres,
     request,
 ) -> None:
-    env_prefix = ""
     if backend == "s3":
         bucket: Bucket = request.getfixturevalue("s3_bucket")
         settings = s3_settings(bucket, compression="zstd", s3_region=REGION)
-        env_prefix = (
-            f"env AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} "
-            f"AWS_DEFAULT_REGION={REGION} AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null "
-        )
     else:
         settings = {"compression": "zstd"}
     home: WalqHome = make_home(
@@ -302,7 +283,7 @@ def test_redundancy_2_expires_exactly_what_precedes_the_oldest_kept_backup(
     assert res.returncode == 0 and "deleted 0 file(s)" in res.stdout, res.stdout
 
     # PITR from every kept backup (the oldest first) still reaches the end of the archive
-    restore_cmd = f"'{env_prefix}{walq_command(home, 'get-wal pg1 %f %p')}'"
+    restore_cmd = restore_command(home, s3=backend == "s3")
     for i in (1, 2):
         with recovered(
             workdir / f"to_end{i}", backups[i], {"restore_command": restore_cmd}
@@ -384,3 +365,29 @@ def test_a_wal_arriving_again_after_expiry_is_judged_as_a_duplicate(make_home, w
     assert [p.name.split(".")[0] for p in home.errors().iterdir()] == [segs[1]]
     assert storage.find(segs[0]) is None and storage.find(segs[1]) is None
     assert catalog_rows(home)[segs[0]][0] == "expired"
+
+
+def test_status_names_a_backup_it_cannot_read_and_does_not_count_it(make_home, wal_corpus) -> None:
+    from tests.test_retention_core import backup_file
+
+    home: WalqHome = make_home({"pg1": {"compression": "none"}})
+    segs = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:6])
+    first = int(segs[0][16:], 16)
+    backups = []
+    for start in (first + 1, first + 3):  # backup history files in PostgreSQL's format
+        name, text = backup_file(1, start, start + 1)
+        (home.incoming() / name).write_bytes(text)
+        backups.append(name)
+    assert home.run("archive").returncode == 0
+
+    def window() -> dict:
+        res = home.run("status", "pg1", "--json", check=True)
+        return json.loads(res.stdout)["servers"][0]["retention"]
+
+    assert window()["base_backups"] == len(backups) and window()["backup_problems"] == []
+    home.stored(backups[0]).unlink()  # the catalog still says archived
+    win = window()
+    assert win["base_backups"] == len(backups) - 1
+    assert [p.split(":")[0] for p in win["backup_problems"]] == [backups[0]]
+    res = home.run("status", "pg1", check=True)
+    assert f"unreadable backup: {backups[0]}: cannot be read back" in res.stdout, res.stdout

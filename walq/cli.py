@@ -167,7 +167,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 
     catalog = open_catalog(config)
     try:
-        data = [server_status(catalog, s) for s in _servers(config, args.server)]
+        data = [server_status(catalog, s, home=config.home) for s in _servers(config, args.server)]
     finally:
         catalog.close()
     extra = _fleet_status(config)
@@ -204,7 +204,8 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             + "".join(f"\n    {f['name']}: {f['error']}" for f in st["failed"])
         )
         print(f"  errors/ files:    {st['errors_dir_files']}")
-        _print_retention(st["retention"])
+        if "retention" in st:
+            _print_retention(st["retention"])
         _print_streaming(st)
     for key, value in extra.items():
         print(f"{key}: {json.dumps(value)}")
@@ -229,6 +230,8 @@ def _print_retention(ret: RetentionWindow) -> None:
     print(
         f"  restorable:       from {point(ret['oldest_restorable'])} to {point(ret['newest_restorable'])}"
     )
+    for problem in ret["backup_problems"]:
+        print(f"    unreadable backup: {problem}")
 
 
 def _print_streaming(st: StreamingStatus) -> None:

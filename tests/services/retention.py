@@ -1,4 +1,5 @@
-"""Retention tests' real parts: a primary archiving through walq with three base backups."""
+"""Retention tests' real parts: a primary archiving through walq with three base backups,
+and what the embedded and fleet expiry tests both check (recovery window, restore command)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 from pathlib import Path
 
 from tests.services.homes import WalqHome, walq_command
+from tests.services.s3 import ACCESS_KEY, REGION, SECRET_KEY
 
 
 def start_wal(backup: Path) -> str:
@@ -38,3 +40,34 @@ def primary_with_three_backups(
     primary.wait_archived(last, timeout=120)
     primary.stop()
     return backups, at_end
+
+
+def recovery_window_would_delete(home: WalqHome, days: int, server: str = "pg1") -> set[str]:
+    """`RECOVERY WINDOW OF 1 DAYS`, dry run, as if ``days`` days had passed: the window keeps
+    the backups that ended within it and the newest one that ended before it."""
+    from datetime import UTC, datetime, timedelta
+
+    from walq.retention.expire import expire_server
+
+    config = home.config
+    settings = config.servers[server].model_copy(
+        update={"retention_policy": "RECOVERY WINDOW OF 1 DAYS"}
+    )
+    config = config.model_copy(update={"servers": {**config.servers, server: settings}})
+    result = expire_server(
+        config, server, dry_run=True, now=datetime.now(UTC) + timedelta(days=days)
+    )
+    assert result.refused is None, result.refused
+    return set(result.to_delete)
+
+
+def restore_command(home: WalqHome, s3: bool, server: str = "pg1") -> str:
+    """restore_command for a recovered cluster: walq get-wal (with the test S3 identity)."""
+    env = (
+        f"env AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} "
+        f"AWS_DEFAULT_REGION={REGION} AWS_CONFIG_FILE=/dev/null "
+        "AWS_SHARED_CREDENTIALS_FILE=/dev/null "
+        if s3
+        else ""
+    )
+    return f"'{env}{walq_command(home, f'get-wal {server} %f %p')}'"

@@ -99,7 +99,7 @@ class ServerStatus(StreamingStatus):
     system_identifier: str | None
     wal_segment_size: int | None
     storage_url: str | None
-    retention: RetentionWindow
+    retention: NotRequired[RetentionWindow]  # with home: status shows it, check does not
 
 
 def pending_files(directory: Path | None) -> list[Path]:
@@ -149,8 +149,15 @@ def streaming_status(server: ServerConfig, with_postgres: bool = True) -> Stream
 
 
 def server_status(
-    catalog: Catalog, server: ServerConfig, now: float | None = None, with_postgres: bool = True
+    catalog: Catalog,
+    server: ServerConfig,
+    now: float | None = None,
+    with_postgres: bool = True,
+    home: Path | None = None,
 ) -> ServerStatus:
+    """One server's status. With ``home`` (walq's, where a sharing Barman keeps its
+    backup.info files) it includes the retention window, whose base backups are read
+    back from storage; `walq check` does without, to stay cheap."""
     now = now or time.time()
     archived = catalog.records(server.name, WalState.ARCHIVED)
     failed = catalog.records(server.name, WalState.FAILED)
@@ -166,7 +173,7 @@ def server_status(
         oldest = queue.oldest_since
     except OSError:  # check reports the unlistable directory; status goes on
         lag = oldest = None
-    return {
+    status: ServerStatus = {
         "server": server.name,
         "watermark": cont.watermark if cont else None,
         "timelines": [
@@ -196,8 +203,15 @@ def server_status(
         "system_identifier": catalog.get_meta(server.name, "system_identifier"),
         "wal_segment_size": seg_size,
         "storage_url": server.storage_url,
-        "retention": retention_window(
-            server, archived, cont.watermark if cont else None, counts.get("expired", 0)
-        ),
         **streaming_status(server, with_postgres),
     }
+    if home is not None:
+        status["retention"] = retention_window(
+            home,
+            server,
+            archived,
+            cont.watermark if cont else None,
+            counts.get("expired", 0),
+            seg_size,
+        )
+    return status

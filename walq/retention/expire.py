@@ -1,9 +1,9 @@
 """Carry out retention: ``walq expire`` and ``walq delete --before`` (and the fleet task).
 
-Discovery reads what the catalog says is archived: walq's own .backup and .history
-files are read back through storage (decrypted, decompressed), and Barman's
-backup.info files come from the server directory ``{home}/{server}`` when a Barman
-server shares the home. The plan (walq.retention.policy) decides; this module
+Discovery (walq.retention.discovery, shared with `walq status`) reads what the
+catalog says is archived: walq's own .backup and .history files are read back
+through storage (decrypted, decompressed), and Barman's backup.info files come
+from the server directory ``{home}/{server}`` when a Barman server shares the home. The plan (walq.retention.policy) decides; this module
 applies it under the server's writer lock (the lock ``walq archive`` takes: the
 file lock, or the fleet's fenced commit lock), in an order that survives kill -9
 at any point:
@@ -33,7 +33,8 @@ from walq.config import Config, ServerConfig
 from walq.errors import LockBusyError, LockHeldError, WalqError, clip
 from walq.fleet.faults import fault_point
 from walq.locks import ServerLock
-from walq.retention.backups import BackupDiscovery, known_backups, read_barman_backup_infos
+from walq.retention.backups import BackupDiscovery
+from walq.retention.discovery import discover_backups, read_plain, stored_object
 from walq.retention.policy import (
     DeletePlan,
     ExpiryPlan,
@@ -44,7 +45,6 @@ from walq.retention.policy import (
 from walq.retention.timelines import Lineage, LineageError
 from walq.storage import Storage, StoredObject, open_storage
 from walq.storage.local import LocalStorage
-from walq.storage.readback import plain_chunks
 from walq.wal import WalKind, parse_wal_name
 
 LOCK_WAIT = 60.0  # seconds an expiry waits for a running archive to release the lock
@@ -84,28 +84,10 @@ class _Archive:
         }
         self.seg_size = int(catalog.get_meta(server.name, "wal_segment_size") or 0) or None
 
-    @staticmethod
-    def obj(rec: WalRecord) -> StoredObject:
-        return StoredObject(
-            rec.name,
-            rec.storage_key or "",
-            rec.stored_size or 0,
-            rec.codec,
-            None if rec.encryption is None else rec.encryption == "gpg",
-        )
+    obj = staticmethod(stored_object)
 
     def read(self, name: str) -> bytes:
-        rec = self.archived[name]
-        return b"".join(
-            plain_chunks(
-                self.storage,
-                self.obj(rec),
-                self.server,
-                codec=rec.codec,
-                encrypted=rec.encryption == "gpg",
-                limit=rec.size or None,
-            )
-        )
+        return read_plain(self.storage, self.server, self.archived[name])
 
     def leftovers(self) -> list[StoredObject]:
         """Objects of rows already expired that storage still holds (a run that died)."""
@@ -116,10 +98,10 @@ class _Archive:
 
 
 def _discover(config: Config, archive: _Archive) -> tuple[BackupDiscovery, Lineage]:
-    names = sorted(archive.archived)
-    infos = read_barman_backup_infos(str(config.home / archive.server.name))
-    found = known_backups(names, archive.read, infos, seg_size=archive.seg_size)
-    return found, Lineage.from_archive(names, archive.read)
+    found = discover_backups(
+        config.home, archive.server.name, archive.archived, archive.read, archive.seg_size
+    )
+    return found, Lineage.from_archive(sorted(archive.archived), archive.read)
 
 
 def with_writer_lock(config: Config, server: str, work: Callable[[int | None], None]) -> None:
