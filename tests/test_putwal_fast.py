@@ -182,9 +182,11 @@ def test_walq_env_and_odd_arguments_go_to_the_full_cli(
         ["--config", str(config), "put-wal", "../pg1", seg],
     ):
         assert put_wal_fast(argv) is None, argv
-    monkeypatch.setenv("WALQ_GROUP_ACCESS", "true")  # pydantic-settings would read it
-    assert put_wal_fast(["--config", str(config), "put-wal", "pg1", seg]) is None
-    monkeypatch.delenv("WALQ_GROUP_ACCESS")
+    for var in ("WALQ_GROUP_ACCESS", "walq_home", "WALQ_SERVERS__PG1__INCOMING_DIR"):
+        monkeypatch.setenv(var, "/x")  # pydantic-settings would read it
+        assert put_wal_fast(["--config", str(config), "put-wal", "pg1", seg]) is None, var
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("WALQ_BENCH_CACHE", "/x")  # names no key put-wal reads
     assert not (workdir / "home" / "pg1" / "incoming").exists()
     assert put_wal_fast(["--config", str(config), "put-wal", "pg1", seg]) == 0
     assert (workdir / "home" / "pg1" / "incoming" / Path(seg).name).exists()

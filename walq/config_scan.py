@@ -15,9 +15,6 @@ import os
 DEFAULT_HOME = "/var/lib/walq"  # walq.config.DEFAULT_HOME, as a string
 
 _BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-# Environment variables that change nothing a fast path reads (pydantic-settings reads
-# every other WALQ_* one, so their presence sends the call to the full CLI).
-_HARMLESS_ENV = frozenset({"WALQ_CONFIG", "WALQ_DEBUG", "WALQ_HOME"})
 
 
 def config_path(explicit: str | None) -> str:
@@ -33,10 +30,18 @@ def read_text(path: str) -> str | None:
         return None
 
 
-def other_walq_env() -> bool:
-    """Whether a WALQ_* variable could set a key the scan reads (pydantic-settings
-    matches them case-insensitively, with '__' between levels)."""
-    return any(k.upper().startswith("WALQ_") and k not in _HARMLESS_ENV for k in os.environ)
+def env_overrides(keys: frozenset[str]) -> bool:
+    """Whether a WALQ_* variable sets one of these top-level keys (or a table under
+    one), as pydantic-settings would read it: case-insensitively, '__' between levels.
+    ``WALQ_HOME`` spelled exactly so is the caller's to read; other variables set
+    keys a fast path does not read."""
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith("WALQ_") or name == "WALQ_HOME":
+            continue
+        if upper[5:].split("__", 1)[0].lower() in keys:
+            return True
+    return False
 
 
 def scan_toml(

@@ -10,18 +10,23 @@ duplicate, fsync, atomic publish, private modes.
 
 Anything it cannot decide returns None and the full CLI does the whole call
 again with complete validation: an unusual config file or argument, a WALQ_*
-variable that pydantic-settings would read, a segment without a usable page
+variable that would set one of those keys, a segment without a usable page
 header (the catalog knows its size), and every error, so error lines and exit
 codes are the full CLI's own. A refused call leaves nothing behind, so the
-second run starts from the same state.
+second run starts from the same state. The rest of the file is not validated
+here: a mistake in a key put-wal does not read is reported by every other
+command (``walq check`` first), while archive_command keeps landing WAL safely.
 """
 
 # no `from __future__ import annotations`: one import fewer per archive_command call
 import os
 
-from walq.config_scan import DEFAULT_HOME, config_path, other_walq_env, read_text, scan_toml
+from walq.config_scan import DEFAULT_HOME, config_path, env_overrides, read_text, scan_toml
 
 _SERVER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.")
+
+
+_READS = frozenset({"home", "group_access", "servers"})  # the top-level keys it reads
 
 
 class _Undecided(Exception):
@@ -44,7 +49,7 @@ def put_wal_fast(argv: list[str]) -> int | None:
     if len(args) != 3 or args[0] != "put-wal" or any(a.startswith("-") for a in args):
         return None
     _, server, source = args
-    if not _is_server_name(server) or not source or "\0" in source or other_walq_env():
+    if not _is_server_name(server) or not source or "\0" in source or env_overrides(_READS):
         return None
     settings = _settings(config_path(explicit), server)
     if settings is None:
