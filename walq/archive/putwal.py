@@ -20,7 +20,6 @@ import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from walq.errors import ConfigError, DuplicateWalError, InvalidWalError, TransientError
 from walq.fsutil import fsync_dir, incoming_mode, makedirs_durable, open_private
@@ -37,6 +36,7 @@ from walq.wal import (
     parse_wal_name,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from walq.config import Config, ServerConfig
 
