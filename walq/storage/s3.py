@@ -15,7 +15,8 @@ updated with this process's own writes) guards the other extensions: one
 request per stored WAL. A store that refuses or ignores the header gets a LIST
 before every PUT, as barman-cloud's HEAD-first writers do. Every upload carries
 a CRC32 of the payload the server verifies (zlib's, the cheapest checksum S3
-defines; sent as a header, so it works where aws-chunked trailers are refused),
+defines; sent as a header, so it works where aws-chunked trailers are refused,
+and botocore adds no checksum of its own whatever request_checksum_calculation says),
 and the checksum of the *uncompressed* WAL as user metadata
 (``x-amz-meta-walq-sha256``) so duplicates are judged without a download,
 encrypted objects included. Barman's tools ignore the metadata.
