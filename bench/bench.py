@@ -43,7 +43,7 @@ PGBR_CODECS = [("zstd", 3), ("lz4", 1)]
 S3_CODECS = [("zstd", 3), ("lz4", 1)]
 FLEET_CODECS = [("zstd", 3), ("lz4", 1)]
 LIMIT_CODECS = [("zstd", 3), ("zstd", 1), ("lz4", 1), ("gzip", 6)]
-ROW_NAMES = ("local", "pgbackrest", "fleet", "s3", "restore", "codec")
+ROW_NAMES = ("local", "pgbackrest", "fleet", "s3", "restore", "codec", "putwal")
 
 # (scenario, tool): the rows the comparisons name, each with one codec.
 WALQ_ARCHIVE = ("local", "walq archive")
@@ -333,6 +333,26 @@ def run_all(b: Bench, ctx: Ctx, only: set[str]) -> None:
         text = "walq get-wal --prefetch 8 vs barman-cloud-wal-restore, once per WAL"
         b.compare("restore", label, WALQ_GET_WAL, BARMAN_CLOUD_RESTORE, 5.0, text)
         b.extra["python_startup_s"] = runners.python_startup(ctx)
+    if "putwal" in only:
+        b.log("put-wal: CPU per call beside python -c pass and cp + sync")
+        b.extra["put_wal"] = putwal_row(ctx, with_pgbackrest=not a.walq_only)
+
+
+def putwal_row(ctx: Ctx, *, with_pgbackrest: bool) -> dict[str, object]:
+    """bench.putwal_cost on the per-WAL corpus, and pgBackRest's async archive-push per
+    call (zstd-3, the whole push including its background process, divided by calls)."""
+    from bench import putwal_cost
+
+    corpus = ctx.per_wal()
+    result = putwal_cost.measure(corpus.directory, corpus.segments, ctx.fresh("putwal"))
+    if with_pgbackrest and shutil.which("pgbackrest"):
+        run = runners.pgbackrest_push(ctx, "zstd", 3)
+        cpu = result["cpu_s"]
+        assert isinstance(cpu, dict) and run.sample.cpu is not None
+        cpu["pgbackrest archive-push (async, zstd-3; per call, incl. its async worker)"] = (
+            run.sample.cpu / run.segments
+        )
+    return result
 
 
 # -- output -----------------------------------------------------------------------------------

@@ -50,6 +50,10 @@ def generated(data: dict, table_md: str, targets_md: str) -> str:
             f"A bare `python -c pass` with walq's interpreter takes {extra['python_startup_s'] * 1000:.0f} ms "
             "here (the floor for one restore_command call).",
         ]
+    if "put_wal" in extra:
+        from bench.putwal_cost import text as putwal_text
+
+        lines += ["", *putwal_text(extra["put_wal"])]
     if "sustained" in extra:
         from bench.bench import sustained_text
 

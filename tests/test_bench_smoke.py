@@ -28,6 +28,7 @@ def test_bench_quick_walq_only(tmp_path: Path) -> None:
             "--only",
             "local",
             "codec",
+            "putwal",
             "--codecs",
             "zstd-3",
             "--out",
@@ -49,3 +50,6 @@ def test_bench_quick_walq_only(tmp_path: Path) -> None:
         c for c in data["comparisons"] if c["label"].startswith("walq archive vs the codec alone")
     ]
     assert ratios and ratios[0]["ratio"] is not None
+    put_wal = data["extra"]["put_wal"]
+    assert put_wal["calls"] == 4 and put_wal["floor_s"] > 0
+    assert set(put_wal["cpu_s"]) >= {"python -c pass", "cp + sync", "walq put-wal"}

@@ -262,6 +262,7 @@ def test_kms_key_id_and_checksum_are_sent(s3_bucket: Bucket, workdir: Path) -> N
     from walq.config import ServerConfig
     from walq.errors import StorageError
     from walq.storage import PutRequest
+    from walq.storage import s3 as s3mod
     from walq.storage.s3 import S3Storage
 
     storage = S3Storage(
@@ -283,11 +284,12 @@ def test_kms_key_id_and_checksum_are_sent(s3_bucket: Bucket, workdir: Path) -> N
     with pytest.raises(StorageError) as err:
         storage.put(req)
     assert "InternalError" in str(err.value) or "KMS" in str(err.value)
-    headers = sent[0]["headers"]
+    headers = next(p for p in sent if "/wals/" in p["url_path"])["headers"]
     assert headers["x-amz-server-side-encryption"] == "aws:kms"
     assert headers["x-amz-server-side-encryption-aws-kms-key-id"] == "alias/walq-test"
     assert headers["If-None-Match"] == "*"
-    assert headers["x-amz-checksum-sha256"]
+    assert headers["x-amz-checksum-crc32"] == s3mod.crc32_b64(payload)
+    assert "x-amz-checksum-sha256" not in headers  # CRC32 of the payload, not a second SHA-256
     assert headers["x-amz-meta-walq-sha256"] == "cd" * 32
 
 
@@ -303,11 +305,9 @@ def test_server_verifies_the_upload_checksum(s3_bucket: Bucket, workdir: Path, m
     )
     payload = workdir / "p"
     payload.write_bytes(b"y" * 5000)
-    real = s3mod._sha256_b64
+    real = s3mod.crc32_b64
     monkeypatch.setattr(
-        s3mod,
-        "_sha256_b64",
-        lambda p: real(p)[:-4] + ("AAA=" if not real(p).endswith("AAA=") else "BBB="),
+        s3mod, "crc32_b64", lambda p: "AAAAAA==" if real(p) != "AAAAAA==" else "AAAAAQ=="
     )
     with pytest.raises(StorageError):
         storage.put(PutRequest("000000010000000000000001", payload, "none", False, 0.0, "ef" * 32))

@@ -34,8 +34,7 @@ Messages that echo input go through ``clip``, so a 20 MB argument never becomes 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (put-wal's fast path)
 if TYPE_CHECKING:  # for the annotation only: locks imports this module
     from walq.locks import LockHolder
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import stat
 import sys
 from collections.abc import Callable
@@ -138,6 +137,8 @@ def copy_private(src: Path, dst: Path) -> None:
         open(src, "rb") as fin,
         os.fdopen(open_private(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout,
     ):
+        import shutil  # here: put-wal's fast path imports this module and never copies so
+
         shutil.copyfileobj(fin, fout, 1 << 20)
 
 
@@ -224,6 +225,8 @@ def remove_owned_tree(path: str | os.PathLike[str]) -> bool:
             file=sys.stderr,
         )
         return False
+    import shutil  # here, not above: put-wal's fast path imports this module
+
     shutil.rmtree(p, ignore_errors=True)  # the fd-based rmtree never follows symlinks
     return not p.exists()
 

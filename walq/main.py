@@ -1,25 +1,32 @@
 """The ``walq`` console script (pyproject: ``walq = "walq.main:main"``).
 
-restore_command starts one process per WAL, so get-wal's spool hit
-(walq.restore.spool_hit) is tried before anything heavy is imported; every
-other command, and every get-wal the spool cannot serve, goes to the full CLI.
+archive_command and restore_command start one process per WAL, so put-wal's
+fast path (walq.archive.putwal_fast) and get-wal's spool hit
+(walq.restore.spool_hit) are tried before anything heavy is imported; every
+other command, and every call those cannot serve, goes to the full CLI.
 """
 
-# no `from __future__ import annotations`: one import fewer per restore_command call
+# no `from __future__ import annotations`: one import fewer per archive/restore call
 import sys
-
-from walq.restore.spool_hit import spool_hit
 
 
 def main() -> int:
-    """The ``walq`` console script: a spool hit, else the full CLI."""
+    """The ``walq`` console script: a fast path where one applies, else the full CLI."""
+    argv = sys.argv[1:]
     try:
-        served = spool_hit(sys.argv[1:])
+        if "put-wal" in argv:
+            from walq.archive.putwal_fast import put_wal_fast
+
+            served = put_wal_fast(argv)
+        else:
+            from walq.restore.spool_hit import spool_hit
+
+            served = spool_hit(argv)
     except ValueError:  # e.g. a NUL in a configured path: the full CLI explains it in one line
         served = None
     if served is not None:
         return served
-    # imported here, not above: the spool hit must not pay for argparse and pydantic
+    # imported here, not above: the fast paths must not pay for argparse and pydantic
     from walq.cli import main as cli_main
 
     return cli_main()

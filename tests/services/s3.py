@@ -296,8 +296,13 @@ class FaultProxy:
         status: int = 503,
         refuse_conditional: bool = False,
         refuse_batch_delete: bool = False,
+        ignore_conditional: bool = False,
     ) -> None:
         self.upstream_port = upstream_port
+        # answer 200 where the store said 412 to If-None-Match, as stores that silently
+        # ignore the header do (the header is signed, so it cannot just be dropped)
+        self.ignore_conditional = ignore_conditional
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
         self.refuse_conditional = refuse_conditional  # 501 for If-None-Match, like older S3 servers
         # 400 MissingContentMD5 for DeleteObjects, like stores that refuse boto3's CRC32 checksums
         self.refuse_batch_delete = refuse_batch_delete
@@ -333,6 +338,8 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                with proxy.lock:
+                    proxy.requests.append((self.command, self.path))
                 if proxy.refuse_conditional and self.headers.get("If-None-Match"):
                     with proxy.lock:
                         proxy.injected += 1
@@ -372,6 +379,13 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                if proxy.ignore_conditional and resp.status == 412:
+                    conn.close()
+                    self.send_response(200)
+                    self.send_header("ETag", '"0"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("content-length", "connection", "transfer-encoding"):

@@ -15,6 +15,8 @@ None and the full CLI takes over with complete validation. On a hit with
 import os
 import sys
 
+from walq.config_scan import DEFAULT_HOME, read_text, scan_toml
+from walq.config_scan import config_path as path_of_config
 from walq.restore.spool import END_NAME, detach, parse_prefetch, running_pid, wait_for_inflight
 
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -59,7 +61,7 @@ def spool_hit(argv: list[str]) -> int | None:
     elif args and args[0].startswith("--config="):
         explicit_config = args[0].split("=", 1)[1]
         args = args[1:]
-    config_path = explicit_config or os.environ.get("WALQ_CONFIG") or "walq.toml"
+    config_path = path_of_config(explicit_config)
     positional: list[str] = []
     prefetch = 0
     i = 0
@@ -108,10 +110,8 @@ def spool_hit(argv: list[str]) -> int | None:
 def _home_from_config(path: str) -> str | None:
     """``home`` from the config file, without importing tomllib (its import costs more
     than the whole rest of a spool hit); the real parser where the file is unusual."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, ValueError):
+    text = read_text(path)
+    if text is None:
         return None
     home = simple_toml_home(text)
     if home is None:
@@ -125,55 +125,17 @@ def _home_from_config(path: str) -> str | None:
     return home
 
 
-DEFAULT_HOME = "/var/lib/walq"
+_HOME = frozenset({("", "home")})
 
 
 def simple_toml_home(text: str) -> str | None:
-    """The top-level ``home = "..."`` of a plain TOML file, or None to let tomllib decide.
-
-    Only the keys before the first table header can set ``home``. Any line there
-    that is not a simple ``key = value`` on one line (a multi-line string or
-    array, a quoted or dotted key naming home, an escape in the value) returns
-    None, so the answer is either exactly tomllib's or none at all.
-    """
-    home = DEFAULT_HOME
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            return home  # the first table header: top-level keys end here
-        key, sep, value = line.partition("=")
-        if not sep or '"""' in line or "'''" in line:
-            return None
-        key, value = key.strip(), value.strip()
-        if value[:1] in "[{" and not _closes_on_line(value):
-            return None  # a multi-line array or table: its lines could look like anything
-        if "home" not in key:
-            continue
-        if key != "home" or value[:1] not in ("'", '"'):
-            return None
-        quote = value[0]
-        end = value.find(quote, 1)
-        if end < 0 or (quote == '"' and "\\" in value[1:end]):
-            return None
-        rest = value[end + 1 :].strip()
-        if rest and not rest.startswith("#"):
-            return None
-        home = value[1:end]
-    return home
-
-
-def _closes_on_line(value: str) -> bool:
-    depth = 0
-    for ch in value:
-        if ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        elif ch in "\"'" or ch == "#":
-            return False  # strings or comments inside: leave it to tomllib
-    return depth == 0
+    """The top-level ``home`` of a plain TOML file, or None to let tomllib decide
+    (walq.config_scan's conservative scan, shared with put-wal's fast path)."""
+    scanned = scan_toml(text, _HOME)
+    if scanned is None:
+        return None
+    home = scanned[0].get(("", "home"), DEFAULT_HOME)
+    return home if isinstance(home, str) else None
 
 
 def _keep_prefetching(spool: str, config_path: str, server: str, wal: str, count: int) -> None:
