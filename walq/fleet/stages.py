@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from walq.archive.dirs import ensure_server_dirs
 from walq.archive.identity import known_system_identifier
@@ -67,6 +67,9 @@ from walq.fleet.faults import fault_point
 from walq.fleet.runtime import Runtime
 from walq.fsutil import is_owned, make_owned_dir, remove_owned_tree, spool_leftover
 from walq.storage import Storage, StoredObject
+
+if TYPE_CHECKING:
+    from walq.hooks import WalHookInfo
 
 COMMIT_LOCK_WAIT = 10.0  # seconds a commit polls for the lock before requeueing itself
 
@@ -336,7 +339,11 @@ def _pre_archive_hooks(rt: Runtime, server: ServerConfig, job: WalJob) -> None:
 
 
 def _post_archive_hooks(
-    rt: Runtime, server: ServerConfig, job: WalJob, error: str | None, before: Any = None
+    rt: Runtime,
+    server: ServerConfig,
+    job: WalJob,
+    error: str | None,
+    before: WalHookInfo | None = None,
 ) -> None:
     """The post archive hooks, once the WAL is settled (committed, dropped or parked)."""
     hooks = archive_hooks(rt.config, server, _heartbeat(rt, job))
