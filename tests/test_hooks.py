@@ -172,6 +172,20 @@ def test_a_bad_hook_setting_is_one_line_naming_the_key(
     assert "Traceback" not in res.stderr
 
 
+def test_hook_timeout_must_be_below_claim_timeout_when_hooks_are_set(make_home) -> None:
+    """A hook that may outlive its WAL's claim is refused; without hooks nothing changes."""
+    assert make_home({"pg1": {}}, claim_timeout=100).config.servers["pg1"].hook_timeout == 300
+    home = make_home({"pg1": {"post_archive_script": "true"}}, claim_timeout=100)
+    res = home.run("archive")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert "hook_timeout (300) must be below claim_timeout (100)" in res.stderr
+    home = make_home(
+        {"pg1": {"post_archive_script": "true", "hook_timeout": 150}}, claim_timeout=100
+    )
+    res = home.run("archive")
+    assert res.returncode == 2 and "servers.pg1.hook_timeout (150)" in res.stderr
+
+
 # --- embedded archive ----------------------------------------------------------------------------
 
 

@@ -501,6 +501,8 @@ class Config(BaseSettings):
                 }
             )
             filled[name] = self._with_check_bounds(filled[name])
+            if any(getattr(filled[name], key) for key in HOOK_SCRIPTS):
+                self._hook_timeout_fits(name, server.hook_timeout)
             filled[name] = filled[name].model_copy(
                 update={
                     key: getattr(self, key)
@@ -513,6 +515,16 @@ class Config(BaseSettings):
 
         check_layout(self)
         return self
+
+    def _hook_timeout_fits(self, name: str, own: float | None) -> None:
+        """For a server with hooks: a hook run longer than claim_timeout would let its WAL's
+        claim lapse (a second chain, or a lock reported stuck): refused, naming the key."""
+        timeout = own if own is not None else self.hook_timeout
+        if timeout >= self.claim_timeout:
+            where = f"servers.{name}.hook_timeout" if own is not None else "hook_timeout"
+            raise ValueError(
+                f"{where} ({timeout:g}) must be below claim_timeout ({self.claim_timeout:g})"
+            )
 
     def _with_check_bounds(self, server: ServerConfig) -> ServerConfig:
         """``server`` with the top-level check bounds it does not set itself, and the

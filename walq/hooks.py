@@ -25,6 +25,7 @@ Only stdlib is imported: the module is loaded only when a hook is configured.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -92,8 +93,9 @@ def kind_of(script_key: str) -> HookKind:
     return "wal_delete" if "wal_delete" in script_key else "archive"
 
 
+@functools.cache
 def versions() -> str:
-    """walq's version, for BARMAN_VERSION."""
+    """walq's version, for BARMAN_VERSION (read once per process)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -240,7 +242,7 @@ class WalHooks:
                     _kill_group(proc)
                     note = f"killed after {timeout:g} s (hook_timeout)"
             out.seek(0)
-            output = out.read(OUTPUT_KEPT).decode(errors="replace").strip()
+            output = mask_secrets(out.read(OUTPUT_KEPT).decode(errors="replace").strip())
         seconds = time.monotonic() - started
         result = f"exit {status}" if status is not None else note
         shown = f" output: {clip(' | '.join(output.splitlines()), OUTPUT_SHOWN)}" if output else ""
