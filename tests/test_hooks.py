@@ -525,3 +525,39 @@ def test_fleet_hooks_env_and_exit_codes(
     assert worker_log.count("hook pg1 ") == sum(
         len(recorder.runs(key, name)) for key in ARCHIVE_HOOKS for name in (a, b, c, d)
     )
+
+
+def test_fleet_expire_runs_the_delete_hooks_in_the_worker(
+    fleet_home, fleet_factory, wal_corpus, recorder: Recorder
+) -> None:
+    """walq.expire_server, applied like beat applies it: the delete hooks run in the worker,
+    without its secrets; a pre retry hook's 63 holds that WAL and later ones back."""
+    from tests.services.fleet import celery_client
+
+    home = fleet_home(
+        {"pg1": {"retention_policy": "REDUNDANCY 1", **recorder.commands(DELETE_HOOKS)}},
+        **FAST_HOOKS,
+    )
+    assert home.run("catalog", "init").returncode == 0
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:4])
+    label, text = backup_file(names[3], wal_corpus.seg_size)
+    (home.incoming() / label).write_text(text)
+    assert run_walq(home, "archive").returncode == 0  # a fleet config: the fleet's lock and catalog
+    recorder.codes("pre_wal_delete_retry_script", names[1], 1, 0)
+    recorder.codes("pre_wal_delete_retry_script", names[2], 63)
+    fleet = fleet_factory(home.config_path, **SECRETS)
+    fleet.worker("w1")
+    result = celery_client(home.config_path).send_task("walq.expire_server", args=["pg1"])
+    outcome = result.get(timeout=120)
+    assert outcome["status"] == "done" and outcome["deleted"] == 2, outcome
+    assert outcome["held_back"] == 1, outcome
+    assert not home.stored(names[0]).exists() and not home.stored(names[1]).exists()
+    assert home.stored(names[2]).exists()
+    assert len(recorder.runs("pre_wal_delete_retry_script", names[1])) == 2
+    assert recorder.order(names[2]) == ["pre_wal_delete_script", "pre_wal_delete_retry_script"]
+    for name in names[:2]:
+        for key in DELETE_HOOKS:
+            env = recorder.runs(key, name)[-1]
+            assert_no_secret(env)
+            assert env["BARMAN_SEGMENT"] == name and env["BARMAN_FILE"] == str(home.stored(name))
+    assert "hook pg1 post_wal_delete_script" in fleet.procs[0].output()
