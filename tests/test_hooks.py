@@ -486,12 +486,22 @@ def test_fleet_hooks_env_and_exit_codes(
     recorder.codes("pre_archive_retry_script", d, 63, 0)
     recorder.codes("post_archive_retry_script", a, 63)
     recorder.codes("post_archive_retry_script", b, 1, 0)
+    recorder.codes("post_archive_retry_script", c, 62)
     wal_corpus.copy_into(home.incoming(), [a, b, c, d])
     fleet = fleet_factory(home.config_path, **SECRETS)
     fleet.worker("w1")
     fleet.beat()
     try:
         wait_for(lambda: archived(home) == [a, b, c, d], 120, "the fleet to archive all four", 0.25)
+        # the post hooks run after the commit: wait for the last one of each WAL
+        wait_for(
+            lambda: (
+                [len(recorder.runs("post_archive_script", n)) for n in (a, b, c, d)] == [1, 1, 1, 2]
+            ),
+            60,
+            "every post_archive_script",
+            0.25,
+        )
     except TimeoutError:
         raise AssertionError(fleet.logs()) from None
     for name in (a, b, c, d):
@@ -521,9 +531,10 @@ def test_fleet_hooks_env_and_exit_codes(
     first_post = recorder.runs("post_archive_script", d)[0]
     assert "pre_archive_retry_script exit 63" in first_post["BARMAN_ERROR"]
     assert recorder.runs("post_archive_script", d)[1]["BARMAN_ERROR"] == ""
-    worker_log = fleet.procs[0].output()
-    assert worker_log.count("hook pg1 ") == sum(
-        len(recorder.runs(key, name)) for key in ARCHIVE_HOOKS for name in (a, b, c, d)
+    runs = sum(len(recorder.runs(key, name)) for key in ARCHIVE_HOOKS for name in (a, b, c, d))
+    assert runs == 4 + 5 + 6 + 8  # b: post retry twice; c: pre retry thrice; d: two chains
+    wait_for(  # one log line per run, written once the run is over
+        lambda: fleet.procs[0].output().count("hook pg1 ") == runs, 30, "one log line per run"
     )
 
 
@@ -560,4 +571,8 @@ def test_fleet_expire_runs_the_delete_hooks_in_the_worker(
             env = recorder.runs(key, name)[-1]
             assert_no_secret(env)
             assert env["BARMAN_SEGMENT"] == name and env["BARMAN_FILE"] == str(home.stored(name))
-    assert "hook pg1 post_wal_delete_script" in fleet.procs[0].output()
+    wait_for(
+        lambda: fleet.procs[0].output().count("hook pg1 post_wal_delete_script") == 2,
+        30,
+        "the worker's log lines",
+    )
