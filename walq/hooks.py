@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from walq.config import HOOK_SCRIPTS, Config, ServerConfig
+from walq.config import Config, ServerConfig
 from walq.errors import AlreadyDone, clip
 from walq.masking import mask_secrets
 
@@ -82,15 +82,6 @@ class HookRun:
     status: int | None
     seconds: float
     output: str
-
-
-def has_hooks(server: ServerConfig, kind: HookKind) -> bool:
-    """Whether any hook of this kind is configured (callers skip all hook work if not)."""
-    return any(getattr(server, key) for key in HOOK_SCRIPTS if kind_of(key) == kind)
-
-
-def kind_of(script_key: str) -> HookKind:
-    return "wal_delete" if "wal_delete" in script_key else "archive"
 
 
 @functools.cache

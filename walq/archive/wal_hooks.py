@@ -15,25 +15,39 @@ from typing import TYPE_CHECKING
 
 from walq.catalog.base import Catalog
 from walq.codecs import DETECT_BYTES, detect
-from walq.config import Config, ServerConfig
+from walq.config import HOOK_SCRIPTS, Config, ServerConfig
 from walq.storage.base import Storage
 
 if TYPE_CHECKING:
     from walq.archive.steps import Outcome
-    from walq.hooks import WalHookInfo, WalHooks
+    from walq.hooks import HookKind, WalHookInfo, WalHooks
+
+
+def configured_hooks(
+    config: Config,
+    server: ServerConfig,
+    kind: HookKind,
+    heartbeat: Callable[[], None] | None = None,
+) -> WalHooks | None:
+    """The server's hooks of this kind (``archive`` or ``wal_delete``), or None, with
+    nothing imported, when none of them is configured."""
+    if not any(getattr(server, key) for key in HOOK_SCRIPTS if kind_of(key) == kind):
+        return None
+    from walq.hooks import WalHooks
+
+    return WalHooks(config, server, kind, heartbeat)
+
+
+def kind_of(script_key: str) -> HookKind:
+    """``wal_delete`` for the four WAL delete keys, ``archive`` for the others."""
+    return "wal_delete" if "wal_delete" in script_key else "archive"
 
 
 def archive_hooks(
     config: Config, server: ServerConfig, heartbeat: Callable[[], None] | None = None
 ) -> WalHooks | None:
-    """The server's archive hooks, or None (and nothing imported) when none is configured."""
-    from walq.config import HOOK_SCRIPTS
-
-    if not any(getattr(server, key) for key in HOOK_SCRIPTS if "archive" in key):
-        return None
-    from walq.hooks import WalHooks
-
-    return WalHooks(config, server, "archive", heartbeat)
+    """The server's archive hooks, or None when none is configured."""
+    return configured_hooks(config, server, "archive", heartbeat)
 
 
 def source_info(name: str, source: str) -> WalHookInfo:

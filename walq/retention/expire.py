@@ -123,13 +123,9 @@ class _Archive:
 
 def delete_hooks(config: Config, server: ServerConfig) -> WalHooks | None:
     """The server's WAL delete hooks, or None (nothing imported) when none is configured."""
-    from walq.config import HOOK_SCRIPTS
+    from walq.archive.wal_hooks import configured_hooks
 
-    if not any(getattr(server, key) for key in HOOK_SCRIPTS if "wal_delete" in key):
-        return None
-    from walq.hooks import WalHooks
-
-    return WalHooks(config, server, "wal_delete")
+    return configured_hooks(config, server, "wal_delete")
 
 
 def _discover(config: Config, archive: _Archive) -> tuple[BackupDiscovery, Lineage]:
