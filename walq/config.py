@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Self, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -215,6 +217,45 @@ def fleet_liveness_default(scan_interval: float) -> float:
     return max(3 * scan_interval, MIN_FLEET_LIVENESS_MAXIMUM)
 
 
+# Barman's WAL hook scripts (walq.hooks), set per server or once at the top level for every
+# server, and how walq runs them (timeout, pause between retry-hook attempts, the bound on
+# attempts: Barman retries forever, walq gives up after hook_max_attempts).
+HOOK_SCRIPTS = (
+    "pre_archive_script",
+    "pre_archive_retry_script",
+    "post_archive_retry_script",
+    "post_archive_script",
+    "pre_wal_delete_script",
+    "pre_wal_delete_retry_script",
+    "post_wal_delete_retry_script",
+    "post_wal_delete_script",
+)
+HOOK_SETTINGS = ("hook_timeout", "hook_retry_sleep", "hook_max_attempts")
+
+
+def check_hook_command(value: str | None) -> str | None:
+    """A hook script is a shell command line (run with ``/bin/sh -c``, as Barman does):
+    refused at load time when empty, holding a NUL or a newline, or with unbalanced quotes."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError("must be a shell command, not empty")
+    if "\0" in value or "\n" in value or "\r" in value:
+        raise ValueError("must be one line (no NUL or newline)")
+    import shlex
+
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"is not a valid shell command line: {exc}") from None
+    return value
+
+
+HookCommand = Annotated[str | None, AfterValidator(check_hook_command)]
+HookTimeout = Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)]
+HookSleep = Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]
+HookAttempts = Annotated[int, Field(ge=1, le=10000)]
+
 DEFAULT_HOME = Path("/var/lib/walq")
 
 
@@ -277,6 +318,19 @@ class ServerSettings(BaseModel):
     last_wal_maximum_age: Duration | None = None
     max_incoming_wals_queue: QueueLimit | None = None
     archive_lag_maximum: Duration | None = None
+    # Barman's hook scripts and how they run (HOOK_SCRIPTS, HOOK_SETTINGS); absent here:
+    # the top-level value, see Config.
+    pre_archive_script: HookCommand = None
+    pre_archive_retry_script: HookCommand = None
+    post_archive_retry_script: HookCommand = None
+    post_archive_script: HookCommand = None
+    pre_wal_delete_script: HookCommand = None
+    pre_wal_delete_retry_script: HookCommand = None
+    post_wal_delete_retry_script: HookCommand = None
+    post_wal_delete_script: HookCommand = None
+    hook_timeout: HookTimeout | None = None
+    hook_retry_sleep: HookSleep | None = None
+    hook_max_attempts: HookAttempts | None = None
 
     @field_validator("storage_url")
     @classmethod
@@ -419,6 +473,19 @@ class Config(BaseSettings):
     # Fleet liveness (`walq check`'s "fleet workers" and "beat" lines): a worker heartbeat or
     # beat tick older than this is dead. None: fleet_liveness_default(scan_interval).
     fleet_liveness_maximum: Duration | None = None
+    # Every server's hook scripts and hook settings unless its table sets its own.
+    pre_archive_script: HookCommand = None
+    pre_archive_retry_script: HookCommand = None
+    post_archive_retry_script: HookCommand = None
+    post_archive_script: HookCommand = None
+    pre_wal_delete_script: HookCommand = None
+    pre_wal_delete_retry_script: HookCommand = None
+    post_wal_delete_retry_script: HookCommand = None
+    post_wal_delete_script: HookCommand = None
+    hook_timeout: HookTimeout = 300.0  # seconds one hook run may take before it is killed
+    hook_retry_sleep: HookSleep = 3.0  # seconds between a retry hook's attempts (Barman: 3)
+    hook_max_attempts: HookAttempts = 30  # a retry hook's attempts before walq gives up
+    _config_file: Path | None = PrivateAttr(default=None)  # BARMAN_CONFIGURATION for hooks
     if TYPE_CHECKING:  # what load returns: _fill_defaults resolves every table into a ServerConfig
         servers: dict[str, ServerConfig] = Field(default_factory=dict)
     else:
@@ -460,11 +527,30 @@ class Config(BaseSettings):
                 }
             )
             filled[name] = self._with_check_bounds(filled[name])
+            if any(getattr(filled[name], key) for key in HOOK_SCRIPTS):
+                self._hook_timeout_fits(name, server.hook_timeout)
+            filled[name] = filled[name].model_copy(
+                update={
+                    key: getattr(self, key)
+                    for key in (*HOOK_SCRIPTS, *HOOK_SETTINGS)
+                    if getattr(filled[name], key) is None
+                }
+            )
         object.__setattr__(self, "servers", filled)
         from walq.layout import check_layout
 
         check_layout(self)
         return self
+
+    def _hook_timeout_fits(self, name: str, own: float | None) -> None:
+        """For a server with hooks: a hook run longer than claim_timeout would let its WAL's
+        claim lapse (a second chain, or a lock reported stuck): refused, naming the key."""
+        timeout = own if own is not None else self.hook_timeout
+        if timeout >= self.claim_timeout:
+            where = f"servers.{name}.hook_timeout" if own is not None else "hook_timeout"
+            raise ValueError(
+                f"{where} ({timeout:g}) must be below claim_timeout ({self.claim_timeout:g})"
+            )
 
     def _with_check_bounds(self, server: ServerConfig) -> ServerConfig:
         """``server`` with the top-level check bounds it does not set itself, and the
@@ -475,6 +561,11 @@ class Config(BaseSettings):
         if inherited.get("archive_lag_maximum", server.archive_lag_maximum) is None:
             inherited["archive_lag_maximum"] = default_archive_lag_maximum(self.scan_interval)
         return server.model_copy(update=inherited)
+
+    @property
+    def config_file(self) -> Path | None:
+        """The file this configuration was loaded from (None when built in code)."""
+        return self._config_file
 
     @property
     def fleet(self) -> bool:
@@ -603,4 +694,5 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
         raise ConfigError(f"{toml_path}: {exc}") from None
     set_group_access(config.group_access)
+    config._config_file = toml_path.absolute()
     return config

@@ -16,10 +16,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from walq.archive.dirs import ensure_server_dirs
 from walq.archive.job import WalJob, new_job, prepare_settings
@@ -41,6 +42,9 @@ from walq.fsutil import make_owned_dir, remove_owned_tree, set_group_access, spo
 from walq.locks import FileLock, LockHolder, ServerLock, open_lock
 from walq.proclife import die_with_parent
 from walq.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from walq.hooks import WalHookInfo
 
 Reporter = Callable[[str, Outcome, int, int], None]
 
@@ -180,7 +184,8 @@ def archive_server(
                     server.name, wal.name, str(wal.path), config.claim_timeout, steal=True
                 )
             for i, outcome in enumerate(
-                _process(config, server, catalog, storage, batch.wals, pool, fence), 1
+                _process(config, server, catalog, storage, batch.wals, pool, fence, lock.progress),
+                1,
             ):
                 run.outcomes.append(outcome)
                 lock.progress()
@@ -201,31 +206,112 @@ def _process(
     wals: list[Candidate],
     pool: ProcessPoolExecutor | None,
     fence: int,
+    heartbeat: Callable[[], None] | None = None,
 ) -> Iterable[Outcome]:
     jobs = [scanned_job(config, server, catalog, wal) for wal in wals]
+    admission = _Admission(config, server, catalog, storage, jobs, heartbeat)
+
+    def settled(job: WalJob, result: Callable[[], WalJob]) -> Outcome:
+        return admission.settled(job, lambda: settle(catalog, storage, server, job, result, fence))
+
     if pool is None or len(jobs) <= 1:
-        for job in jobs:
+        for job in admission:
             try:
                 prepared, error = prepare_and_encrypt(job, server), None
             except Exception as exc:  # mapped to an outcome by settle()
                 prepared, error = None, exc
-            yield settle(catalog, storage, server, job, _immediate(prepared, error), fence)
+            yield settled(job, _immediate(prepared, error))
+        yield from admission.stopped
         return
     window = max(
         2, 2 * worker_count(config)
     )  # bounded read-ahead: the pool has worker_count() workers
     pending: deque[tuple[WalJob, Future[WalJob]]] = deque()
-    it = iter(jobs)
+    it = iter(admission)
     for job in it:
         pending.append((job, pool.submit(prepare_and_encrypt, job, server)))
         if len(pending) >= window:
             break
     while pending:
         job, fut = pending.popleft()
-        yield settle(catalog, storage, server, job, fut.result, fence)
+        yield settled(job, fut.result)
         nxt = next(it, None)
         if nxt is not None:
             pending.append((nxt, pool.submit(prepare_and_encrypt, nxt, server)))
+    yield from admission.stopped
+
+
+class _Admission:
+    """The run's WALs in order, each let in only once its pre archive hooks passed.
+
+    Without archive hooks it is the plain list. With them, the pre hooks run here,
+    in this process and in WAL order, before a WAL's preparation is submitted; the
+    post hooks run once it is settled (``settled``). A pre retry hook's stop (exit 63,
+    or attempts exhausted) ends the run as in Barman: that WAL and every later one
+    stay in their source directory for the next run (``stopped``: their outcomes)."""
+
+    def __init__(
+        self,
+        config: Config,
+        server: ServerConfig,
+        catalog: Catalog,
+        storage: Storage,
+        jobs: list[WalJob],
+        heartbeat: Callable[[], None] | None,
+    ) -> None:
+        from walq.archive.wal_hooks import archive_hooks
+
+        self.server, self.catalog, self.storage, self.jobs = server, catalog, storage, jobs
+        self.hooks = archive_hooks(config, server, heartbeat)
+        self.before: dict[str, WalHookInfo] = {}
+        self.stopped: list[Outcome] = []
+
+    def __iter__(self) -> Iterator[WalJob]:
+        if self.hooks is None:
+            yield from self.jobs
+            return
+        from walq.archive.wal_hooks import source_info
+        from walq.hooks import HookStop
+
+        for i, job in enumerate(self.jobs):
+            self.before[job.wal] = source_info(job.wal, job.source)
+            try:
+                self.hooks.pre(self.before[job.wal])
+            except HookStop as exc:
+                self._stop(job, self.jobs[i + 1 :], str(exc))
+                return
+            yield job
+
+    def _stop(self, job: WalJob, rest: list[WalJob], reason: str) -> None:
+        assert self.hooks is not None
+        self.catalog.release(self.server.name, job.wal, reason)
+        self._post(job, reason)
+        self.stopped.append(Outcome(job.wal, "skipped", f"{reason} (left in place)"))
+        for later in rest:
+            why = f"not archived this run: the run stopped at {job.wal}"
+            self.catalog.release(self.server.name, later.wal, why)
+            self.stopped.append(Outcome(later.wal, "skipped", why))
+
+    def settled(self, job: WalJob, settle_it: Callable[[], Outcome]) -> Outcome:
+        """Settle one admitted WAL, then run its post hooks (also when settling raised)."""
+        if self.hooks is None:
+            return settle_it()
+        from walq.archive.wal_hooks import outcome_error
+
+        try:
+            outcome = settle_it()
+        except Exception as exc:
+            self._post(job, str(exc))
+            raise
+        self._post(job, outcome_error(outcome))
+        return outcome
+
+    def _post(self, job: WalJob, error: str | None) -> None:
+        from walq.archive.wal_hooks import archived_info
+
+        assert self.hooks is not None
+        info = archived_info(self.catalog, self.storage, self.server, self.before[job.wal])
+        self.hooks.post(info, error)
 
 
 def worker_count(config: Config) -> int:

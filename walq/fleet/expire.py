@@ -37,4 +37,5 @@ def expire_task(config: Config, server_name: str) -> dict[str, Any]:
         "reason": result.refused,
         "deleted": len(result.deleted),
         "finished": len(result.finished),
+        "held_back": len(result.held_back),  # kept because a pre_wal_delete_retry_script said so
     }

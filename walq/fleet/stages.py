@@ -19,8 +19,10 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from walq.archive.dirs import ensure_server_dirs
 from walq.archive.identity import known_system_identifier
@@ -39,6 +41,7 @@ from walq.archive.steps import (
     store,
     stored_object,
 )
+from walq.archive.wal_hooks import archive_hooks, archived_info, outcome_error, source_info
 from walq.catalog import WalRecord, WalState
 from walq.config import Config, ServerConfig
 from walq.errors import (
@@ -64,6 +67,9 @@ from walq.fleet.faults import fault_point
 from walq.fleet.runtime import Runtime
 from walq.fsutil import is_owned, make_owned_dir, remove_owned_tree, spool_leftover
 from walq.storage import Storage, StoredObject
+
+if TYPE_CHECKING:
+    from walq.hooks import WalHookInfo
 
 COMMIT_LOCK_WAIT = 10.0  # seconds a commit polls for the lock before requeueing itself
 
@@ -229,6 +235,7 @@ def compress_stage(rt: Runtime, data: Any) -> dict[str, Any]:
         record = rt.catalog.get(server.name, job.wal)
         if record is not None and record.state is WalState.ARCHIVED:
             raise AlreadyDone(f"{job.wal} is already archived and its source is gone")
+    _pre_archive_hooks(rt, server, job)
     job = prepare(job)
     fault_point("compress")
     return job.wire()
@@ -300,7 +307,53 @@ def commit_stage(rt: Runtime, data: Any) -> Outcome:
     finally:
         lock.release()
     remove_owned_tree(job.spool(rt.config))
+    _post_archive_hooks(rt, server, job, outcome_error(outcome))
     return outcome
+
+
+# -- Barman's archive hooks (walq.hooks): pre in the first stage, post after the commit ----
+
+
+def _heartbeat(rt: Runtime, job: WalJob) -> Callable[[], None]:
+    """Called before each retry hook attempt: the chain's claim stays live meanwhile."""
+    return lambda: rt.catalog.extend(job.server, job.wal, rt.config.claim_timeout)
+
+
+def _pre_archive_hooks(rt: Runtime, server: ServerConfig, job: WalJob) -> None:
+    """The pre archive hooks, in the worker running the chain's first stage. A stop
+    (HookStop, an AlreadyDone: the task ends quietly) releases the claim, so the WAL
+    stays in its directory and a later scan starts a new chain, which asks again."""
+    hooks = archive_hooks(rt.config, server, _heartbeat(rt, job))
+    if hooks is None:
+        return
+    from walq.hooks import HookStop
+
+    before = source_info(job.wal, job.source)
+    try:
+        hooks.pre(before)
+    except HookStop as exc:
+        rt.catalog.release(server.name, job.wal, str(exc))
+        remove_owned_tree(job.spool(rt.config))
+        hooks.post(archived_info(rt.catalog, rt.storage(server), server, before), str(exc))
+        raise
+
+
+def _post_archive_hooks(
+    rt: Runtime,
+    server: ServerConfig,
+    job: WalJob,
+    error: str | None,
+    before: WalHookInfo | None = None,
+) -> None:
+    """The post archive hooks, once the WAL is settled (committed, dropped or parked)."""
+    hooks = archive_hooks(rt.config, server, _heartbeat(rt, job))
+    if hooks is None:
+        return
+    if before is None:
+        before = source_info(job.wal, job.source)
+        if job.size is not None:  # the source is gone after a commit: what the chain read
+            before = replace(before, size=job.size, timestamp=job.mtime or before.timestamp)
+    hooks.post(archived_info(rt.catalog, rt.storage(server), server, before), error)
 
 
 def _require_claim(job: WalJob, record: WalRecord | None) -> None:
@@ -365,7 +418,11 @@ def park(rt: Runtime, data: Any, exc: BaseException) -> Outcome:
         return Outcome("?", "failed", str(exc))
     server = rt.config.server(job.server)
     remove_owned_tree(job.spool(rt.config))
-    return settle_failure(rt.catalog, server, job, exc)
+    before = source_info(job.wal, job.source) if archive_hooks(rt.config, server) else None
+    outcome = settle_failure(rt.catalog, server, job, exc)
+    if before is not None:
+        _post_archive_hooks(rt, server, job, outcome_error(outcome) or str(exc), before)
+    return outcome
 
 
 def give_up(rt: Runtime, data: Any, exc: BaseException, attempts: int) -> Outcome:

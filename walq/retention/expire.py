@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from walq.catalog import Catalog, WalRecord, WalState, open_catalog
 from walq.config import Config, ServerConfig
@@ -47,6 +48,9 @@ from walq.storage import Storage, StoredObject, open_storage
 from walq.storage.local import LocalStorage
 from walq.wal import WalKind, parse_wal_name
 
+if TYPE_CHECKING:
+    from walq.hooks import WalHookInfo, WalHooks
+
 LOCK_WAIT = 60.0  # seconds an expiry waits for a running archive to release the lock
 
 
@@ -63,6 +67,8 @@ class ExpiryResult:
     finished: list[str] = field(default_factory=list)  # expired earlier, objects removed now
     xlogdb_lines: int = 0
     notes: list[str] = field(default_factory=list)
+    held_back: list[str] = field(default_factory=list)  # planned, kept: a pre delete hook stopped
+    hook_stop: str | None = None  # why (the pre_wal_delete_retry_script's answer)
 
     @property
     def to_delete(self) -> tuple[str, ...]:
@@ -97,6 +103,13 @@ class _Archive:
         return [self.obj(r) for n, r in sorted(self.expired.items()) if n in present]
 
 
+def delete_hooks(config: Config, server: ServerConfig) -> WalHooks | None:
+    """The server's WAL delete hooks, or None (nothing imported) when none is configured."""
+    from walq.archive.wal_hooks import configured_hooks
+
+    return configured_hooks(config, server, "wal_delete")
+
+
 def _discover(config: Config, archive: _Archive) -> tuple[BackupDiscovery, Lineage]:
     found = discover_backups(
         config.home, archive.server.name, archive.archived, archive.read, archive.seg_size
@@ -126,24 +139,83 @@ def with_writer_lock(config: Config, server: str, work: Callable[[int | None], N
 
 
 def _apply(
-    catalog: Catalog, archive: _Archive, result: ExpiryResult, reason: str, fence: int | None
+    catalog: Catalog,
+    archive: _Archive,
+    result: ExpiryResult,
+    reason: str,
+    fence: int | None,
+    hooks: WalHooks | None = None,
 ) -> None:
-    """Steps a, b, c (module doc), after finishing what an earlier run left half done."""
+    """Steps a, b, c (module doc), after finishing what an earlier run left half done.
+
+    With WAL delete hooks (walq.hooks), each WAL's pre hooks run before step (a), in
+    name order: a pre retry hook's stop keeps that WAL and every later one (they are
+    never marked, so no later run deletes them without asking again). The post hooks
+    run after step (c), for this run's WALs and for an earlier run's leftovers (whose
+    pre hooks ran before that run marked them)."""
     storage = archive.storage
     name = archive.server.name
     leftovers = archive.leftovers()
     names = list(result.to_delete)
+    if hooks is not None and names:
+        names = _pre_delete_hooks(hooks, archive, names, result)
     if names:
         result.deleted = catalog.mark_expired(name, names, reason, fence=fence)  # (a)
         fault_point("expire-marked")
     gone = [archive.obj(archive.archived[n]) for n in names if n in archive.archived]
-    if isinstance(storage, LocalStorage) and (gone or leftovers):  # S3 has no xlogdb
-        result.xlogdb_lines = storage.rewrite_xlogdb([*archive.expired, *names])  # (b)
-    if leftovers:
-        storage.delete(leftovers)  # (c) for the earlier run
-        result.finished = [o.name for o in leftovers]
-    if gone:
-        storage.delete(gone)  # (c)
+    try:
+        if isinstance(storage, LocalStorage) and (gone or leftovers):  # S3 has no xlogdb
+            result.xlogdb_lines = storage.rewrite_xlogdb([*archive.expired, *names])  # (b)
+        if leftovers:
+            storage.delete(leftovers)  # (c) for the earlier run
+            result.finished = [o.name for o in leftovers]
+        if gone:
+            storage.delete(gone)  # (c)
+    except Exception as exc:
+        _post_delete_hooks(hooks, archive, [*leftovers, *gone], str(exc))
+        raise
+    _post_delete_hooks(hooks, archive, [*leftovers, *gone], None)
+
+
+def _delete_info(archive: _Archive, rec: WalRecord) -> WalHookInfo:
+    """A delete hook's view of a WAL: its archived copy (path or s3:// URL), as recorded."""
+    from walq.archive.wal_hooks import location
+    from walq.hooks import WalHookInfo
+
+    return WalHookInfo(
+        rec.name,
+        location(archive.storage, rec.storage_key or ""),
+        rec.stored_size or 0,
+        rec.mtime or 0.0,
+        "" if rec.codec in (None, "none") else str(rec.codec),
+    )
+
+
+def _pre_delete_hooks(
+    hooks: WalHooks, archive: _Archive, names: list[str], result: ExpiryResult
+) -> list[str]:
+    """Run each WAL's pre delete hooks in order; the names they let go (a prefix)."""
+    from walq.hooks import HookStop
+
+    for i, wal in enumerate(names):
+        try:
+            hooks.pre(_delete_info(archive, archive.archived[wal]))
+        except HookStop as exc:
+            result.held_back = names[i:]
+            result.hook_stop = f"{exc}: kept {len(names) - i} file(s) from {wal} on"
+            return names[:i]
+    return names
+
+
+def _post_delete_hooks(
+    hooks: WalHooks | None, archive: _Archive, objs: list[StoredObject], error: str | None
+) -> None:
+    if hooks is None:
+        return
+    rows = {**archive.expired, **archive.archived}
+    for obj in objs:
+        if obj.name in rows:
+            hooks.post(_delete_info(archive, rows[obj.name]), error)
 
 
 def _run(
@@ -167,7 +239,7 @@ def _run(
             if dry_run:
                 result.finished = [o.name for o in archive.leftovers()]
                 return
-            _apply(catalog, archive, result, reason or "", fence)
+            _apply(catalog, archive, result, reason or "", fence, delete_hooks(config, server))
 
         if dry_run:
             work(None)

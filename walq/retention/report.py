@@ -33,7 +33,10 @@ def print_result(result: ExpiryResult, out: TextIO = sys.stdout) -> None:
         lines.append(f"{s}: refused: {result.refused}")
     elif plan is not None:
         verb = "would delete" if result.dry_run else "deleted"
-        lines.append(f"{s}: {verb} {len(plan.delete)} file(s), kept {len(plan.keep)}")
+        held = len(result.held_back)
+        lines.append(f"{s}: {verb} {len(plan.delete) - held} file(s), kept {len(plan.keep) + held}")
+        if result.hook_stop:
+            lines.append(f"{s}: {result.hook_stop}")
         if result.dry_run:
             lines += [f"{s}: would delete {name}" for name in plan.delete]
     if result.finished:
