@@ -389,6 +389,9 @@ class Config(BaseSettings):
     group_access: bool = False
     retention_policy: str | None = None  # the default for servers without their own
     expire_interval: Annotated[float, Field(gt=0)] = 3600.0  # fleet beat: seconds between expiries
+    # Fleet: Celery task events (what Flower shows). Off by default: they cost a PUBLISH per
+    # task state; Flower turns them on in the workers while it runs (its enable_events).
+    task_events: bool = False
     # Every server's `walq check` bounds unless its table sets its own (CHECK_BOUNDS).
     last_wal_maximum_age: Duration | None = None
     max_incoming_wals_queue: QueueLimit | None = None

@@ -41,3 +41,13 @@ def lock(server: str, purpose: str) -> str:
 def fence(server: str, purpose: str) -> str:
     """The highest fencing token handed out for this lock (grows only)."""
     return f"{PREFIX}:fence:{server}:{purpose}"
+
+
+def lock_waiters(server: str, purpose: str) -> str:
+    """Set (for one lock TTL) while a worker waits for the lock: its release wakes one."""
+    return f"{PREFIX}:lockwait:{server}:{purpose}"
+
+
+def lock_wakeup(server: str, purpose: str) -> str:
+    """The list a release pushes to and waiters BLPOP on (at most one entry)."""
+    return f"{PREFIX}:lockwake:{server}:{purpose}"

@@ -6,6 +6,8 @@
   back to the queue; prefetch 1 so one slow WAL never hides others behind it.
 - Redis ``visibility_timeout`` well past the longest stage (claim_timeout), so a
   slow stage is not redelivered while it still runs.
+- Results are ignored and task events are off unless ``task_events = true``: the
+  control plane per WAL is the messages themselves (tests/test_control_plane.py).
 - Three queues so pools are sized per kind of work: ``walq.scan``, ``walq.cpu``
   (compress, encrypt: prefork) and ``walq.io`` (store, commit: threads/gevent).
 """
@@ -83,10 +85,16 @@ def make_app(config: Config) -> Celery:
         task_queues=[Queue(q) for q in keys.QUEUES],
         task_default_queue=keys.SCAN_QUEUE,
         task_routes=ROUTES,
-        task_track_started=True,
-        task_send_sent_event=True,
-        worker_send_task_events=True,
+        # No result backend writes: nothing reads walq's task results (`walq status` reads the
+        # catalog; the chain passes each stage's result in the next message).
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        task_track_started=False,
         result_expires=3600,
+        # Task events only when asked (task_events = true), or while Flower runs: Flower
+        # broadcasts enable_events to the workers.
+        task_send_sent_event=config.task_events,
+        worker_send_task_events=config.task_events,
         beat_schedule=beat_schedule(config),
         timezone="UTC",
     )

@@ -104,12 +104,14 @@ def commit(self: Task, stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def enqueue(job: dict[str, Any]) -> str:
-    """One chain per WAL; ids like ``pg1.000000010000000000000003.store.1a2b3c4d``."""
+    """One chain per WAL: compress → [encrypt] → store → commit, the encrypt hop only for
+    a server that encrypts; ids like ``pg1.000000010000000000000003.store.1a2b3c4d``."""
     tag = f"{job['server']}.{job['wal']}"
     short = job["chain"][:8]
-    steps = [
-        compress.s(job).set(task_id=f"{tag}.compress.{short}"),
-        encrypt.s().set(task_id=f"{tag}.encrypt.{short}"),
+    steps = [compress.s(job).set(task_id=f"{tag}.compress.{short}")]
+    if config.server(job["server"]).encryption != "none":
+        steps.append(encrypt.s().set(task_id=f"{tag}.encrypt.{short}"))
+    steps += [
         store.s().set(task_id=f"{tag}.store.{short}"),
         commit.s().set(task_id=f"{tag}.commit.{short}"),
     ]

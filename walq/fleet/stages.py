@@ -54,6 +54,7 @@ from walq.fleet.args import (
     PREPARED,
     PREPARED_REQUIRED,
     SCANNED,
+    SCANNED_REQUIRED,
     STORED,
     ServerArgs,
     WalArgs,
@@ -65,7 +66,10 @@ from walq.fleet.runtime import Runtime
 from walq.fsutil import is_owned, make_owned_dir, remove_owned_tree, spool_leftover
 from walq.storage import Storage, StoredObject
 
-COMMIT_LOCK_WAIT = 10.0  # seconds a commit polls for the lock before requeueing itself
+COMMIT_LOCK_WAIT = 10.0  # seconds a commit waits for the lock before requeueing itself
+# A stage pushes the claim's deadline only once this share of claim_timeout has passed
+# since the claim (or the last push): stages take milliseconds against minutes.
+EXTEND_AFTER = 0.25
 
 __all__ = [  # what workers/tasks.py and the tests use
     "AlreadyDone",
@@ -89,7 +93,19 @@ __all__ = [  # what workers/tasks.py and the tests use
 
 def chain_job(server: ServerConfig, wal: str, source: Path, origin: str) -> dict[str, Any]:
     """A claimed WAL's job as the compress task's argument; a fresh chain id names its spool."""
-    return new_job(server.name, wal, str(source), origin, chain=uuid.uuid4().hex).wire()
+    job = new_job(server.name, wal, str(source), origin, chain=uuid.uuid4().hex)
+    return job.model_copy(update={"claimed": time.time()}).wire()
+
+
+def keep_claim(rt: Runtime, job: WalJob) -> WalJob:
+    """Push the claim's deadline forward when EXTEND_AFTER of claim_timeout has passed
+    since the claim (or the last push); otherwise leave the catalog alone."""
+    now = time.time()
+    timeout = rt.config.claim_timeout
+    if job.claimed is not None and 0 <= now - job.claimed < timeout * EXTEND_AFTER:
+        return job
+    rt.catalog.extend(job.server, job.wal, timeout)
+    return job.model_copy(update={"claimed": now})
 
 
 # A WAL once archived: still stored, or archived and then expired by retention. A copy
@@ -106,6 +122,8 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
     config = rt.config
     args: ServerArgs = parse_args(ServerArgs, config, {"server": server_name})
     server = config.server(args.server)
+    if _nothing_to_do(rt, server):
+        return []  # an idle tick: a listing, no lock, no catalog
     lock = rt.lock(server.name, "scan")
     try:
         lock.acquire()
@@ -133,6 +151,32 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
         return jobs
     finally:
         lock.release()
+
+
+def _nothing_to_do(rt: Runtime, server: ServerConfig) -> bool:
+    """Whether a scan would find nothing: no file waiting, no spool to sweep, no identity
+    to learn, and the server's directories already made. Anything else takes the lock."""
+    if not server.incoming_dir.is_dir():
+        return False
+    for directory in (server.incoming_dir, server.streaming_dir):
+        try:
+            with os.scandir(directory) as entries:
+                if any(not entry.name.startswith(".") for entry in entries):
+                    return False
+        except FileNotFoundError:
+            continue
+    root = rt.config.spool_dir / server.name
+    cutoff = time.time() - 2 * rt.config.claim_timeout
+    try:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False) and (
+                    entry.stat(follow_symlinks=False).st_mtime < cutoff
+                ):
+                    return False
+    except FileNotFoundError:
+        return False
+    return not (server.conninfo and known_system_identifier(rt.catalog, server) is None)
 
 
 def _ensure_dirs(config: Config, server: ServerConfig) -> None:
@@ -221,15 +265,23 @@ def settle_source(
 
 def compress_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     """Validate, checksum and compress the source into the chain's spool (CPU)."""
-    job = parse_job(rt.config, data, takes=SCANNED, needs=SCANNED)
+    job = parse_job(rt.config, data, takes=SCANNED, needs=SCANNED_REQUIRED)
     server = rt.config.server(job.server)
-    rt.catalog.extend(server.name, job.wal, rt.config.claim_timeout)
-    job = prepare_settings(rt.config, server, rt.catalog, job, job.spool(rt.config))
+    job = keep_claim(rt, job)
+    scanned = job
+    job = prepare_settings(rt.config, server, rt.catalog, scanned, job.spool(rt.config))
     if not Path(job.source).exists():
         record = rt.catalog.get(server.name, job.wal)
         if record is not None and record.state is WalState.ARCHIVED:
             raise AlreadyDone(f"{job.wal} is already archived and its source is gone")
-    job = prepare(job)
+    try:
+        job = prepare(job)
+    except InvalidWalError:
+        if not rt.forget_meta(server.name):
+            raise
+        # the cached identity may be stale (changed since this process read it): once more, fresh
+        job = prepare_settings(rt.config, server, rt.catalog, scanned, job.spool(rt.config))
+        job = prepare(job)
     fault_point("compress")
     return job.wire()
 
@@ -239,7 +291,7 @@ def encrypt_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     job = parse_job(rt.config, data, takes=PREPARED, needs=PREPARED_REQUIRED)
     server = rt.config.server(job.server)
     _payload_present(job)
-    rt.catalog.extend(server.name, job.wal, rt.config.claim_timeout)
+    job = keep_claim(rt, job)
     job = encrypt(job, server)
     fault_point("encrypt")
     return job.wire()
@@ -249,7 +301,7 @@ def store_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     """Conditional write to storage; an identical copy already there is adopted (I/O)."""
     job = parse_job(rt.config, data, takes=PREPARED, needs=PREPARED_REQUIRED)
     server = rt.config.server(job.server)
-    rt.catalog.extend(server.name, job.wal, rt.config.claim_timeout)
+    job = keep_claim(rt, job)
     record = rt.catalog.get(server.name, job.wal)
     if record is not None and record.state is WalState.ARCHIVED:
         return job.model_copy(
@@ -257,7 +309,12 @@ def store_stage(rt: Runtime, data: Any) -> dict[str, Any]:
         ).wire()  # commit drops or parks the copy
     _require_claim(job, record)
     _payload_present(job)
-    check_identity(rt.catalog, server, job)
+    try:
+        check_identity(rt.catalog, server, job)
+    except InvalidWalError:
+        if not rt.forget_meta(server.name):
+            raise
+        check_identity(rt.catalog, server, job)  # the cached identity may be stale: once more
     job = store(rt.storage(server), job)
     fault_point("store")
     return job.wire()
@@ -376,8 +433,8 @@ def give_up(rt: Runtime, data: Any, exc: BaseException, attempts: int) -> Outcom
 def _scanned_part(config: Config, data: Any) -> WalJob | None:
     """The scan's part of a stage's argument (what failing the WAL needs), or None."""
     try:
-        scanned = {key: data[key] for key in SCANNED}
-        return parse_job(config, scanned, takes=SCANNED, needs=SCANNED)
+        scanned = {key: data[key] for key in SCANNED if key in data}
+        return parse_job(config, scanned, takes=SCANNED, needs=SCANNED_REQUIRED)
     except (KeyError, TypeError, TaskArgumentError):
         return None
 
