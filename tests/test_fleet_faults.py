@@ -22,6 +22,7 @@ from tests.services.fleet import (
     process_state,
     read_pid,
 )
+from tests.services.gpg import gpg_settings
 from tests.services.pg import wait_for
 from walq import keys
 from walq.catalog import open_catalog
@@ -65,14 +66,15 @@ def _frozen_at(fault_dir: Path, stage: str, fleet) -> int:
 
 @pytest.mark.parametrize("stage", ["compress", "encrypt", "store", "commit"])
 def test_kill_9_in_each_stage_loses_nothing(
-    stage: str, fleet_home, wal_corpus, fleet_factory, workdir: Path
+    stage: str, fleet_home, wal_corpus, fleet_factory, workdir: Path, gpg_key
 ) -> None:
-    home = fleet_home()
+    # the encrypt hop runs only for a server that encrypts
+    home = fleet_home({"pg1": gpg_settings(gpg_key)} if stage == "encrypt" else None)
     faults = workdir / "faults"
     faults.mkdir()
     (faults / stage).touch()
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:8])
-    fleet = fleet_factory(home.config_path, WALQ_FAULT_DIR=str(faults))
+    fleet = fleet_factory(home.config_path, WALQ_FAULT_DIR=str(faults), GNUPGHOME=str(gpg_key.home))
     fleet.worker("w1")
     fleet.worker("w2")
     fleet.beat()

@@ -34,6 +34,7 @@ from walq.errors import ConfigError, clip
 from walq.fsutil import set_group_access
 from walq.masking import mask_secrets, url_passwords
 
+WORKER_GROUP_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SERVER_NAME_RE = re.compile(
     r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z"
 )  # fullmatch: "$" accepts a trailing newline
@@ -265,6 +266,16 @@ class ServerSettings(BaseModel):
     last_wal_maximum_age: Duration | None = None
     max_incoming_wals_queue: QueueLimit | None = None
     archive_lag_maximum: Duration | None = None
+    # Fleet: the worker group (hosts) that sees this server's directories; its scan, CPU
+    # and I/O tasks go to that group's queues (walq.keys.group_queue).
+    worker_group: str = "default"
+
+    @field_validator("worker_group")
+    @classmethod
+    def _worker_group(cls, v: str) -> str:
+        if not WORKER_GROUP_RE.fullmatch(v):
+            raise ValueError("use 1-64 letters, digits, '_' or '-' (it names Celery queues)")
+        return v
 
     @field_validator("storage_url")
     @classmethod

@@ -8,6 +8,8 @@ belong to kombu/Celery and are only read here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 PREFIX = "walq"
 
 # Celery queues: scanning, CPU work (compress, encrypt), I/O work (store, commit).
@@ -26,6 +28,20 @@ TASK_QUEUES = {
     "walq.store": IO_QUEUE,
     "walq.commit": IO_QUEUE,
 }
+
+DEFAULT_GROUP = "default"
+
+
+def group_queue(queue: str, group: str) -> str:
+    """A worker group's copy of a queue: ``walq.cpu.<group>``; the default group keeps
+    the plain names (``walq.cpu``), so a fleet without groups is unchanged."""
+    return queue if group == DEFAULT_GROUP else f"{queue}.{group}"
+
+
+def group_queues(groups: Iterable[str]) -> tuple[str, ...]:
+    """Every queue of these worker groups (what workers.app declares, status counts)."""
+    return tuple(group_queue(q, g) for g in sorted(set(groups)) for q in QUEUES)
+
 
 # kombu's Redis transport keeps unacknowledged deliveries in this hash.
 KOMBU_UNACKED = "unacked"

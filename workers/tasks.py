@@ -21,7 +21,7 @@ from walq.errors import PermanentError
 from walq.fleet import stages
 from walq.fleet.expire import expire_task
 from walq.fleet.runtime import Runtime
-from workers.app import app, config
+from workers.app import app, config, server_queue
 
 log = get_task_logger("walq")
 _runtime: Runtime | None = None
@@ -108,13 +108,15 @@ def enqueue(job: dict[str, Any]) -> str:
     a server that encrypts; ids like ``pg1.000000010000000000000003.store.1a2b3c4d``."""
     tag = f"{job['server']}.{job['wal']}"
     short = job["chain"][:8]
-    steps = [compress.s(job).set(task_id=f"{tag}.compress.{short}")]
+
+    def step(task: Task, *args: Any) -> Any:  # this server's group's queue, named up front
+        queue = server_queue(config, task.name, job["server"])
+        return task.s(*args).set(task_id=f"{tag}.{task.name[5:]}.{short}", queue=queue)
+
+    steps = [step(compress, job)]
     if config.server(job["server"]).encryption != "none":
-        steps.append(encrypt.s().set(task_id=f"{tag}.encrypt.{short}"))
-    steps += [
-        store.s().set(task_id=f"{tag}.store.{short}"),
-        commit.s().set(task_id=f"{tag}.commit.{short}"),
-    ]
+        steps.append(step(encrypt))
+    steps += [step(store), step(commit)]
     chain(*steps).apply_async()
     return job["wal"]
 
