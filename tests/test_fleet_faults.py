@@ -23,6 +23,7 @@ from tests.services.fleet import (
     read_pid,
 )
 from tests.services.gpg import gpg_settings
+from tests.services.homes import xlogdb_names
 from tests.services.pg import wait_for
 from walq import keys
 from walq.catalog import open_catalog
@@ -64,7 +65,9 @@ def _frozen_at(fault_dir: Path, stage: str, fleet) -> int:
     return pid
 
 
-@pytest.mark.parametrize("stage", ["compress", "encrypt", "store", "commit"])
+# commit-removal: the group commit's catalog transaction and xlogdb append are done,
+# the sources not yet removed (the scan settles them: checksummed and dropped).
+@pytest.mark.parametrize("stage", ["compress", "encrypt", "store", "commit", "commit-removal"])
 def test_kill_9_in_each_stage_loses_nothing(
     stage: str, fleet_home, wal_corpus, fleet_factory, workdir: Path, gpg_key
 ) -> None:
@@ -84,6 +87,8 @@ def test_kill_9_in_each_stage_loses_nothing(
     _wait_archived_once(home, fleet, names)
     logs = fleet.logs(tail=0)
     assert "WorkerLostError" in logs or "exited prematurely" in logs, "the kill went unnoticed"
+    if stage == "commit-removal":
+        assert xlogdb_names(home.wals()) == names, "group commits append in WAL order"
 
 
 def test_kill_9_of_a_whole_worker_is_recovered_by_the_scans(

@@ -27,6 +27,7 @@ TASK_QUEUES = {
     "walq.encrypt": CPU_QUEUE,
     "walq.store": IO_QUEUE,
     "walq.commit": IO_QUEUE,
+    "walq.commit_server": IO_QUEUE,
 }
 
 DEFAULT_GROUP = "default"
@@ -67,3 +68,9 @@ def lock_waiters(server: str, purpose: str) -> str:
 def lock_wakeup(server: str, purpose: str) -> str:
     """The list a release pushes to and waiters BLPOP on (at most one entry)."""
     return f"{PREFIX}:lockwake:{server}:{purpose}"
+
+
+def commit_requested(server: str, later: bool = False) -> str:
+    """Set while a group commit of the server is queued (cleared when it starts); with
+    ``later``, while a delayed look at held-back WALs is pending (expires when it is due)."""
+    return f"{PREFIX}:{'commitlater' if later else 'commitreq'}:{server}"

@@ -2,13 +2,14 @@
 
 Task names are the public surface Flower shows and applies:
 ``walq.scan_server``, ``walq.compress``, ``walq.encrypt``, ``walq.store``,
-``walq.commit``, ``walq.retry_wal``, ``walq.retry_failed``, ``walq.expire_server``. Task ids name the
+``walq.commit_server`` (the group commit), ``walq.commit`` (one WAL's commit), ``walq.retry_wal``, ``walq.retry_failed``, ``walq.expire_server``. Task ids name the
 server, the WAL and the stage, so Flower's task list reads like a WAL's history.
 """
 
 from __future__ import annotations
 
 import random
+import uuid
 from typing import Any
 
 from celery import Task, chain
@@ -18,6 +19,7 @@ from celery.utils.log import get_task_logger
 
 from walq.archive.policy import Verdict, decide
 from walq.errors import PermanentError
+from walq.fleet import commit as group_commit
 from walq.fleet import stages
 from walq.fleet.expire import expire_task
 from walq.fleet.runtime import Runtime
@@ -94,7 +96,42 @@ def encrypt(self: Task, prepared: dict[str, Any]) -> dict[str, Any]:
 
 @app.task(name="walq.store", bind=True, base=WalTask)
 def store(self: Task, prepared: dict[str, Any]) -> dict[str, Any]:
-    return run_stage(self, stages.store_stage, prepared)
+    """Store, mark stored, and ask for the server's group commit (one queued per server);
+    a copy of an already-archived WAL goes to the per-WAL commit, which settles it."""
+    stored = run_stage(self, stages.store_and_mark_stage, prepared)
+    server, short = stored["server"], stored["chain"][:8]
+    if stored.get("already_archived"):
+        commit.apply_async(
+            (stored,),
+            task_id=f"{server}.{stored['wal']}.commit.{short}",
+            queue=server_queue(config, "walq.commit", server),
+        )
+    else:
+        ask_commit(server)
+    return {"server": server, "wal": stored["wal"]}
+
+
+def ask_commit(server: str, countdown: float | None = None) -> None:
+    """Enqueue the server's group commit unless one is already queued or running. A
+    delayed look (``countdown``) does not take the flag: it must not stop a store that
+    completes meanwhile from asking for a commit now."""
+    if not group_commit.request_commit(runtime(), server, later=countdown):
+        return
+    commit_server.apply_async(
+        (server,),
+        task_id=f"{server}.commit.{uuid.uuid4().hex[:8]}",
+        queue=server_queue(config, "walq.commit_server", server),
+        countdown=countdown,
+    )
+
+
+@app.task(name="walq.commit_server", bind=True, base=WalTask)
+def commit_server(self: Task, server: str) -> dict[str, Any]:
+    """Commit every stored WAL of the server in WAL order (walq.fleet.commit)."""
+    batch = run_stage(self, lambda rt, _: group_commit.commit_server(rt, server), None)
+    if batch.again_in is not None:  # held back behind an earlier WAL: look again then
+        ask_commit(server, batch.again_in)
+    return {"server": server, "committed": len(batch.committed), "held": batch.held}
 
 
 @app.task(name="walq.commit", bind=True, base=WalTask)
@@ -116,7 +153,7 @@ def enqueue(job: dict[str, Any]) -> str:
     steps = [step(compress, job)]
     if config.server(job["server"]).encryption != "none":
         steps.append(step(encrypt))
-    steps += [step(store), step(commit)]
+    steps.append(step(store))  # store asks for the server's group commit
     chain(*steps).apply_async()
     return job["wal"]
 

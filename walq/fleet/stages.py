@@ -31,6 +31,7 @@ from walq.archive.retry import reset_failed
 from walq.archive.scan import Candidate, scan
 from walq.archive.steps import (
     Outcome,
+    archived_info,
     check_identity,
     commit,
     encrypt,
@@ -84,6 +85,7 @@ __all__ = [  # what workers/tasks.py and the tests use
     "retry_failed",
     "retry_wal",
     "scan_server",
+    "store_and_mark_stage",
     "store_stage",
 ]
 
@@ -318,6 +320,25 @@ def store_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     job = store(rt.storage(server), job)
     fault_point("store")
     return job.wire()
+
+
+def store_and_mark_stage(rt: Runtime, data: Any) -> dict[str, Any]:
+    """The fleet chain's store: store_stage, then record the stored object on the claimed
+    row (``stored``) for the server's group commit (walq.fleet.commit), and drop the
+    chain's spool. An adopted copy is judged by its checksum first, as commit would."""
+    stored = store_stage(rt, data)
+    job = parse_job(rt.config, stored, takes=STORED, needs=PREPARED_REQUIRED)
+    if job.already_archived:
+        return stored  # the per-WAL commit drops or parks this copy
+    server = rt.config.server(job.server)
+    info = archived_info(rt.storage(server), server, job)
+    if not rt.catalog.mark_stored(server.name, job.wal, info, rt.config.claim_timeout):
+        record = rt.catalog.get(server.name, job.wal)
+        if record is not None and record.state in DONE_STATES:
+            return job.model_copy(update={"already_archived": True}).wire()
+        raise AlreadyDone(f"{job.wal} is no longer claimed; nothing to commit")
+    remove_owned_tree(job.spool(rt.config))
+    return stored
 
 
 def commit_stage(rt: Runtime, data: Any) -> Outcome:
