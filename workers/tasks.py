@@ -107,15 +107,15 @@ def store(self: Task, prepared: dict[str, Any]) -> dict[str, Any]:
             queue=server_queue(config, "walq.commit", server),
         )
     else:
-        ask_commit(server)
+        ask_commit(server, group_commit.COMMIT_DELAY)
     return {"server": server, "wal": stored["wal"]}
 
 
-def ask_commit(server: str, countdown: float | None = None) -> None:
-    """Enqueue the server's group commit unless one is already queued or running. A
-    delayed look (``countdown``) does not take the flag: it must not stop a store that
-    completes meanwhile from asking for a commit now."""
-    if not group_commit.request_commit(runtime(), server, later=countdown):
+def ask_commit(server: str, countdown: float, *, held: bool = False) -> None:
+    """Enqueue the server's group commit in ``countdown`` seconds unless one is already
+    queued. A look at WALs held back (``held``) has a flag of its own: it must not stop
+    a store that completes meanwhile from asking for a commit."""
+    if not group_commit.request_commit(runtime(), server, later=countdown if held else None):
         return
     commit_server.apply_async(
         (server,),
@@ -130,7 +130,7 @@ def commit_server(self: Task, server: str) -> dict[str, Any]:
     """Commit every stored WAL of the server in WAL order (walq.fleet.commit)."""
     batch = run_stage(self, lambda rt, _: group_commit.commit_server(rt, server), None)
     if batch.again_in is not None:  # held back behind an earlier WAL: look again then
-        ask_commit(server, batch.again_in)
+        ask_commit(server, batch.again_in, held=True)
     return {"server": server, "committed": len(batch.committed), "held": batch.held}
 
 

@@ -29,6 +29,9 @@ from walq.fleet.runtime import Runtime
 from walq.fsutil import fsync_dir
 from walq.storage import StoredObject
 
+# A store asks for its server's commit this many seconds ahead: the WALs stored
+# meanwhile join the same batch (one lock, one transaction, one append).
+COMMIT_DELAY = 0.5
 COMMIT_LOCK_WAIT = 10.0  # seconds a commit waits for the lock before requeueing itself
 ORDER_WAIT = 60.0  # seconds a stored WAL waits for an earlier one still in flight
 REQUEST_TTL = 60.0  # a commit request flag outlives a lost commit message by at most this
