@@ -51,3 +51,19 @@ def test_a_missing_predecessor_holds_later_wals_back_only_for_the_wait() -> None
     assert [r.name for r in commit] == ["A", "C"] and held == 1 and again == 24.0
     commit, held, again = group.ready(rows, now=200.0, wait=30.0)
     assert [r.name for r in commit] == ["A", "C", "D"] and held == 0 and again is None
+
+
+def test_a_redelivered_store_after_the_mark_still_gets_its_commit(make_home, wal_corpus) -> None:
+    """A worker killed after marking the WAL stored (its spool already dropped): the
+    redelivered store must not stop quietly, or nobody asks for the commit."""
+    home: WalqHome = make_home(claim_timeout=60.0)
+    names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:1])
+    rt = fleet.Runtime(home.config)
+    job = fleet.scan_server(rt, "pg1")[0]
+    prepared = fleet.encrypt_stage(rt, fleet.compress_stage(rt, job))
+    fleet.store_and_mark_stage(rt, prepared)
+    again = fleet.store_and_mark_stage(rt, prepared)  # the same message, delivered again
+    assert again["wal"] == names[0] and not again.get("already_archived")
+    assert group.commit_server(rt, "pg1").committed == names
+    assert xlogdb_names(home.wals()) == names
+    rt.close()

@@ -326,7 +326,12 @@ def store_and_mark_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     """The fleet chain's store: store_stage, then record the stored object on the claimed
     row (``stored``) for the server's group commit (walq.fleet.commit), and drop the
     chain's spool. An adopted copy is judged by its checksum first, as commit would."""
-    stored = store_stage(rt, data)
+    try:
+        stored = store_stage(rt, data)
+    except AlreadyDone:
+        if _stored_already(rt, data):
+            return dict(data)  # marked before a crash dropped its message: ask for the commit
+        raise
     job = parse_job(rt.config, stored, takes=STORED, needs=PREPARED_REQUIRED)
     if job.already_archived:
         return stored  # the per-WAL commit drops or parks this copy
@@ -339,6 +344,16 @@ def store_and_mark_stage(rt: Runtime, data: Any) -> dict[str, Any]:
         raise AlreadyDone(f"{job.wal} is no longer claimed; nothing to commit")
     remove_owned_tree(job.spool(rt.config))
     return stored
+
+
+def _stored_already(rt: Runtime, data: Any) -> bool:
+    """A redelivered store whose chain had already marked the WAL stored (and dropped
+    its spool) before the worker died: the row waits for a commit nobody asked for."""
+    job = _scanned_part(rt.config, data)
+    if job is None:
+        return False
+    record = rt.catalog.get(job.server, job.wal)
+    return record is not None and record.state is WalState.CLAIMED and record.stored_at is not None
 
 
 def commit_stage(rt: Runtime, data: Any) -> Outcome:
