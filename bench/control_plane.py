@@ -53,20 +53,30 @@ def make_corpus(root: Path, segments: int) -> tuple[Path, list[str]]:
     return root / "archive", names
 
 
-def one_run(servers: int, corpus: Path, names: list[str], workdir: Path) -> dict[str, object]:
+def one_run(
+    servers: int, total: int, corpus: Path, names: list[str], workdir: Path
+) -> dict[str, object]:
     redis = RedisServer(workdir / "redis").start()
     try:
         with CatalogDB(ADMIN_URL) as catalog:
-            return _measure(servers, corpus, names, workdir, redis, catalog.url)
+            return _measure(servers, total, corpus, names, workdir, redis, catalog.url)
     finally:
         redis.stop()
 
 
 def _measure(
-    servers: int, corpus: Path, names: list[str], workdir: Path, redis: RedisServer, url: str
+    servers: int,
+    total: int,
+    corpus: Path,
+    names: list[str],
+    workdir: Path,
+    redis: RedisServer,
+    url: str,
 ) -> dict[str, object]:
+    """Each server gets total/servers consecutive segments of the corpus (servers are
+    independent, so two may archive copies of the same segments)."""
     database = database_name(url)
-    share = max(1, len(names) // servers)
+    share = min(len(names), max(1, total // servers))
     table = {f"s{i:03d}": {"compression": "lz4"} for i in range(servers)}
     config = write_walq_config(
         workdir,
@@ -81,7 +91,8 @@ def _measure(
     for i, server in enumerate(table):
         incoming = home / server / "incoming"
         incoming.mkdir(parents=True)
-        for name in names[(i * share) % len(names) :][:share]:
+        start = (i * share) % (len(names) - share + 1)
+        for name in names[start : start + share]:
             shutil.copy2(corpus / name, incoming / name)
             expected += 1
     fleet = Fleet(config, workdir / "logs")
@@ -152,7 +163,7 @@ def main() -> None:
         corpus, names = make_corpus(root / "corpus", min(args.wal, 200))
         rows = []
         for servers in args.servers:
-            row = one_run(servers, corpus, names, Path(tempfile.mkdtemp(dir=root)))
+            row = one_run(servers, args.wal, corpus, names, Path(tempfile.mkdtemp(dir=root)))
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "tasks"}), flush=True)
         RESULTS.mkdir(exist_ok=True)
