@@ -160,7 +160,10 @@ def enqueue(job: dict[str, Any]) -> str:
 
 @app.task(name="walq.scan_server", bind=True, base=WalTask)
 def scan_server(self: Task, server: str) -> dict[str, Any]:
-    jobs = run_stage(self, stages.scan_server, server)
+    def overdue() -> None:
+        ask_commit(server, 0.0)
+
+    jobs = run_stage(self, lambda rt, name: stages.scan_server(rt, name, overdue), server)
     return {"server": server, "enqueued": [enqueue(job) for job in jobs]}
 
 

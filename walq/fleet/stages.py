@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,9 @@ def keep_claim(rt: Runtime, job: WalJob) -> WalJob:
 DONE_STATES = (WalState.ARCHIVED, WalState.EXPIRED)
 
 
-def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
+def scan_server(
+    rt: Runtime, server_name: str, commit_overdue: Callable[[], None] | None = None
+) -> list[dict[str, Any]]:
     """List the server's directories, claim new or stalled WALs, return one job each.
 
     One scan per server at a time (a Redis lock); a second beat's scan finds it
@@ -141,6 +144,7 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
             learn_identity(rt.catalog, server)  # until known: the first WAL is checked too
         batch = scan(server)
         jobs, leftovers = [], []
+        overdue = False
         for wal in batch.wals:
             if rt.catalog.claim(server.name, wal.name, str(wal.path), config.claim_timeout):
                 jobs.append(chain_job(server, wal.name, wal.path, wal.origin))
@@ -148,11 +152,23 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
             record = rt.catalog.get(server.name, wal.name)
             if record is not None and record.state in DONE_STATES:
                 leftovers.append(wal)
+            elif record is not None and _commit_overdue(rt.config, record):
+                overdue = True
         if leftovers:
             settle_leftovers(rt, server, leftovers)
+        if overdue and commit_overdue is not None:
+            commit_overdue()  # e.g. its commit froze with the whole batch: ask for another
         return jobs
     finally:
         lock.release()
+
+
+def _commit_overdue(config: Config, record: WalRecord) -> bool:
+    """A stored WAL still uncommitted twice the lock TTL (at least 5 s) after it was
+    stored: the commit that had it may be frozen or lost with its message."""
+    if record.state is not WalState.CLAIMED or record.stored_at is None:
+        return False
+    return time.time() - record.stored_at > max(2 * config.lock_ttl, 5.0)
 
 
 def _nothing_to_do(rt: Runtime, server: ServerConfig) -> bool:
