@@ -43,6 +43,8 @@ def test_env_overrides_file(tmp_path: Path, monkeypatch) -> None:
         ('[servers.pg1]\nstorage_url = "ftp://x"\n', "servers.pg1.storage_url"),
         ('[servers.pg1]\nencryption = "gpg"\n', "encryption_key_id"),
         ('[servers."a..b"]\n', "invalid"),
+        ('[servers.pg1]\nworker_group = "east/1"\n', "servers.pg1.worker_group"),
+        ('task_events = "sometimes"\n', "task_events"),
         ("this is not toml", "walq.toml"),
     ],
 )

@@ -28,7 +28,11 @@ def _home_with_blocked_storage(
 def test_failed_wal_retried_through_flower_api_with_auth(
     fleet_home, workdir: Path, wal_corpus, fleet_factory
 ) -> None:
-    blocked, home = _home_with_blocked_storage(fleet_home, workdir, task_max_retries=1)
+    # task_events: the workers send events from their first task (Flower alone turns them
+    # on only at its next broadcast, and this WAL fails within seconds)
+    blocked, home = _home_with_blocked_storage(
+        fleet_home, workdir, task_max_retries=1, task_events=True
+    )
     wal = wal_corpus.segments[0]
     wal_corpus.copy_into(home.incoming(), [wal])
     fleet = fleet_factory(home.config_path)

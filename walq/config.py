@@ -36,6 +36,7 @@ from walq.errors import ConfigError, clip
 from walq.fsutil import set_group_access
 from walq.masking import mask_secrets, url_passwords
 
+WORKER_GROUP_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SERVER_NAME_RE = re.compile(
     r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z"
 )  # fullmatch: "$" accepts a trailing newline
@@ -332,6 +333,17 @@ class ServerSettings(BaseModel):
     hook_retry_sleep: HookSleep | None = None
     hook_max_attempts: HookAttempts | None = None
 
+    # Fleet: the worker group (hosts) that sees this server's directories; its scan, CPU
+    # and I/O tasks go to that group's queues (walq.keys.group_queue).
+    worker_group: str = "default"
+
+    @field_validator("worker_group")
+    @classmethod
+    def _worker_group(cls, v: str) -> str:
+        if not WORKER_GROUP_RE.fullmatch(v):
+            raise ValueError("use 1-64 letters, digits, '_' or '-' (it names Celery queues)")
+        return v
+
     @field_validator("storage_url")
     @classmethod
     def _storage_scheme(cls, v: str | None) -> str | None:
@@ -466,6 +478,9 @@ class Config(BaseSettings):
     group_access: bool = False
     retention_policy: str | None = None  # the default for servers without their own
     expire_interval: Annotated[float, Field(gt=0)] = 3600.0  # fleet beat: seconds between expiries
+    # Fleet: Celery task events (what Flower shows). Off by default: they cost a PUBLISH per
+    # task state; Flower turns them on in the workers while it runs (its enable_events).
+    task_events: bool = False
     # Every server's `walq check` bounds unless its table sets its own (CHECK_BOUNDS).
     last_wal_maximum_age: Duration | None = None
     max_incoming_wals_queue: QueueLimit | None = None

@@ -8,6 +8,8 @@ belong to kombu/Celery and are only read here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 PREFIX = "walq"
 
 # Celery queues: scanning, CPU work (compress, encrypt), I/O work (store, commit).
@@ -25,7 +27,22 @@ TASK_QUEUES = {
     "walq.encrypt": CPU_QUEUE,
     "walq.store": IO_QUEUE,
     "walq.commit": IO_QUEUE,
+    "walq.commit_server": IO_QUEUE,
 }
+
+DEFAULT_GROUP = "default"
+
+
+def group_queue(queue: str, group: str) -> str:
+    """A worker group's copy of a queue: ``walq.cpu.<group>``; the default group keeps
+    the plain names (``walq.cpu``), so a fleet without groups is unchanged."""
+    return queue if group == DEFAULT_GROUP else f"{queue}.{group}"
+
+
+def group_queues(groups: Iterable[str]) -> tuple[str, ...]:
+    """Every queue of these worker groups (what workers.app declares, status counts)."""
+    return tuple(group_queue(q, g) for g in sorted(set(groups)) for q in QUEUES)
+
 
 # kombu's Redis transport keeps unacknowledged deliveries in this hash.
 KOMBU_UNACKED = "unacked"
@@ -54,3 +71,19 @@ OUTCOME_SEP = "|"  # not allowed in a server name, a stage or an outcome
 
 def outcome_field(server: str, stage: str, outcome: str) -> str:
     return OUTCOME_SEP.join((server, stage, outcome))
+
+
+def lock_waiters(server: str, purpose: str) -> str:
+    """Set (for one lock TTL) while a worker waits for the lock: its release wakes one."""
+    return f"{PREFIX}:lockwait:{server}:{purpose}"
+
+
+def lock_wakeup(server: str, purpose: str) -> str:
+    """The list a release pushes to and waiters BLPOP on (at most one entry)."""
+    return f"{PREFIX}:lockwake:{server}:{purpose}"
+
+
+def commit_requested(server: str, later: bool = False) -> str:
+    """Set while a group commit of the server is queued (cleared when it starts); with
+    ``later``, while a delayed look at held-back WALs is pending (expires when it is due)."""
+    return f"{PREFIX}:{'commitlater' if later else 'commitreq'}:{server}"

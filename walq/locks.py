@@ -12,15 +12,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import random
 import socket
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from walq.errors import LockBusyError, LockHeldError, LockLostError
 from walq.fsutil import makedirs_durable, open_private, write_private
@@ -312,11 +312,13 @@ def busy_holder(
         time.sleep(0.05)
 
 
-# KEYS[1] lock, KEYS[2] fence counter; ARGV[1] owner, ARGV[2] ttl ms.
+# KEYS[1] lock, KEYS[2] fence counter, KEYS[3] waiters flag; ARGV[1] owner, ARGV[2] ttl ms.
 # The token is max(last + 1, Redis TIME in microseconds): it keeps growing when
 # Redis restarts empty (no persistence) because time has moved on meanwhile.
+# A busy lock sets the waiters flag (for one TTL), so release knows to wake a waiter.
 _ACQUIRE = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if ARGV[3] == '1' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[2]) end
   return false
 end
 local t = redis.call('TIME')
@@ -333,12 +335,33 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS[1] lock, KEYS[2] waiters flag, KEYS[3] wake-up list; ARGV[1] owner, ARGV[2] ttl ms.
+# Only while someone waits does a release push a wake-up (one, kept at most one deep).
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('RPUSH', KEYS[3], '1')
+    redis.call('LTRIM', KEYS[3], -1, -1)
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  end
+  return 1
 end
 return 0
 """
+MAX_BLOCK = 5.0  # seconds one BLPOP waits for a wake-up (well under the client's socket timeout)
+_scripts: weakref.WeakKeyDictionary[Any, tuple[Any, Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _lock_scripts(client: redis.Redis) -> tuple[Any, Any, Any]:
+    """The lock's Lua scripts, registered once per client: EVALSHA, never the script text."""
+    found = _scripts.get(client)
+    if found is None:
+        acquire, extend, release = (
+            client.register_script(t) for t in (_ACQUIRE, _EXTEND, _RELEASE)
+        )
+        found = _scripts[client] = (acquire, extend, release)
+    return found
 
 
 class RedisLock:
@@ -350,6 +373,8 @@ class RedisLock:
     Redis restart, see _ACQUIRE); the catalog refuses commits carrying a token
     older than the newest it has seen. A holder frozen past the TTL (SIGSTOP,
     GC pause, network partition) loses the lock; its late commit is refused.
+    A waiter blocks on a wake-up list (BLPOP) that a release pushes to, not in a
+    sleep loop; a holder that dies wakes nobody, so a wait never blocks past the TTL.
     """
 
     def __init__(
@@ -360,15 +385,24 @@ class RedisLock:
         self.client = client
         self.key = keys.lock(server, purpose)
         self.fence_key = keys.fence(server, purpose)
+        self.waiters_key = keys.lock_waiters(server, purpose)
+        self.wake_key = keys.lock_wakeup(server, purpose)
         self.ttl_ms = max(1, int(ttl * 1000))
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self.token: int | None = None
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._owner_pid: int | None = None
+        self._acquire, self._extend, self._release = _lock_scripts(client)
 
     def acquire(self) -> int:
-        token = self.client.eval(_ACQUIRE, 2, self.key, self.fence_key, self.owner, self.ttl_ms)
+        return self._try(wait=False)
+
+    def _try(self, *, wait: bool) -> int:
+        token = self._acquire(
+            keys=[self.key, self.fence_key, self.waiters_key],
+            args=[self.owner, self.ttl_ms, "1" if wait else "0"],
+        )
         if token is None:
             raise LockBusyError(f"{self.key} is held by {self.holder() or 'another worker'}")
         self.token = int(token)
@@ -381,15 +415,18 @@ class RedisLock:
         return self.token
 
     def acquire_within(self, seconds: float) -> int:
-        """Poll for the lock until ``seconds`` pass (commits are short: waiting beats requeueing)."""
+        """Wait up to ``seconds`` for the lock (commits are short: waiting beats requeueing),
+        woken by the holder's release; a holder that died frees it at its TTL."""
         deadline = time.monotonic() + seconds
         while True:
             try:
-                return self.acquire()
+                return self._try(wait=True)
             except LockBusyError:
-                if time.monotonic() >= deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise
-                time.sleep(0.02 + random.random() * 0.08)
+                block = min(left, MAX_BLOCK, self.ttl_ms / 1000)
+                self.client.blpop([self.wake_key], timeout=max(block, 0.01))
 
     def progress(self) -> None:
         """Nothing to record: the keeper thread's renewals are this lock's sign of life."""
@@ -411,7 +448,7 @@ class RedisLock:
         """Push the TTL forward; raise LockLostError if the lock is no longer ours."""
         if self.token is None or self._owner_pid != os.getpid():
             raise LockLostError(f"{self.key} is not held by this process")
-        if not self.client.eval(_EXTEND, 1, self.key, self.owner, self.ttl_ms):
+        if not self._extend(keys=[self.key], args=[self.owner, self.ttl_ms]):
             raise LockLostError(f"{self.key} expired or was taken over (token {self.token})")
 
     def release(self) -> None:
@@ -425,7 +462,9 @@ class RedisLock:
             self.token = None
         if self.token is not None:
             try:
-                self.client.eval(_RELEASE, 1, self.key, self.owner)
+                self._release(
+                    keys=[self.key, self.waiters_key, self.wake_key], args=[self.owner, self.ttl_ms]
+                )
             finally:
                 self.token = None
 

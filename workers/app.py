@@ -6,14 +6,19 @@
   back to the queue; prefetch 1 so one slow WAL never hides others behind it.
 - Redis ``visibility_timeout`` well past the longest stage (claim_timeout), so a
   slow stage is not redelivered while it still runs.
+- Results are ignored and task events are off unless ``task_events = true``: the
+  control plane per WAL is the messages themselves (tests/test_control_plane.py).
 - Three queues so pools are sized per kind of work: ``walq.scan``, ``walq.cpu``
-  (compress, encrypt: prefork) and ``walq.io`` (store, commit: threads/gevent).
+  (compress, encrypt: prefork) and ``walq.io`` (store, commit: threads/gevent); per
+  worker group (a server's ``worker_group``) as ``walq.cpu.<group>`` etc., the
+  ``default`` group keeping the plain names.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 from celery import Celery
 from kombu import Queue
@@ -24,6 +29,36 @@ from walq.errors import WalqError
 from workers import liveness
 
 ROUTES = keys.TASK_QUEUES
+
+
+def groups(config: Config) -> list[str]:
+    """The worker groups the configured servers name (``default`` always among them)."""
+    return sorted({keys.DEFAULT_GROUP, *(s.worker_group for s in config.servers.values())})
+
+
+def server_queue(config: Config, task: str, server: object) -> str | None:
+    """The queue of ``task`` for ``server``'s worker group; None for a task walq does not route."""
+    queue = keys.TASK_QUEUES.get(task)
+    if queue is None:
+        return None
+    found = config.servers.get(server) if isinstance(server, str) else None
+    return keys.group_queue(queue, found.worker_group if found else keys.DEFAULT_GROUP)
+
+
+def router(config: Config) -> Callable[..., dict[str, str] | None]:
+    """Route each walq task to its server's group: the server is the first argument, or
+    the ``server`` of the job a stage takes (an unknown server goes to the default group,
+    whose task then refuses it in one line)."""
+
+    def route(
+        name: str, args: tuple, kwargs: dict, options: dict, task: object = None, **kw: object
+    ) -> dict[str, str] | None:
+        first = args[0] if args else kwargs.get("server", kwargs.get("job"))
+        server = first.get("server") if isinstance(first, dict) else first
+        queue = server_queue(config, name, server)
+        return {"queue": queue} if queue else None
+
+    return route
 
 
 def visibility_timeout(config: Config) -> int:
@@ -39,7 +74,10 @@ def beat_schedule(config: Config) -> dict[str, dict[str, object]]:
             "task": "walq.scan_server",
             "schedule": config.scan_interval,
             "args": (name,),
-            "options": {"expires": max(2 * config.scan_interval, 5.0)},
+            "options": {
+                "expires": max(2 * config.scan_interval, 5.0),
+                "queue": server_queue(config, "walq.scan_server", name),
+            },
         }
         for name in sorted(config.servers)
     }
@@ -49,7 +87,10 @@ def beat_schedule(config: Config) -> dict[str, dict[str, object]]:
                 "task": "walq.expire_server",
                 "schedule": config.expire_interval,
                 "args": (name,),
-                "options": {"expires": max(config.expire_interval, 5.0)},
+                "options": {
+                    "expires": max(config.expire_interval, 5.0),
+                    "queue": server_queue(config, "walq.expire_server", name),
+                },
             }
             for name, server in sorted(config.servers.items())
             if server.retention_policy
@@ -83,13 +124,21 @@ def make_app(config: Config) -> Celery:
         result_backend_transport_options=transport,
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        task_queues=[Queue(q) for q in keys.QUEUES],
+        task_queues=[Queue(q) for q in keys.group_queues(groups(config))],
         task_default_queue=keys.SCAN_QUEUE,
-        task_routes=ROUTES,
-        task_track_started=True,
-        task_send_sent_event=True,
-        worker_send_task_events=True,
+        task_routes=(router(config),),
+        # No result backend writes: nothing reads walq's task results (`walq status` reads the
+        # catalog; the chain passes each stage's result in the next message).
+        # A failure (a refused argument, a parked WAL) is still stored for the caller:
+        # rare, and what an operator applying a task by name through Flower reads.
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=True,
+        task_track_started=False,
         result_expires=3600,
+        # Task events only when asked (task_events = true), or while Flower runs: Flower
+        # broadcasts enable_events to the workers.
+        task_send_sent_event=config.task_events,
+        worker_send_task_events=config.task_events,
         beat_schedule=beat_schedule(config),
         beat_scheduler=scheduler,  # ticks at least every heartbeat_interval (workers.liveness)
         timezone="UTC",

@@ -2,13 +2,14 @@
 
 Task names are the public surface Flower shows and applies:
 ``walq.scan_server``, ``walq.compress``, ``walq.encrypt``, ``walq.store``,
-``walq.commit``, ``walq.retry_wal``, ``walq.retry_failed``, ``walq.expire_server``. Task ids name the
+``walq.commit_server`` (the group commit), ``walq.commit`` (one WAL's commit), ``walq.retry_wal``, ``walq.retry_failed``, ``walq.expire_server``. Task ids name the
 server, the WAL and the stage, so Flower's task list reads like a WAL's history.
 """
 
 from __future__ import annotations
 
 import random
+import uuid
 from typing import Any
 
 from celery import Task, chain
@@ -18,11 +19,12 @@ from celery.utils.log import get_task_logger
 
 from walq.archive.policy import Verdict, decide
 from walq.errors import PermanentError
+from walq.fleet import commit as group_commit
 from walq.fleet import stages
 from walq.fleet.expire import expire_task
 from walq.fleet.outcomes import record_outcome
 from walq.fleet.runtime import Runtime
-from workers.app import app, config
+from workers.app import app, config, server_queue
 
 log = get_task_logger("walq")
 _runtime: Runtime | None = None
@@ -119,7 +121,42 @@ def encrypt(self: Task, prepared: dict[str, Any]) -> dict[str, Any]:
 
 @app.task(name="walq.store", bind=True, base=WalTask)
 def store(self: Task, prepared: dict[str, Any]) -> dict[str, Any]:
-    return run_stage(self, stages.store_stage, prepared)
+    """Store, mark stored, and ask for the server's group commit (one queued per server);
+    a copy of an already-archived WAL goes to the per-WAL commit, which settles it."""
+    stored = run_stage(self, stages.store_and_mark_stage, prepared)
+    server, short = stored["server"], stored["chain"][:8]
+    if stored.get("already_archived"):
+        commit.apply_async(
+            (stored,),
+            task_id=f"{server}.{stored['wal']}.commit.{short}",
+            queue=server_queue(config, "walq.commit", server),
+        )
+    else:
+        ask_commit(server, group_commit.COMMIT_DELAY)
+    return {"server": server, "wal": stored["wal"]}
+
+
+def ask_commit(server: str, countdown: float, *, held: bool = False) -> None:
+    """Enqueue the server's group commit in ``countdown`` seconds unless one is already
+    queued. A look at WALs held back (``held``) has a flag of its own: it must not stop
+    a store that completes meanwhile from asking for a commit."""
+    if not group_commit.request_commit(runtime(), server, later=countdown if held else None):
+        return
+    commit_server.apply_async(
+        (server,),
+        task_id=f"{server}.commit.{uuid.uuid4().hex[:8]}",
+        queue=server_queue(config, "walq.commit_server", server),
+        countdown=countdown,
+    )
+
+
+@app.task(name="walq.commit_server", bind=True, base=WalTask)
+def commit_server(self: Task, server: str) -> dict[str, Any]:
+    """Commit every stored WAL of the server in WAL order (walq.fleet.commit)."""
+    batch = run_stage(self, lambda rt, _: group_commit.commit_server(rt, server), None, server)
+    if batch.again_in is not None:  # held back behind an earlier WAL: look again then
+        ask_commit(server, batch.again_in, held=True)
+    return {"server": server, "committed": len(batch.committed), "held": batch.held}
 
 
 @app.task(name="walq.commit", bind=True, base=WalTask)
@@ -129,22 +166,29 @@ def commit(self: Task, stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def enqueue(job: dict[str, Any]) -> str:
-    """One chain per WAL; ids like ``pg1.000000010000000000000003.store.1a2b3c4d``."""
+    """One chain per WAL: compress → [encrypt] → store → commit, the encrypt hop only for
+    a server that encrypts; ids like ``pg1.000000010000000000000003.store.1a2b3c4d``."""
     tag = f"{job['server']}.{job['wal']}"
     short = job["chain"][:8]
-    steps = [
-        compress.s(job).set(task_id=f"{tag}.compress.{short}"),
-        encrypt.s().set(task_id=f"{tag}.encrypt.{short}"),
-        store.s().set(task_id=f"{tag}.store.{short}"),
-        commit.s().set(task_id=f"{tag}.commit.{short}"),
-    ]
+
+    def step(task: Task, *args: Any) -> Any:  # this server's group's queue, named up front
+        queue = server_queue(config, task.name, job["server"])
+        return task.s(*args).set(task_id=f"{tag}.{task.name[5:]}.{short}", queue=queue)
+
+    steps = [step(compress, job)]
+    if config.server(job["server"]).encryption != "none":
+        steps.append(step(encrypt))
+    steps.append(step(store))  # store asks for the server's group commit
     chain(*steps).apply_async()
     return job["wal"]
 
 
 @app.task(name="walq.scan_server", bind=True, base=WalTask)
 def scan_server(self: Task, server: str) -> dict[str, Any]:
-    jobs = run_stage(self, stages.scan_server, server, server)
+    def overdue() -> None:
+        ask_commit(server, 0.0)
+
+    jobs = run_stage(self, lambda rt, name: stages.scan_server(rt, name, overdue), server, server)
     return {"server": server, "enqueued": [enqueue(job) for job in jobs]}
 
 

@@ -361,7 +361,7 @@ def assert_archived_once(home, catalog, names: list[str], server: str = "pg1") -
 
     assert catalog.archived_names(server) == names
     assert catalog.records(server, WalState.FAILED) == []
-    lines = xlogdb_names(home.wals(server))
+    lines = xlogdb_names(home.wals(server), server)
     assert sorted(lines) == names, f"xlogdb lines: {len(lines)} for {len(names)} WAL"
     assert stored_names(home.wals(server)) == names
     assert pending(home.incoming(server)) == []

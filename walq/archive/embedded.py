@@ -307,10 +307,10 @@ class _Admission:
         return outcome
 
     def _post(self, job: WalJob, error: str | None) -> None:
-        from walq.archive.wal_hooks import archived_info
+        from walq.archive.wal_hooks import stored_hook_info
 
         assert self.hooks is not None
-        info = archived_info(self.catalog, self.storage, self.server, self.before[job.wal])
+        info = stored_hook_info(self.catalog, self.storage, self.server, self.before[job.wal])
         self.hooks.post(info, error)
 
 

@@ -116,6 +116,7 @@ class WalJob(BaseModel):
     source: str
     origin: Literal["incoming", "streaming"]
     chain: Annotated[str, AfterValidator(_chain)] | None = None  # fleet: this chain's spool dir
+    claimed: Seconds | None = None  # fleet: when the claim's deadline was last pushed (epoch)
     spool_dir: str | None = Field(
         default=None, exclude=True
     )  # where prepare writes (never on the wire)

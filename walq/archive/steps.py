@@ -348,10 +348,9 @@ def store(storage: Storage, job: WalJob) -> WalJob:
     )
 
 
-def commit(
-    catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, *, fence: int | None
-) -> None:
-    """Record the WAL as archived (fenced), write Barman's xlogdb line, then remove the source."""
+def archived_info(storage: Storage, server: ServerConfig, job: WalJob) -> ArchivedInfo:
+    """What the catalog records of a stored job; an adopted copy must hold the same bytes
+    (DuplicateWalError otherwise) and its own codec may predate a codec change."""
     assert job.checksum is not None and job.codec is not None
     obj = stored_object(job)
     if job.adopted:
@@ -364,7 +363,7 @@ def commit(
     codec = obj.codec if job.adopted and obj.codec else job.codec
     encrypted = obj.encrypted if job.adopted and obj.encrypted is not None else job.encrypted
     storage.validate_key(job.wal, obj.key)  # the catalog never records a key get-wal would refuse
-    info = ArchivedInfo(
+    return ArchivedInfo(
         size=job.size or 0,
         stored_size=obj.size,
         codec=codec,
@@ -375,6 +374,15 @@ def commit(
         prepare_seconds=job.prepare_seconds,
         store_seconds=job.store_seconds,
     )
+
+
+def commit(
+    catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, *, fence: int | None
+) -> None:
+    """Record the WAL as archived (fenced), write Barman's xlogdb line, then remove the source."""
+    assert job.codec is not None
+    obj = stored_object(job)
+    info = archived_info(storage, server, job)
     catalog.mark_archived(server.name, job.wal, info, fence)
     if not (job.adopted and storage.has_commit_record(job.wal)):
         storage.record_commit(obj, job.mtime or 0.0, job.codec, job.encrypted)

@@ -78,7 +78,7 @@ def expected_key(storage: Storage, server: ServerConfig, name: str) -> str:
     return storage.key_for(name, server.compression, server.encryption == "gpg")  # type: ignore[attr-defined]
 
 
-def archived_info(
+def stored_hook_info(
     catalog: Catalog, storage: Storage, server: ServerConfig, before: WalHookInfo
 ) -> WalHookInfo:
     """The post hooks' view: the stored copy the catalog records, else the would-be one."""

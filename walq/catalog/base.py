@@ -97,6 +97,7 @@ class WalRecord:
     last_error: str | None
     expired_at: float | None = None
     reason: str | None = None  # why the row expired (retention's reason)
+    stored_at: float | None = None  # fleet: a claimed row whose object is stored, awaiting commit
 
     COLUMNS = [
         "server",
@@ -119,6 +120,7 @@ class WalRecord:
         "last_error",
         "expired_at",
         "reason",
+        "stored_at",
     ]
 
 
@@ -195,6 +197,21 @@ class Catalog(Protocol):
         """Commit a claimed row. Raises FencedError when ``fence`` is older than one
         already seen, TransitionError when the row is missing or not claimed (an
         archived row is never overwritten); either way nothing is written."""
+        ...
+
+    def mark_stored(self, server: str, name: str, info: ArchivedInfo, timeout: float) -> bool:
+        """Fleet group commit: record what store wrote on a claimed row (still ``claimed``,
+        with ``stored_at`` set) and push its deadline; False if the row is not claimed."""
+        ...
+
+    def commit_candidates(self, server: str) -> list[WalRecord]:
+        """The server's claimed rows in WAL order, stored or still in flight."""
+        ...
+
+    def commit_stored(self, server: str, names: list[str], fence: int | None = None) -> list[str]:
+        """In one transaction, move these stored claimed rows to ``archived``; returns the
+        names moved (a row no longer claimed and stored is skipped). FencedError as for
+        mark_archived, and then nothing is written."""
         ...
 
     def mark_expired(

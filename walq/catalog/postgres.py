@@ -69,6 +69,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE walq_wal ADD COLUMN IF NOT EXISTS expired_at double precision,
                          ADD COLUMN IF NOT EXISTS reason text;
     """,
+    # 3: the fleet's group commit: a claimed row whose object is stored
+    """
+    ALTER TABLE walq_wal ADD COLUMN IF NOT EXISTS stored_at double precision;
+    """,
 ]
 SCHEMA_LOCK = 0x77616C71  # pg_advisory_xact_lock key: 'walq'
 NOW = "extract(epoch from clock_timestamp())::double precision"
@@ -168,7 +172,7 @@ class PostgresCatalog:
             f"INSERT INTO walq_wal AS w (server, name, state, source_path, claimed_at, deadline) "
             f"VALUES (%s, %s, 'claimed', %s, {NOW}, {NOW} + %s) "
             f"ON CONFLICT (server, name) DO UPDATE SET source_path = EXCLUDED.source_path, "
-            f"claimed_at = EXCLUDED.claimed_at, deadline = EXCLUDED.deadline "
+            f"claimed_at = EXCLUDED.claimed_at, deadline = EXCLUDED.deadline, stored_at = NULL "
             f"WHERE w.state = 'claimed' AND (%s OR coalesce(w.deadline, 0) <= EXCLUDED.claimed_at) "
             f"RETURNING 1",
             (server, name, source_path, timeout, steal),
@@ -219,6 +223,33 @@ class PostgresCatalog:
                     "WHERE server = %s AND name = %s AND state = 'claimed'",
                     (*values, server, name),
                 )
+        except pg_errors.OperationalError as exc:
+            raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
+
+    def mark_stored(self, server: str, name: str, info: ArchivedInfo, timeout: float) -> bool:
+        columns, values = info.assignments("%s")
+        rows = self._exec(
+            f"UPDATE walq_wal SET {columns}, stored_at = {NOW}, deadline = {NOW} + %s "
+            "WHERE server = %s AND name = %s AND state = 'claimed' RETURNING 1",
+            (*values, timeout, server, name),
+        )
+        return bool(rows)
+
+    def commit_candidates(self, server: str) -> list[WalRecord]:
+        return self.records(server, WalState.CLAIMED)
+
+    def commit_stored(self, server: str, names: list[str], fence: int | None = None) -> list[str]:
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                if fence is not None:
+                    _advance_fence(conn, server, fence, "commit refused")
+                rows = conn.execute(
+                    f"UPDATE walq_wal SET state = 'archived', archived_at = {NOW}, deadline = NULL, "
+                    "last_error = NULL WHERE server = %s AND name = ANY(%s) AND state = 'claimed' "
+                    "AND stored_at IS NOT NULL RETURNING name",
+                    (server, list(names)),
+                ).fetchall()
+                return sorted(r[0] for r in rows)
         except pg_errors.OperationalError as exc:
             raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
 

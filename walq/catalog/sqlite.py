@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS meta (server TEXT, key TEXT, value TEXT, PRIMARY KEY 
 """
 # Columns added after the first release: (name, type). A catalog written by an older
 # walq gets them with ALTER TABLE when opened for writing; a read-only one reads NULLs.
-ADDED_COLUMNS = [("expired_at", "REAL"), ("reason", "TEXT")]
+ADDED_COLUMNS = [("expired_at", "REAL"), ("reason", "TEXT"), ("stored_at", "REAL")]
 _SUMMARY = summary_sql("wal", "?")
 
 
@@ -112,7 +112,8 @@ class SqliteCatalog:
                 claimed = True
             elif row[0] == WalState.CLAIMED and (steal or (row[1] or 0) <= now):
                 self.db.execute(
-                    "UPDATE wal SET source_path=?, claimed_at=?, deadline=? WHERE server=? AND name=?",
+                    "UPDATE wal SET source_path=?, claimed_at=?, deadline=?, stored_at=NULL "
+                    "WHERE server=? AND name=?",
                     (source_path, now, now + timeout, server, name),
                 )
                 claimed = True
@@ -178,6 +179,38 @@ class SqliteCatalog:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    def mark_stored(self, server: str, name: str, info: ArchivedInfo, timeout: float) -> bool:
+        columns, values = info.assignments("?")
+        now = time.time()
+        cur = self._write(
+            f"UPDATE wal SET {columns}, stored_at=?, deadline=? WHERE server=? AND name=? AND state=?",
+            (*values, now, now + timeout, server, name, WalState.CLAIMED),
+        )
+        return cur.rowcount == 1
+
+    def commit_candidates(self, server: str) -> list[WalRecord]:
+        return self.records(server, WalState.CLAIMED)
+
+    def commit_stored(self, server: str, names: list[str], fence: int | None = None) -> list[str]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self._check_fence(server, fence, "commit")
+            now = time.time()
+            moved = [
+                name
+                for name in names
+                if self.db.execute(
+                    "UPDATE wal SET state=?, archived_at=?, deadline=NULL, last_error=NULL "
+                    "WHERE server=? AND name=? AND state=? AND stored_at IS NOT NULL",
+                    (WalState.ARCHIVED, now, server, name, WalState.CLAIMED),
+                ).rowcount
+            ]
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return moved
 
     def mark_expired(
         self, server: str, names: list[str], reason: str, fence: int | None = None

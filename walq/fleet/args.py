@@ -18,7 +18,8 @@ from walq.errors import TaskArgumentError, clip
 
 MAX_ERRORS_SHOWN = 5  # a refusal names this many problems, then counts the rest
 
-SCANNED = frozenset({"server", "wal", "source", "origin", "chain"})
+SCANNED_REQUIRED = frozenset({"server", "wal", "source", "origin", "chain"})
+SCANNED = SCANNED_REQUIRED | {"claimed"}
 PREPARED = SCANNED | {
     "payload",
     "codec",
@@ -39,7 +40,14 @@ STORED = PREPARED | {
     "store_seconds",
     "already_archived",
 }
-PREPARED_REQUIRED = SCANNED | {"payload", "codec", "encrypted", "size", "checksum", "mtime"}
+PREPARED_REQUIRED = SCANNED_REQUIRED | {
+    "payload",
+    "codec",
+    "encrypted",
+    "size",
+    "checksum",
+    "mtime",
+}
 
 
 class ServerArgs(BaseModel):

@@ -130,10 +130,10 @@ def fleet_liveness(config: Config) -> Liveness | str:
 NOT_RUNNING = "is the fleet running?"
 
 
-def _workers_line(live: Liveness) -> CheckResult:
+def _workers_line(live: Liveness, group: str) -> CheckResult:
     name = "fleet workers"
     alive = live.live_workers()
-    idle = [q for q in keys.QUEUES if not live.consumers(q)]
+    idle = [q for q in (keys.group_queue(q, group) for q in keys.QUEUES) if not live.consumers(q)]
     measures = (Measure("live_workers", len(alive)),)
     if not idle:
         nodes = ", ".join(w.node for w in alive[:5]) + (", …" if len(alive) > 5 else "")
@@ -163,9 +163,9 @@ def _beat_line(live: Liveness) -> CheckResult:
     return CheckResult(name, age <= live.bound, detail, measures=measures)
 
 
-def liveness_checks(live: Liveness | str) -> list[CheckResult]:
-    """``fleet workers`` and ``beat``: every server's chains go through every queue, so the
-    lines are the same for each server (each server's report stands on its own)."""
+def liveness_checks(live: Liveness | str, group: str = keys.DEFAULT_GROUP) -> list[CheckResult]:
+    """``fleet workers`` and ``beat``: a server's chains go through every queue of its
+    worker group (``worker_group``), so each needs a live consumer."""
     if isinstance(live, str):
         return [CheckResult("fleet workers", False, live), CheckResult("beat", False, live)]
-    return [_workers_line(live), _beat_line(live)]
+    return [_workers_line(live, group), _beat_line(live)]

@@ -18,9 +18,9 @@ from walq.masking import mask_secrets
 PRIORITY_STEPS = (3, 6, 9)  # kombu's default sub-queues besides the plain one
 
 
-def queue_depths(client: Any) -> dict[str, int]:
+def queue_depths(client: Any, queues: tuple[str, ...] = keys.QUEUES) -> dict[str, int]:
     depths = {}
-    for queue in keys.QUEUES:
+    for queue in queues:
         names = [queue] + [f"{queue}{keys.KOMBU_PRIORITY_SEP}{p}" for p in PRIORITY_STEPS]
         depths[queue] = sum(int(client.llen(n)) for n in names)
     return depths
@@ -36,7 +36,8 @@ def fleet_status(config: Config) -> dict[str, object]:
     result: dict[str, Any] = {}
     try:
         broker = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
-        result["queues"] = queue_depths(broker)
+        groups = {keys.DEFAULT_GROUP, *(s.worker_group for s in config.servers.values())}
+        result["queues"] = queue_depths(broker, keys.group_queues(groups))
         result["unacked"] = int(broker.hlen(keys.KOMBU_UNACKED))
         locks = redis.Redis.from_url(lock_url, socket_timeout=5, socket_connect_timeout=5)
         result["lock_holders"] = {

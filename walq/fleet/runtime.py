@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from walq.catalog import Catalog, open_catalog
 from walq.config import Config, ServerConfig
@@ -11,20 +11,61 @@ from walq.locks import ServerLock, open_lock
 from walq.storage import Storage, open_storage
 
 
+class MetaCache:
+    """A catalog whose per-server constants (``get_meta``: system identifier, segment
+    size) are read once per worker process instead of on every WAL.
+
+    Only values that are set are kept (an unknown identity is re-read until learned,
+    so two processes never both learn one). ``set_meta`` through it updates the
+    cache; ``forget`` drops a server's values, which the stages do when a WAL
+    disagrees with them, so a changed identity is re-read before anything is refused.
+    """
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._meta: dict[tuple[str, str], str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._catalog, name)
+
+    def get_meta(self, server: str, key: str) -> str | None:
+        value = self._meta.get((server, key))
+        if value is None:
+            value = self._catalog.get_meta(server, key)
+            if value is not None:
+                self._meta[(server, key)] = value
+        return value
+
+    def set_meta(self, server: str, key: str, value: str) -> None:
+        self._catalog.set_meta(server, key, value)
+        self._meta[(server, key)] = value
+
+    def forget(self, server: str) -> bool:
+        """Drop the server's cached values; whether there were any."""
+        cached = [k for k in self._meta if k[0] == server]
+        for k in cached:
+            del self._meta[k]
+        return bool(cached)
+
+
 @dataclass
 class Runtime:
     """Catalog, Redis and storage clients of one worker process."""
 
     config: Config
-    _catalog: Catalog | None = None
+    _catalog: MetaCache | None = None
     _redis: Any = None
     _storages: dict[str, Storage] = field(default_factory=dict)
 
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            self._catalog = open_catalog(self.config)
-        return self._catalog
+            self._catalog = MetaCache(open_catalog(self.config))
+        return cast(Catalog, self._catalog)
+
+    def forget_meta(self, server: str) -> bool:
+        """Drop the server's cached constants (see MetaCache); whether any were cached."""
+        return self._catalog is not None and self._catalog.forget(server)
 
     @property
     def redis(self) -> Any:

@@ -33,6 +33,7 @@ from walq.archive.retry import reset_failed
 from walq.archive.scan import Candidate, scan
 from walq.archive.steps import (
     Outcome,
+    archived_info,
     check_identity,
     commit,
     encrypt,
@@ -41,7 +42,7 @@ from walq.archive.steps import (
     store,
     stored_object,
 )
-from walq.archive.wal_hooks import archive_hooks, archived_info, outcome_error, source_info
+from walq.archive.wal_hooks import archive_hooks, outcome_error, source_info, stored_hook_info
 from walq.catalog import WalRecord, WalState
 from walq.config import Config, ServerConfig
 from walq.errors import (
@@ -57,6 +58,7 @@ from walq.fleet.args import (
     PREPARED,
     PREPARED_REQUIRED,
     SCANNED,
+    SCANNED_REQUIRED,
     STORED,
     ServerArgs,
     WalArgs,
@@ -71,7 +73,10 @@ from walq.storage import Storage, StoredObject
 if TYPE_CHECKING:
     from walq.hooks import WalHookInfo
 
-COMMIT_LOCK_WAIT = 10.0  # seconds a commit polls for the lock before requeueing itself
+COMMIT_LOCK_WAIT = 10.0  # seconds a commit waits for the lock before requeueing itself
+# A stage pushes the claim's deadline only once this share of claim_timeout has passed
+# since the claim (or the last push): stages take milliseconds against minutes.
+EXTEND_AFTER = 0.25
 
 __all__ = [  # what workers/tasks.py and the tests use
     "AlreadyDone",
@@ -86,6 +91,7 @@ __all__ = [  # what workers/tasks.py and the tests use
     "retry_failed",
     "retry_wal",
     "scan_server",
+    "store_and_mark_stage",
     "store_stage",
 ]
 
@@ -95,7 +101,19 @@ __all__ = [  # what workers/tasks.py and the tests use
 
 def chain_job(server: ServerConfig, wal: str, source: Path, origin: str) -> dict[str, Any]:
     """A claimed WAL's job as the compress task's argument; a fresh chain id names its spool."""
-    return new_job(server.name, wal, str(source), origin, chain=uuid.uuid4().hex).wire()
+    job = new_job(server.name, wal, str(source), origin, chain=uuid.uuid4().hex)
+    return job.model_copy(update={"claimed": time.time()}).wire()
+
+
+def keep_claim(rt: Runtime, job: WalJob) -> WalJob:
+    """Push the claim's deadline forward when EXTEND_AFTER of claim_timeout has passed
+    since the claim (or the last push); otherwise leave the catalog alone."""
+    now = time.time()
+    timeout = rt.config.claim_timeout
+    if job.claimed is not None and 0 <= now - job.claimed < timeout * EXTEND_AFTER:
+        return job
+    rt.catalog.extend(job.server, job.wal, timeout)
+    return job.model_copy(update={"claimed": now})
 
 
 # A WAL once archived: still stored, or archived and then expired by retention. A copy
@@ -103,7 +121,9 @@ def chain_job(server: ServerConfig, wal: str, source: Path, origin: str) -> dict
 DONE_STATES = (WalState.ARCHIVED, WalState.EXPIRED)
 
 
-def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
+def scan_server(
+    rt: Runtime, server_name: str, commit_overdue: Callable[[], None] | None = None
+) -> list[dict[str, Any]]:
     """List the server's directories, claim new or stalled WALs, return one job each.
 
     One scan per server at a time (a Redis lock); a second beat's scan finds it
@@ -112,6 +132,8 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
     config = rt.config
     args: ServerArgs = parse_args(ServerArgs, config, {"server": server_name})
     server = config.server(args.server)
+    if _nothing_to_do(rt, server):
+        return []  # an idle tick: a listing, no lock, no catalog
     lock = rt.lock(server.name, "scan")
     try:
         lock.acquire()
@@ -127,6 +149,7 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
             learn_identity(rt.catalog, server)  # until known: the first WAL is checked too
         batch = scan(server)
         jobs, leftovers = [], []
+        overdue = False
         for wal in batch.wals:
             if rt.catalog.claim(server.name, wal.name, str(wal.path), config.claim_timeout):
                 jobs.append(chain_job(server, wal.name, wal.path, wal.origin))
@@ -134,11 +157,49 @@ def scan_server(rt: Runtime, server_name: str) -> list[dict[str, Any]]:
             record = rt.catalog.get(server.name, wal.name)
             if record is not None and record.state in DONE_STATES:
                 leftovers.append(wal)
+            elif record is not None and _commit_overdue(rt.config, record):
+                overdue = True
         if leftovers:
             settle_leftovers(rt, server, leftovers)
+        if overdue and commit_overdue is not None:
+            commit_overdue()  # e.g. its commit froze with the whole batch: ask for another
         return jobs
     finally:
         lock.release()
+
+
+def _commit_overdue(config: Config, record: WalRecord) -> bool:
+    """A stored WAL still uncommitted twice the lock TTL (at least 5 s) after it was
+    stored: the commit that had it may be frozen or lost with its message."""
+    if record.state is not WalState.CLAIMED or record.stored_at is None:
+        return False
+    return time.time() - record.stored_at > max(2 * config.lock_ttl, 5.0)
+
+
+def _nothing_to_do(rt: Runtime, server: ServerConfig) -> bool:
+    """Whether a scan would find nothing: no file waiting, no spool to sweep, no identity
+    to learn, and the server's directories already made. Anything else takes the lock."""
+    if not server.incoming_dir.is_dir():
+        return False
+    for directory in (server.incoming_dir, server.streaming_dir):
+        try:
+            with os.scandir(directory) as entries:
+                if any(not entry.name.startswith(".") for entry in entries):
+                    return False
+        except FileNotFoundError:
+            continue
+    root = rt.config.spool_dir / server.name
+    cutoff = time.time() - 2 * rt.config.claim_timeout
+    try:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False) and (
+                    entry.stat(follow_symlinks=False).st_mtime < cutoff
+                ):
+                    return False
+    except FileNotFoundError:
+        return False
+    return not (server.conninfo and known_system_identifier(rt.catalog, server) is None)
 
 
 def _ensure_dirs(config: Config, server: ServerConfig) -> None:
@@ -227,16 +288,24 @@ def settle_source(
 
 def compress_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     """Validate, checksum and compress the source into the chain's spool (CPU)."""
-    job = parse_job(rt.config, data, takes=SCANNED, needs=SCANNED)
+    job = parse_job(rt.config, data, takes=SCANNED, needs=SCANNED_REQUIRED)
     server = rt.config.server(job.server)
-    rt.catalog.extend(server.name, job.wal, rt.config.claim_timeout)
-    job = prepare_settings(rt.config, server, rt.catalog, job, job.spool(rt.config))
+    job = keep_claim(rt, job)
+    scanned = job
+    job = prepare_settings(rt.config, server, rt.catalog, scanned, job.spool(rt.config))
     if not Path(job.source).exists():
         record = rt.catalog.get(server.name, job.wal)
         if record is not None and record.state is WalState.ARCHIVED:
             raise AlreadyDone(f"{job.wal} is already archived and its source is gone")
     _pre_archive_hooks(rt, server, job)
-    job = prepare(job)
+    try:
+        job = prepare(job)
+    except InvalidWalError:
+        if not rt.forget_meta(server.name):
+            raise
+        # the cached identity may be stale (changed since this process read it): once more, fresh
+        job = prepare_settings(rt.config, server, rt.catalog, scanned, job.spool(rt.config))
+        job = prepare(job)
     fault_point("compress")
     return job.wire()
 
@@ -246,7 +315,7 @@ def encrypt_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     job = parse_job(rt.config, data, takes=PREPARED, needs=PREPARED_REQUIRED)
     server = rt.config.server(job.server)
     _payload_present(job)
-    rt.catalog.extend(server.name, job.wal, rt.config.claim_timeout)
+    job = keep_claim(rt, job)
     job = encrypt(job, server)
     fault_point("encrypt")
     return job.wire()
@@ -256,7 +325,7 @@ def store_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     """Conditional write to storage; an identical copy already there is adopted (I/O)."""
     job = parse_job(rt.config, data, takes=PREPARED, needs=PREPARED_REQUIRED)
     server = rt.config.server(job.server)
-    rt.catalog.extend(server.name, job.wal, rt.config.claim_timeout)
+    job = keep_claim(rt, job)
     record = rt.catalog.get(server.name, job.wal)
     if record is not None and record.state is WalState.ARCHIVED:
         return job.model_copy(
@@ -264,10 +333,49 @@ def store_stage(rt: Runtime, data: Any) -> dict[str, Any]:
         ).wire()  # commit drops or parks the copy
     _require_claim(job, record)
     _payload_present(job)
-    check_identity(rt.catalog, server, job)
+    try:
+        check_identity(rt.catalog, server, job)
+    except InvalidWalError:
+        if not rt.forget_meta(server.name):
+            raise
+        check_identity(rt.catalog, server, job)  # the cached identity may be stale: once more
     job = store(rt.storage(server), job)
     fault_point("store")
     return job.wire()
+
+
+def store_and_mark_stage(rt: Runtime, data: Any) -> dict[str, Any]:
+    """The fleet chain's store: store_stage, then record the stored object on the claimed
+    row (``stored``) for the server's group commit (walq.fleet.commit), and drop the
+    chain's spool. An adopted copy is judged by its checksum first, as commit would."""
+    try:
+        stored = store_stage(rt, data)
+    except AlreadyDone:
+        if _stored_already(rt, data):
+            return dict(data)  # marked before a crash dropped its message: ask for the commit
+        raise
+    job = parse_job(rt.config, stored, takes=STORED, needs=PREPARED_REQUIRED)
+    if job.already_archived:
+        return stored  # the per-WAL commit drops or parks this copy
+    server = rt.config.server(job.server)
+    info = archived_info(rt.storage(server), server, job)
+    if not rt.catalog.mark_stored(server.name, job.wal, info, rt.config.claim_timeout):
+        record = rt.catalog.get(server.name, job.wal)
+        if record is not None and record.state in DONE_STATES:
+            return job.model_copy(update={"already_archived": True}).wire()
+        raise AlreadyDone(f"{job.wal} is no longer claimed; nothing to commit")
+    remove_owned_tree(job.spool(rt.config))
+    return stored
+
+
+def _stored_already(rt: Runtime, data: Any) -> bool:
+    """A redelivered store whose chain had already marked the WAL stored (and dropped
+    its spool) before the worker died: the row waits for a commit nobody asked for."""
+    job = _scanned_part(rt.config, data)
+    if job is None:
+        return False
+    record = rt.catalog.get(job.server, job.wal)
+    return record is not None and record.state is WalState.CLAIMED and record.stored_at is not None
 
 
 def commit_stage(rt: Runtime, data: Any) -> Outcome:
@@ -334,7 +442,7 @@ def _pre_archive_hooks(rt: Runtime, server: ServerConfig, job: WalJob) -> None:
     except HookStop as exc:
         rt.catalog.release(server.name, job.wal, str(exc))
         remove_owned_tree(job.spool(rt.config))
-        hooks.post(archived_info(rt.catalog, rt.storage(server), server, before), str(exc))
+        hooks.post(stored_hook_info(rt.catalog, rt.storage(server), server, before), str(exc))
         raise
 
 
@@ -353,7 +461,7 @@ def _post_archive_hooks(
         before = source_info(job.wal, job.source)
         if job.size is not None:  # the source is gone after a commit: what the chain read
             before = replace(before, size=job.size, timestamp=job.mtime or before.timestamp)
-    hooks.post(archived_info(rt.catalog, rt.storage(server), server, before), error)
+    hooks.post(stored_hook_info(rt.catalog, rt.storage(server), server, before), error)
 
 
 def _require_claim(job: WalJob, record: WalRecord | None) -> None:
@@ -433,8 +541,8 @@ def give_up(rt: Runtime, data: Any, exc: BaseException, attempts: int) -> Outcom
 def _scanned_part(config: Config, data: Any) -> WalJob | None:
     """The scan's part of a stage's argument (what failing the WAL needs), or None."""
     try:
-        scanned = {key: data[key] for key in SCANNED}
-        return parse_job(config, scanned, takes=SCANNED, needs=SCANNED)
+        scanned = {key: data[key] for key in SCANNED if key in data}
+        return parse_job(config, scanned, takes=SCANNED, needs=SCANNED_REQUIRED)
     except (KeyError, TypeError, TaskArgumentError):
         return None
 

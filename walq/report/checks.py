@@ -134,5 +134,5 @@ def run_checks(
     results.extend(postgres_checks(server, catalog))
     results.extend(progress_checks(config, server, status, catalog.counts(server.name)))
     if config.fleet:
-        results.extend(liveness_checks(liveness or fleet_liveness(config)))
+        results.extend(liveness_checks(liveness or fleet_liveness(config), server.worker_group))
     return results

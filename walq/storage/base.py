@@ -7,7 +7,7 @@ Contract tests in tests/test_storage_contract.py run against every backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -83,6 +83,10 @@ class Storage(Protocol):
 
     def record_commit(self, obj: StoredObject, mtime: float, codec: str, encrypted: bool) -> None:
         """Make the commit visible to Barman's tools (xlogdb line locally; nothing on S3)."""
+        ...
+
+    def record_commits(self, commits: Sequence[tuple[StoredObject, float, str, bool]]) -> None:
+        """record_commit for a batch, in the order given: one append, one fsync locally."""
         ...
 
     def has_commit_record(self, name: str) -> bool:

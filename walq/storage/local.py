@@ -191,9 +191,17 @@ class LocalStorage:
             os.close(fd)  # closing releases the flock
 
     def record_commit(self, obj: StoredObject, mtime: float, codec: str, encrypted: bool) -> None:
-        compression = codec if codec != "none" else "None"
-        line = (
-            f"{obj.name}\t{obj.size}\t{mtime!r}\t{compression}\t{'gpg' if encrypted else 'None'}\n"
+        self.record_commits([(obj, mtime, codec, encrypted)])
+
+    def record_commits(self, commits: Sequence[tuple[StoredObject, float, str, bool]]) -> None:
+        """Append the xlogdb lines of a group commit in one write and one fsync, in the
+        order given (the fleet's group commit gives WAL order)."""
+        if not commits:
+            return
+        line = "".join(
+            f"{obj.name}\t{obj.size}\t{mtime!r}\t{codec if codec != 'none' else 'None'}\t"
+            f"{'gpg' if encrypted else 'None'}\n"
+            for obj, mtime, codec, encrypted in commits
         )
         try:
             with self.xlogdb_lock():  # opened under the lock: a rewrite may have replaced the file

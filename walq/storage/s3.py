@@ -556,6 +556,9 @@ class S3Storage:
     def record_commit(self, obj: StoredObject, mtime: float, codec: str, encrypted: bool) -> None:
         """Nothing to do: barman-cloud has no xlogdb in the bucket (the catalog is the record)."""
 
+    def record_commits(self, commits: Sequence[tuple[StoredObject, float, str, bool]]) -> None:
+        """Nothing to do, as for record_commit."""
+
     def has_commit_record(self, name: str) -> bool:
         return True
 
