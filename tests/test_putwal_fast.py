@@ -38,6 +38,7 @@ HEAVY = (
     "psycopg",
     "walq.config",
     "walq.cli",
+    "blake3",
 )
 PROBE = """
 import sys

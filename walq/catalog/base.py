@@ -60,7 +60,8 @@ class ArchivedInfo:
     stored_size: int
     codec: str
     encryption: str  # 'none' | 'gpg'
-    checksum: str  # sha256 hex of the uncompressed bytes
+    checksum: str  # hex digest of the uncompressed bytes
+    checksum_algorithm: str  # walq.checksums: what took ``checksum``
     storage_key: str
     mtime: float
     prepare_seconds: float = 0.0
@@ -97,6 +98,8 @@ class WalRecord:
     last_error: str | None
     expired_at: float | None = None
     reason: str | None = None  # why the row expired (retention's reason)
+    # what took ``checksum`` (walq.checksums); None on a row older than the column: sha256
+    checksum_algorithm: str | None = None
 
     COLUMNS = [
         "server",
@@ -119,6 +122,7 @@ class WalRecord:
         "last_error",
         "expired_at",
         "reason",
+        "checksum_algorithm",
     ]
 
 

@@ -25,6 +25,7 @@ PREPARED = SCANNED | {
     "encrypted",
     "size",
     "checksum",
+    "checksum_algorithm",
     "mtime",
     "sysid",
     "seg_size",
