@@ -51,7 +51,7 @@ BUCKETS = [  # (name, test on the leaf frame, test on the whole stack); first ma
         ),
     ),
     (
-        "sha256",
+        "checksum",
         lambda leaf, st: "accounted (steps.py" in leaf or "_copy_verified (fetch.py" in leaf,
     ),
     ("read", lambda leaf, st: "_chain (steps.py" in leaf),

@@ -263,9 +263,14 @@ def test_sqlite_catalog_of_an_older_walq_gains_the_columns(tmp_path: Path) -> No
     db.close()
     ro = SqliteCatalog(path, readonly=True)
     assert ro.get("pg1", W1).expired_at is None
+    assert ro.get("pg1", W1).checksum_algorithm is None  # read as sha256 (walq.checksums)
     ro.close()
     cat = SqliteCatalog(path)
     assert cat.mark_expired("pg1", [W1], "old") == [W1] and cat.get("pg1", W1).reason == "old"
+    assert cat.get("pg1", W1).checksum_algorithm is None
+    cat.claim("pg1", W2, "/in/" + W2, 60)
+    cat.mark_archived("pg1", W2, archived_info(checksum_algorithm="blake3"))
+    assert cat.get("pg1", W2).checksum_algorithm == "blake3"
     cat.close()
 
 
@@ -289,6 +294,50 @@ def test_postgres_schema_1_migrates_to_expiry(catalog_db: str) -> None:
         assert cat.mark_expired("pg1", [W1], "migrated") == [W1]
     finally:
         cat.close()
+
+
+def test_postgres_schema_2_migrates_to_checksum_algorithm(catalog_db: str) -> None:
+    """Rows archived before migration 3 keep a NULL algorithm (read as sha256); new rows
+    record theirs."""
+    import psycopg
+
+    from walq.catalog.postgres import MIGRATIONS
+
+    url = fresh_schema_url(catalog_db)
+    with psycopg.connect(url, autocommit=True) as conn:  # what walq with schema version 2 left
+        conn.execute("CREATE TABLE walq_schema (version integer PRIMARY KEY)")
+        conn.execute(MIGRATIONS[0])
+        conn.execute(MIGRATIONS[1])
+        conn.execute("INSERT INTO walq_schema VALUES (1), (2)")
+        conn.execute(
+            f"INSERT INTO walq_wal (server, name, state, checksum) "
+            f"VALUES ('pg1', '{W1}', 'archived', '{'cd' * 32}')"
+        )
+    cat = PostgresCatalog(url)
+    try:
+        assert cat.schema_version() == len(MIGRATIONS) >= 3
+        old = cat.get("pg1", W1)
+        assert old.checksum == "cd" * 32 and old.checksum_algorithm is None
+        cat.claim("pg1", W2, "/in/" + W2, 60)
+        cat.mark_archived("pg1", W2, archived_info(checksum_algorithm="blake3"))
+        assert cat.get("pg1", W2).checksum_algorithm == "blake3"
+    finally:
+        cat.close()
+
+
+def test_checksum_algorithm_is_recorded_per_row(catalog: Catalog) -> None:
+    """Each commit records the algorithm its checksum was taken with, row by row."""
+    for name, algorithm in ((W1, "sha256"), (W2, "blake3")):
+        catalog.claim("pg1", name, "/in/" + name, 60)
+        catalog.mark_archived("pg1", name, archived_info(checksum_algorithm=algorithm))
+    assert catalog.get("pg1", W1).checksum_algorithm == "sha256"
+    assert catalog.get("pg1", W2).checksum_algorithm == "blake3"
+    assert [r.checksum_algorithm for r in catalog.records("pg1", WalState.ARCHIVED)] == [
+        "sha256",
+        "blake3",
+    ]
+    catalog.claim("pg1", W3, "/in/" + W3, 60)
+    assert catalog.get("pg1", W3).checksum_algorithm is None  # claimed: nothing summed yet
 
 
 def test_summary_counts_every_wal_ever_archived(catalog: Catalog) -> None:

@@ -26,6 +26,16 @@ def test_defaults_fill_server_dirs(tmp_path: Path) -> None:
     assert s.compression == "zstd" and not cfg.fleet
 
 
+def test_checksum_is_per_server_with_a_top_level_default(tmp_path: Path) -> None:
+    text = f'home = "{tmp_path}"\n[servers.pg1]\n[servers.pg2]\nchecksum = "sha256"\n'
+    cfg = load_config(_write(tmp_path, text))
+    assert (cfg.server("pg1").checksum, cfg.server("pg2").checksum) == ("blake3", "sha256")
+    cfg = load_config(_write(tmp_path, 'checksum = "sha256"\n' + text))
+    assert (cfg.server("pg1").checksum, cfg.server("pg2").checksum) == ("sha256", "sha256")
+    text = f'home = "{tmp_path}"\nchecksum = "sha256"\n[servers.pg1]\nchecksum = "blake3"\n'
+    assert load_config(_write(tmp_path, text)).server("pg1").checksum == "blake3"
+
+
 def test_env_overrides_file(tmp_path: Path, monkeypatch) -> None:
     path = _write(tmp_path, f'home = "{tmp_path}"\n[servers.pg1]\ncompression = "lz4"\n')
     monkeypatch.setenv("WALQ_SERVERS__PG1__COMPRESSION", "gzip")
@@ -46,6 +56,8 @@ def test_env_overrides_file(tmp_path: Path, monkeypatch) -> None:
         ('[servers.pg1]\nworker_group = "east/1"\n', "servers.pg1.worker_group"),
         ('task_events = "sometimes"\n', "task_events"),
         ("this is not toml", "walq.toml"),
+        ('[servers.pg1]\nchecksum = "md5"\n', "servers.pg1.checksum: Input should be 'blake3' or"),
+        ('checksum = "crc32"\n[servers.pg1]\n', "checksum: Input should be 'blake3' or 'sha256'"),
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, fragment: str, capsys) -> None:

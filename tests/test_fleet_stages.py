@@ -121,3 +121,44 @@ def test_a_superseded_chain_stops_quietly(home: WalqHome, wal_corpus) -> None:
     assert rt.catalog.get("pg1", names[0]).state is WalState.CLAIMED
     assert (home.incoming() / names[0]).exists()
     rt.close()
+
+
+def test_checksum_algorithm_rides_the_chain_and_old_rows_judge_copies(
+    make_home, wal_corpus
+) -> None:
+    """The chain's job carries the algorithm prepare used and commit records it; a copy of
+    a WAL whose row predates the column (sha256) is judged by sha256: identical dropped,
+    different parked."""
+    import sqlite3
+
+    home = make_home({"pg1": {"checksum": "sha256"}}, claim_timeout=0.5)
+    old = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:2])
+    rt = fleet.Runtime(home.config)
+    for job in fleet.scan_server(rt, "pg1"):
+        assert _run_chain(rt, job).status == "archived"
+    assert {r.checksum_algorithm for r in rt.catalog.records("pg1")} == {"sha256"}
+    rt.close()
+    with sqlite3.connect(home.config.catalog_path) as db:  # as an older walq left them
+        db.execute("UPDATE wal SET checksum_algorithm = NULL")
+
+    home = make_home({"pg1": {}}, claim_timeout=0.5)  # checksum left to its default
+    rt = fleet.Runtime(home.config)
+    new = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[2:3])
+    (job,) = fleet.scan_server(rt, "pg1")
+    prepared = fleet.compress_stage(rt, job)
+    assert prepared["checksum_algorithm"] == "blake3"
+    assert _run_chain(rt, job).status == "archived"
+    assert rt.catalog.get("pg1", new[0]).checksum_algorithm == "blake3"
+
+    same, other = old
+    (home.incoming() / same).write_bytes(wal_corpus.path(same).read_bytes())
+    changed = bytearray(wal_corpus.path(other).read_bytes())
+    changed[600_000] ^= 0x55
+    (home.incoming() / other).write_bytes(bytes(changed))
+    assert fleet.scan_server(rt, "pg1") == []  # both settled as leftovers of archived rows
+    assert list(home.incoming().iterdir()) == []
+    parked = os.listdir(home.errors())
+    assert len(parked) == 1 and parked[0].startswith(other) and parked[0].endswith(".duplicate")
+    assert [rt.catalog.get("pg1", n).state for n in old] == [WalState.ARCHIVED] * 2
+    assert xlogdb_names(home.wals()) == old + new
+    rt.close()

@@ -38,6 +38,7 @@ HEAVY = (
     "psycopg",
     "walq.config",
     "walq.cli",
+    "blake3",
 )
 PROBE = """
 import sys
@@ -77,7 +78,12 @@ def landed(incoming: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def test_put_wal_imports_nothing_heavy(workdir: Path, wal_corpus) -> None:
-    config = write_walq_config(workdir, {"pg1": {"compression": "lz4"}}, broker_url=None)
+    config = write_walq_config(
+        workdir,
+        {"pg1": {"compression": "lz4", "checksum": "blake3"}},
+        broker_url=None,
+        checksum="sha256",  # keys the fast path does not read: no reason to fall back
+    )
     seg = wal_corpus.path(wal_corpus.segments[0])
     res = run_walq(config, "put-wal", "pg1", str(seg))
     assert res.returncode == 0, res.stderr

@@ -5,7 +5,6 @@ reports a hole above it as lost (check fails)."""
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from tests.services.homes import WalqHome
 from tests.test_retention_core import barman_command
 from walq.catalog import WalState
 from walq.catalog.sqlite import SqliteCatalog
+from walq.chunks import Checksum
 
 
 def barman(home: WalqHome, workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -76,7 +76,8 @@ def test_resync_adopts_barmans_objects_and_marks_what_others_deleted(
     for name in segs[10:15]:
         r = after[name]
         assert r.state is WalState.ARCHIVED and r.codec == "gzip" and r.encryption == "none"
-        assert r.checksum == hashlib.sha256(wal_corpus.path(name).read_bytes()).hexdigest()
+        assert r.checksum_algorithm == "blake3"
+        assert r.checksum == Checksum("blake3").of([wal_corpus.path(name).read_bytes()]).hexdigest()
     assert {n for n, r in after.items() if r.state is WalState.EXPIRED} == set(segs[:3])
     res = home.run("verify", "pg1")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -164,7 +165,8 @@ def test_resync_on_s3_adopts_what_barman_cloud_archived(
     for name in segs[5:7]:
         r = after[name]
         assert r.state is WalState.ARCHIVED and r.codec == "lz4" and r.storage_key.endswith(".lz4")
-        assert r.checksum == hashlib.sha256(wal_corpus.path(name).read_bytes()).hexdigest()
+        assert r.checksum_algorithm == "blake3"
+        assert r.checksum == Checksum("blake3").of([wal_corpus.path(name).read_bytes()]).hexdigest()
     assert after[segs[0]].state is WalState.EXPIRED
     res = home.run("verify", "pg1")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -22,6 +22,7 @@ from tests.services.s3 import (
     s3_settings,
 )
 from walq.catalog import WalState, open_catalog
+from walq.chunks import Checksum
 from walq.codecs import get_codec
 from walq.restore import spool as spool_state
 from walq.wal import parse_wal_name
@@ -31,6 +32,10 @@ BARMAN_CODECS = ["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"]
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def blake3_of(path: Path) -> str:
+    return Checksum("blake3").of([path.read_bytes()]).hexdigest()
 
 
 def expected_key(name: str, codec: str, prefix: str = "fleet", server: str = "pg1") -> str:
@@ -80,9 +85,9 @@ def test_barman_cloud_wal_restore_reads_each_codec(
         out = barman_restore(barman_cloud_restore, s3_bucket, name, dest)
         assert out.returncode == 0, out.stderr
         assert sha(dest) == sha(wal_corpus.path(name))
-        # Barman's tools ignore the metadata; walq keeps the plain sha256 there.
+        # Barman's tools ignore the metadata; walq keeps the plain checksum there.
         meta = s3_bucket.head(expected_key(name, codec))["Metadata"]
-        assert meta["walq-sha256"] == sha(wal_corpus.path(name))
+        assert meta == {"walq-blake3": blake3_of(wal_corpus.path(name))}
 
 
 def test_barman_prefetch_history_and_not_found(

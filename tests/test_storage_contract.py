@@ -8,6 +8,7 @@ stream back exactly the stored bytes, list in name order, report a checksum
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -106,9 +107,23 @@ def test_list_in_name_order_with_history(storage: Storage, workdir: Path) -> Non
 def test_stored_checksum_is_the_plain_sha256_or_none(storage: Storage, workdir: Path) -> None:
     req = request(workdir, SEG, b"payload", checksum="ab" * 32)
     obj = storage.put(req)
-    assert storage.stored_checksum(obj) in (None, "ab" * 32)
+    assert storage.stored_checksum(obj, "sha256") in (None, "ab" * 32)
     if storage.url.startswith("s3://"):
-        assert storage.stored_checksum(obj) == "ab" * 32
+        assert storage.stored_checksum(obj, "sha256") == "ab" * 32
+    assert storage.stored_checksum(obj, "blake3") is None  # kept under its own algorithm only
+
+
+def test_stored_checksum_is_kept_per_algorithm(storage: Storage, workdir: Path) -> None:
+    req = dataclasses.replace(
+        request(workdir, SEG, b"payload", checksum="cd" * 32), checksum_algorithm="blake3"
+    )
+    obj = storage.put(req)
+    assert storage.stored_checksum(obj, "sha256") is None
+    assert storage.stored_checksum(obj, "blake3") in (None, "cd" * 32)
+    if storage.url.startswith("s3://"):
+        assert storage.stored_checksum(obj, "blake3") == "cd" * 32
+        assert storage.written_from(obj, req.payload, "cd" * 32, "blake3")
+        assert not storage.written_from(obj, req.payload, "cd" * 32, "sha256")
 
 
 def test_check_passes_on_a_healthy_store(storage: Storage) -> None:
@@ -126,7 +141,7 @@ def test_multipart_above_threshold(storage: Storage, workdir: Path) -> None:
     if storage.url.startswith("s3://"):  # a multipart ETag is "<md5 of md5s>-<parts>"
         etag = storage.client.head_object(Bucket=storage.bucket, Key=obj.key)["ETag"]
         assert etag.strip('"').endswith("-2"), etag
-        assert storage.stored_checksum(obj) == hashlib.sha256(data).hexdigest()
+        assert storage.stored_checksum(obj, "sha256") == hashlib.sha256(data).hexdigest()
     with pytest.raises(AlreadyStoredError):
         storage.put(request(workdir, SEG, data))
 

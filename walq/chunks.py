@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from walq.checksums import algorithm_of, new_hasher
+
 
 class Readable(Protocol):
     """A binary stream: an open file, a pipe, an S3 body."""
@@ -35,11 +37,13 @@ def sha256_file(path: Path) -> bytes:
 
 
 class Checksum:
-    """The sha256 and size of the bytes that pass through it: the archive's checksum
-    is of the uncompressed WAL, so readers sum the plain pieces as they go."""
+    """The checksum (``algorithm``: walq.checksums) and size of the bytes that pass
+    through it: the archive's checksum is of the uncompressed WAL, so readers sum the
+    plain pieces as they go."""
 
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
+    def __init__(self, algorithm: str | None) -> None:
+        self.algorithm = algorithm_of(algorithm)
+        self._hash = new_hasher(self.algorithm)
         self.size = 0
 
     def passing(self, chunks: Iterable[bytes]) -> Iterator[bytes]:

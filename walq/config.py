@@ -31,6 +31,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from walq.checksums import DEFAULT_CHECKSUM, ChecksumName
 from walq.codecs import CODEC_NAMES
 from walq.errors import ConfigError, clip
 from walq.fsutil import set_group_access
@@ -298,6 +299,8 @@ class ServerSettings(BaseModel):
     encryption: Literal["none", "gpg"] = "none"
     encryption_key_id: str | None = None
     encryption_passphrase_command: str | None = None
+    # The verifying checksum new WAL gets (walq.checksums); None: the top-level one.
+    checksum: ChecksumName | None = None
     batch_size: Annotated[int, Field(ge=0)] = 0
     system_identifier: Annotated[int, Field(ge=0)] = 0
     slot_name: str | None = None  # default walq_<server> (walq.postgres.default_slot_name)
@@ -423,6 +426,7 @@ class ServerConfig(ServerSettings):
     streaming_dir: Path
     errors_dir: Path
     storage_url: str
+    checksum: ChecksumName = DEFAULT_CHECKSUM
 
     @model_validator(mode="before")
     @classmethod
@@ -477,6 +481,7 @@ class Config(BaseSettings):
     # for walq and PostgreSQL running as different users of one group.
     group_access: bool = False
     retention_policy: str | None = None  # the default for servers without their own
+    checksum: ChecksumName = DEFAULT_CHECKSUM  # likewise: the verifying checksum of new WAL
     expire_interval: Annotated[float, Field(gt=0)] = 3600.0  # fleet beat: seconds between expiries
     # Fleet: Celery task events (what Flower shows). Off by default: they cost a PUBLISH per
     # task state; Flower turns them on in the workers while it runs (its enable_events).
@@ -539,6 +544,7 @@ class Config(BaseSettings):
                 update={
                     "retention_policy": server.retention_policy or self.retention_policy,
                     "barman_lock_directory": server.barman_lock_directory or self.home,
+                    "checksum": server.checksum or self.checksum,
                 }
             )
             filled[name] = self._with_check_bounds(filled[name])

@@ -12,6 +12,7 @@ ONE_BYTE_PLAIN = ArchivedInfo(
     codec="none",
     encryption="none",
     checksum="0" * 64,
+    checksum_algorithm="sha256",
     storage_key="k",
     mtime=0.0,
 )

@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from walq.archive.identity import server_identity
 from walq.catalog.base import Catalog
+from walq.checksums import ChecksumName
 from walq.codecs import CODEC_NAMES, get_codec
 from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, WalqError, clip
@@ -61,7 +62,7 @@ def _codec(value: str) -> str:
 
 def _checksum(value: str) -> str:
     if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-        raise ValueError("must be a sha256: 64 lowercase hex digits")
+        raise ValueError("must be a checksum: 64 lowercase hex digits")
     return value
 
 
@@ -79,7 +80,7 @@ def _seg_size(value: int | None) -> int | None:
 
 WalName = Annotated[str, AfterValidator(_wal_name)]
 CodecName = Annotated[str, AfterValidator(_codec)]
-Sha256 = Annotated[str, AfterValidator(_checksum)]
+Checksum = Annotated[str, AfterValidator(_checksum)]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 SegSize = Annotated[int | None, AfterValidator(_seg_size)]
 SysId = Annotated[int, Field(strict=True, ge=0, lt=1 << 64)]
@@ -128,7 +129,10 @@ class WalJob(BaseModel):
     payload: str | None = None
     encrypted: bool = False
     size: Annotated[int, Field(strict=True, ge=0, le=MAX_SEG_SIZE)] | None = None
-    checksum: Sha256 | None = None
+    checksum: Checksum | None = None
+    # asked for before prepare (the server's ``checksum``); what took ``checksum`` after.
+    # Absent from a task argument of an older walq: sha256 (walq.checksums.algorithm_of).
+    checksum_algorithm: ChecksumName | None = None
     mtime: Seconds | None = None
     prepare_seconds: Seconds = 0.0
     # -- store
@@ -230,10 +234,12 @@ def with_settings(
     level: int | None,
     seg_size: int | None,
     sysid: int | None,
+    checksum_algorithm: str | None = None,
 ) -> WalJob:
     """How to prepare it: never taken from a task argument, always from config and catalog."""
     return job.model_copy(
         update={
+            "checksum_algorithm": checksum_algorithm,
             "spool_dir": spool_dir,
             "codec": codec,
             "level": level,
@@ -248,4 +254,6 @@ def prepare_settings(
 ) -> WalJob:
     """The job with this server's codec, level and expected identity, writing into ``spool``."""
     sysid, seg = server_identity(catalog, server)
-    return with_settings(job, str(spool), server.compression, server.compression_level, seg, sysid)
+    return with_settings(
+        job, str(spool), server.compression, server.compression_level, seg, sysid, server.checksum
+    )

@@ -9,7 +9,6 @@ one WalJob (names and spool paths, never payloads) from each to the next.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import time
@@ -20,6 +19,7 @@ from walq.archive.identity import adopt_identity
 from walq.archive.job import WalJob
 from walq.archive.scan import move_to_errors
 from walq.catalog.base import ArchivedInfo, Catalog, WalRecord, WalState
+from walq.checksums import algorithm_of, new_hasher
 from walq.chunks import Checksum, read_chunks
 from walq.codecs import (
     CHUNK_SIZE,
@@ -124,7 +124,8 @@ def prepare(job: WalJob) -> WalJob:
             job.spool_dir, f"{job.wal}.{job.origin}", get_codec(out_codec).extension or ".none"
         )
         part = final.with_name(f".{final.name}.part")
-        hasher = hashlib.sha256()
+        algorithm = algorithm_of(job.checksum_algorithm)
+        hasher = new_hasher(algorithm)
         size = 0
         head = b""
         text = bytearray()
@@ -208,6 +209,7 @@ def prepare(job: WalJob) -> WalJob:
             "encrypted": False,
             "size": size,
             "checksum": hasher.hexdigest(),
+            "checksum_algorithm": algorithm,
             "mtime": st.st_mtime,
             "sysid": sysid,
             "seg_size": seg_size,
@@ -295,14 +297,41 @@ def check_identity(catalog: Catalog, server: ServerConfig, job: WalJob) -> None:
 
 
 def stored_checksum(
-    storage: Storage, obj: StoredObject, server: ServerConfig, record: WalRecord | None
+    storage: Storage,
+    obj: StoredObject,
+    server: ServerConfig,
+    record: WalRecord | None,
+    algorithm: str | None,
 ) -> str:
-    """sha256 of the uncompressed bytes of a stored object (metadata if kept, else read back)."""
-    if record is not None and record.checksum and record.state is WalState.ARCHIVED:
+    """The ``algorithm`` checksum of the uncompressed bytes of a stored object: the
+    catalog's if it took the same one, else the backend's metadata if kept, else read back."""
+    algorithm = algorithm_of(algorithm)
+    if (
+        record is not None
+        and record.checksum
+        and record.state is WalState.ARCHIVED
+        and algorithm_of(record.checksum_algorithm) == algorithm
+    ):
         return record.checksum
-    if kept := storage.stored_checksum(obj):
+    if kept := storage.stored_checksum(obj, algorithm):
         return kept
-    return Checksum().of(plain_chunks(storage, obj, server)).hexdigest()
+    return Checksum(algorithm).of(plain_chunks(storage, obj, server)).hexdigest()
+
+
+def source_checksum(job: WalJob, algorithm: str) -> str:
+    """The ``algorithm`` checksum of the source's plain bytes, read again: how a copy
+    prepared with one algorithm is compared with a row that recorded another."""
+    limit = job.size if job.size is not None else MAX_SEG_SIZE
+    fd, _ = _open_source(job.source)
+    with os.fdopen(fd, "rb") as src:
+        first = src.read(CHUNK_SIZE)
+        codec = detect(first[:DETECT_BYTES])
+        chunks = read_chunks(src, CHUNK_SIZE, first=first)
+        try:
+            plain = decompress_chunks(chunks, codec, limit) if codec else chunks
+            return Checksum(algorithm).of(plain).hexdigest()
+        except DecompressionError as exc:
+            raise InvalidWalError(str(exc)) from None
 
 
 def put_request(job: WalJob) -> PutRequest:
@@ -315,6 +344,7 @@ def put_request(job: WalJob) -> PutRequest:
         encrypted=job.encrypted,
         mtime=job.mtime or 0.0,
         checksum=job.checksum,
+        checksum_algorithm=algorithm_of(job.checksum_algorithm),
     )
 
 
@@ -353,11 +383,12 @@ def archived_info(storage: Storage, server: ServerConfig, job: WalJob) -> Archiv
     (DuplicateWalError otherwise) and its own codec may predate a codec change."""
     assert job.checksum is not None and job.codec is not None
     obj = stored_object(job)
+    algorithm = algorithm_of(job.checksum_algorithm)
     if job.adopted:
-        existing = stored_checksum(storage, obj, server, None)
+        existing = stored_checksum(storage, obj, server, None, algorithm)
         if existing != job.checksum:
             raise DuplicateWalError(
-                f"{job.wal} is already stored with different content (sha256 {existing[:12]}… vs {job.checksum[:12]}…)"
+                f"{job.wal} is already stored with different content ({algorithm} {existing[:12]}… vs {job.checksum[:12]}…)"
             )
     # An adopted object may predate a codec change (S3 keys say which codec it is).
     codec = obj.codec if job.adopted and obj.codec else job.codec
@@ -369,6 +400,7 @@ def archived_info(storage: Storage, server: ServerConfig, job: WalJob) -> Archiv
         codec=codec,
         encryption="gpg" if encrypted else "none",
         checksum=job.checksum,
+        checksum_algorithm=algorithm,
         storage_key=obj.key,
         mtime=job.mtime or 0.0,
         prepare_seconds=job.prepare_seconds,
@@ -402,9 +434,15 @@ def remove_source(path: Path) -> None:
 def handle_already_archived(
     catalog: Catalog, storage: Storage, server: ServerConfig, job: WalJob, record: WalRecord
 ) -> Outcome:
-    """Barman's duplicate rules, decided by the checksum of the uncompressed bytes."""
+    """Barman's duplicate rules, decided by the checksum of the uncompressed bytes (taken
+    again with the row's algorithm when the copy was prepared with another)."""
     job.payload_path.unlink(missing_ok=True)
-    if record.checksum == job.checksum:
+    recorded = algorithm_of(record.checksum_algorithm)
+    if recorded == algorithm_of(job.checksum_algorithm):
+        checksum = job.checksum
+    else:
+        checksum = source_checksum(job, recorded)
+    if record.checksum == checksum:
         if not storage.has_commit_record(job.wal):
             obj = storage.find(job.wal)
             if obj is not None:  # a crash between catalog commit and xlogdb append

@@ -60,7 +60,8 @@ class ArchivedInfo:
     stored_size: int
     codec: str
     encryption: str  # 'none' | 'gpg'
-    checksum: str  # sha256 hex of the uncompressed bytes
+    checksum: str  # hex digest of the uncompressed bytes
+    checksum_algorithm: str  # walq.checksums: what took ``checksum``
     storage_key: str
     mtime: float
     prepare_seconds: float = 0.0
@@ -98,6 +99,8 @@ class WalRecord:
     expired_at: float | None = None
     reason: str | None = None  # why the row expired (retention's reason)
     stored_at: float | None = None  # fleet: a claimed row whose object is stored, awaiting commit
+    # what took ``checksum`` (walq.checksums); None on a row older than the column: sha256
+    checksum_algorithm: str | None = None
 
     COLUMNS = [
         "server",
@@ -121,6 +124,7 @@ class WalRecord:
         "expired_at",
         "reason",
         "stored_at",
+        "checksum_algorithm",
     ]
 
 

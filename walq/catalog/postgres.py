@@ -73,6 +73,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE walq_wal ADD COLUMN IF NOT EXISTS stored_at double precision;
     """,
+    # 4: the algorithm of each row's checksum (walq.checksums); NULL on older rows: sha256
+    """
+    ALTER TABLE walq_wal ADD COLUMN IF NOT EXISTS checksum_algorithm text;
+    """,
 ]
 SCHEMA_LOCK = 0x77616C71  # pg_advisory_xact_lock key: 'walq'
 NOW = "extract(epoch from clock_timestamp())::double precision"

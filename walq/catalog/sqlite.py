@@ -47,7 +47,13 @@ CREATE TABLE IF NOT EXISTS meta (server TEXT, key TEXT, value TEXT, PRIMARY KEY 
 """
 # Columns added after the first release: (name, type). A catalog written by an older
 # walq gets them with ALTER TABLE when opened for writing; a read-only one reads NULLs.
-ADDED_COLUMNS = [("expired_at", "REAL"), ("reason", "TEXT"), ("stored_at", "REAL")]
+# checksum_algorithm NULL (a row archived before it was recorded) means sha256.
+ADDED_COLUMNS = [
+    ("expired_at", "REAL"),
+    ("reason", "TEXT"),
+    ("stored_at", "REAL"),
+    ("checksum_algorithm", "TEXT"),
+]
 _SUMMARY = summary_sql("wal", "?")
 
 

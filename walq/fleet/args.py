@@ -26,6 +26,7 @@ PREPARED = SCANNED | {
     "encrypted",
     "size",
     "checksum",
+    "checksum_algorithm",
     "mtime",
     "sysid",
     "seg_size",

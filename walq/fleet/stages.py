@@ -44,6 +44,7 @@ from walq.archive.steps import (
 )
 from walq.archive.wal_hooks import archive_hooks, outcome_error, source_info, stored_hook_info
 from walq.catalog import WalRecord, WalState
+from walq.checksums import algorithm_of
 from walq.config import Config, ServerConfig
 from walq.errors import (
     AlreadyDone,
@@ -273,6 +274,8 @@ def settle_source(
         return None
     spool = rt.config.spool_dir / server.name / uuid.uuid4().hex
     job = prepare_settings(rt.config, server, rt.catalog, job, spool)
+    # summed as the row was, so the copy compares without a second read
+    job = job.model_copy(update={"checksum_algorithm": algorithm_of(record.checksum_algorithm)})
     try:
         prepared = prepare(job)
     except InvalidWalError as exc:
@@ -498,7 +501,10 @@ def verify_stored(storage: Storage, job: WalJob) -> StoredObject:
             f"{job.stored_codec} object; nothing was touched"
         )
     _payload_present(job)  # a swept spool: a newer chain owns the WAL (it will adopt this object)
-    if not job.adopted and not storage.written_from(found, job.payload_path, job.checksum):
+    algorithm = algorithm_of(job.checksum_algorithm)
+    if not job.adopted and not storage.written_from(
+        found, job.payload_path, job.checksum, algorithm
+    ):
         raise TaskArgumentError(
             f"refused: {job.server}/{job.wal}: {clip(found.key)} was not written from this chain's "
             f"payload; nothing was touched"

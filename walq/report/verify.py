@@ -1,8 +1,8 @@
 """verify: read the whole archive back and compare it with the catalog.
 
 Every archived row must have its object, every object its row, every object
-must decode to bytes whose sha256 matches the catalog, and every timeline must
-be continuous. Rows marked ``expired`` by retention are not problems: their
+must decode to bytes whose checksum (taken with the row's algorithm) matches the
+catalog, and every timeline must be continuous. Rows marked ``expired`` by retention are not problems: their
 objects are meant to be gone (one still present is an expiry to finish), and
 continuity is checked from the oldest kept segment. Reads run on a few threads (decompression releases the GIL).
 """
@@ -59,7 +59,7 @@ def verify(
     def check(obj: StoredObject) -> str | None:
         rec = records[obj.name]
         try:
-            summed = Checksum().of(
+            summed = Checksum(rec.checksum_algorithm).of(
                 plain_chunks(
                     storage,
                     obj,

@@ -1,7 +1,8 @@
 """Fetch one WAL from the archive into a path, verified: the unit get-wal and the
 prefetcher share.
 
-Every byte written is checked against the sha256 taken before compression; a
+Every byte written is checked against the checksum taken before compression (with
+the algorithm its catalog row names, walq.checksums); a
 path appears only complete (temp name + rename). ``-`` is standard output, which
 gets the bytes only after they were verified.
 """
@@ -85,7 +86,7 @@ def _copy_verified(
 ) -> None:
     """Stream the object's plain bytes into ``out``; raise IntegrityError unless they
     match the catalog's size and checksum. The catalog's size also bounds decompression."""
-    summed = Checksum()
+    summed = Checksum(record.checksum_algorithm if record else None)
     codec = record.codec if record else None
     encrypted = (record.encryption == "gpg") if record and record.encryption else None
     limit = record.size if record is not None and record.size else None
@@ -111,7 +112,7 @@ def _copy_verified(
         ):
             raise IntegrityError(
                 f"{obj.name}: restored bytes do not match the archived checksum "
-                f"({summed.size} bytes, sha256 {summed.hexdigest()[:12]}… vs {record.checksum[:12]}…)"
+                f"({summed.size} bytes, {summed.algorithm} {summed.hexdigest()[:12]}… vs {record.checksum[:12]}…)"
             )
     else:
         print(

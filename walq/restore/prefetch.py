@@ -15,7 +15,7 @@ nothing.
 
 The prefetcher exits when the archive has no next segment, when nothing was
 consumed for ``prefetch_idle_timeout`` seconds, or when the spool disappears.
-A spool file is written like any restored WAL (verified sha256, fsync, rename),
+A spool file is written like any restored WAL (verified against its catalog checksum, fsync, rename),
 so a file there is always complete and correct.
 """
 

@@ -22,7 +22,6 @@ the catalog:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from walq.archive.identity import server_identity
 from walq.catalog import ArchivedInfo, Catalog, WalState, open_catalog
+from walq.chunks import Checksum
 from walq.codecs import DETECT_BYTES, detect
 from walq.config import Config, ServerConfig
 from walq.errors import WalqError
@@ -190,7 +190,8 @@ def _resync(
             stored_size=obj.size,
             codec=codec,
             encryption="gpg" if encrypted else "none",
-            checksum=hashlib.sha256(plain).hexdigest(),
+            checksum=Checksum(server.checksum).of([plain]).hexdigest(),
+            checksum_algorithm=server.checksum,
             storage_key=obj.key,
             mtime=mtime,
         )

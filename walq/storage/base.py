@@ -13,6 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
+from walq.checksums import LEGACY_CHECKSUM
+
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
@@ -51,7 +53,8 @@ class PutRequest:
     codec: str
     encrypted: bool
     mtime: float
-    checksum: str  # sha256 of the uncompressed WAL, stored as metadata where possible
+    checksum: str  # of the uncompressed WAL, stored as metadata where possible
+    checksum_algorithm: str = LEGACY_CHECKSUM  # walq.checksums: what took ``checksum``
 
 
 class Storage(Protocol):
@@ -109,11 +112,12 @@ class Storage(Protocol):
         """Remove temporary files a crashed writer left; return how many."""
         ...
 
-    def written_from(self, obj: StoredObject, payload: Path, checksum: str) -> bool:
+    def written_from(self, obj: StoredObject, payload: Path, checksum: str, algorithm: str) -> bool:
         """Whether ``obj`` is what ``put`` stored from this spool payload (commit's check
         that the object a task names was written by that task's chain)."""
         ...
 
-    def stored_checksum(self, obj: StoredObject) -> str | None:
-        """The sha256 of the uncompressed WAL if the backend kept it, else None."""
+    def stored_checksum(self, obj: StoredObject, algorithm: str) -> str | None:
+        """The ``algorithm`` checksum of the uncompressed WAL if the backend kept one
+        (put keeps the request's), else None."""
         ...

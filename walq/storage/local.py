@@ -325,7 +325,7 @@ class LocalStorage:
             raise StorageError(f"cannot clean {tmp_dir}: {exc.strerror or exc}") from exc
         return removed
 
-    def written_from(self, obj: StoredObject, payload: Path, checksum: str) -> bool:
+    def written_from(self, obj: StoredObject, payload: Path, checksum: str, algorithm: str) -> bool:
         """``put`` links the payload's own inode into wals/ (same file system), else
         copies it: the stored file is that inode, or a regular file with its bytes."""
         final = self.root / self.validate_key(obj.name, obj.key)
@@ -339,5 +339,5 @@ class LocalStorage:
             return True
         return stored.st_size == source.st_size and filecmp.cmp(final, payload, shallow=False)
 
-    def stored_checksum(self, obj: StoredObject) -> str | None:
+    def stored_checksum(self, obj: StoredObject, algorithm: str) -> str | None:
         return None

@@ -18,7 +18,8 @@ a CRC32 of the payload the server verifies (zlib's, the cheapest checksum S3
 defines; sent as a header, so it works where aws-chunked trailers are refused,
 and botocore adds no checksum of its own whatever request_checksum_calculation says),
 and the checksum of the *uncompressed* WAL as user metadata
-(``x-amz-meta-walq-sha256``) so duplicates are judged without a download,
+(``x-amz-meta-walq-<algorithm>``: walq-blake3, or walq-sha256 as every object of an
+older walq has) so duplicates are judged without a download,
 encrypted objects included. Barman's tools ignore the metadata.
 
 One boto3 client per process and configuration, created lazily and never
@@ -49,7 +50,7 @@ from walq.errors import AlreadyStoredError, ConfigError, StorageError, StorageKe
 from walq.storage.base import ObjectStream, PutRequest, StoredObject
 from walq.wal import WAL_NAME_RE, WalKind, parse_wal_name
 
-CHECKSUM_META = "walq-sha256"  # user metadata key (x-amz-meta-walq-sha256)
+CHECKSUM_META = "walq-{}"  # user metadata key per algorithm (x-amz-meta-walq-blake3)
 GPG_SUFFIX = ".gpg"
 PART_SIZE = 8 << 20  # boto3's default part size, as barman-cloud uses
 STALE_UPLOAD_SECONDS = 24 * 3600  # cleanup aborts multipart uploads older than this
@@ -400,7 +401,15 @@ class S3Storage:
 
     def _extra_args(self, request: PutRequest | None) -> dict[str, Any]:
         s = self.server
-        extra: dict[str, Any] = {"Metadata": {CHECKSUM_META: request.checksum}} if request else {}
+        extra: dict[str, Any] = (
+            (
+                {"Metadata": {CHECKSUM_META.format(request.checksum_algorithm): request.checksum}}
+                if request
+                else {}
+            )
+            if request
+            else {}
+        )
         if s.s3_sse:
             extra["ServerSideEncryption"] = s.s3_sse
             if s.s3_sse_kms_key_id:
@@ -600,11 +609,11 @@ class S3Storage:
             return removed
         return removed
 
-    def written_from(self, obj: StoredObject, payload: Path, checksum: str) -> bool:
-        """``put`` stores the WAL's sha256 as metadata: the object carries this chain's."""
-        return self.stored_checksum(obj) == checksum
+    def written_from(self, obj: StoredObject, payload: Path, checksum: str, algorithm: str) -> bool:
+        """``put`` stores the WAL's checksum as metadata: the object carries this chain's."""
+        return self.stored_checksum(obj, algorithm) == checksum
 
-    def stored_checksum(self, obj: StoredObject) -> str | None:
+    def stored_checksum(self, obj: StoredObject, algorithm: str) -> str | None:
         from botocore.exceptions import ClientError
 
         self.validate_key(obj.name, obj.key)
@@ -616,7 +625,7 @@ class S3Storage:
             raise StorageError(f"S3 head {self._where(obj.key)} failed: {_describe(exc)}") from None
         except Exception as exc:
             raise StorageError(f"S3 head {self._where(obj.key)} failed: {_describe(exc)}") from None
-        value = head.get("Metadata", {}).get(CHECKSUM_META)
+        value = head.get("Metadata", {}).get(CHECKSUM_META.format(algorithm))
         return value if value and len(value) == 64 else None
 
 
