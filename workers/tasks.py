@@ -204,7 +204,9 @@ def retry_failed(self: Task, server: str) -> dict[str, Any]:
     return {"server": server, "enqueued": [enqueue(job) for job in jobs]}
 
 
-@app.task(name="walq.expire_server", bind=True)
+@app.task(name="walq.expire_server", bind=True, ignore_result=False)
 def expire_server(self: Task, server: str) -> dict[str, Any]:
-    """Apply the server's retention_policy under its fenced commit lock (walq.fleet.expire)."""
+    """Apply the server's retention_policy under its fenced commit lock (walq.fleet.expire).
+    Its result is kept (one per server per expire_interval, not per WAL): what an operator
+    applying it through Flower, or a test, reads (deleted, held back, refused)."""
     return expire_task(config, server)
