@@ -27,6 +27,7 @@ from tests.services.pg import as_postgres, chown_postgres
 from tests.test_barman_codecs import barman_of
 from walq.catalog import WalState
 from walq.catalog.sqlite import SqliteCatalog
+from walq.report.jsontime import iso_utc
 from walq.retention.backups import BackupInfo, parse_barman_info, read_barman_backup_infos
 from walq.storage import open_storage
 
@@ -140,7 +141,7 @@ def test_status_counts_barmans_backups_and_resync_follows_barman_delete(
     assert win["base_backups"] == 3 and win["backup_problems"] == []
     assert win["oldest_restorable"] == {
         "wal": first.start_wal,
-        "time": first.stop_time.timestamp(),  # Barman's end_time: its description wins
+        "time": iso_utc(first.stop_time.timestamp()),  # Barman's end_time: its description wins
     }
 
     # Barman's own retention: the oldest backup and every WAL before the next one go
@@ -169,7 +170,7 @@ def test_status_counts_barmans_backups_and_resync_follows_barman_delete(
     assert win["base_backups"] == 2 and win["expired"] == len(gone)
     assert win["oldest_restorable"] == {
         "wal": second.start_wal,
-        "time": second.stop_time.timestamp(),
+        "time": iso_utc(second.stop_time.timestamp()),
     }
     # Barman's rebuild-xlogdb agrees with the xlogdb walq's resync left
     xlogdb = (home.wals() / "pg1-xlog.db").read_bytes()
