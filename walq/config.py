@@ -258,6 +258,20 @@ HookTimeout = Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)]
 HookSleep = Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]
 HookAttempts = Annotated[int, Field(ge=1, le=10000)]
 
+
+class HookScripts(BaseModel):
+    """The eight HOOK_SCRIPTS keys, in a server's table and at the top level alike."""
+
+    pre_archive_script: HookCommand = None
+    pre_archive_retry_script: HookCommand = None
+    post_archive_retry_script: HookCommand = None
+    post_archive_script: HookCommand = None
+    pre_wal_delete_script: HookCommand = None
+    pre_wal_delete_retry_script: HookCommand = None
+    post_wal_delete_retry_script: HookCommand = None
+    post_wal_delete_script: HookCommand = None
+
+
 DEFAULT_HOME = Path("/var/lib/walq")
 
 
@@ -272,7 +286,7 @@ def _server_defaults(home: Path, name: str) -> dict[str, Path | str]:
     }
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(HookScripts):
     """One ``[servers.<name>]`` table as written: directories and storage may be left out.
 
     Config resolves each table into a ServerConfig, which is what the rest of walq uses.
@@ -322,16 +336,8 @@ class ServerSettings(BaseModel):
     last_wal_maximum_age: Duration | None = None
     max_incoming_wals_queue: QueueLimit | None = None
     archive_lag_maximum: Duration | None = None
-    # Barman's hook scripts and how they run (HOOK_SCRIPTS, HOOK_SETTINGS); absent here:
+    # Barman's hook scripts (HookScripts) and how they run (HOOK_SETTINGS); absent here:
     # the top-level value, see Config.
-    pre_archive_script: HookCommand = None
-    pre_archive_retry_script: HookCommand = None
-    post_archive_retry_script: HookCommand = None
-    post_archive_script: HookCommand = None
-    pre_wal_delete_script: HookCommand = None
-    pre_wal_delete_retry_script: HookCommand = None
-    post_wal_delete_retry_script: HookCommand = None
-    post_wal_delete_script: HookCommand = None
     hook_timeout: HookTimeout | None = None
     hook_retry_sleep: HookSleep | None = None
     hook_max_attempts: HookAttempts | None = None
@@ -451,7 +457,7 @@ class ServerConfig(ServerSettings):
         return data
 
 
-class Config(BaseSettings):
+class Config(BaseSettings, HookScripts):
     """The whole configuration; ``servers`` maps server names to their settings."""
 
     model_config = SettingsConfigDict(
@@ -493,15 +499,7 @@ class Config(BaseSettings):
     # Fleet liveness (`walq check`'s "fleet workers" and "beat" lines): a worker heartbeat or
     # beat tick older than this is dead. None: fleet_liveness_default(scan_interval).
     fleet_liveness_maximum: Duration | None = None
-    # Every server's hook scripts and hook settings unless its table sets its own.
-    pre_archive_script: HookCommand = None
-    pre_archive_retry_script: HookCommand = None
-    post_archive_retry_script: HookCommand = None
-    post_archive_script: HookCommand = None
-    pre_wal_delete_script: HookCommand = None
-    pre_wal_delete_retry_script: HookCommand = None
-    post_wal_delete_retry_script: HookCommand = None
-    post_wal_delete_script: HookCommand = None
+    # Every server's hook scripts (HookScripts) and hook settings unless its table sets its own.
     hook_timeout: HookTimeout = 300.0  # seconds one hook run may take before it is killed
     hook_retry_sleep: HookSleep = 3.0  # seconds between a retry hook's attempts (Barman: 3)
     hook_max_attempts: HookAttempts = 30  # a retry hook's attempts before walq gives up
