@@ -40,7 +40,7 @@ def test_fleet_archives_to_s3_with_prefork_and_thread_pools(
         assert sorted(k.rsplit("/", 1)[1].removesuffix(".lz4") for k in keys) == names
     finally:
         catalog.close()
-    assert "walq.commit[" in io.output(), "commits ran on the thread pool"
+    assert "walq.commit_server[" in io.output(), "group commits ran on the thread pool"
     for name in names[:3] + names[-2:]:
         dest = workdir / f"restored-{name}"
         res = home.run("get-wal", "pg1", name, str(dest))
