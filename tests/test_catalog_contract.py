@@ -228,6 +228,34 @@ def test_claim_many_takes_a_name_given_twice_once(catalog: Catalog) -> None:
     assert catalog.get("pg1", W1).source_path == "/streaming/" + W1
 
 
+def test_commit_ready_commits_what_choose_picks_of_the_claimed_rows(catalog: Catalog) -> None:
+    """The group commit's transaction: ``choose`` sees the claimed rows in WAL order;
+    only stored ones it picks become archived; a stale fence or an empty pick writes
+    nothing (an empty pick leaves the fence as it was)."""
+    for name in (W3, W1, W2):
+        catalog.claim("pg1", name, "/in/" + name, 60)
+    catalog.mark_stored("pg1", W1, INFO, 60)
+    catalog.mark_stored("pg1", W3, INFO, 60)
+    seen: list[list[str]] = []
+
+    def pick(*names: str):
+        def choose(records):
+            seen.append([r.name for r in records])
+            return list(names)
+
+        return choose
+
+    assert catalog.commit_ready("pg1", pick(), fence=9) == []
+    assert catalog.commit_ready("pg1", pick(W1), fence=5) == [W1], "an empty pick took no fence"
+    assert seen == [[W1, W2, W3], [W1, W2, W3]]
+    with pytest.raises(FencedError):
+        catalog.commit_ready("pg1", pick(W3), fence=4)
+    assert catalog.get("pg1", W3).state is WalState.CLAIMED, "a fenced commit writes nothing"
+    assert catalog.commit_ready("pg1", pick(W2, W3), fence=5) == [W3], "W2 is not stored yet"
+    assert catalog.archived_names("pg1") == [W1, W3]
+    assert catalog.get("pg1", W2).state is WalState.CLAIMED
+
+
 def test_postgres_claim_many_race(catalog_db: str) -> None:
     """Eight scans with their own pools claim overlapping batches of 50 WALs at once:
     each WAL is claimed exactly once."""

@@ -151,11 +151,11 @@ def test_control_plane_cost_per_wal_and_per_idle_tick(
         catalog.close()
     # Measured on this machine (40 WAL after a 2-WAL warm-up, one server): ~26 Redis
     # commands, ~10 KiB, ~2.02 Celery tasks, ~3.1 catalog transactions per WAL (2 per WAL:
-    # store's guard read and its stored mark; one claim_many for the scan, 2 per commit
+    # store's guard read and its stored mark; one claim_many for the scan, 1 per commit
     # batch; ~1 per WAL of the new workers' start-up: connections, migrate, identity
     # reads); ~11 commands per idle tick. Before issue 15: 113, 55 KiB, 4, 12, 161 result
-    # keys, 32.6. The bounds fail a change that doubles them (and the catalog's, a claim
-    # or a read per WAL come back).
+    # keys, 32.6. The bounds fail a change that doubles them (the catalog bound also fails if a
+    # claim or a read per WAL comes back).
     assert left == 0, "walq's tasks leave no result keys"
     assert cost.redis_commands <= 40
     assert cost.redis_bytes <= 16 * 1024

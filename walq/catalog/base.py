@@ -14,6 +14,7 @@ can neither create an archived row nor overwrite one.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -248,6 +249,18 @@ class Catalog(Protocol):
         """In one transaction, move these stored claimed rows to ``archived``; returns the
         names moved (a row no longer claimed and stored is skipped). FencedError as for
         mark_archived, and then nothing is written."""
+        ...
+
+    def commit_ready(
+        self,
+        server: str,
+        choose: Callable[[list[WalRecord]], list[str]],
+        fence: int | None = None,
+    ) -> list[str]:
+        """commit_candidates, then commit_stored of the names ``choose`` picks from them:
+        one transaction on PostgreSQL (the group commit's one per batch). Returns the
+        names moved; nothing is written (and the fence is not touched) when ``choose``
+        picks none."""
         ...
 
     def mark_expired(

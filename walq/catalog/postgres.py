@@ -10,6 +10,7 @@ The schema is created or migrated on first use and by ``walq catalog init``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -300,6 +301,32 @@ class PostgresCatalog:
                     (server, list(names)),
                 ).fetchall()
                 return sorted(r[0] for r in rows)
+        except pg_errors.OperationalError as exc:
+            raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
+
+    def commit_ready(
+        self,
+        server: str,
+        choose: Callable[[list[WalRecord]], list[str]],
+        fence: int | None = None,
+    ) -> list[str]:
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                rows = conn.execute(
+                    _SELECT + " WHERE server = %s AND state = 'claimed' ORDER BY name", (server,)
+                ).fetchall()
+                names = choose([_record(r) for r in rows])
+                if not names:
+                    return []
+                if fence is not None:
+                    _advance_fence(conn, server, fence, "commit refused")
+                moved = conn.execute(
+                    f"UPDATE walq_wal SET state = 'archived', archived_at = {NOW}, deadline = NULL, "
+                    "last_error = NULL WHERE server = %s AND name = ANY(%s) AND state = 'claimed' "
+                    "AND stored_at IS NOT NULL RETURNING name",
+                    (server, list(names)),
+                ).fetchall()
+                return sorted(r[0] for r in moved)
         except pg_errors.OperationalError as exc:
             raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from walq.catalog.base import (
@@ -274,6 +275,17 @@ class SqliteCatalog:
             self.db.execute("ROLLBACK")
             raise
         return moved
+
+    def commit_ready(
+        self,
+        server: str,
+        choose: Callable[[list[WalRecord]], list[str]],
+        fence: int | None = None,
+    ) -> list[str]:
+        # Two transactions here: a write transaction opened for the read would hold
+        # SQLite's one write lock while ``choose`` runs (the embedded catalog is local).
+        names = choose(self.commit_candidates(server))
+        return self.commit_stored(server, names, fence) if names else []
 
     def mark_expired(
         self, server: str, names: list[str], reason: str, fence: int | None = None
