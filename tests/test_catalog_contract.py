@@ -181,6 +181,107 @@ def test_postgres_claims_race(catalog_db: str) -> None:
     assert sorted(won) == names
 
 
+W4, W5 = "000000010000000000000004", "000000010000000000000005"
+
+
+def test_claim_many_follows_claims_rules_row_by_row(catalog: Catalog) -> None:
+    """One scan's claim: new rows and lapsed claims are claimed; a live claim, an
+    archived and a failed WAL are not, and come back as the rows they are; nothing
+    moves against TRANSITIONS (archived and failed rows keep their state)."""
+    catalog.claim("pg1", W1, "/in/" + W1, 60)  # live: another chain has it
+    catalog.claim("pg1", W2, "/in/" + W2, 0.0)  # lapsed: a stalled chain
+    _archived(catalog, W3)
+    catalog.mark_failed("pg1", W4, "bad header", "/in/" + W4)
+    claims = catalog.claim_many("pg1", [(n, "/streaming/" + n) for n in (W5, W4, W3, W2, W1)], 60)
+    assert claims.claimed == [W2, W5]
+    assert {n: r.state for n, r in claims.others.items()} == {
+        W1: WalState.CLAIMED,
+        W3: WalState.ARCHIVED,
+        W4: WalState.FAILED,
+    }
+    assert claims.others[W3].checksum == INFO.checksum, "the others come back as whole rows"
+    assert catalog.get("pg1", W2).source_path == "/streaming/" + W2
+    assert catalog.get("pg1", W5).state is WalState.CLAIMED
+    assert catalog.get("pg1", W3).state is WalState.ARCHIVED
+    assert catalog.get("pg1", W4).state is WalState.FAILED
+    again = catalog.claim_many("pg1", [(W5, "/in/" + W5), (W2, "/in/" + W2)], 60)
+    assert again.claimed == [] and set(again.others) == {W2, W5}, "live claims are not given twice"
+    assert catalog.claim_many("pg1", [(W1, "/in/" + W1)], 60, steal=True).claimed == [W1]
+    assert catalog.claim_many("pg2", [(W1, "/in/" + W1)], 60).claimed == [W1], "per server"
+    assert catalog.claim_many("pg1", [], 60).claimed == []
+
+
+def test_claim_many_clears_a_reclaimed_rows_stored_mark(catalog: Catalog) -> None:
+    """A lapsed claim whose object was stored is claimed afresh, as claim does: the new
+    chain must store (or adopt) again before a commit can take the row."""
+    catalog.claim("pg1", W1, "/in/" + W1, 60)
+    assert catalog.mark_stored("pg1", W1, INFO, 0.0)
+    assert catalog.claim_many("pg1", [(W1, "/in/" + W1)], 60).claimed == [W1]
+    assert catalog.get("pg1", W1).stored_at is None
+    assert catalog.commit_stored("pg1", [W1]) == []
+
+
+def test_claim_many_takes_a_name_given_twice_once(catalog: Catalog) -> None:
+    """A WAL in both streaming/ and incoming/: one claim, with the first path given."""
+    claims = catalog.claim_many("pg1", [(W1, "/streaming/" + W1), (W1, "/in/" + W1)], 60)
+    assert claims.claimed == [W1] and claims.others == {}
+    assert catalog.get("pg1", W1).source_path == "/streaming/" + W1
+
+
+def test_commit_ready_commits_what_choose_picks_of_the_claimed_rows(catalog: Catalog) -> None:
+    """The group commit's transaction: ``choose`` sees the claimed rows in WAL order;
+    only stored ones it picks become archived; a stale fence or an empty pick writes
+    nothing (an empty pick leaves the fence as it was)."""
+    for name in (W3, W1, W2):
+        catalog.claim("pg1", name, "/in/" + name, 60)
+    catalog.mark_stored("pg1", W1, INFO, 60)
+    catalog.mark_stored("pg1", W3, INFO, 60)
+    seen: list[list[str]] = []
+
+    def pick(*names: str):
+        def choose(records):
+            seen.append([r.name for r in records])
+            return list(names)
+
+        return choose
+
+    assert catalog.commit_ready("pg1", pick(), fence=9) == []
+    assert catalog.commit_ready("pg1", pick(W1), fence=5) == [W1], "an empty pick took no fence"
+    assert seen == [[W1, W2, W3], [W1, W2, W3]]
+    with pytest.raises(FencedError):
+        catalog.commit_ready("pg1", pick(W3), fence=4)
+    assert catalog.get("pg1", W3).state is WalState.CLAIMED, "a fenced commit writes nothing"
+    assert catalog.commit_ready("pg1", pick(W2, W3), fence=5) == [W3], "W2 is not stored yet"
+    assert catalog.archived_names("pg1") == [W1, W3]
+    assert catalog.get("pg1", W2).state is WalState.CLAIMED
+
+
+def test_postgres_claim_many_race(catalog_db: str) -> None:
+    """Eight scans with their own pools claim overlapping batches of 50 WALs at once:
+    each WAL is claimed exactly once."""
+    url = fresh_schema_url(catalog_db)
+    catalogs = [PostgresCatalog(url, max_size=1) for _ in range(8)]
+    names = [f"0000000100000000000000{i:02X}" for i in range(50)]
+    won: list[str] = []
+    lock = threading.Lock()
+
+    def run(cat: PostgresCatalog, offset: int) -> None:
+        for start in range(0, 50, 10):
+            batch = names[(start + offset) % 50 :][:10] + names[: max(0, start + offset + 10 - 50)]
+            claims = cat.claim_many("pg1", [(n, "/in/" + n) for n in batch], 60)
+            with lock:
+                won.extend(claims.claimed)
+
+    threads = [threading.Thread(target=run, args=(c, 5 * i)) for i, c in enumerate(catalogs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for c in catalogs:
+        c.close()
+    assert sorted(won) == names
+
+
 def test_postgres_migrate_is_idempotent(catalog_db: str) -> None:
     url = fresh_schema_url(catalog_db)
     first = PostgresCatalog(url)

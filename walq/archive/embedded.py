@@ -179,10 +179,12 @@ def archive_server(
             run.unknown = [str(p) for p in batch.unknown]
             run.skipped = batch.skipped
             total = len(batch.wals)
-            for wal in batch.wals:
-                catalog.claim(
-                    server.name, wal.name, str(wal.path), config.claim_timeout, steal=True
-                )
+            catalog.claim_many(  # one transaction for the batch, not one per WAL
+                server.name,
+                [(wal.name, str(wal.path)) for wal in batch.wals],
+                config.claim_timeout,
+                steal=True,
+            )
             for i, outcome in enumerate(
                 _process(config, server, catalog, storage, batch.wals, pool, fence, lock.progress),
                 1,

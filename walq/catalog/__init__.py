@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from walq.catalog.base import ArchivedInfo, Catalog, WalRecord, WalState
+from walq.catalog.base import ArchivedInfo, Catalog, Claims, WalRecord, WalState
 from walq.config import Config
 
-__all__ = ["ArchivedInfo", "Catalog", "WalRecord", "WalState", "open_catalog"]
+__all__ = ["ArchivedInfo", "Catalog", "Claims", "WalRecord", "WalState", "open_catalog"]
 
 
 def open_catalog(config: Config, *, readonly: bool = False) -> Catalog:

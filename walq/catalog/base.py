@@ -14,6 +14,7 @@ can neither create an archived row nor overwrite one.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -128,6 +129,25 @@ class WalRecord:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What one ``claim_many`` did: the names it claimed (in WAL order) and, for every
+    other candidate that has a row, that row as the claim found it (a live claim, an
+    archived or failed WAL): what a scan needs without reading a row per WAL."""
+
+    claimed: list[str]
+    others: dict[str, WalRecord]
+
+
+def unique_candidates(candidates: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A scan's ``(name, source_path)`` pairs once per name (its first source path), in
+    WAL order: every claim_many takes its rows' locks in the same order."""
+    first: dict[str, str] = {}
+    for name, source in candidates:
+        first.setdefault(name, source)
+    return sorted(first.items())
+
+
 # Upper bounds (seconds) of the archive-duration histogram `walq metrics` exposes.
 DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -181,6 +201,19 @@ class Catalog(Protocol):
         False while another worker's claim is live, or once archived/failed."""
         ...
 
+    def claim_many(
+        self,
+        server: str,
+        candidates: list[tuple[str, str]],
+        timeout: float,
+        *,
+        steal: bool = False,
+    ) -> Claims:
+        """``claim`` for every ``(name, source_path)`` of one scan, in one transaction (one
+        statement on PostgreSQL): each row follows claim's rules. A name given twice is
+        claimed at most once, with its first source path."""
+        ...
+
     def extend(self, server: str, name: str, timeout: float) -> None:
         """Push a live claim's deadline forward (progress heartbeat)."""
         ...
@@ -216,6 +249,18 @@ class Catalog(Protocol):
         """In one transaction, move these stored claimed rows to ``archived``; returns the
         names moved (a row no longer claimed and stored is skipped). FencedError as for
         mark_archived, and then nothing is written."""
+        ...
+
+    def commit_ready(
+        self,
+        server: str,
+        choose: Callable[[list[WalRecord]], list[str]],
+        fence: int | None = None,
+    ) -> list[str]:
+        """commit_candidates, then commit_stored of the names ``choose`` picks from them:
+        one transaction on PostgreSQL (the group commit's one per batch). Returns the
+        names moved; nothing is written (and the fence is not touched) when ``choose``
+        picks none."""
         ...
 
     def mark_expired(

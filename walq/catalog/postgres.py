@@ -10,6 +10,7 @@ The schema is created or migrated on first use and by ``walq catalog init``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -20,11 +21,13 @@ from psycopg_pool import ConnectionPool
 from walq.catalog.base import (
     ArchivedInfo,
     ArchiveSummary,
+    Claims,
     WalRecord,
     WalState,
     check_transition,
     summary_from_row,
     summary_sql,
+    unique_candidates,
 )
 from walq.errors import ConfigError, FencedError, TransientError
 from walq.masking import mask_library_logs, mask_secrets, url_passwords
@@ -82,6 +85,25 @@ SCHEMA_LOCK = 0x77616C71  # pg_advisory_xact_lock key: 'walq'
 NOW = "extract(epoch from clock_timestamp())::double precision"
 _SELECT = "SELECT " + ", ".join(WalRecord.COLUMNS) + " FROM walq_wal"
 _SUMMARY = summary_sql("walq_wal", "%s")
+_COLUMNS = ", ".join(WalRecord.COLUMNS)
+# One statement claims a scan's candidates: the INSERT ... ON CONFLICT of ``claim`` over
+# the whole list (rows in WAL order), then every candidate row it did not claim as the
+# statement's snapshot saw it. A row another scan inserted meanwhile is in neither list:
+# it is simply not claimed here.
+_CLAIM_MANY = (
+    f"WITH c(name, source_path) AS (SELECT * FROM unnest(%(names)s::text[], %(sources)s::text[])), "
+    f"claimed AS (INSERT INTO walq_wal AS w (server, name, state, source_path, claimed_at, deadline) "
+    f"SELECT %(server)s, c.name, 'claimed', c.source_path, {NOW}, {NOW} + %(timeout)s "
+    f"FROM c ORDER BY c.name "
+    f"ON CONFLICT (server, name) DO UPDATE SET source_path = EXCLUDED.source_path, "
+    f"claimed_at = EXCLUDED.claimed_at, deadline = EXCLUDED.deadline, stored_at = NULL "
+    f"WHERE w.state = 'claimed' AND (%(steal)s OR coalesce(w.deadline, 0) <= EXCLUDED.claimed_at) "
+    f"RETURNING w.name) "
+    f"SELECT true, %(server)s, name, {', '.join('NULL' for _ in WalRecord.COLUMNS[2:])} FROM claimed "
+    f"UNION ALL SELECT false, {_COLUMNS} FROM walq_wal "
+    f"WHERE server = %(server)s AND name = ANY(%(names)s) "
+    f"AND name NOT IN (SELECT name FROM claimed)"
+)
 
 
 def _record(row: tuple) -> WalRecord:
@@ -160,7 +182,7 @@ class PostgresCatalog:
         return len(MIGRATIONS)
 
     # -- helpers ------------------------------------------------------------
-    def _exec(self, query: str, params: tuple = ()) -> list[tuple]:
+    def _exec(self, query: str, params: tuple | dict[str, Any] = ()) -> list[tuple]:
         try:
             with self.pool.connection() as conn:
                 cur = conn.execute(query, params)
@@ -182,6 +204,31 @@ class PostgresCatalog:
             (server, name, source_path, timeout, steal),
         )
         return bool(rows)
+
+    def claim_many(
+        self,
+        server: str,
+        candidates: list[tuple[str, str]],
+        timeout: float,
+        *,
+        steal: bool = False,
+    ) -> Claims:
+        wanted = unique_candidates(candidates)
+        if not wanted:
+            return Claims([], {})
+        rows = self._exec(
+            _CLAIM_MANY,
+            {
+                "server": server,
+                "names": [name for name, _ in wanted],
+                "sources": [source for _, source in wanted],
+                "timeout": timeout,
+                "steal": steal,
+            },
+        )
+        claimed = sorted(row[2] for row in rows if row[0])
+        others = {row[2]: _record(row[1:]) for row in rows if not row[0]}
+        return Claims(claimed, others)
 
     def extend(self, server: str, name: str, timeout: float) -> None:
         self._exec(
@@ -254,6 +301,32 @@ class PostgresCatalog:
                     (server, list(names)),
                 ).fetchall()
                 return sorted(r[0] for r in rows)
+        except pg_errors.OperationalError as exc:
+            raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
+
+    def commit_ready(
+        self,
+        server: str,
+        choose: Callable[[list[WalRecord]], list[str]],
+        fence: int | None = None,
+    ) -> list[str]:
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                rows = conn.execute(
+                    _SELECT + " WHERE server = %s AND state = 'claimed' ORDER BY name", (server,)
+                ).fetchall()
+                names = choose([_record(r) for r in rows])
+                if not names:
+                    return []
+                if fence is not None:
+                    _advance_fence(conn, server, fence, "commit refused")
+                moved = conn.execute(
+                    f"UPDATE walq_wal SET state = 'archived', archived_at = {NOW}, deadline = NULL, "
+                    "last_error = NULL WHERE server = %s AND name = ANY(%s) AND state = 'claimed' "
+                    "AND stored_at IS NOT NULL RETURNING name",
+                    (server, list(names)),
+                ).fetchall()
+                return sorted(r[0] for r in moved)
         except pg_errors.OperationalError as exc:
             raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
 

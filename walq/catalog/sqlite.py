@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from walq.catalog.base import (
     ArchivedInfo,
     ArchiveSummary,
+    Claims,
     WalRecord,
     WalState,
     check_transition,
     summary_from_row,
     summary_sql,
+    unique_candidates,
 )
 from walq.errors import ConfigError, FencedError
 from walq.fsutil import makedirs_durable, open_private
@@ -55,6 +58,7 @@ ADDED_COLUMNS = [
     ("checksum_algorithm", "TEXT"),
 ]
 _SUMMARY = summary_sql("wal", "?")
+IN_CHUNK = 500  # names per ``IN (...)``: well under SQLite's bound parameters limit
 
 
 def _record(row: tuple) -> WalRecord:
@@ -130,6 +134,60 @@ class SqliteCatalog:
             self.db.execute("ROLLBACK")
             raise
         return claimed
+
+    def claim_many(
+        self,
+        server: str,
+        candidates: list[tuple[str, str]],
+        timeout: float,
+        *,
+        steal: bool = False,
+    ) -> Claims:
+        wanted = unique_candidates(candidates)
+        now = time.time()
+        claimed: list[str] = []
+        others: dict[str, WalRecord] = {}
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self._rows_named(server, [name for name, _ in wanted])
+            fresh, renewed = [], []
+            for name, source in wanted:
+                record = rows.get(name)
+                if record is None:
+                    fresh.append((server, name, WalState.CLAIMED, source, now, now + timeout))
+                elif record.state is WalState.CLAIMED and (steal or (record.deadline or 0) <= now):
+                    renewed.append((source, now, now + timeout, server, name))
+                else:
+                    others[name] = record
+                    continue
+                claimed.append(name)
+            self.db.executemany(
+                "INSERT INTO wal (server, name, state, source_path, claimed_at, deadline) VALUES (?,?,?,?,?,?)",
+                fresh,
+            )
+            self.db.executemany(
+                "UPDATE wal SET source_path=?, claimed_at=?, deadline=?, stored_at=NULL "
+                "WHERE server=? AND name=?",
+                renewed,
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return Claims(claimed, others)
+
+    def _rows_named(self, server: str, names: list[str]) -> dict[str, WalRecord]:
+        """The server's rows among ``names``, by name (a few ``IN`` queries)."""
+        found: dict[str, WalRecord] = {}
+        for i in range(0, len(names), IN_CHUNK):
+            chunk = names[i : i + IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                self._select + f" WHERE server=? AND name IN ({marks})", (server, *chunk)
+            ):
+                record = _record(row)
+                found[record.name] = record
+        return found
 
     def extend(self, server: str, name: str, timeout: float) -> None:
         self._write(
@@ -217,6 +275,17 @@ class SqliteCatalog:
             self.db.execute("ROLLBACK")
             raise
         return moved
+
+    def commit_ready(
+        self,
+        server: str,
+        choose: Callable[[list[WalRecord]], list[str]],
+        fence: int | None = None,
+    ) -> list[str]:
+        # Two transactions here: a write transaction opened for the read would hold
+        # SQLite's one write lock while ``choose`` runs (the embedded catalog is local).
+        names = choose(self.commit_candidates(server))
+        return self.commit_stored(server, names, fence) if names else []
 
     def mark_expired(
         self, server: str, names: list[str], reason: str, fence: int | None = None

@@ -5,7 +5,8 @@ and asks for a commit of its server. At most one commit is queued or running per
 server: a Redis flag set with SET NX by whoever enqueues it, cleared by the
 commit when it starts (before it reads the catalog, so a WAL stored while it
 runs asks for the next one). The commit takes the server's fenced lock once and
-moves the batch to ``archived`` in one catalog transaction, appends their xlogdb
+reads its candidates and moves the batch to ``archived`` in one catalog
+transaction, appends their xlogdb
 lines in one write, and only then removes their sources.
 
 Order: a stored WAL waits for every earlier WAL of its server that is still in
@@ -96,13 +97,20 @@ def commit_server(rt: Runtime, server_name: str) -> Batch:
     token = lock.acquire_within(COMMIT_LOCK_WAIT)
     try:
         wait = min(ORDER_WAIT, rt.config.claim_timeout / 2)  # before a held claim could lapse
-        batch, held, again = ready(rt.catalog.commit_candidates(server.name), time.time(), wait)
+        chosen: list[WalRecord] = []
+        held, again = 0, None
+
+        def choose(records: list[WalRecord]) -> list[str]:
+            nonlocal chosen, held, again
+            chosen, held, again = ready(records, time.time(), wait)
+            if chosen:
+                fault_point("commit")
+            return [r.name for r in chosen]
+
+        # the candidates are read in the fenced transaction: one catalog transaction a batch
+        committed = set(rt.catalog.commit_ready(server.name, choose, fence=token))
+        batch = [r for r in chosen if r.name in committed]
         if batch:
-            fault_point("commit")
-            committed = set(
-                rt.catalog.commit_stored(server.name, [r.name for r in batch], fence=token)
-            )
-            batch = [r for r in batch if r.name in committed]
             storage.record_commits(
                 [
                     (

@@ -129,7 +129,9 @@ def scan_server(
 
     One scan per server at a time (a Redis lock); a second beat's scan finds it
     busy and returns nothing. Claims are atomic in the catalog, so even two scans
-    that did run at once could not enqueue one WAL twice."""
+    that did run at once could not enqueue one WAL twice. Every WAL the listing found
+    is claimed in one catalog statement (claim_many), which also returns the rows it
+    did not claim: no read per WAL."""
     config = rt.config
     args: ServerArgs = parse_args(ServerArgs, config, {"server": server_name})
     server = config.server(args.server)
@@ -151,15 +153,21 @@ def scan_server(
         batch = scan(server)
         jobs, leftovers = [], []
         overdue = False
-        for wal in batch.wals:
-            if rt.catalog.claim(server.name, wal.name, str(wal.path), config.claim_timeout):
-                jobs.append(chain_job(server, wal.name, wal.path, wal.origin))
-                continue
-            record = rt.catalog.get(server.name, wal.name)
-            if record is not None and record.state in DONE_STATES:
-                leftovers.append(wal)
-            elif record is not None and _commit_overdue(rt.config, record):
-                overdue = True
+        if batch.wals:  # one catalog statement claims them all, and returns the other rows
+            claims = rt.catalog.claim_many(
+                server.name, [(w.name, str(w.path)) for w in batch.wals], config.claim_timeout
+            )
+            first_copy = set(claims.claimed)
+            for wal in batch.wals:
+                if wal.name in first_copy:  # streaming before incoming: one chain per WAL
+                    first_copy.discard(wal.name)
+                    jobs.append(chain_job(server, wal.name, wal.path, wal.origin))
+                    continue
+                record = claims.others.get(wal.name)
+                if record is not None and record.state in DONE_STATES:
+                    leftovers.append(wal)
+                elif record is not None and _commit_overdue(rt.config, record):
+                    overdue = True
         if leftovers:
             settle_leftovers(rt, server, leftovers)
         if overdue and commit_overdue is not None:
