@@ -307,7 +307,7 @@ class FaultProxy:
         # 400 MissingContentMD5 for DeleteObjects, like stores that refuse boto3's CRC32 checksums
         self.refuse_batch_delete = refuse_batch_delete
         self.refused_batches = 0
-        self.single_deletes = 0
+        self.single_deletes = 0  # DELETEs of archived objects (wals/), one at a time
         self.every = every
         self.status = status
         self.count = 0
@@ -355,7 +355,7 @@ class FaultProxy:
                         proxy.refused_batches += 1
                     self._error(400, "MissingContentMD5", "Missing required header: Content-MD5")
                     return
-                if self.command == "DELETE":
+                if self.command == "DELETE" and "/wals/" in self.path:  # not the probe's
                     with proxy.lock:
                         proxy.single_deletes += 1
                 if self.command == "GET":
