@@ -112,6 +112,17 @@ def _record(row: tuple) -> WalRecord:
     return WalRecord(*values)
 
 
+def _archive_stored(conn: psycopg.Connection, server: str, names: list[str]) -> list[str]:
+    """Move the named stored rows to ``archived`` (inside the caller's fenced transaction)."""
+    rows = conn.execute(
+        f"UPDATE walq_wal SET state = 'archived', archived_at = {NOW}, deadline = NULL, "
+        "last_error = NULL WHERE server = %s AND name = ANY(%s) AND state = 'claimed' "
+        "AND stored_at IS NOT NULL RETURNING name",
+        (server, list(names)),
+    ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
 def _first_line(exc: BaseException, url: str = "") -> str:
     text = str(exc).strip()
     return mask_secrets(text.splitlines()[0], *url_passwords(url)) if text else type(exc).__name__
@@ -294,13 +305,7 @@ class PostgresCatalog:
             with self.pool.connection() as conn, conn.transaction():
                 if fence is not None:
                     _advance_fence(conn, server, fence, "commit refused")
-                rows = conn.execute(
-                    f"UPDATE walq_wal SET state = 'archived', archived_at = {NOW}, deadline = NULL, "
-                    "last_error = NULL WHERE server = %s AND name = ANY(%s) AND state = 'claimed' "
-                    "AND stored_at IS NOT NULL RETURNING name",
-                    (server, list(names)),
-                ).fetchall()
-                return sorted(r[0] for r in rows)
+                return _archive_stored(conn, server, names)
         except pg_errors.OperationalError as exc:
             raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
 
@@ -320,13 +325,7 @@ class PostgresCatalog:
                     return []
                 if fence is not None:
                     _advance_fence(conn, server, fence, "commit refused")
-                moved = conn.execute(
-                    f"UPDATE walq_wal SET state = 'archived', archived_at = {NOW}, deadline = NULL, "
-                    "last_error = NULL WHERE server = %s AND name = ANY(%s) AND state = 'claimed' "
-                    "AND stored_at IS NOT NULL RETURNING name",
-                    (server, list(names)),
-                ).fetchall()
-                return sorted(r[0] for r in moved)
+                return _archive_stored(conn, server, names)
         except pg_errors.OperationalError as exc:
             raise TransientError(f"catalog unavailable: {_first_line(exc, self.url)}") from exc
 
