@@ -168,6 +168,7 @@ def test_systemd_units_verify(workdir: Path) -> None:
         "walq-worker-io.service",
         "walq-beat.service",
         "walq-flower.service",
+        "walq-exporter.service",
     }, names
     readme = (REPO / "README.md").read_text()
     for path in unit_files():
@@ -211,3 +212,5 @@ def test_systemd_units_run_the_procfile_commands() -> None:
         assert f"-Q {queues} --pool {pool}" in procfile
     assert exec_start("walq-beat.service")[1:4] == ["-A", "workers", "beat"]
     assert exec_start("walq-flower.service")[1:4] == ["-A", "workers", "flower"]
+    assert exec_start("walq-exporter.service")[1:3] == ["exporter", "--listen"]
+    assert "exporter: walq exporter --listen" in procfile
