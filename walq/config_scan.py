@@ -14,7 +14,16 @@ import os
 
 DEFAULT_HOME = "/var/lib/walq"  # walq.config.DEFAULT_HOME, as a string
 
-_BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_BARE_KEY = _ALNUM | frozenset("_-")
+_SERVER_CHARS = _ALNUM | frozenset("_-.")
+
+
+def is_server_name(s: str) -> bool:
+    """A name walq.config.check_server_name accepts (letters, digits, '_', '-', '.',
+    at most 63, no '..'): the fast paths' check of a SERVER argument. A name it
+    refuses goes to the full CLI, whose line explains why."""
+    return 0 < len(s) <= 63 and s[0] in _ALNUM and set(s) <= _SERVER_CHARS and ".." not in s
 
 
 def config_path(explicit: str | None) -> str:

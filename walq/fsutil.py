@@ -8,19 +8,27 @@ where walq and PostgreSQL run as different users of one group.
 Owned directories: walq deletes recursively only inside a directory it created
 itself and marked with ``OWNED_MARKER``; a directory without the marker (an
 operator's directory, a misconfigured path, a symlink) is left alone.
+
+put-wal's fast path imports this module on PostgreSQL's critical path, so it imports
+only what the interpreter has already loaded (os, stat, sys, errno): ``pathlib``,
+``re`` and ``shutil`` are imported inside the functions that need them, which that
+path never calls (tests/test_putwal_fast.py pins the set).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
 from walq.errors import NotOwnedError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Callable
+    from pathlib import Path
 
 OWNED_MARKER = ".walq-owned"
 _MARKER_TEXT = b"created by walq: walq may delete this directory and everything in it\n"
@@ -48,7 +56,7 @@ def incoming_mode() -> int:
     return 0o2770 if _group_access else 0o700
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -56,22 +64,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def makedirs_durable(path: Path, mode: int | None = None) -> None:
+def makedirs_durable(path: str | os.PathLike[str], mode: int | None = None) -> None:
     """Create missing directories and fsync each new one's parent. Each gets walq's
-    directory mode (private unless ``group_access``); ``mode``, if given, is the leaf's."""
+    directory mode (private unless ``group_access``); ``mode``, if given, is the leaf's.
+    String paths (os.path), not pathlib: put-wal's fast path calls this."""
+    leaf = os.fspath(path).rstrip("/") or "/"
     missing = []
-    p = Path(path)
-    while not p.exists():
+    p = leaf
+    while not os.path.exists(p):
         missing.append(p)
-        p = p.parent
+        p = os.path.dirname(p) or "."
     for d in reversed(missing):
-        wanted = mode if mode is not None and d == Path(path) else dir_mode()
+        wanted = mode if mode is not None and d == leaf else dir_mode()
         try:
-            d.mkdir(mode=wanted & 0o777)
+            os.mkdir(d, wanted & 0o777)
         except FileExistsError:
             continue
         os.chmod(d, wanted)  # exact, whatever the umask
-        fsync_dir(d.parent)
+        fsync_dir(os.path.dirname(d) or ".")
     if not os.path.isdir(path):  # an existing file (or a link to one) is no directory to use
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
 
@@ -131,13 +141,13 @@ def make_private(path: str | os.PathLike[str]) -> bool:
         os.close(fd)
 
 
-def copy_private(src: Path, dst: Path) -> None:
+def copy_private(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     """copyfile, but ``dst`` is created new (never through an existing name) with walq's mode."""
     with (
         open(src, "rb") as fin,
         os.fdopen(open_private(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout,
     ):
-        import shutil  # here: put-wal's fast path imports this module and never copies so
+        import shutil  # here, not above: put-wal's fast path imports this module
 
         shutil.copyfileobj(fin, fout, 1 << 20)
 
@@ -145,7 +155,7 @@ def copy_private(src: Path, dst: Path) -> None:
 # -- owned directories ------------------------------------------------------------------
 
 
-def _is_real_dir(path: Path) -> bool:
+def _is_real_dir(path: str | os.PathLike[str]) -> bool:
     try:
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except FileNotFoundError:
@@ -154,11 +164,10 @@ def _is_real_dir(path: Path) -> bool:
 
 def is_owned(path: str | os.PathLike[str]) -> bool:
     """A real directory (not a symlink) carrying walq's marker file."""
-    p = Path(path)
-    if not _is_real_dir(p):
+    if not _is_real_dir(path):
         return False
     try:
-        return stat.S_ISREG(os.lstat(p / OWNED_MARKER).st_mode)
+        return stat.S_ISREG(os.lstat(os.path.join(path, OWNED_MARKER)).st_mode)
     except FileNotFoundError:
         return False
 
@@ -179,6 +188,8 @@ def make_owned_dir(
     (an earlier walq version's leftovers); otherwise NotOwnedError names it and
     nothing is touched. A symlink is never adopted.
     """
+    from pathlib import Path  # here, not above: put-wal's fast path imports this module
+
     p = Path(path)
     if is_owned(p):
         return p
@@ -216,6 +227,8 @@ def remove_owned_tree(path: str | os.PathLike[str]) -> bool:
     """rmtree ``path`` only if it is a real directory carrying walq's marker (symlinks are
     never followed, inside it neither). Returns True if removed or absent; an unmarked
     directory is left alone with a warning on stderr and False."""
+    from pathlib import Path  # here, not above: put-wal's fast path imports this module
+
     p = Path(path)
     if not p.exists() and not p.is_symlink():
         return True
@@ -232,23 +245,36 @@ def remove_owned_tree(path: str | os.PathLike[str]) -> bool:
 
 
 # What earlier walq versions left in directories they created before the marker existed,
-# so that an upgrade adopts them instead of refusing to start.
+# so that an upgrade adopts them instead of refusing to start. Compiled on first use:
+# put-wal's fast path imports this module and must not import re.
 _WAL = r"[0-9A-F]{8}(?:[0-9A-F]{16}(?:\.partial|\.[0-9A-F]{8}\.backup)?|\.history)"
-_SPOOL_PAYLOAD_RE = re.compile(rf"\.?{_WAL}\.(?:incoming|streaming)(?:\.[a-z0-9]+)*")
-_RESTORE_SPOOL_RE = re.compile(rf"{_WAL}|\.prefetch\.[a-z.0-9]+|\.{_WAL}\.walq-[0-9]+")
-_CHAIN_RE = re.compile(r"[0-9a-f]{32}")
+_LEFTOVER_PATTERNS = {
+    "spool": rf"\.?{_WAL}\.(?:incoming|streaming)(?:\.[a-z0-9]+)*",
+    "restore": rf"{_WAL}|\.prefetch\.[a-z.0-9]+|\.{_WAL}\.walq-[0-9]+",
+    "chain": r"[0-9a-f]{32}",
+}
+_compiled: dict[str, re.Pattern[str]] = {}
+
+
+def _leftover(kind: str, name: str) -> bool:
+    pattern = _compiled.get(kind)
+    if pattern is None:
+        import re
+
+        pattern = _compiled[kind] = re.compile(_LEFTOVER_PATTERNS[kind])
+    return pattern.fullmatch(name) is not None
 
 
 def spool_leftover(entry: os.DirEntry[str]) -> bool:
     """A payload (or its .part) in an archive spool, or a fleet chain's directory."""
     if entry.is_dir(follow_symlinks=False):
-        return bool(_CHAIN_RE.fullmatch(entry.name))
-    return entry.is_file(follow_symlinks=False) and bool(_SPOOL_PAYLOAD_RE.fullmatch(entry.name))
+        return _leftover("chain", entry.name)
+    return entry.is_file(follow_symlinks=False) and _leftover("spool", entry.name)
 
 
 def restore_spool_leftover(entry: os.DirEntry[str]) -> bool:
     """A restored segment, a prefetcher's state file or its temp file in a restore spool."""
-    return entry.is_file(follow_symlinks=False) and bool(_RESTORE_SPOOL_RE.fullmatch(entry.name))
+    return entry.is_file(follow_symlinks=False) and _leftover("restore", entry.name)
 
 
 def temp_leftover(entry: os.DirEntry[str]) -> bool:

@@ -14,35 +14,30 @@ from dataclasses import dataclass
 
 from walq.errors import InvalidWalError, WalNameError, WalqError, clip
 
-# \A..\Z and fullmatch, never "$": "$" also matches before a trailing newline, and a
-# name ending in "\n" would be archived under it and split its xlogdb line.
+# the constants live in walq.walcheck (imported by per-WAL processes) and are re-exported here
+from walq.walcheck import (
+    KNOWN_PAGE_MAGICS,
+    LONG_HEADER_SIZE,
+    MAX_SEG_SIZE,
+    MIN_SEG_SIZE,
+    XLP_ALL_FLAGS,
+    XLP_LONG_HEADER,
+    split_wal_name,
+)
+
+# The names walq.walcheck.split_wal_name accepts, for storage listings that match many
+# (tests/test_wal_names.py keeps the two equal). \A..\Z and fullmatch, never "$": "$"
+# also matches before a trailing newline, and a name ending in "\n" would be archived
+# under it and split its xlogdb line.
 WAL_NAME_RE = re.compile(
     r"\A([0-9A-Fa-f]{8})(?:([0-9A-Fa-f]{8})([0-9A-Fa-f]{8})"
     r"(?:\.[0-9A-Fa-f]{8}\.backup|\.partial)?|\.history)\Z"
 )
 
-MIN_SEG_SIZE = 1 << 20
-MAX_SEG_SIZE = 1 << 30
 MAX_TEXT_SIZE = 1 << 20  # history and backup files are small text
 
-# XLOG_PAGE_MAGIC per PostgreSQL major version; a new major only needs a row.
-PAGE_MAGIC_BY_VERSION: dict[int, int] = {
-    10: 0xD097,
-    11: 0xD098,
-    12: 0xD101,
-    13: 0xD106,
-    14: 0xD10D,
-    15: 0xD110,
-    16: 0xD113,
-    17: 0xD116,
-    18: 0xD118,
-}
-KNOWN_PAGE_MAGICS = frozenset(PAGE_MAGIC_BY_VERSION.values())
-
-XLP_LONG_HEADER = 0x0002
-XLP_ALL_FLAGS = 0x000F
 LONG_HEADER = struct.Struct("<HHIQI4xQII")  # 40 bytes, little-endian hosts
-LONG_HEADER_SIZE = LONG_HEADER.size
+assert LONG_HEADER.size == LONG_HEADER_SIZE
 
 
 class WalKind(enum.StrEnum):
@@ -75,22 +70,13 @@ class WalName:
 
 def parse_wal_name(name: str) -> WalName:
     """Parse a WAL basename; raise WalNameError naming the string otherwise."""
-    match = WAL_NAME_RE.fullmatch(name)
-    if match is None:
+    split = split_wal_name(name)  # the one definition of a WAL name (walq.walcheck)
+    if split is None:
         raise WalNameError(f"{clip(name)} is not a WAL file name")
-    tli = int(match.group(1), 16)
+    kind, tli, log, seg = split
     if tli == 0:
         raise WalNameError(f"{clip(name)} has timeline 0, which PostgreSQL never uses")
-    if name.endswith(".history"):
-        return WalName(name, WalKind.HISTORY, tli, 0, 0)
-    log, seg = int(match.group(2), 16), int(match.group(3), 16)
-    if name.endswith(".backup"):
-        kind = WalKind.BACKUP
-    elif name.endswith(".partial"):
-        kind = WalKind.PARTIAL
-    else:
-        kind = WalKind.SEGMENT
-    return WalName(name, kind, tli, log, seg)
+    return WalName(name, WalKind(kind), tli, log, seg)
 
 
 def max_plain_size(name: str) -> int:

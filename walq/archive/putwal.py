@@ -18,26 +18,26 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
-from pathlib import Path
 
 from walq.errors import ConfigError, DuplicateWalError, InvalidWalError, TransientError
 from walq.fsutil import fsync_dir, incoming_mode, makedirs_durable, open_private
-from walq.wal import (
-    KNOWN_PAGE_MAGICS,
+from walq.walcheck import (
+    BACKUP,
+    HISTORY,
     LONG_HEADER_SIZE,
     MAX_SEG_SIZE,
     MIN_SEG_SIZE,
-    XLP_LONG_HEADER,
-    PageHeader,
-    WalKind,
-    WalName,
-    WalNameError,
-    parse_wal_name,
+    PARTIAL,
+    header_seg_size,
+    is_seg_size,
+    split_wal_name,
 )
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     from walq.config import Config, ServerConfig
 
 MAX_TEXT_FILE_SIZE = (
@@ -49,36 +49,46 @@ def put_wal(config: Config, server_name: str, source: Path) -> str:
     """Copy ``source`` into the server's incoming/; returns 'stored' or 'identical'."""
     server = config.server(server_name)
     return land_wal(
-        server.incoming_dir, server.name, source, lambda: _learned_seg_size(config, server)
+        str(server.incoming_dir),
+        server.name,
+        str(source),
+        lambda: _learned_seg_size(config, server),
     )
 
 
 def land_wal(
-    incoming: Path, server_name: str, source: Path, learned_seg_size: Callable[[], int]
+    incoming: str, server_name: str, source: str, learned_seg_size: Callable[[], int]
 ) -> str:
     """put-wal's checks and copy: ``source`` into ``incoming`` (created private, or
     group-shared with group_access) as a fsynced, atomically published file.
-    ``learned_seg_size`` is asked only for a segment without a usable page header."""
-    name = source.name
-    try:
-        wal = parse_wal_name(name)
-    except WalNameError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    if not source.is_file():
+    ``learned_seg_size`` is asked only for a segment without a usable page header.
+    String paths and walq.walcheck, not pathlib and walq.wal: the fast path's imports."""
+    name = os.path.basename(source)
+    split = split_wal_name(name)
+    if split is None or split[1] == 0:
+        from walq.wal import parse_wal_name  # its error names what is wrong with the name
+
+        try:
+            parse_wal_name(name)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        raise AssertionError(f"{name!r}: walq.walcheck and walq.wal disagree")  # unreachable
+    kind = split[0]
+    if not os.path.isfile(source):
         raise ConfigError(f"{source}: not a regular file")
-    size = _check_size(server_name, source, wal, learned_seg_size)
+    size = _check_size(server_name, source, kind, learned_seg_size)
     try:
         makedirs_durable(incoming, incoming_mode())
     except OSError as exc:
         raise ConfigError(
             f"servers.{server_name}.incoming_dir: cannot create {incoming}: {exc.strerror}"
         ) from None
-    target = incoming / name
-    if target.exists():
+    target = os.path.join(incoming, name)
+    if os.path.exists(target):
         return _compare_existing(source, target)
-    tmp = incoming / f".{name}.{os.getpid()}.put"
+    tmp = os.path.join(incoming, f".{name}.{os.getpid()}.put")
     try:
-        tmp.unlink(missing_ok=True)  # a killed call's leftover under a reused pid
+        _unlink_if_there(tmp)  # a killed call's leftover under a reused pid
         with (
             open(source, "rb") as fin,
             os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fout,
@@ -89,7 +99,7 @@ def land_wal(
                     f"{source}: changed size while being copied ({size} -> {copied} bytes); not copied"
                 )
             os.fsync(fout.fileno())
-        st = source.stat()
+        st = os.stat(source)
         os.utime(tmp, (st.st_atime, st.st_mtime))
         try:
             os.link(tmp, target)
@@ -101,8 +111,15 @@ def land_wal(
             f"cannot copy {source} into {incoming}: {exc.strerror or exc}"
         ) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        _unlink_if_there(tmp)
     return "stored"
+
+
+def _unlink_if_there(path: str) -> None:
+    try:  # noqa: SIM105 (contextlib.suppress: one import more per archive_command call)
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
@@ -129,18 +146,19 @@ def copy_fd(src: int, dst: int) -> int:
 
 
 def _check_size(
-    server_name: str, source: Path, wal: WalName, learned_seg_size: Callable[[], int]
+    server_name: str, source: str, kind: str, learned_seg_size: Callable[[], int]
 ) -> int:
-    """The file's size if it is plausible for its kind; InvalidWalError naming the expected size otherwise."""
-    size = source.stat().st_size
-    if wal.kind in (WalKind.HISTORY, WalKind.BACKUP):
+    """The file's size if it is plausible for its kind (walq.walcheck's kind names);
+    InvalidWalError naming the expected size otherwise."""
+    size = os.stat(source).st_size
+    if kind in (HISTORY, BACKUP):
         if not 0 < size <= MAX_TEXT_FILE_SIZE:
             raise InvalidWalError(
-                f"{source}: {size} bytes, expected 1 to {MAX_TEXT_FILE_SIZE} bytes for a {wal.kind} file; not copied"
+                f"{source}: {size} bytes, expected 1 to {MAX_TEXT_FILE_SIZE} bytes for a {kind} file; not copied"
             )
         return size
     seg_size, where = _expected_seg_size(server_name, source, learned_seg_size)
-    if wal.kind is WalKind.PARTIAL:
+    if kind == PARTIAL:
         if size > (seg_size or MAX_SEG_SIZE):
             raise InvalidWalError(
                 f"{source}: {size} bytes, expected at most {seg_size or MAX_SEG_SIZE} ({where}); not copied"
@@ -148,7 +166,7 @@ def _check_size(
         return size
     if seg_size and size != seg_size:
         raise InvalidWalError(f"{source}: {size} bytes, expected {seg_size} ({where}); not copied")
-    if not seg_size and not _valid_seg_size(size):
+    if not seg_size and not is_seg_size(size):
         raise InvalidWalError(
             f"{source}: {size} bytes, expected a segment size (a power of two from {MIN_SEG_SIZE} to "
             f"{MAX_SEG_SIZE} bytes); not copied"
@@ -156,12 +174,8 @@ def _check_size(
     return size
 
 
-def _valid_seg_size(n: int) -> bool:
-    return MIN_SEG_SIZE <= n <= MAX_SEG_SIZE and n & (n - 1) == 0
-
-
 def _expected_seg_size(
-    server_name: str, source: Path, learned_seg_size: Callable[[], int]
+    server_name: str, source: str, learned_seg_size: Callable[[], int]
 ) -> tuple[int, str]:
     """(segment size, where it comes from): the file's own long page header when it has
     a valid one (40 bytes read, nothing imported), else the size the catalog learned,
@@ -171,14 +185,9 @@ def _expected_seg_size(
             head = f.read(LONG_HEADER_SIZE)
     except OSError as exc:
         raise TransientError(f"cannot read {source}: {exc.strerror or exc}") from exc
-    if len(head) == LONG_HEADER_SIZE:
-        hdr = PageHeader.unpack(head)
-        if (
-            hdr.magic in KNOWN_PAGE_MAGICS
-            and hdr.info & XLP_LONG_HEADER
-            and _valid_seg_size(hdr.seg_size)
-        ):
-            return hdr.seg_size, "the segment size in its page header"
+    seg_size = header_seg_size(head)
+    if seg_size:
+        return seg_size, "the segment size in its page header"
     learned = learned_seg_size()
     return (learned, f"servers.{server_name}'s segment size") if learned else (0, "")
 
@@ -197,13 +206,20 @@ def _learned_seg_size(config: Config, server: ServerConfig) -> int:
             catalog.close()
     except Exception:  # no catalog yet, or unreachable: fall back to any valid size
         return 0
-    return value if _valid_seg_size(value) else 0
+    return value if is_seg_size(value) else 0
 
 
-def _compare_existing(source: Path, target: Path) -> str:
-    from walq.chunks import sha256_file  # only a repeated call compares
-
-    if sha256_file(source) == sha256_file(target):
+def _compare_existing(source: str, target: str) -> str:
+    """'identical' when ``target`` holds exactly ``source``'s bytes (compared directly,
+    1 MiB at a time: no hash to import or compute); DuplicateWalError otherwise."""
+    with open(source, "rb") as a, open(target, "rb") as b:
+        same = os.fstat(a.fileno()).st_size == os.fstat(b.fileno()).st_size
+        while same:
+            chunk = a.read(1 << 20)
+            same = chunk == b.read(1 << 20)
+            if not chunk:
+                break
+    if same:
         return "identical"
     raise DuplicateWalError(
         f"{target} already exists with different content; {source} was not copied"

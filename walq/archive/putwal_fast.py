@@ -21,10 +21,14 @@ command (``walq check`` first), while archive_command keeps landing WAL safely.
 # no `from __future__ import annotations`: one import fewer per archive_command call
 import os
 
-from walq.config_scan import DEFAULT_HOME, config_path, env_overrides, read_text, scan_toml
-
-_SERVER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.")
-
+from walq.config_scan import (
+    DEFAULT_HOME,
+    config_path,
+    env_overrides,
+    is_server_name,
+    read_text,
+    scan_toml,
+)
 
 _READS = frozenset({"home", "group_access", "servers"})  # the top-level keys it reads
 
@@ -49,30 +53,24 @@ def put_wal_fast(argv: list[str]) -> int | None:
     if len(args) != 3 or args[0] != "put-wal" or any(a.startswith("-") for a in args):
         return None
     _, server, source = args
-    if not _is_server_name(server) or not source or "\0" in source or env_overrides(_READS):
+    if not is_server_name(server) or not source or "\0" in source or env_overrides(_READS):
         return None
     settings = _settings(config_path(explicit), server)
     if settings is None:
         return None
     incoming, group_access = settings
-    # imported only now: a call this path will not serve pays nothing for them
-    from pathlib import Path
-
+    # imported only now: a call this path will not serve pays nothing for them. Neither
+    # imports pathlib, re, enum, dataclasses or typing (tests/test_putwal_fast.py)
     from walq.archive.putwal import land_wal
     from walq.errors import WalqError
     from walq.fsutil import set_group_access
 
     set_group_access(group_access)
     try:
-        land_wal(Path(incoming), server, Path(source), _undecided)
+        land_wal(incoming, server, source, _undecided)
     except (_Undecided, WalqError, OSError):
         return None
     return 0
-
-
-def _is_server_name(s: str) -> bool:
-    """walq.config.SERVER_NAME_RE's names, conservatively (the full CLI judges the rest)."""
-    return 0 < len(s) <= 63 and s[0].isalnum() and set(s) <= _SERVER_CHARS and ".." not in s
 
 
 def _settings(path: str, server: str) -> tuple[str, bool] | None:

@@ -15,22 +15,12 @@ None and the full CLI takes over with complete validation. On a hit with
 import os
 import sys
 
-from walq.config_scan import DEFAULT_HOME, read_text, scan_toml
+from walq.config_scan import DEFAULT_HOME, is_server_name, read_text, scan_toml
 from walq.config_scan import config_path as path_of_config
 from walq.restore.spool import END_NAME, detach, parse_prefetch, running_pid, wait_for_inflight
 
-_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _HEX_UPPER = frozenset("0123456789ABCDEF")
-
-
-def _is_server_name(s: str) -> bool:
-    return (
-        0 < len(s) <= 63
-        and s[0].isalnum()
-        and s.isascii()
-        and set(s) <= _NAME_CHARS
-        and ".." not in s
-    )
+_is_server_name = is_server_name  # shared with put-wal's fast path (walq.config_scan)
 
 
 def _is_segment_name(s: str) -> bool:
