@@ -7,6 +7,8 @@
 - Whatever the fast path cannot decide (unusual config, WALQ_* variables, a
   segment without a usable header) goes to the full CLI.
 - The shared TOML scan agrees with tomllib or abstains (property test).
+- Both per-WAL fast paths (put-wal, get-wal's spool hit) import none of the standard
+  library modules that made put-wal cost 2.6x its floor (pathlib, re, enum, ...).
 """
 
 from __future__ import annotations
@@ -49,6 +51,28 @@ heavy = sorted(m for m in sys.modules if m in {heavy!r} or m.split(".")[0] in {h
 print(repr(heavy))
 sys.exit(rc)
 """
+# What put-wal's fast path cost on top of the interpreter (issue 16, python -X importtime):
+# pathlib with fnmatch and re, walq.wal's dataclasses/inspect/enum/re, typing, shutil;
+# hashlib and walq.chunks for an identical repeat. Neither fast path may import any.
+STDLIB_WEIGHT = (
+    "pathlib",
+    "re",
+    "fnmatch",
+    "dataclasses",
+    "enum",
+    "inspect",
+    "typing",
+    "shutil",
+    "struct",
+    "collections",
+    "functools",
+    "contextlib",
+    "hashlib",
+    "tomllib",
+    "pydantic",
+    "walq.wal",
+    "walq.chunks",
+)
 FULL = """
 import sys
 from walq.cli import main
@@ -94,6 +118,40 @@ def test_put_wal_imports_nothing_heavy(workdir: Path, wal_corpus) -> None:
     assert [p.name for p in target.parent.iterdir()] == [seg.name]  # no dot-file left
     again = run_walq(config, "put-wal", "pg1", str(seg))  # identical: success, still light
     assert again.returncode == 0 and again.stdout.strip() == "[]", again.stdout + again.stderr
+
+
+def _weight(config: Path, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    """The STDLIB_WEIGHT modules a whole ``walq`` call (console script's entry) imported."""
+    probe = PROBE.format(heavy=STDLIB_WEIGHT)
+    res = subprocess.run(
+        [PYTHON, "-c", probe, "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    return eval(res.stdout.strip())  # the probe prints a sorted list of names
+
+
+def test_fast_paths_import_none_of_the_stdlib_weight(workdir: Path, wal_corpus) -> None:
+    config = write_walq_config(workdir, {"pg1": {}}, broker_url=None)
+    seg = wal_corpus.path(wal_corpus.segments[2])
+    incoming = workdir / "home" / "pg1" / "incoming"
+    assert _weight(config, "put-wal", "pg1", str(seg)) == []  # stored
+    assert (incoming / seg.name).read_bytes() == seg.read_bytes()
+    assert _weight(config, "put-wal", "pg1", str(seg)) == []  # identical repeat
+    spool = workdir / "home" / "restore-spool" / "pg1"
+    spool.mkdir(parents=True)
+    shutil.copy(seg, spool / seg.name)
+    dest = workdir / "restored"
+    assert _weight(config, "get-wal", "pg1", seg.name, str(dest)) == []  # spool hit
+    assert dest.read_bytes() == seg.read_bytes() and not (spool / seg.name).exists()
+    # the probe sees them where they are imported: the same call sent to the full CLI
+    full = _weight(
+        config, "put-wal", "pg1", str(seg), env=dict(os.environ, WALQ_GROUP_ACCESS="false")
+    )
+    assert {"pathlib", "re", "typing", "pydantic"} <= set(full), full
 
 
 def _cases(workdir: Path, wal_corpus) -> list[tuple[str, dict, dict, list[str], Path | None]]:

@@ -10,6 +10,9 @@ from hypothesis import strategies as st
 
 from walq.errors import InvalidWalError
 from walq.wal import (
+    LONG_HEADER_SIZE,
+    WAL_NAME_RE,
+    PageHeader,
     WalKind,
     WalNameError,
     lsn_to_segment,
@@ -23,6 +26,7 @@ from walq.wal import (
     validate_history,
     validate_segment_header,
 )
+from walq.walcheck import header_seg_size, split_wal_name
 
 SEG_SIZES = [1 << n for n in range(20, 31)]
 seg_sizes = st.sampled_from(SEG_SIZES)
@@ -141,3 +145,59 @@ def test_history_content() -> None:
         validate_history(b"garbage\n")
     with pytest.raises(InvalidWalError):
         validate_history(b"# only a comment\n")
+
+
+# -- walq.walcheck: the import-free name and header reading put-wal's fast path uses -------
+
+NAME_SAMPLES = [  # one of each kind, hex of both cases: cut and extended by the property
+    "000000010000000000000003",
+    "00000001000000000000001f.partial",
+    "00000001000000000000000A.00000028.backup",
+    "0000000a.history",
+]
+NAME_PARTS = st.sampled_from(
+    ["0", "1", "9", "a", "F", "f", "G", "_", " ", "\n", ".", ".history", ".partial", ".backup"]
+)
+
+
+@given(
+    st.one_of(
+        st.lists(NAME_PARTS, max_size=42).map("".join),
+        st.builds(
+            lambda name, cut, tail: name[:cut] + tail,
+            st.sampled_from(NAME_SAMPLES),
+            st.integers(0, 40),
+            st.text(max_size=3),
+        ),
+    )
+)
+def test_walcheck_names_are_exactly_wal_name_re(name: str) -> None:
+    """One language of WAL names: walq.walcheck's string checks accept what the storage
+    listings' WAL_NAME_RE matches, with the same timeline, log and seg."""
+    match = WAL_NAME_RE.fullmatch(name)
+    split = split_wal_name(name)
+    assert (split is not None) == (match is not None), name
+    if match is not None and split is not None:
+        kind, tli, log, seg = split
+        assert tli == int(match.group(1), 16)
+        assert (log, seg) == (
+            (0, 0) if kind == "history" else (int(match.group(2), 16), int(match.group(3), 16))
+        )
+        if tli:
+            assert parse_wal_name(name).kind == WalKind(kind)
+
+
+def test_walcheck_header_seg_size_matches_the_full_header(wal_corpus) -> None:
+    """The header's segment size read with int.from_bytes is PageHeader's; a header
+    without a known magic, the long-header flag or a valid size declares none."""
+    head = wal_corpus.path(wal_corpus.segments[0]).read_bytes()[:LONG_HEADER_SIZE]
+    assert header_seg_size(head) == PageHeader.unpack(head).seg_size == 1 << 20
+    assert header_seg_size(head[:-1]) == 0
+    no_long_flag = head[:2] + struct.pack("<H", 0) + head[4:]
+    assert header_seg_size(no_long_flag) == 0
+    unknown_magic = struct.pack("<H", 0xD000) + head[2:]
+    assert header_seg_size(unknown_magic) == 0
+    odd_size = head[:32] + struct.pack("<I", 3 << 20) + head[36:]
+    assert header_seg_size(odd_size) == 0
+    big = head[:32] + struct.pack("<I", 1 << 24) + head[36:]
+    assert header_seg_size(big) == PageHeader.unpack(big).seg_size == 1 << 24
