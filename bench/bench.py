@@ -339,20 +339,17 @@ def run_all(b: Bench, ctx: Ctx, only: set[str]) -> None:
 
 
 def putwal_row(ctx: Ctx, *, with_pgbackrest: bool) -> dict[str, object]:
-    """bench.putwal_cost on the per-WAL corpus, and pgBackRest's async archive-push per
-    call (zstd-3, the whole push including its background process, divided by calls)."""
+    """bench.putwal_cost on the per-WAL corpus, with pgBackRest's async archive-push
+    (the call, and per call with its async process) unless walq only."""
     from bench import putwal_cost
 
     corpus = ctx.per_wal()
-    result = putwal_cost.measure(corpus.directory, corpus.segments, ctx.fresh("putwal"))
-    if with_pgbackrest and shutil.which("pgbackrest"):
-        run = runners.pgbackrest_push(ctx, "zstd", 3)
-        cpu = result["cpu_s"]
-        assert isinstance(cpu, dict) and run.sample.cpu is not None
-        cpu["pgbackrest archive-push (async, zstd-3; per call, incl. its async worker)"] = (
-            run.sample.cpu / run.segments
-        )
-    return result
+    return putwal_cost.measure(
+        corpus.directory,
+        corpus.segments,
+        ctx.fresh("putwal"),
+        corpus.pgdata if with_pgbackrest else None,
+    )
 
 
 # -- output -----------------------------------------------------------------------------------

@@ -8,10 +8,18 @@ the child and what it waited for, from getrusage) of one process per segment:
 - ``cp + sync``: ``cp SEG DIR/ && sync DIR/SEG`` (the bytes copied and fsynced);
 - ``walq put-wal``: the console script (its fast path, walq.archive.putwal_fast);
 - ``walq put-wal (full CLI)``: the same call sent to the full CLI (a WALQ_* variable
-  the fast path leaves to pydantic-settings), i.e. what every call cost before.
+  the fast path leaves to pydantic-settings), i.e. what every call cost before;
+- with pgBackRest installed and the cluster's control data at hand (the corpus's
+  ``pgdata``): ``pgbackrest archive-push`` async with a spool (archive-async=y,
+  zstd-3, as bench.runners drives it), the call PostgreSQL waits for; and, from a
+  second pass with its cgroup, the whole push including the async process that
+  compresses and stores, divided by the calls (a mean, not a median).
 
-The floor is ``python -c pass`` + ``cp + sync``. Run alone:
-``.venv/bin/python -m bench.putwal_cost SEGMENT_DIR [--calls N]``.
+The rows run interleaved, one segment at a time in a rotating order, each segment
+read once before into the page cache: on a shared machine a change of load then
+touches every row alike. The floor is ``python -c pass`` + ``cp + sync``. Run alone:
+``.venv/bin/python -m bench.putwal_cost SEGMENT_DIR [--calls N] [--pgdata DIR]``
+(SEGMENT_DIR is a corpus's ``wal`` directory: ``--pgdata`` defaults to its sibling).
 """
 
 from __future__ import annotations
@@ -25,11 +33,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
 WALQ = REPO / ".venv" / "bin" / "walq"
+PGBR_CALL = "pgbackrest archive-push (async, zstd-3): the call"
+PGBR_TOTAL = "pgbackrest archive-push (async, zstd-3): per call incl. its async process"
 
 
 def _cpu_of(cmd: list[str], env: dict[str, str] | None = None) -> float:
@@ -39,37 +50,110 @@ def _cpu_of(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def measure(segment_dir: Path, segments: list[str], scratch: Path) -> dict[str, object]:
-    """Median CPU seconds per call for each row, over ``segments`` (one call each)."""
-    rows: dict[str, list[float]] = {
-        "python -c pass": [],
-        "cp + sync": [],
-        "walq put-wal": [],
-        "walq put-wal (full CLI)": [],
+def _walq_home(scratch: Path, name: str) -> Path:
+    home = scratch / name
+    home.mkdir(parents=True)
+    config = home / "walq.toml"
+    config.write_text(f'home = "{home / "home"}"\n\n[servers.bench]\ncompression = "zstd"\n')
+    return config
+
+
+def _wait_gone(marker: str, timeout: float = 60) -> None:
+    """Until no process has ``marker`` on its command line (pgBackRest's async process
+    exits by itself once its queue is empty)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = False
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    busy = busy or marker.encode() in f.read()
+            except OSError:
+                continue
+        if not busy:
+            return
+        time.sleep(0.05)
+
+
+def _pgbackrest_ctx(segment_dir: Path, segments: list[str], pgdata: Path, scratch: Path):
+    from bench.corpus import Corpus
+    from bench.runners import Ctx
+
+    seg_size = (segment_dir / segments[0]).stat().st_size
+    return Ctx(Corpus(segment_dir, segments, 0, seg_size, pgdata), scratch, scratch)
+
+
+def measure(
+    segment_dir: Path, segments: list[str], scratch: Path, pgdata: Path | None = None
+) -> dict[str, object]:
+    """Median CPU seconds per call for each row, over ``segments`` (one call each);
+    the pgBackRest rows where ``pgdata`` is given and pgbackrest is installed."""
+    calls = {
+        "python -c pass": lambda name: [str(PYTHON), "-c", "pass"],
+        "cp + sync": lambda name: [
+            "sh",
+            "-c",
+            f'cp "$1" "$2/" && sync "$2/{name}"',
+            "sh",
+            str(segment_dir / name),
+            str(copies),
+        ],
+        "walq put-wal": lambda name: [
+            str(WALQ),
+            "--config",
+            str(fast),
+            "put-wal",
+            "bench",
+            str(segment_dir / name),
+        ],
+        "walq put-wal (full CLI)": lambda name: [
+            str(WALQ),
+            "--config",
+            str(full),
+            "put-wal",
+            "bench",
+            str(segment_dir / name),
+        ],
     }
-    env_full = dict(os.environ, WALQ_GROUP_ACCESS="false")  # sends put-wal to the full model
-    for round_name, env in (("walq put-wal", None), ("walq put-wal (full CLI)", env_full)):
-        home = scratch / round_name.replace(" ", "-").replace("(", "").replace(")", "")
-        config = home / "walq.toml"
-        home.mkdir(parents=True)
-        config.write_text(f'home = "{home / "home"}"\n\n[servers.bench]\ncompression = "zstd"\n')
-        for name in segments:
-            cpu = _cpu_of(
-                [str(WALQ), "--config", str(config), "put-wal", "bench", str(segment_dir / name)],
-                env=env,
-            )
-            rows[round_name].append(cpu)
-        shutil.rmtree(home)
+    env = {"walq put-wal (full CLI)": dict(os.environ, WALQ_GROUP_ACCESS="false")}
+    fast, full = _walq_home(scratch, "fast"), _walq_home(scratch, "full")
     copies = scratch / "cp"
     copies.mkdir()
-    for name in segments:
-        rows["python -c pass"].append(_cpu_of([str(PYTHON), "-c", "pass"]))
-        script = f'cp "$1" "$2/" && sync "$2/{name}"'
-        rows["cp + sync"].append(
-            _cpu_of(["sh", "-c", script, "sh", str(segment_dir / name), str(copies)])
-        )
-    shutil.rmtree(copies)
+    ctx = None
+    if pgdata is not None and shutil.which("pgbackrest"):
+        from bench import runners
+
+        ctx = _pgbackrest_ctx(segment_dir, segments, pgdata, scratch / "pgbr")
+        pgbr, wal, _ = runners.pgbackrest_stanza(ctx, ctx.fresh("call"), "zstd", 3)
+        ctx.corpus.link_into(wal)
+        for name in segments:
+            (wal / "archive_status" / f"{name}.ready").touch()
+
+        def push(name: str) -> list[str]:
+            return [*pgbr, "archive-push", str(wal / name)]
+
+        calls[PGBR_CALL] = push
+    rows: dict[str, list[float]] = {k: [] for k in calls}
+    order = list(calls)
+    for i, name in enumerate(segments):
+        (segment_dir / name).read_bytes()  # into the page cache: no row pays for the disk
+        for row in order[i % len(order) :] + order[: i % len(order)]:
+            rows[row].append(_cpu_of(calls[row](name), env=env.get(row)))
+            if row == PGBR_CALL:
+                status = wal / "archive_status"
+                os.rename(status / f"{name}.ready", status / f"{name}.done")
+    for d in (fast.parent, full.parent, copies):
+        shutil.rmtree(d)
     medians = {k: statistics.median(v) for k, v in rows.items()}
+    total_source = None
+    if ctx is not None:
+        _wait_gone(str(ctx.scratch))
+        run = runners.pgbackrest_push(ctx, "zstd", 3)
+        assert run.sample.cpu is not None
+        medians[PGBR_TOTAL] = run.sample.cpu / run.segments
+        total_source = run.sample.cpu_source  # "rusage" would miss the async process
+        _wait_gone(str(ctx.scratch))
+        shutil.rmtree(ctx.scratch)
     floor = medians["python -c pass"] + medians["cp + sync"]
     return {
         "calls": len(segments),
@@ -77,6 +161,7 @@ def measure(segment_dir: Path, segments: list[str], scratch: Path) -> dict[str, 
         "cpu_s": medians,
         "floor_s": floor,
         "ratio_to_floor": medians["walq put-wal"] / floor if floor else None,
+        "pgbackrest_total_cpu_source": total_source,
     }
 
 
@@ -98,6 +183,11 @@ def text(result: dict[str, object]) -> list[str]:
         "",
         f"walq put-wal / floor = {result['ratio_to_floor']:.2f}x.",
     ]
+    if PGBR_CALL in cpu:
+        lines[-1] += (
+            f" walq put-wal / pgBackRest's async call = {cpu['walq put-wal'] / cpu[PGBR_CALL]:.2f}x"
+            " (pgBackRest compresses and stores in its async process; walq in `walq archive`)."
+        )
     return lines
 
 
@@ -105,13 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("segment_dir", type=Path)
     ap.add_argument("--calls", type=int, default=9)
+    ap.add_argument("--pgdata", type=Path, help="the cluster's control data, for pgBackRest")
     args = ap.parse_args(argv)
+    pgdata = args.pgdata or args.segment_dir.parent / "pgdata"
     names = sorted(p.name for p in args.segment_dir.iterdir() if len(p.name) == 24)[: args.calls]
     if not names:
         print(f"no WAL segments in {args.segment_dir}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="walq-putwal-") as scratch:
-        result = measure(args.segment_dir, names, Path(scratch))
+        result = measure(
+            args.segment_dir, names, Path(scratch), pgdata if pgdata.is_dir() else None
+        )
     print(json.dumps(result, indent=2))
     print("\n".join(text(result)))
     return 0

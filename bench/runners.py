@@ -268,8 +268,11 @@ def barman_cloud_archive(ctx: Ctx, codec: str, level: int | None) -> Run:
 PGBR_CODEC = {"zstd": "zst", "lz4": "lz4", "gzip": "gz", "none": "none"}
 
 
-def pgbackrest_push(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False) -> Run:
-    d = ctx.fresh("pgbr")
+def pgbackrest_stanza(
+    ctx: Ctx, d: Path, codec: str, level: int | None, *, s3: bool = False
+) -> tuple[list[str], Path, str | None]:
+    """A stanza in ``d`` for the corpus's cluster, async with a spool as PostgreSQL's
+    archive_command uses it: (the pgbackrest command line, pg_wal, the S3 bucket)."""
     pgdata = d / "pgdata"
     shutil.copytree(ctx.corpus.pgdata, pgdata)
     os.chmod(pgdata, 0o700)
@@ -315,6 +318,13 @@ def pgbackrest_push(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False
     res = subprocess.run([*pgbr, "--no-online", "stanza-create"], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"pgbackrest stanza-create: {res.stderr or res.stdout}")
+    return pgbr, wal, bucket
+
+
+def pgbackrest_push(ctx: Ctx, codec: str, level: int | None, *, s3: bool = False) -> Run:
+    d = ctx.fresh("pgbr")
+    pgbr, wal, bucket = pgbackrest_stanza(ctx, d, codec, level, s3=s3)
+    status = wal / "archive_status"
     n = len(ctx.corpus.link_into(wal))
     for name in ctx.corpus.segments:
         (status / f"{name}.ready").touch()
