@@ -17,9 +17,16 @@ the child and what it waited for, from getrusage) of one process per segment:
 
 The rows run interleaved, one segment at a time in a rotating order, each segment
 read once before into the page cache: on a shared machine a change of load then
-touches every row alike. The floor is ``python -c pass`` + ``cp + sync``. Run alone:
-``.venv/bin/python -m bench.putwal_cost SEGMENT_DIR [--calls N] [--pgdata DIR]``
-(SEGMENT_DIR is a corpus's ``wal`` directory: ``--pgdata`` defaults to its sibling).
+touches every row alike. The floor is ``python -c pass`` + ``cp + sync``.
+
+Bytecode: ``cached`` (the default) is a normal install, where pip compiled walq's
+.pyc files: Python's children write and read them under a fresh
+PYTHONPYCACHEPREFIX, after one untimed call per row. ``none`` compiles walq's
+sources on every call, as PYTHONDONTWRITEBYTECODE=1 with no .pyc beside them does
+(the stdlib still reads its installed .pyc). Run alone:
+``.venv/bin/python -m bench.putwal_cost SEGMENT_DIR [--calls N] [--pgdata DIR]
+[--bytecode cached|none]`` (SEGMENT_DIR is a corpus's ``wal`` directory:
+``--pgdata`` defaults to its sibling).
 """
 
 from __future__ import annotations
@@ -83,8 +90,27 @@ def _pgbackrest_ctx(segment_dir: Path, segments: list[str], pgdata: Path, scratc
     return Ctx(Corpus(segment_dir, segments, 0, seg_size, pgdata), scratch, scratch)
 
 
+def _python_env(scratch: Path, bytecode: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WALQ_CONFIG", "WALQ_HOME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+    }
+    if bytecode == "cached":
+        env["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        if next((REPO / "walq").rglob("__pycache__"), None):
+            raise SystemExit("--bytecode none: remove the __pycache__ directories under walq/")
+    return env
+
+
 def measure(
-    segment_dir: Path, segments: list[str], scratch: Path, pgdata: Path | None = None
+    segment_dir: Path,
+    segments: list[str],
+    scratch: Path,
+    pgdata: Path | None = None,
+    bytecode: str = "cached",
 ) -> dict[str, object]:
     """Median CPU seconds per call for each row, over ``segments`` (one call each);
     the pgBackRest rows where ``pgdata`` is given and pgbackrest is installed."""
@@ -115,10 +141,20 @@ def measure(
             str(segment_dir / name),
         ],
     }
-    env = {"walq put-wal (full CLI)": dict(os.environ, WALQ_GROUP_ACCESS="false")}
+    py_env = _python_env(scratch, bytecode)
+    env = {
+        "python -c pass": py_env,
+        "walq put-wal": py_env,
+        # a WALQ_* variable the fast path leaves to pydantic-settings: the full CLI
+        "walq put-wal (full CLI)": dict(py_env, WALQ_GROUP_ACCESS="false"),
+    }
     fast, full = _walq_home(scratch, "fast"), _walq_home(scratch, "full")
     copies = scratch / "cp"
     copies.mkdir()
+    for row in env:  # untimed: writes the .pyc files in "cached" mode
+        _cpu_of(calls[row](segments[0]), env=env[row])
+    shutil.rmtree(fast.parent / "home")
+    shutil.rmtree(full.parent / "home")
     ctx = None
     if pgdata is not None and shutil.which("pgbackrest"):
         from bench import runners
@@ -162,6 +198,7 @@ def measure(
         "floor_s": floor,
         "ratio_to_floor": medians["walq put-wal"] / floor if floor else None,
         "pgbackrest_total_cpu_source": total_source,
+        "bytecode": bytecode,
     }
 
 
@@ -172,7 +209,8 @@ def text(result: dict[str, object]) -> list[str]:
     mib = int(result["seg_size"]) >> 20  # type: ignore[call-overload]
     lines = [
         f"**put-wal, CPU per call** ({result['calls']} calls, one {mib} MiB segment each; "
-        "median; target: within 2x of start + copy + fsync)",
+        f"median; bytecode {result.get('bytecode', 'cached')}; "
+        "target: within 2x of start + copy + fsync)",
         "",
         "| call | CPU per call |",
         "|---|---|",
@@ -196,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("segment_dir", type=Path)
     ap.add_argument("--calls", type=int, default=9)
     ap.add_argument("--pgdata", type=Path, help="the cluster's control data, for pgBackRest")
+    ap.add_argument("--bytecode", choices=("cached", "none"), default="cached")
     args = ap.parse_args(argv)
     pgdata = args.pgdata or args.segment_dir.parent / "pgdata"
     names = sorted(p.name for p in args.segment_dir.iterdir() if len(p.name) == 24)[: args.calls]
@@ -204,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="walq-putwal-") as scratch:
         result = measure(
-            args.segment_dir, names, Path(scratch), pgdata if pgdata.is_dir() else None
+            args.segment_dir,
+            names,
+            Path(scratch),
+            pgdata if pgdata.is_dir() else None,
+            args.bytecode,
         )
     print(json.dumps(result, indent=2))
     print("\n".join(text(result)))
