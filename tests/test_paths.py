@@ -22,7 +22,7 @@ from walq.cli import main
 from walq.config import load_config
 from walq.errors import ConfigError
 from walq.fleet.stages import _sweep_spool
-from walq.fsutil import OWNED_MARKER, make_owned_dir
+from walq.fsutil import OWNED_MARKER, make_owned_dir, makedirs_durable, set_group_access
 from walq.restore import spool as spool_state
 
 
@@ -340,3 +340,19 @@ def test_everything_walq_creates_is_private_whatever_the_umask(
     assert wrong == {}
     assert stat.S_IMODE(os.stat(spool / ".prefetch.log").st_mode) == 0o600  # always private
     assert stat.S_IMODE(os.stat(dest / names[0]).st_mode) == file_mode
+
+
+def test_makedirs_durable_reads_string_paths_as_pathlib_did(workdir: Path, monkeypatch) -> None:
+    """makedirs_durable went from pathlib to os.path (put-wal's fast path): a trailing
+    slash, doubled slashes and "" name the directories pathlib's reading named."""
+    set_group_access(False)
+    monkeypatch.chdir(workdir)
+    makedirs_durable("")  # pathlib's "." : exists, nothing to do
+    makedirs_durable("a/b/c/", 0o2770)  # the leaf's mode, even written with a slash
+    assert stat.S_IMODE((workdir / "a" / "b" / "c").stat().st_mode) == 0o2770
+    assert stat.S_IMODE((workdir / "a" / "b").stat().st_mode) == 0o700
+    makedirs_durable(f"{workdir}//x//y/")
+    assert (workdir / "x" / "y").is_dir()
+    (workdir / "f").write_text("")
+    with pytest.raises(NotADirectoryError):
+        makedirs_durable("f")

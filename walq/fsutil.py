@@ -68,7 +68,8 @@ def makedirs_durable(path: str | os.PathLike[str], mode: int | None = None) -> N
     """Create missing directories and fsync each new one's parent. Each gets walq's
     directory mode (private unless ``group_access``); ``mode``, if given, is the leaf's.
     String paths (os.path), not pathlib: put-wal's fast path calls this."""
-    leaf = os.fspath(path).rstrip("/") or "/"
+    given = os.fspath(path)
+    leaf = given.rstrip("/") or ("/" if given else ".")  # as pathlib reads "a/", "/" and ""
     missing = []
     p = leaf
     while not os.path.exists(p):
@@ -82,7 +83,7 @@ def makedirs_durable(path: str | os.PathLike[str], mode: int | None = None) -> N
             continue
         os.chmod(d, wanted)  # exact, whatever the umask
         fsync_dir(os.path.dirname(d) or ".")
-    if not os.path.isdir(path):  # an existing file (or a link to one) is no directory to use
+    if not os.path.isdir(leaf):  # an existing file (or a link to one) is no directory to use
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
 
 
