@@ -7,9 +7,7 @@ choice (small reads bound decompression output; large ones cut syscalls).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Protocol
 
 from walq.checksums import algorithm_of, new_hasher
@@ -28,12 +26,6 @@ def read_chunks(stream: Readable, size: int, *, first: bytes = b"") -> Iterator[
         yield first
     while chunk := stream.read(size):
         yield chunk
-
-
-def sha256_file(path: Path) -> bytes:
-    """The SHA-256 digest of a file's bytes (hashlib reads it in bounded chunks)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").digest()
 
 
 class Checksum:
