@@ -40,6 +40,7 @@ from bench.control_plane import (
     redis_cpu,
 )
 from bench.lag import Key, LagWatcher, percentile
+from bench.services import group_cpu_seconds
 from tests.services.control_plane import (
     catalog_backends,
     database_name,
@@ -180,7 +181,11 @@ def run(
                     "load1": os.getloadavg()[0],
                 }
 
+            def workers_cpu() -> dict[str, float]:
+                return {proc.name: group_cpu_seconds(proc.pid) for proc in fleet.procs}
+
             start_redis, start_cpu = redis_counters(broker), redis_cpu(broker)
+            start_workers = workers_cpu()
             start_catalog = catalog_writes(ADMIN_URL, database)
             load_before = os.getloadavg()
             with watcher, Sampler(sample, probe) as sampler:
@@ -197,6 +202,7 @@ def run(
                     time.sleep(0.1)
                 elapsed = time.perf_counter() - t0
             used, cpu = redis_counters(broker) - start_redis, redis_cpu(broker) - start_cpu
+            worker_cpu = {k: v - start_workers.get(k, 0.0) for k, v in workers_cpu().items()}
             tasks = tasks_received(fleet.logs(tail=0))
         finally:
             fleet.stop_all()
@@ -250,6 +256,8 @@ def run(
             round(statements / per_wal, 2) if statements is not None else None
         ),
         "celery_tasks": dict(tasks),
+        "worker_cpu_pct": {k: round(100 * v / elapsed, 1) for k, v in worker_cpu.items()},
+        "worker_cpu_ms_per_wal": {k: round(1000 * v / per_wal, 2) for k, v in worker_cpu.items()},
         "seconds": round(elapsed, 1),
         "load_avg_before": [round(x, 2) for x in load_before],
         "load_avg_end_of_feed": [round(x, 2) for x in load_during],
@@ -264,7 +272,8 @@ def summary(row: dict[str, object]) -> str:
         f"lag p50 {row['lag_p50_s']} s p99 {row['lag_p99_s']} s "
         f"(p50 by third {row['lag_p50_by_third_s']}), "
         f"Redis {row['redis_commands_per_s']} commands/s {row['redis_cpu_pct']}% CPU, "
-        f"catalog {row['catalog_transactions_per_s']} transactions/s"
+        f"catalog {row['catalog_transactions_per_s']} transactions/s, "
+        f"workers' CPU % {row['worker_cpu_pct']}"
     )
 
 
