@@ -71,15 +71,15 @@ def catalog_writes(admin_url: str, database: str) -> dict[str, int]:
 
 
 def statement_writes(catalog_url: str) -> int | None:
-    """Calls of INSERT/UPDATE/DELETE statements in the catalog database, when
-    pg_stat_statements is loaded (shared_preload_libraries); None otherwise."""
+    """Calls of statements that wrote WAL (inserts, updates, claims) in the catalog database
+    over its life, when pg_stat_statements is loaded (shared_preload_libraries); else None."""
     try:
         with psycopg.connect(catalog_url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             row = conn.execute(
                 "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s"
-                " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()"
-                " AND s.query ~* '^\\s*(insert|update|delete|with)'"
+                " JOIN pg_database d ON d.oid = s.dbid"
+                " WHERE d.datname = current_database() AND s.wal_records > 0"
             ).fetchone()
     except psycopg.Error:
         return None
