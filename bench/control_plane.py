@@ -110,7 +110,9 @@ def _measure(
     independent, so two may archive copies of the same segments)."""
     database = database_name(url)
     share = min(len(names), max(1, total // servers))
-    table = {f"s{i:03d}": {"compression": "lz4"} for i in range(servers)}
+    table: dict[str, dict[str, object]] = {
+        f"s{i:03d}": {"compression": "lz4"} for i in range(servers)
+    }
     config = fleet_config(workdir, table, redis, url)
     home = workdir / "home"
     expected = 0

@@ -151,7 +151,9 @@ def run(
     poll: float = 0.05,
 ) -> dict[str, object]:
     """One sustained run at ``rate`` WAL/s over ``servers`` servers for ``seconds``."""
-    table = {f"s{i:03d}": {"compression": codec} for i in range(servers)}
+    table: dict[str, dict[str, object]] = {
+        f"s{i:03d}": {"compression": codec} for i in range(servers)
+    }
     total = int(rate * seconds)
     plan = plan_feed(list(table), names, total)
     with private_services(workdir) as (redis, url):
