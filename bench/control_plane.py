@@ -16,10 +16,12 @@ Results: bench/results/control-plane-<time>.json and a table on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.services import CatalogDB
@@ -53,15 +55,46 @@ def make_corpus(root: Path, segments: int) -> tuple[Path, list[str]]:
     return root / "archive", names
 
 
-def one_run(
-    servers: int, total: int, corpus: Path, names: list[str], workdir: Path
-) -> dict[str, object]:
+@contextlib.contextmanager
+def private_services(workdir: Path) -> Iterator[tuple[RedisServer, str]]:
+    """A private redis-server and a throwaway catalog database (its URL), both removed after."""
     redis = RedisServer(workdir / "redis").start()
     try:
         with CatalogDB(ADMIN_URL) as catalog:
-            return _measure(servers, total, corpus, names, workdir, redis, catalog.url)
+            yield redis, catalog.url
     finally:
         redis.stop()
+
+
+def fleet_config(
+    workdir: Path,
+    table: dict[str, dict[str, object]],
+    redis: RedisServer,
+    catalog_url: str,
+    **overrides: object,
+) -> Path:
+    """walq.toml for the bench fleet: broker db 0, locks db 1, the tests' short timers."""
+    return write_walq_config(
+        workdir,
+        table,
+        broker_url=f"{redis.url}/0",
+        lock_url=f"{redis.url}/1",
+        catalog_url=catalog_url,
+        **{**FAST, "claim_timeout": 20.0, **overrides},
+    )
+
+
+def procfile_workers(fleet: Fleet) -> None:
+    """The Procfile's layout: scans and CPU work on prefork ×2, I/O work on 4 threads."""
+    fleet.worker("cpu", concurrency=2, queues="walq.scan,walq.cpu")
+    fleet.worker("io", pool="threads", concurrency=4, queues="walq.io")
+
+
+def one_run(
+    servers: int, total: int, corpus: Path, names: list[str], workdir: Path
+) -> dict[str, object]:
+    with private_services(workdir) as (redis, url):
+        return _measure(servers, total, corpus, names, workdir, redis, url)
 
 
 def _measure(
@@ -77,15 +110,10 @@ def _measure(
     independent, so two may archive copies of the same segments)."""
     database = database_name(url)
     share = min(len(names), max(1, total // servers))
-    table = {f"s{i:03d}": {"compression": "lz4"} for i in range(servers)}
-    config = write_walq_config(
-        workdir,
-        table,
-        broker_url=f"{redis.url}/0",
-        lock_url=f"{redis.url}/1",
-        catalog_url=url,
-        **{**FAST, "claim_timeout": 20.0},
-    )
+    table: dict[str, dict[str, object]] = {
+        f"s{i:03d}": {"compression": "lz4"} for i in range(servers)
+    }
+    config = fleet_config(workdir, table, redis, url)
     home = workdir / "home"
     expected = 0
     for i, server in enumerate(table):
@@ -97,8 +125,7 @@ def _measure(
             expected += 1
     fleet = Fleet(config, workdir / "logs")
     try:
-        fleet.worker("cpu", concurrency=2, queues="walq.scan,walq.cpu")
-        fleet.worker("io", pool="threads", concurrency=4, queues="walq.io")
+        procfile_workers(fleet)
         broker = redis.client(0)
         client = celery_client(config)
         xacts0, redis0, cpu0 = (

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from bench.corpus import REPO, Corpus
 from bench.measure import Meter, Sample
+from bench.services import group_pids
 from tests.services.config_file import write_walq_config
 
 if TYPE_CHECKING:  # the services need the test stack; local-only runs never load them
@@ -377,19 +378,6 @@ FLEET_WORKERS = tuple(
 )
 
 
-def _group_pids(pgid: int) -> list[int]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:
-                out.append(int(p.name))
-    return out
-
-
 def fleet_settings(ctx: Ctx, scan_interval: float = 0.5) -> dict[str, object]:
     from tests.services.fleet import fleet_settings as fs
 
@@ -403,7 +391,7 @@ def start_fleet(ctx: Ctx, cfg: Path, logdir: Path, meter: Meter | None):
     for name, pool, conc, queues in FLEET_WORKERS:
         proc = fleet.worker(name, pool=pool, concurrency=conc, queues=queues)
         if meter is not None:
-            for pid in _group_pids(proc.pid):
+            for pid in group_pids(proc.pid):
                 meter.adopt(pid)
     return fleet
 

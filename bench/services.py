@@ -100,6 +100,25 @@ def process_cpu_seconds(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / ticks
 
 
+def group_pids(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (a fleet process and its pool children)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                out.append(int(p.name))
+    return out
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds of a process group's live processes (and the children they reaped)."""
+    return sum(process_cpu_seconds(pid) for pid in group_pids(pgid))
+
+
 class CatalogDB:
     """A throwaway database on the machine's PostgreSQL for the fleet catalog."""
 

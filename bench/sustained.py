@@ -11,8 +11,8 @@
   archives all three servers.
 
 Archive lag is the time from a file appearing in incoming to its removal, which
-walq does only after the commit. A watcher polls the incoming directories every
-10 ms; it also records the most files waiting at once.
+walq does only after the commit (bench/lag.py: a watcher polls every 10 ms); it
+also records the most files waiting at once.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import threading
 import time
 
+from bench.lag import LagWatcher, percentile
 from bench.measure import Meter
 from bench.runners import WALQ, Ctx, fleet_settings, start_fleet, walq_server
 from tests.services.config_file import write_walq_config
@@ -31,14 +31,6 @@ from tests.services.pg import Cluster, chown_postgres
 PGBENCH_TPS = (
     500  # a steady write load beside the archiver (unthrottled, pgbench alone takes the cores)
 )
-
-
-def _pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
-    return s[k]
 
 
 def run(
@@ -85,31 +77,7 @@ def run(
     total = int(rate * seconds) if seconds else 2 * len(names)
     total = min(total, 2 * len(names))
     plan = [("pg1" if k % 2 == 0 else "pg2", names[k // 2]) for k in range(total)]
-    appeared: dict[tuple[str, str], float] = {}
-    gone: dict[tuple[str, str], float] = {}
-    max_waiting = {"fed": 0, "live": 0}
-    stop = threading.Event()
-
-    def watch() -> None:
-        seen: dict[tuple[str, str], float] = {}
-        while not stop.is_set():
-            now = time.perf_counter()
-            current: set[tuple[str, str]] = set()
-            for server, path in incoming.items():
-                for entry in os.scandir(path):
-                    if not entry.name.startswith("."):
-                        current.add((server, entry.name))
-            for key in current - seen.keys():
-                seen[key] = now
-                if key[0] == "live":
-                    appeared[key] = now
-            for key in list(seen.keys() - current):
-                gone.setdefault(key, now)
-                del seen[key]
-            fed = sum(1 for k in current if k[0] != "live")
-            max_waiting["fed"] = max(max_waiting["fed"], fed)
-            max_waiting["live"] = max(max_waiting["live"], len(current) - fed)
-            time.sleep(0.01)
+    watcher = LagWatcher(scanned={"live": incoming["live"]})
 
     fleet = None
     pgbench = None
@@ -141,27 +109,20 @@ def run(
             )
             time.sleep(1.0 if quick else 3.0)  # pgbench under way before WAL starts arriving
             m.start_clock()
-            watcher = threading.Thread(target=watch, daemon=True)
-            watcher.start()
-            t0 = time.perf_counter()
-            for k, (server, name) in enumerate(plan):
-                due = t0 + k / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                tmp = incoming[server] / f".{name}.feed"
-                os.link(ctx.corpus.directory / name, tmp)
-                os.rename(tmp, incoming[server] / name)
-                appeared[(server, name)] = time.perf_counter()
-            fed_seconds = time.perf_counter() - t0
-            deadline = time.monotonic() + 180
-            while any((s, n) not in gone for s, n in plan) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            with watcher:
+                t0 = time.perf_counter()
+                for k, (server, name) in enumerate(plan):
+                    due = t0 + k / rate
+                    delay = due - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    watcher.publish(server, ctx.corpus.directory / name, incoming[server])
+                fed_seconds = time.perf_counter() - t0
+                deadline = time.monotonic() + 180
+                while watcher.waiting() and time.monotonic() < deadline:
+                    time.sleep(0.05)
             m.stop_clock()
-            stop.set()
-            watcher.join()
     finally:
-        stop.set()
         if pgbench is not None and pgbench.poll() is None:
             pgbench.terminate()
             pgbench.wait(30)
@@ -169,9 +130,9 @@ def run(
         if fleet is not None:
             fleet.stop_all()
     m.close()
-    lags = [gone[k] - appeared[k] for k in plan if k in gone]
-    live = [gone[k] - t for k, t in appeared.items() if k[0] == "live" and k in gone]
-    missing = sum(1 for k in plan if k not in gone)
+    lags = watcher.lags(plan)
+    live = watcher.lags([k for k in watcher.appeared if k[0] == "live"])
+    missing = len(plan) - len(lags)
     sample = m.sample()
     workers = {k: round(v / (1 << 20)) for k, v in sample.procs.items() if "celery" in k}
     result = {
@@ -183,9 +144,9 @@ def run(
         "scan_interval_s": scan_interval,
         "pgbench_tps": PGBENCH_TPS,
         "lag_p50_s": round(statistics.median(lags), 3) if lags else None,
-        "lag_p99_s": round(_pct(lags, 99), 3) if lags else None,
+        "lag_p99_s": round(percentile(lags, 99), 3) if lags else None,
         "lag_max_s": round(max(lags), 3) if lags else None,
-        "max_waiting_in_incoming": max_waiting["fed"],
+        "max_waiting_in_incoming": watcher.max_waiting["fed"],
         "not_archived": missing,
         "live_pgbench_segments": len(live),
         "live_lag_p50_s": round(statistics.median(live), 3) if live else None,
