@@ -176,6 +176,8 @@ def _measure(
         "result_keys_left": left,
         "idle_redis_commands_per_server_tick": round(idle.commands / servers, 1),
         "tasks": dict(tasks),
+        "redis_by_command": dict(sorted(used.by_command.items(), key=lambda kv: -kv[1])),
+        "idle_redis_by_command": dict(sorted(idle.by_command.items(), key=lambda kv: -kv[1])),
     }
 
 
@@ -192,7 +194,8 @@ def main() -> None:
         for servers in args.servers:
             row = one_run(servers, args.wal, corpus, names, Path(tempfile.mkdtemp(dir=root)))
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "tasks"}), flush=True)
+            shown = {k: v for k, v in row.items() if k not in ("tasks", "redis_by_command")}
+            print(json.dumps(shown), flush=True)
         RESULTS.mkdir(exist_ok=True)
         out = RESULTS / f"control-plane-{time.strftime('%Y%m%dT%H%M%S')}.json"
         out.write_text(json.dumps(rows, indent=2))

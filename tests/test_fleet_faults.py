@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,43 @@ def _frozen_at(fault_dir: Path, stage: str, fleet) -> int:
     return pid
 
 
+STAGE_TASKS = {
+    "compress": "walq.compress",
+    "encrypt": "walq.encrypt",
+    "store": "walq.store",
+    "commit": "walq.commit_server",
+    "commit-removal": "walq.commit_server",
+}
+
+
+def _requeued(logs: str, task: str) -> list[str]:
+    """Ids of ``task`` received more often than a run of theirs ended: a run was killed
+    under the message and the same message (same task id) was delivered again. A retry
+    also reuses the id, but its first run ends with a ``retry`` line."""
+    received = Counter(re.findall(rf"Task {re.escape(task)}\[([^\]]+)\] received", logs))
+    return [i for i in _unfinished(logs, task) if received[i] >= 2]
+
+
+def _unfinished(logs: str, task: str) -> list[str]:
+    """Ids of ``task`` received more often than a run of theirs ended."""
+    name = re.escape(task)
+    received = Counter(re.findall(rf"Task {name}\[([^\]]+)\] received", logs))
+    ended = Counter(
+        re.findall(rf"Task {name}\[([^\]]+)\] (?:succeeded|raised|retry|ignored)", logs)
+    )
+    return [i for i, n in received.items() if n > ended[i]]
+
+
+def _chains_per_wal(logs: str) -> dict[str, set[str]]:
+    """WAL -> the chain ids its compress tasks carried (a scan's re-drive is a new chain)."""
+    chains: dict[str, set[str]] = {}
+    for wal, chain_id in re.findall(
+        r"walq\.compress\[pg1\.([0-9A-F]{24})\.compress\.([0-9a-f]{8})\] received", logs
+    ):
+        chains.setdefault(wal, set()).add(chain_id)
+    return chains
+
+
 # commit-removal: the group commit's catalog transaction and xlogdb append are done,
 # the sources not yet removed (the scan settles them: checksummed and dropped).
 @pytest.mark.parametrize("stage", ["compress", "encrypt", "store", "commit", "commit-removal"])
@@ -90,6 +128,10 @@ def test_kill_9_in_each_stage_loses_nothing(
     _wait_archived_once(home, fleet, names)
     logs = fleet.logs(tail=0)
     assert "WorkerLostError" in logs or "exited prematurely" in logs, "the kill went unnoticed"
+    # The killed run's own message came back, re-queued from the worker's memory (no
+    # copy waits in Redis: ack emulation is off), not only the claim's re-drive.
+    task = STAGE_TASKS[stage]
+    assert _requeued(logs, task), f"no {task} message was re-queued after the kill"
     if stage == "commit-removal":
         assert xlogdb_names(home.wals()) == names, "group commits append in WAL order"
 
@@ -97,8 +139,9 @@ def test_kill_9_in_each_stage_loses_nothing(
 def test_kill_9_of_a_whole_worker_is_recovered_by_the_scans(
     fleet_home, wal_corpus, fleet_factory, workdir: Path
 ) -> None:
-    """The worker's main process dies too: its unacked message waits for the visibility
-    timeout, so the catalog claim's deadline is what brings the WAL back."""
+    """The worker's main process dies too, and with it the messages it held (no copy in
+    Redis: kombu's ack emulation is off). The catalog brings the WAL back: its claim's
+    deadline passes and the next scan enqueues a new chain for it."""
     home = fleet_home(claim_timeout=6.0)
     faults = workdir / "faults"
     faults.mkdir()
@@ -113,6 +156,12 @@ def test_kill_9_of_a_whole_worker_is_recovered_by_the_scans(
     os.killpg(victim.pid, signal.SIGKILL)  # main process and pool child, by process group id
     victim.popen.wait(timeout=30)
     _wait_archived_once(home, fleet, names)
+    logs = fleet.logs(tail=0)
+    killed = _unfinished(logs, "walq.store")
+    assert killed, "no store run was cut short by the kill"
+    chains = _chains_per_wal(logs)
+    for task_id in killed:  # pg1.<WAL>.store.<chain>: the WAL came back as a new chain
+        assert len(chains[task_id.split(".")[1]]) > 1, f"{task_id}: not re-driven by a scan"
 
 
 def test_frozen_lock_holder_is_fenced_and_writes_nothing_twice(
