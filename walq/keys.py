@@ -2,7 +2,7 @@
 
 Nothing else in walq builds a key string inline, so an operator can list,
 inspect or delete walq's state with ``redis-cli --scan --pattern 'walq:*'``.
-Celery's own keys (queues named in QUEUES, ``unacked``, ``celery-task-meta-*``)
+Celery's own keys (queues named in QUEUES, ``celery-task-meta-*``)
 belong to kombu/Celery and are only read here.
 """
 
@@ -44,8 +44,6 @@ def group_queues(groups: Iterable[str]) -> tuple[str, ...]:
     return tuple(group_queue(q, g) for g in sorted(set(groups)) for q in QUEUES)
 
 
-# kombu's Redis transport keeps unacknowledged deliveries in this hash.
-KOMBU_UNACKED = "unacked"
 # kombu's priority sub-queues are named "<queue>\x06\x16<priority>".
 KOMBU_PRIORITY_SEP = "\x06\x16"
 

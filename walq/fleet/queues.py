@@ -1,4 +1,4 @@
-"""What `walq status` adds in fleet mode: queue depths, unacked deliveries, WALs in flight.
+"""What `walq status` adds in fleet mode: queue depths, WALs in flight.
 
 Read-only: it looks at the broker's queue lists (kombu's Redis layout, names in
 walq.keys), the lock keys, and the catalog's claimed rows. It never imports
@@ -27,7 +27,7 @@ def queue_depths(client: Any, queues: tuple[str, ...] = keys.QUEUES) -> dict[str
 
 
 def fleet_status(config: Config) -> dict[str, object]:
-    """Queue depth per queue, unacked deliveries, lock holders, and in-flight WALs per server."""
+    """Queue depth per queue, lock holders, and in-flight WALs per server."""
     broker_url, lock_url = config.broker_url, config.effective_lock_url
     if broker_url is None or lock_url is None:
         return {}  # embedded mode: no broker, no queues
@@ -38,7 +38,6 @@ def fleet_status(config: Config) -> dict[str, object]:
         broker = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
         groups = {keys.DEFAULT_GROUP, *(s.worker_group for s in config.servers.values())}
         result["queues"] = queue_depths(broker, keys.group_queues(groups))
-        result["unacked"] = int(broker.hlen(keys.KOMBU_UNACKED))
         locks = redis.Redis.from_url(lock_url, socket_timeout=5, socket_connect_timeout=5)
         result["lock_holders"] = {
             name: (holder.decode() if isinstance(holder, bytes) else holder)

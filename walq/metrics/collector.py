@@ -164,12 +164,6 @@ def fleet_metrics(facts: FleetFacts) -> Iterator[Metric]:
         for queue, n in sorted(facts.queues.items()):
             depth.add_metric([queue], n)
         yield depth
-    if facts.unacked is not None:
-        yield GaugeMetricFamily(
-            "walq_queue_unacked",
-            "Messages delivered to a worker, not yet acknowledged",
-            value=facts.unacked,
-        )
     if facts.outcomes is not None:
         outcomes = CounterMetricFamily(
             "walq_task_outcomes",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from walq import keys
 from walq.archive.identity import known_segment_size
 from walq.catalog import Catalog, WalState
 from walq.catalog.base import ArchiveSummary
@@ -145,11 +144,10 @@ def server_facts(
 
 @dataclass(frozen=True)
 class FleetFacts:
-    """The fleet's Redis side: queue depths (LLEN), unacked deliveries, task outcomes per
+    """The fleet's Redis side: queue depths (LLEN), task outcomes per
     stage and the liveness heartbeats. None where Redis could not be read."""
 
     queues: dict[str, int] | None
-    unacked: int | None
     outcomes: dict[tuple[str, str, str], int] | None
     liveness: Liveness | None
 
@@ -160,14 +158,13 @@ def fleet_facts(config: Config) -> FleetFacts:
     from walq.fleet.outcomes import read_outcomes
     from walq.fleet.queues import queue_depths
 
-    queues = unacked = outcomes = live = None
+    queues = outcomes = live = None
     timeouts = {"socket_timeout": 5, "socket_connect_timeout": 5}
     if config.broker_url:
         try:
             broker = redis.Redis.from_url(config.broker_url, **timeouts)
             with broker:
                 queues = queue_depths(broker)
-                unacked = int(broker.hlen(keys.KOMBU_UNACKED))
         except redis.RedisError:
             pass
     if config.effective_lock_url:
@@ -178,4 +175,4 @@ def fleet_facts(config: Config) -> FleetFacts:
                 live = read_liveness(walq_redis, config.liveness_maximum)
         except redis.RedisError:
             pass
-    return FleetFacts(queues, unacked, outcomes, live)
+    return FleetFacts(queues, outcomes, live)
