@@ -89,3 +89,16 @@ def test_prefork_children_inherit_the_modules_before_any_task(fleet_home, fleet_
         for lib in ("zstandard", "blake3", "psycopg_binary"):
             assert f"/{lib}/" in maps, f"child {child} of {worker.pid} has no {lib} loaded"
     assert os.getpid() not in children
+
+
+def test_a_missing_codec_library_does_not_stop_the_preload(fleet_home, monkeypatch) -> None:
+    """Fault injected: zstandard unimportable. The worker still starts (the compress
+    stage reports the missing library per WAL, as before); the rest is preloaded."""
+    from walq.config import load_config
+    from walq.fleet.runtime import preload
+
+    home: WalqHome = fleet_home({"pg1": {"compression": "zstd"}, "pg2": {"compression": "lz4"}})
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # `import zstandard` raises ImportError
+    monkeypatch.delitem(sys.modules, "lz4.frame", raising=False)
+    preload(load_config(home.config_path))
+    assert sys.modules.get("lz4.frame") is not None

@@ -109,5 +109,8 @@ def preload(config: Config) -> None:
     if config.effective_lock_url:
         import redis  # noqa: F401
     for server in config.servers.values():
-        new_hasher(server.checksum)  # blake3 unless the server checksums with SHA-256
-        get_codec(server.compression).make_compressor(server.compression_level)
+        try:
+            new_hasher(server.checksum)  # blake3 unless the server checksums with SHA-256
+            get_codec(server.compression).make_compressor(server.compression_level)
+        except ImportError:
+            continue  # never stops a worker: the stage that needs it reports it, per WAL
