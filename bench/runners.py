@@ -11,8 +11,9 @@ How each tool is driven:
   order and ``.ready`` becomes ``.done`` after each success, as PostgreSQL does.
   The async process it forks is counted (cgroup).
 - ``barman-cloud-wal-archive``: once per WAL, as an archive_command.
-- walq fleet: Celery workers on this machine (started before the clock), beat
-  started with the clock; done when incoming is empty.
+- walq fleet: Celery workers and beat on this machine, started before the clock
+  (a service, idle until WAL arrives); the clock starts as the corpus is linked
+  into incoming; done when incoming is empty.
 - restores: ``walq get-wal --prefetch 8`` and ``barman-cloud-wal-restore``,
   once per WAL in order, as restore_command.
 """
@@ -405,14 +406,16 @@ def walq_fleet(ctx: Ctx, codec: str, level: int | None) -> Run:
     if res.returncode != 0:
         raise RuntimeError(f"walq catalog init: {res.stderr}")
     incoming = d / "home" / "pg1" / "incoming"
-    n = len(ctx.corpus.link_into(incoming))
     fleet = None
     try:
         with Meter() as m:
+            # The fleet is a service: workers and beat are up (idle ticks) before the clock,
+            # which starts as the corpus arrives in incoming/.
             fleet = start_fleet(ctx, cfg, d / "logs", m)
-            m.start_clock()
             beat = fleet.beat()
             m.adopt(beat.pid)
+            m.start_clock()
+            n = len(ctx.corpus.link_into(incoming))
             deadline = time.monotonic() + 600
             while any(not p.name.startswith(".") for p in incoming.iterdir()):
                 if time.monotonic() > deadline:

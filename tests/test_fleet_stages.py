@@ -162,3 +162,17 @@ def test_checksum_algorithm_rides_the_chain_and_old_rows_judge_copies(
     assert [rt.catalog.get("pg1", n).state for n in old] == [WalState.ARCHIVED] * 2
     assert xlogdb_names(home.wals()) == old + new
     rt.close()
+
+
+def test_store_links_the_compressed_spool_file_into_the_archive(home: WalqHome, wal_corpus) -> None:
+    """Spool and wals/ on one file system: store writes no second copy of the payload."""
+    wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:1])
+    rt = fleet.Runtime(home.config)
+    prepared = fleet.encrypt_stage(rt, fleet.compress_stage(rt, fleet.scan_server(rt, "pg1")[0]))
+    spooled = os.lstat(prepared["payload"])
+    stored = fleet.store_stage(rt, prepared)
+    in_archive = os.lstat(home.wals() / stored["key"])
+    assert (in_archive.st_dev, in_archive.st_ino) == (spooled.st_dev, spooled.st_ino)
+    assert fleet.commit_stage(rt, stored).status == "archived"
+    assert os.lstat(home.wals() / stored["key"]).st_nlink == 1, "the spool's name is gone"
+    rt.close()

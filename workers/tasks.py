@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Task, chain
 from celery.exceptions import Ignore
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
 
 from walq.archive.policy import Verdict, decide
@@ -23,7 +23,7 @@ from walq.fleet import commit as group_commit
 from walq.fleet import stages
 from walq.fleet.expire import expire_task
 from walq.fleet.outcomes import record_outcome
-from walq.fleet.runtime import Runtime
+from walq.fleet.runtime import Runtime, preload
 from workers.app import app, config, server_queue
 
 log = get_task_logger("walq")
@@ -35,6 +35,13 @@ def runtime() -> Runtime:
     if _runtime is None:
         _runtime = Runtime(config)
     return _runtime
+
+
+@worker_init.connect
+def preload_modules(**_: object) -> None:
+    """In the worker's parent, before the pool forks: the catalog, Redis, codec and
+    checksum modules every child's first stage would import on its own."""
+    preload(config)
 
 
 @worker_process_init.connect

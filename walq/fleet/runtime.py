@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from walq.catalog import Catalog, open_catalog
+from walq.checksums import new_hasher
+from walq.codecs import get_codec
 from walq.config import Config, ServerConfig
 from walq.locks import ServerLock, open_lock
 from walq.storage import Storage, open_storage
@@ -92,3 +94,23 @@ class Runtime:
         if self._catalog is not None:
             self._catalog.close()
         self._catalog, self._redis, self._storages = None, None, {}
+
+
+def preload(config: Config) -> None:
+    """Import, once in a worker's parent before it forks its pool, what every child's
+    first WAL would otherwise import on its own: the catalog backend, the Redis client,
+    and the codec and checksum libraries of the configured servers (each imported
+    lazily by walq so that put-wal and get-wal never pay for them). The children
+    inherit the modules: N children, one import, and their pages shared."""
+    if config.catalog_url:
+        import walq.catalog.postgres
+    else:
+        import walq.catalog.sqlite  # noqa: F401
+    if config.effective_lock_url:
+        import redis  # noqa: F401
+    for server in config.servers.values():
+        try:
+            new_hasher(server.checksum)  # blake3 unless the server checksums with SHA-256
+            get_codec(server.compression).make_compressor(server.compression_level)
+        except ImportError:
+            continue  # never stops a worker: the stage that needs it reports it, per WAL
