@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.services.barman import barman_of
 from tests.services.pg import Cluster, as_postgres, chown_postgres, wait_for
 from walq.retention.backups import (
     BackupInfo,
@@ -1056,19 +1057,11 @@ def test_real_timeline_switch(real_archive, workdir):
     assert b3.start_wal in dplan.delete and "00000002.history" in dplan.keep
 
 
-def barman_command() -> Path:
-    """Barman from its own test venv (scripts/barman-venv.sh, as the S3 tests use), never walq's."""
-    script = Path(__file__).resolve().parent.parent / "scripts" / "barman-venv.sh"
-    res = subprocess.run([str(script)], capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, f"scripts/barman-venv.sh failed:\n{res.stderr[-2000:]}"
-    return Path(res.stdout.strip().splitlines()[-1]).parent / "barman"
-
-
 def test_real_barman_backups_are_read_and_win(cluster_factory, workdir):
     """Barman 3.19 (backup_method = postgres) takes two base backups of a real cluster.
     walq reads its backup.info files where that Barman keeps them (meta/), and each
     backup, described twice (Barman's file and PostgreSQL's .backup file), is Barman's."""
-    barman = barman_command()
+    barman = barman_of()
     home = workdir / "barman"
     for sub in ("incoming", "errors", "streaming"):
         (home / "pg" / sub).mkdir(parents=True)
