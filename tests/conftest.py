@@ -17,11 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.services.config_file import write_walq_config
 from tests.services.homes import VENV_BIN, WalqHome
 from tests.services.pg import Cluster, chown_postgres, ensure_runnable
 from tests.services.scratch import BASE, fresh_dir, scratch_base
+
+# Hypothesis's per-example deadline (200 ms) is a timing assertion: on a busy machine, or with
+# the suite's two xdist workers, a stalled example would fail a correct test. Timing is for bench/.
+settings.register_profile("walq", deadline=None)
+settings.load_profile("walq")
 
 # The real services' fixtures (s3_server, s3_bucket, barman_cloud_restore, gpg_key, gpg_env,
 # redis_server, catalog_db, fleet_factory) are found by every test module through these.
