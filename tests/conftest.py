@@ -7,17 +7,27 @@ tests/services/, never here.
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.services.config_file import write_walq_config
 from tests.services.homes import VENV_BIN, WalqHome
 from tests.services.pg import Cluster, chown_postgres, ensure_runnable
-from tests.services.scratch import fresh_dir
+from tests.services.scratch import BASE, fresh_dir, scratch_base
+
+# Hypothesis's per-example deadline (200 ms) is a timing assertion: on a busy machine, or with
+# the suite's two xdist workers, a stalled example would fail a correct test. Timing is for bench/.
+settings.register_profile("walq", deadline=None)
+settings.load_profile("walq")
 
 # The real services' fixtures (s3_server, s3_bucket, barman_cloud_restore, gpg_key, gpg_env,
 # redis_server, catalog_db, fleet_factory) are found by every test module through these.
@@ -81,19 +91,57 @@ def _make_corpus(root: Path, segments_wanted: int) -> tuple[list[str], int]:
     return names, sysid
 
 
-@pytest.fixture(scope="session")
-def wal_corpus() -> Iterator[WalCorpus]:
-    """~40 real 1 MiB segments plus a few from a second cluster (another system id)."""
-    root = fresh_dir("corpus")
+RUN_ENV = "WALQ_TEST_RUN"  # one id a pytest run, shared with its xdist workers
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller (or the only process) names the run before any xdist worker starts:
+    the workers inherit the variable and so find the same shared WAL corpus."""
+    if not hasattr(config, "workerinput"):
+        os.environ.setdefault(RUN_ENV, uuid.uuid4().hex[:12])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The controller removes the run's corpus once every worker has finished with it."""
+    if not hasattr(config, "workerinput") and RUN_ENV in os.environ:
+        corpus = BASE / f"corpus-{os.environ[RUN_ENV]}"
+        shutil.rmtree(corpus, ignore_errors=True)
+        corpus.with_suffix(".lock").unlink(missing_ok=True)
+
+
+def _build_corpus(root: Path) -> dict:
     names, sysid = _make_corpus(root / "main", 40)
     other_names, _ = _make_corpus(root / "other", 2)
-    directory = root / "main" / "archive"
-    other_dir = directory / "other"
+    other_dir = root / "main" / "archive" / "other"
     other_dir.mkdir()
     for name in other_names:
         shutil.copy2(root / "other" / "archive" / name, other_dir / name)
-    yield WalCorpus(directory, names, sysid, other_cluster=other_names)
-    shutil.rmtree(root, ignore_errors=True)
+    return {"segments": names, "system_identifier": sysid, "other_cluster": other_names}
+
+
+@pytest.fixture(scope="session")
+def wal_corpus() -> WalCorpus:
+    """~40 real 1 MiB segments plus a few from a second cluster (another system id).
+
+    Tests only read it, so one corpus serves the whole run: the first xdist worker to need
+    it builds it under a lock, the others wait and read what it wrote."""
+    root = BASE / f"corpus-{os.environ[RUN_ENV]}"  # named by pytest_configure
+    scratch_base()
+    with open(root.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = root / "corpus.json"
+        if not made.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a build that failed half-way
+            root.mkdir()
+            os.chmod(root, 0o755)
+            made.write_text(json.dumps(_build_corpus(root)))
+        facts = json.loads(made.read_text())
+    return WalCorpus(
+        root / "main" / "archive",
+        facts["segments"],
+        facts["system_identifier"],
+        other_cluster=facts["other_cluster"],
+    )
 
 
 @pytest.fixture

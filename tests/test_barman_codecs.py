@@ -8,16 +8,15 @@ in its own venv (scripts/barman-venv.sh) and asked for one real segment per code
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.services.barman import barman_of
 from tests.services.homes import WalqHome
 
 CODECS = ["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"]
-REPO = Path(__file__).resolve().parent.parent
 
 # version -> the codecs whose WAL it returns still compressed (exit 0 all the same)
 CLAIMS = {
@@ -26,22 +25,6 @@ CLAIMS = {
     "3.14.0": set(),  # the first release that reads every walq codec
     "3.19.1": set(),  # the version wal-reference.md describes
 }
-
-
-def barman_of(version: str) -> Path:
-    env = {
-        "WALQ_BARMAN_VENV": f".venv-barman-{version}",
-        "WALQ_BARMAN_SPEC": f"barman[cloud,snappy,zstandard,lz4]=={version}",
-    }
-    res = subprocess.run(
-        [str(REPO / "scripts" / "barman-venv.sh")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, **env},
-    )
-    assert res.returncode == 0, f"scripts/barman-venv.sh failed:\n{res.stderr[-2000:]}"
-    return Path(res.stdout.strip().splitlines()[-1]).parent / "barman"
 
 
 @pytest.mark.parametrize("version", sorted(CLAIMS))

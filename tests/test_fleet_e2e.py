@@ -7,12 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.services.fleet import (
-    pending,
-    stored_names,
-)
+from tests.services.fleet import stored_names, wait_settled
 from tests.services.homes import WalqHome, walq_command, xlogdb_names
-from tests.services.pg import chown_postgres, wait_for
+from tests.services.pg import chown_postgres
 from tests.services.pitr import recovered, run_archiving_primary
 from walq.catalog import WalState, open_catalog
 
@@ -33,14 +30,7 @@ def test_three_workers_archive_real_wal_once_and_pitr_restores(
 
     catalog = open_catalog(home.config)
     try:
-
-        def settled() -> bool:
-            return not pending(home.incoming()) and catalog.counts("pg1")["claimed"] == 0
-
-        try:
-            wait_for(settled, 180, "the fleet to archive everything", 0.25)
-        except TimeoutError:
-            raise AssertionError(fleet.logs()) from None
+        wait_settled(home, catalog, fleet)
         archived = catalog.archived_names("pg1")
         assert last in archived
         assert len(archived) >= 10, archived

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.services.fleet import REPO, celery_client, pending
+from tests.services.fleet import REPO, celery_client, wait_settled
 from tests.services.homes import WalqHome
 from tests.services.pg import free_port, wait_for
 from tests.services.pitr import run_archiving_primary
@@ -263,14 +263,7 @@ def test_exporter_serves_every_metric_from_a_real_fleet(
         run_archiving_primary(cluster_factory, home, workdir / "base", transactions=300)
         catalog = open_catalog(home.config)
         try:
-
-            def settled() -> bool:
-                return not pending(home.incoming()) and catalog.counts("pg1")["claimed"] == 0
-
-            try:
-                wait_for(settled, 180, "the fleet to archive everything", 0.25)
-            except TimeoutError:
-                raise AssertionError(fleet.logs()) from None
+            wait_settled(home, catalog, fleet)
             archived = catalog.archived_names("pg1")
         finally:
             catalog.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 from tests.services.homes import WalqHome, walq_command
 from tests.services.pg import Cluster, wait_for
 from tests.services.pitr import restore_from_archive, take_backup
-from tests.services.receiver import Receiver
+from tests.services.receiver import Receiver, streaming_home, wait_gone
 from walq.restore.spool_hit import spool_hit
 
 
@@ -138,14 +138,7 @@ def kill_receiver(rec: Receiver) -> None:
     os.kill(child, signal.SIGKILL)
     os.kill(rec.proc.pid, signal.SIGKILL)
     rec.proc.wait(timeout=30)
-    wait_for(
-        lambda: (
-            not Path(f"/proc/{child}").exists()
-            or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
-        ),
-        30,
-        "pg_receivewal to die",
-    )
+    wait_gone(child, 30, "pg_receivewal to die")
 
 
 def test_streaming_only_archive_recovers_to_the_last_flushed_transaction(
@@ -155,17 +148,7 @@ def test_streaming_only_archive_recovers_to_the_last_flushed_transaction(
     # after every message, not only when a segment ends, so "flushed" is observable.
     src = cluster_factory("src", conf={"synchronous_standby_names": "'walq_receive_wal'"}).start()
     assert src.psql("SHOW archive_mode") == "off"
-    home = make_home(
-        {
-            "pg1": {
-                "conninfo": src.conninfo,
-                "archiver": False,
-                "streaming_archiver": True,
-                "compression": "lz4",
-            }
-        }
-    )
-    home.run("receive-wal", "pg1", "--create-slot", check=True)
+    home = streaming_home(make_home, src, compression="lz4")
     rec = Receiver(home).start()
     try:
         rec.wait_streaming()

@@ -10,29 +10,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
 from tests.services.homes import WalqHome
-from tests.services.pg import Cluster, wait_for
+from tests.services.pg import wait_for
 from tests.services.pitr import restore_from_archive, take_backup
-from tests.services.receiver import Receiver, close_segment
+from tests.services.receiver import Receiver, close_segment, streaming_home, wait_gone
 from walq.postgres.receiver import truncate_wrong_partial
 from walq.wal import parse_wal_name
 
 SEG = 1 << 20
-
-
-def streaming_home(make_home, cluster: Cluster, **settings: object) -> WalqHome:
-    server = {
-        "conninfo": cluster.conninfo,
-        "archiver": False,
-        "streaming_archiver": True,
-        "compression": "gzip",
-        **settings,
-    }
-    home = make_home({"pg1": server})
-    home.run("receive-wal", "pg1", "--create-slot", check=True)
-    return home
 
 
 def status(home: WalqHome) -> dict:
@@ -117,14 +103,7 @@ def test_receiver_survives_kill_and_cluster_restart(
         #    the slot) and a new supervisor resumes from the slot.
         os.kill(rec.proc.pid, signal.SIGKILL)
         rec.proc.wait(timeout=30)
-        wait_for(
-            lambda: (
-                not Path(f"/proc/{child}").exists()
-                or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
-            ),
-            60,
-            "the orphaned pg_receivewal to exit",
-        )
+        wait_gone(child, 60, "the orphaned pg_receivewal to exit")
         rec = Receiver(home).start()
         child = rec.wait_streaming(not_child=child)
         active_pid = src.psql(

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.services.barman import barman_of
 from tests.services.homes import WalqHome, walq_command
 from tests.services.pg import as_postgres, chown_postgres
-from tests.test_barman_codecs import barman_of
 from walq.catalog import WalState
 from walq.catalog.sqlite import SqliteCatalog
 from walq.report.jsontime import iso_utc
@@ -33,10 +33,10 @@ from walq.storage import open_storage
 
 
 class SharingBarman:
-    """Barman 3.19.1 (its own venv) configured on walq's home, run as postgres."""
+    """Barman 3.19.1 (the shared test venv) configured on walq's home, run as postgres."""
 
     def __init__(self, home: WalqHome, workdir: Path, conninfo: str, streaming: str) -> None:
-        self.barman = barman_of("3.19.1")
+        self.barman = barman_of()
         self.home = home
         self.conf = workdir / "barman.conf"
         own = workdir / "barman-own"  # Barman's incoming/streaming/errors: never walq's

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,7 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.services.barman import barman_of
 from tests.services.pg import Cluster, as_postgres, chown_postgres, wait_for
+from tests.services.scratch import fresh_dir
 from walq.retention.backups import (
     BackupInfo,
     BackupParseError,
@@ -903,30 +907,44 @@ def take_backup(cluster: Cluster, root: Path, after: datetime | None) -> datetim
     return datetime.now(UTC)
 
 
-@pytest.fixture
-def real_archive(cluster_factory, workdir):
-    """Three real base backups on timeline 1 with pgbench between them; archive via cp."""
-    archive = workdir / "archive"
+@pytest.fixture(scope="module")
+def real_backups() -> Iterator[tuple[Path, ZoneInfo]]:
+    """Three real base backups (b0..b2) on timeline 1 with pgbench between them, archived
+    via cp into archive/: built once for this module, whose tests each work on a copy."""
+    root = fresh_dir("real-archive")
+    archive = root / "archive"
     archive.mkdir()
-    chown_postgres(archive)
-    pg = cluster_factory(
-        "pg",
+    chown_postgres(root)
+    pg = Cluster(root / "pg").initdb(
         conf={
             "archive_mode": "on",
             "archive_command": f"'test ! -f {archive}/%f && cp %p {archive}/%f'",
         },
     )
-    pg.start()
-    pg.pgbench_init(1)
-    finished = None
-    for i in range(3):
-        if i:
-            pg.pgbench(300)
-        finished = take_backup(pg, workdir / f"b{i}", finished)
-    pg.pgbench(100)
-    archived_everything(pg, pg.switch_wal())
-    zone = ZoneInfo(pg.psql("SHOW log_timezone"))
-    return pg, archive, zone
+    try:
+        pg.start()
+        pg.pgbench_init(1)
+        finished = None
+        for i in range(3):
+            if i:
+                pg.pgbench(300)
+            finished = take_backup(pg, root / f"b{i}", finished)
+        pg.pgbench(100)
+        archived_everything(pg, pg.switch_wal())
+        zone = ZoneInfo(pg.psql("SHOW log_timezone"))
+    finally:
+        pg.stop("immediate")
+    yield root, zone
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def real_archive(real_backups, workdir) -> tuple[Path, ZoneInfo]:
+    """This test's own copy of the module's archive and of its newest backup (workdir/b2)."""
+    root, zone = real_backups
+    for name in ("archive", "b2"):
+        subprocess.run(["cp", "-a", str(root / name), str(workdir / name)], check=True)
+    return workdir / "archive", zone
 
 
 def listing(archive: Path) -> tuple[list[str], object]:
@@ -935,7 +953,7 @@ def listing(archive: Path) -> tuple[list[str], object]:
 
 
 def test_real_backups_redundancy_and_window(real_archive):
-    _pg, archive, zone = real_archive
+    archive, zone = real_archive
     names, read = listing(archive)
     found = known_backups(names, read, seg_size=SEG, zone=zone)
     assert found.problems == ()
@@ -984,8 +1002,7 @@ def test_real_backups_redundancy_and_window(real_archive):
 
 
 def test_real_timeline_switch(real_archive, workdir):
-    pg, archive, zone = real_archive
-    pg.stop()
+    archive, zone = real_archive
     # restore the third backup, stop as soon as it is consistent, promote: timeline 2
     promoted = Cluster(workdir / "b2")
     promoted.configure(
@@ -1056,19 +1073,11 @@ def test_real_timeline_switch(real_archive, workdir):
     assert b3.start_wal in dplan.delete and "00000002.history" in dplan.keep
 
 
-def barman_command() -> Path:
-    """Barman from its own test venv (scripts/barman-venv.sh, as the S3 tests use), never walq's."""
-    script = Path(__file__).resolve().parent.parent / "scripts" / "barman-venv.sh"
-    res = subprocess.run([str(script)], capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, f"scripts/barman-venv.sh failed:\n{res.stderr[-2000:]}"
-    return Path(res.stdout.strip().splitlines()[-1]).parent / "barman"
-
-
 def test_real_barman_backups_are_read_and_win(cluster_factory, workdir):
     """Barman 3.19 (backup_method = postgres) takes two base backups of a real cluster.
     walq reads its backup.info files where that Barman keeps them (meta/), and each
     backup, described twice (Barman's file and PostgreSQL's .backup file), is Barman's."""
-    barman = barman_command()
+    barman = barman_of()
     home = workdir / "barman"
     for sub in ("incoming", "errors", "streaming"):
         (home / "pg" / sub).mkdir(parents=True)

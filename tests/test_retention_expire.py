@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.services.barman import barman_of
 from tests.services.homes import WALQ, WalqHome
 from tests.services.pg import as_postgres, chown_postgres, wait_for
 from tests.services.pitr import recovered
@@ -131,8 +132,6 @@ def snapshot(home: WalqHome) -> tuple:
 
 def barman_rebuilds_xlogdb(home: WalqHome, workdir: Path) -> bytes:
     """Barman 3.19 (its own venv) sharing walq's home: `barman rebuild-xlogdb pg1`; its xlogdb."""
-    from tests.test_retention_core import barman_command
-
     conf = workdir / "barman.conf"
     conf.write_text(
         f"[barman]\nbarman_home = {home.home}\nbarman_user = postgres\nlog_file = {workdir}/barman.log\n\n"
@@ -141,7 +140,7 @@ def barman_rebuilds_xlogdb(home: WalqHome, workdir: Path) -> bytes:
     )
     chown_postgres(workdir)
     res = subprocess.run(
-        [*as_postgres(), str(barman_command()), "-c", str(conf), "rebuild-xlogdb", "pg1"],
+        [*as_postgres(), str(barman_of()), "-c", str(conf), "rebuild-xlogdb", "pg1"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -8,8 +8,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from tests.services.barman import barman_of
 from tests.services.homes import WalqHome
-from tests.test_retention_core import barman_command
 from walq.catalog import WalState
 from walq.catalog.sqlite import SqliteCatalog
 from walq.chunks import Checksum
@@ -25,7 +25,7 @@ def barman(home: WalqHome, workdir: Path, *args: str) -> subprocess.CompletedPro
             "compression = gzip\n"
         )
     res = subprocess.run(
-        [str(barman_command()), "-c", str(conf), *args], capture_output=True, text=True, timeout=300
+        [str(barman_of()), "-c", str(conf), *args], capture_output=True, text=True, timeout=300
     )
     assert res.returncode == 0, res.stdout + res.stderr
     return res

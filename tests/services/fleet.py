@@ -185,25 +185,7 @@ class Fleet:
         extra: dict[str, str] | None = None,
         wait: bool = True,
     ) -> Proc:
-        proc = self._spawn(
-            name,
-            [
-                "worker",
-                "-n",
-                f"{name}@%h",
-                "--pool",
-                pool,
-                "--concurrency",
-                str(concurrency),
-                "-Q",
-                queues,
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            extra,
-        )
+        proc = self._spawn(name, worker_args(name, pool, concurrency, queues), extra)
         if wait:
             wait_for(
                 lambda: proc_ready(proc),
@@ -258,6 +240,25 @@ class Fleet:
         return "\n".join(
             f"===== {p.name}\n{p.output()[-tail:] if tail else p.output()}" for p in self.procs
         )
+
+
+def worker_args(name: str, pool: str, concurrency: int, queues: str) -> list[str]:
+    """``celery -A workers`` arguments for one test worker (node ``name@%h``)."""
+    return [
+        "worker",
+        "-n",
+        f"{name}@%h",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "-Q",
+        queues,
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def proc_ready(proc: Proc) -> bool:
@@ -353,6 +354,19 @@ def read_pid(path: Path) -> int | None:
         return int(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def wait_settled(home, catalog, fleet: Fleet, server: str = "pg1", timeout: float = 180) -> None:
+    """Wait until the fleet has archived everything: no source left in incoming/ and no
+    claimed catalog row; on timeout, fail with every fleet process's log."""
+
+    def settled() -> bool:
+        return not pending(home.incoming(server)) and catalog.counts(server)["claimed"] == 0
+
+    try:
+        wait_for(settled, timeout, "the fleet to archive everything", 0.25)
+    except TimeoutError:
+        raise AssertionError(fleet.logs()) from None
 
 
 def assert_archived_once(home, catalog, names: list[str], server: str = "pg1") -> None:

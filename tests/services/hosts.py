@@ -11,7 +11,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from tests.services.fleet import CELERY, REPO, Fleet, Proc, proc_ready
+from tests.services.fleet import CELERY, REPO, Fleet, Proc, proc_ready, worker_args
 from tests.services.pg import wait_for
 
 
@@ -31,19 +31,7 @@ def worker_on_host(fleet: Fleet, name: str, queues: str, hidden: list[Path]) -> 
         str(CELERY),
         "-A",
         "workers",
-        "worker",
-        "-n",
-        f"{name}@%h",
-        "--pool",
-        "prefork",
-        "--concurrency",
-        "1",
-        "-Q",
-        queues,
-        "--loglevel",
-        "INFO",
-        "--without-gossip",
-        "--without-mingle",
+        *worker_args(name, "prefork", 1, queues),
     ]
     fleet.logdir.mkdir(parents=True, exist_ok=True)
     log = fleet.logdir / f"{name}.log"

@@ -33,10 +33,26 @@ def pg_bindir() -> Path:
     raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found")
 
 
+def _port_share() -> tuple[int, int]:
+    """(this process's share, number of shares): each pytest-xdist worker gwK owns share K."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if worker.startswith("gw") and count > 1:
+        return int(worker[2:]), count
+    return 0, 1
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now (the caller binds it later). Under ``pytest -n N`` worker K
+    takes only ports with (port // 2) % N == K, so two workers never choose the same port
+    between choosing and binding it (// 2: Linux hands bind(0) odd ports only)."""
+    share, shares = _port_share()
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if (port // 2) % shares == share:
+            return port
 
 
 def as_postgres() -> list[str]:

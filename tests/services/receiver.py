@@ -13,6 +13,21 @@ from tests.services.pg import Cluster, wait_for
 from walq.postgres.receiver import STATE_FILE
 
 
+def streaming_home(make_home, cluster: Cluster, **settings: object) -> WalqHome:
+    """A walq home for ``cluster`` archived by streaming only (no archive_command), its
+    replication slot created: what ``Receiver`` needs to start."""
+    server = {
+        "conninfo": cluster.conninfo,
+        "archiver": False,
+        "streaming_archiver": True,
+        "compression": "gzip",
+        **settings,
+    }
+    home = make_home({"pg1": server})
+    home.run("receive-wal", "pg1", "--create-slot", check=True)
+    return home
+
+
 class Receiver:
     """``walq receive-wal SERVER`` running in the background, its output in a log file."""
 
@@ -76,6 +91,18 @@ class Receiver:
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
+
+
+def wait_gone(pid: int, timeout: float, what: str) -> None:
+    """Wait until process ``pid`` has exited (gone, or a zombie nobody has reaped yet)."""
+
+    def gone() -> bool:
+        try:
+            return "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, timeout, what)
 
 
 def close_segment(cluster: Cluster, streaming: Path) -> str:

@@ -415,18 +415,12 @@ class FaultProxy:
         self.httpd.server_close()
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 @pytest.fixture(scope="session")
 def barman_cloud_restore() -> str:
-    """barman-cloud-wal-restore from its own venv (scripts/barman-venv.sh), never walq's."""
-    res = subprocess.run(
-        [str(REPO / "scripts" / "barman-venv.sh")], capture_output=True, text=True, timeout=900
-    )
-    if res.returncode != 0:
-        raise RuntimeError(f"scripts/barman-venv.sh failed:\n{res.stderr[-2000:]}")
-    return res.stdout.strip().splitlines()[-1]
+    """barman-cloud-wal-restore from Barman's test venv (tests/services/barman.py), never walq's."""
+    from tests.services.barman import barman_bin
+
+    return str(barman_bin() / "barman-cloud-wal-restore")
 
 
 def s3_settings(

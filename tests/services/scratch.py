@@ -14,11 +14,16 @@ from pathlib import Path
 BASE = Path(os.environ.get("WALQ_TEST_BASE", "/tmp/walq-tests"))
 
 
-def fresh_dir(prefix: str) -> Path:
-    """A new, empty, world-traversable directory under BASE (the caller removes it)."""
+def scratch_base() -> Path:
+    """BASE, created if need be and world-traversable."""
     BASE.mkdir(parents=True, exist_ok=True)
     os.chmod(BASE, 0o755)
-    path = BASE / f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return BASE
+
+
+def fresh_dir(prefix: str) -> Path:
+    """A new, empty, world-traversable directory under BASE (the caller removes it)."""
+    path = scratch_base() / f"{prefix}-{uuid.uuid4().hex[:8]}"
     path.mkdir()
     os.chmod(path, 0o755)
     return path
