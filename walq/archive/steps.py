@@ -279,8 +279,15 @@ def encrypt(job: WalJob, server: ServerConfig) -> WalJob:
 
     src = job.payload_path
     dst = src.with_name(src.name + ".gpg")
-    encrypt_file(src, dst, server)
-    make_private(dst)  # gpg creates its output with the umask's mode
+    if not src.exists() and dst.exists():
+        # A redelivered hop whose first run finished (killed before its message was acked):
+        # ``dst`` only ever appears whole, by the rename below.
+        return job.model_copy(update={"payload": str(dst), "encrypted": True})
+    part = dst.with_name(dst.name + ".part")
+    part.unlink(missing_ok=True)  # a run killed inside gpg left it half written
+    encrypt_file(src, part, server)
+    make_private(part)  # gpg creates its output with the umask's mode
+    os.replace(part, dst)
     src.unlink(missing_ok=True)
     return job.model_copy(update={"payload": str(dst), "encrypted": True})
 

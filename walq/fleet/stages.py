@@ -325,7 +325,8 @@ def encrypt_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     """Encrypt the spool payload when the server asks for it (CPU)."""
     job = parse_job(rt.config, data, takes=PREPARED, needs=PREPARED_REQUIRED)
     server = rt.config.server(job.server)
-    _payload_present(job)
+    if not job.payload_path.with_name(job.payload_path.name + ".gpg").exists():
+        _payload_present(job)  # else a redelivered hop whose first run encrypted it
     job = keep_claim(rt, job)
     job = encrypt(job, server)
     fault_point("encrypt")
