@@ -85,9 +85,9 @@ def fleet_config(
 
 
 def procfile_workers(fleet: Fleet) -> None:
-    """The Procfile's layout: scans and CPU work on prefork ×2, I/O work on 4 threads."""
-    fleet.worker("cpu", concurrency=2, queues="walq.scan,walq.cpu")
-    fleet.worker("io", pool="threads", concurrency=4, queues="walq.io")
+    """The Procfile's layout: CPU work on prefork ×2, scans and I/O work on 4 threads."""
+    fleet.worker("cpu", concurrency=2, queues="walq.cpu")
+    fleet.worker("io", pool="threads", concurrency=4, queues="walq.scan,walq.io")
 
 
 def one_run(

@@ -9,6 +9,7 @@ server, the WAL and the stage, so Flower's task list reads like a WAL's history.
 from __future__ import annotations
 
 import random
+import threading
 import uuid
 from typing import Any
 
@@ -28,12 +29,16 @@ from workers.app import app, config, server_queue
 
 log = get_task_logger("walq")
 _runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
 
 
 def runtime() -> Runtime:
+    """The process's clients; one Runtime even when threads (scans, stores) ask at once."""
     global _runtime
     if _runtime is None:
-        _runtime = Runtime(config)
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = Runtime(config)
     return _runtime
 
 

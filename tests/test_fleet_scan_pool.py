@@ -1,0 +1,79 @@
+"""Scans never wait behind compression (issue 15, many servers): in the Procfile's layout
+the scans run on the ``io`` worker's threads, so a ``cpu`` pool busy with a WAL still
+leaves every scan served.
+
+The Procfile's own ``cpu`` and ``io`` lines give the queues and pools; the ``cpu``
+pool (one process) is held by a compress frozen with a real SIGSTOP (walq.fleet's
+fault point). A scan sent meanwhile must claim the next WAL. With scans beside
+compression (``cpu: -Q walq.scan,walq.cpu``) that scan waited in the queue until the
+compress finished.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+from tests.services.fleet import REPO, celery_client, pending, process_state, read_pid
+from tests.services.pg import wait_for
+from walq.catalog import WalState, open_catalog
+
+
+def procfile_worker(name: str) -> tuple[str, str]:
+    """The ``-Q`` queues and ``--pool`` of the Procfile's worker line ``name``."""
+    line = next(
+        line for line in (REPO / "Procfile").read_text().splitlines() if line.startswith(f"{name}:")
+    )
+    found = re.search(r"-Q (\S+) --pool (\S+)", line)
+    assert found, line
+    return found[1], found[2]
+
+
+def test_a_scan_is_served_while_the_cpu_pool_is_busy(
+    fleet_home, wal_corpus, fleet_factory, workdir: Path
+) -> None:
+    home = fleet_home()
+    faults = workdir / "faults"
+    faults.mkdir()
+    (faults / "compress").touch()
+    fleet = fleet_factory(home.config_path, WALQ_FAULT_DIR=str(faults))
+    cpu_queues, cpu_pool = procfile_worker("cpu")
+    io_queues, io_pool = procfile_worker("io")
+    fleet.worker("cpu", pool=cpu_pool, concurrency=1, queues=cpu_queues)
+    fleet.worker("io", pool=io_pool, concurrency=2, queues=io_queues)
+    client = celery_client(home.config_path)
+    catalog = open_catalog(home.config)
+    try:
+        first, second = wal_corpus.segments[:2]
+        wal_corpus.copy_into(home.incoming(), [first])
+        client.send_task("walq.scan_server", args=["pg1"], ignore_result=True)
+        try:  # the cpu pool's only process stops inside the first WAL's compress
+            pid = wait_for(
+                lambda: read_pid(faults / "compress.pid"), 90, "a compress to freeze", 0.1
+            )
+            wait_for(lambda: process_state(pid) == "T", 30, f"pid {pid} to stop", 0.05)
+        except TimeoutError:
+            raise AssertionError(fleet.logs()) from None
+
+        wal_corpus.copy_into(home.incoming(), [second])
+        client.send_task("walq.scan_server", args=["pg1"], ignore_result=True)
+        claimed = lambda: {r.name for r in catalog.records("pg1", WalState.CLAIMED)}  # noqa: E731
+        try:
+            wait_for(lambda: second in claimed(), 60, f"a scan to claim {second}", 0.2)
+        except TimeoutError:
+            raise AssertionError(f"the scan waited behind compression\n{fleet.logs()}") from None
+        assert process_state(pid) == "T", "the cpu pool was still busy when the scan ran"
+
+        os.kill(pid, signal.SIGCONT)
+        wait_for(
+            lambda: (
+                catalog.archived_names("pg1") == [first, second] and not pending(home.incoming())
+            ),
+            120,
+            "both WAL archived",
+            0.25,
+        )
+    finally:
+        catalog.close()
