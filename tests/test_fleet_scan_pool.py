@@ -77,3 +77,47 @@ def test_a_scan_is_served_while_the_cpu_pool_is_busy(
         )
     finally:
         catalog.close()
+
+
+def _received(logs: str, task: str, server: str | None = None) -> int:
+    """How many ``task`` messages the workers received (for ``server``: its task ids)."""
+    prefix = re.escape(f"{server}.") if server else ""
+    return len(re.findall(rf"Task {re.escape(task)}\[{prefix}[^\]]*\] received", logs))
+
+
+def test_beat_ticks_once_per_group_and_scans_only_servers_with_work(
+    fleet_home, wal_corpus, fleet_factory
+) -> None:
+    """An idle server costs no message per tick: beat sends one walq.scan_group per
+    worker group, and only a server with WAL waiting gets a walq.scan_server."""
+    home = fleet_home({"pg1": {}, "pg2": {}, "pg3": {}})
+    fleet = fleet_factory(home.config_path)
+    cpu_queues, cpu_pool = procfile_worker("cpu")
+    io_queues, io_pool = procfile_worker("io")
+    fleet.worker("cpu", pool=cpu_pool, concurrency=1, queues=cpu_queues)
+    io = fleet.worker("io", pool=io_pool, concurrency=2, queues=io_queues)
+    beat = fleet.beat()
+    ticks = lambda: _received(io.output(), "walq.scan_group")  # noqa: E731
+    wait_for(lambda: ticks() >= 3, 60, "three scan ticks", 0.2)
+
+    names = wal_corpus.copy_into(home.incoming("pg2"), wal_corpus.segments[:6])
+    catalog = open_catalog(home.config)
+    try:
+        wait_for(
+            lambda: catalog.archived_names("pg2") == names and not pending(home.incoming("pg2")),
+            120,
+            "pg2's WAL archived",
+            0.25,
+        )
+    finally:
+        catalog.close()
+    seen = ticks()
+    wait_for(lambda: ticks() >= seen + 5, 60, "five more scan ticks", 0.2)
+
+    logs = io.output()
+    assert "Sending due task scan group default" in beat.output()
+    assert _received(logs, "walq.scan_server", "pg2") >= 1, logs[-3000:]
+    # pg1 and pg3: at most their first sight (directories and spool made) in all these ticks
+    for idle in ("pg1", "pg3"):
+        assert _received(logs, "walq.scan_server", idle) <= 2, logs[-3000:]
+    assert ticks() >= 8
