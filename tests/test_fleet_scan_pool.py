@@ -121,3 +121,47 @@ def test_beat_ticks_once_per_group_and_scans_only_servers_with_work(
     for idle in ("pg1", "pg3"):
         assert _received(logs, "walq.scan_server", idle) <= 2, logs[-3000:]
     assert ticks() >= 8
+
+
+def test_a_server_whose_look_fails_does_not_hold_up_its_group(
+    fleet_home, wal_corpus, fleet_factory
+) -> None:
+    """pg1's spool path is a file, so the tick's look at it fails (and so does its scan,
+    which retries on its own); pg2 in the same group is still scanned and archived. A tick
+    for a group no server names is refused in one line."""
+    home = fleet_home({"pg1": {}, "pg2": {}})
+    blocked = home.config.spool_dir / "pg1"
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("not a directory\n")
+    names = wal_corpus.copy_into(home.incoming("pg2"), wal_corpus.segments[:4])
+    fleet = fleet_factory(home.config_path)
+    cpu_queues, cpu_pool = procfile_worker("cpu")
+    io_queues, io_pool = procfile_worker("io")
+    fleet.worker("cpu", pool=cpu_pool, concurrency=1, queues=cpu_queues)
+    io = fleet.worker("io", pool=io_pool, concurrency=2, queues=io_queues)
+    fleet.beat()
+    catalog = open_catalog(home.config)
+    try:
+        try:
+            wait_for(
+                lambda: (
+                    catalog.archived_names("pg2") == names and not pending(home.incoming("pg2"))
+                ),
+                120,
+                "pg2's WAL archived",
+                0.25,
+            )
+        except TimeoutError:
+            raise AssertionError(fleet.logs()) from None
+    finally:
+        catalog.close()
+    wait_for(lambda: "scan tick: pg1:" in io.output(), 30, "the tick to name pg1's failure")
+
+    client = celery_client(home.config_path)
+    client.send_task("walq.scan_group", args=["nowhere"], ignore_result=True)
+    wait_for(
+        lambda: "refused: group: no configured server names 'nowhere'" in io.output(),
+        60,
+        "the made-up group to be refused",
+        0.2,
+    )
