@@ -9,7 +9,9 @@ servers (each server archives its share of the corpus), one scan per server.
 Counts, not times: Redis commands (INFO commandstats, Lua's inner commands
 included) and bytes in, Redis CPU seconds (INFO cpu), Celery tasks (worker logs),
 catalog transactions (pg_stat_database of the catalog's own database, read after
-the workers exit so every backend has reported). Then one idle scan per server.
+the workers exit so every backend has reported). Then one idle scan per server
+(walq.scan_server, as Flower applies it), and one idle tick of the group as beat
+sends it (walq.scan_group: one message, no scan sent for an idle server).
 Results: bench/results/control-plane-<time>.json and a table on stdout.
 """
 
@@ -85,9 +87,9 @@ def fleet_config(
 
 
 def procfile_workers(fleet: Fleet) -> None:
-    """The Procfile's layout: scans and CPU work on prefork ×2, I/O work on 4 threads."""
-    fleet.worker("cpu", concurrency=2, queues="walq.scan,walq.cpu")
-    fleet.worker("io", pool="threads", concurrency=4, queues="walq.io")
+    """The Procfile's layout: CPU work on prefork ×2, scans and I/O work on 4 threads."""
+    fleet.worker("cpu", concurrency=2, queues="walq.cpu")
+    fleet.worker("io", pool="threads", concurrency=4, queues="walq.scan,walq.io")
 
 
 def one_run(
@@ -160,6 +162,17 @@ def _measure(
             0.5,
         )
         idle = redis_counters(broker) - idle0
+        # What beat sends instead (walq.scan_group): one message for all the idle servers.
+        ticks = tasks_finished(fleet.logs(tail=0))["walq.scan_group"]
+        group0 = redis_counters(broker)
+        client.send_task("walq.scan_group", args=["default"], ignore_result=True)
+        wait_for(
+            lambda: tasks_finished(fleet.logs(tail=0))["walq.scan_group"] > ticks,
+            600,
+            "the idle group tick",
+            0.5,
+        )
+        group = redis_counters(broker) - group0
     finally:
         fleet.stop_all()
     wait_for(lambda: catalog_backends(ADMIN_URL, database) == 0, 120, "catalog backends to exit")
@@ -175,6 +188,8 @@ def _measure(
         "catalog_transactions_per_wal": round(xacts / expected, 2),
         "result_keys_left": left,
         "idle_redis_commands_per_server_tick": round(idle.commands / servers, 1),
+        "idle_group_tick_redis_commands": group.commands,
+        "idle_group_tick_redis_commands_per_server": round(group.commands / servers, 2),
         "tasks": dict(tasks),
         "redis_by_command": dict(sorted(used.by_command.items(), key=lambda kv: -kv[1])),
         "idle_redis_by_command": dict(sorted(idle.by_command.items(), key=lambda kv: -kv[1])),

@@ -248,7 +248,7 @@ def test_two_beats_enqueue_each_wal_once(fleet_home, wal_corpus, fleet_factory) 
     b2 = fleet.beat("beat2")
     for beat in (b1, b2):  # both are ticking before any WAL arrives
         wait_for(
-            lambda b=beat: "Sending due task scan pg1" in b.output(),
+            lambda b=beat: "Sending due task scan group default" in b.output(),
             60,
             f"{beat.name} to send a scan",
         )

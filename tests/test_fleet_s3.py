@@ -21,8 +21,8 @@ def test_fleet_archives_to_s3_with_prefork_and_thread_pools(
     home = fleet_home({"pg1": s3_settings(s3_bucket, compression="lz4")})
     names = wal_corpus.copy_into(home.incoming(), wal_corpus.segments[:10])
     fleet = fleet_factory(home.config_path)
-    fleet.worker("cpu", queues="walq.scan,walq.cpu")
-    io = fleet.worker("io", pool="threads", concurrency=3, queues="walq.io")
+    fleet.worker("cpu", queues="walq.cpu")
+    io = fleet.worker("io", pool="threads", concurrency=3, queues="walq.scan,walq.io")
     fleet.beat()
     catalog = open_catalog(home.config)
     try:

@@ -203,8 +203,8 @@ def test_systemd_units_run_the_procfile_commands() -> None:
     """The fleet units start the processes the Procfile does (same queues and pools)."""
     procfile = (REPO / "Procfile").read_text()
     for unit, queues, pool in (
-        ("walq-worker-cpu.service", "walq.scan,walq.cpu", "prefork"),
-        ("walq-worker-io.service", "walq.io", "threads"),
+        ("walq-worker-cpu.service", "walq.cpu", "prefork"),
+        ("walq-worker-io.service", "walq.scan,walq.io", "threads"),
     ):
         argv = exec_start(unit)
         assert argv[1:4] == ["-A", "workers", "worker"], argv

@@ -255,8 +255,8 @@ def test_exporter_serves_every_metric_from_a_real_fleet(
     assert home.run("catalog", "init").returncode == 0
     home.give_to_postgres()
     fleet = fleet_factory(home.config_path)
-    fleet.worker("cpu", queues="walq.scan,walq.cpu")
-    fleet.worker("io", pool="threads", concurrency=2, queues="walq.io")
+    fleet.worker("cpu", queues="walq.cpu")
+    fleet.worker("io", pool="threads", concurrency=2, queues="walq.scan,walq.io")
     fleet.beat()
     exporter, base = start_exporter(home)
     try:

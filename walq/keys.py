@@ -19,6 +19,7 @@ IO_QUEUE = "walq.io"
 QUEUES = (SCAN_QUEUE, CPU_QUEUE, IO_QUEUE)
 # Which queue each task goes to (workers.app routes with it; clients sending by name too).
 TASK_QUEUES = {
+    "walq.scan_group": SCAN_QUEUE,  # beat's tick: its argument is a worker group, not a server
     "walq.scan_server": SCAN_QUEUE,
     "walq.retry_wal": SCAN_QUEUE,
     "walq.retry_failed": SCAN_QUEUE,

@@ -61,6 +61,11 @@ def router(config: Config) -> Callable[..., dict[str, str] | None]:
         name: str, args: tuple, kwargs: dict, options: dict, task: object = None, **kw: object
     ) -> dict[str, str] | None:
         first = args[0] if args else kwargs.get("server", kwargs.get("job"))
+        if name == "walq.scan_group":  # a group's tick: that group's own scan queue
+            group = first if isinstance(first, str) else kwargs.get("group")
+            if not (isinstance(group, str) and group in groups(config)):
+                group = keys.DEFAULT_GROUP  # whose task then refuses it in one line
+            return {"queue": keys.group_queue(keys.SCAN_QUEUE, group)}
         server = first.get("server") if isinstance(first, dict) else first
         queue = server_queue(config, name, server)
         return {"queue": queue} if queue else None
@@ -68,20 +73,27 @@ def router(config: Config) -> Callable[..., dict[str, str] | None]:
     return route
 
 
+def scan_expiry(config: Config) -> float:
+    """A scan message older than this is dropped: a newer tick has been sent since."""
+    return max(2 * config.scan_interval, 5.0)
+
+
 def beat_schedule(config: Config) -> dict[str, dict[str, object]]:
-    """walq.scan_server for every server every scan_interval seconds; walq.expire_server
-    every expire_interval seconds for servers with a retention_policy; stale ticks expire."""
+    """walq.scan_group for every worker group every scan_interval seconds (it sends
+    walq.scan_server only for the group's servers with something to do: an idle server
+    costs no message); walq.expire_server every expire_interval seconds for servers with
+    a retention_policy; stale ticks expire."""
     schedule: dict[str, dict[str, object]] = {
-        f"scan {name}": {
-            "task": "walq.scan_server",
+        f"scan group {group}": {
+            "task": "walq.scan_group",
             "schedule": config.scan_interval,
-            "args": (name,),
+            "args": (group,),
             "options": {
-                "expires": max(2 * config.scan_interval, 5.0),
-                "queue": server_queue(config, "walq.scan_server", name),
+                "expires": scan_expiry(config),
+                "queue": keys.group_queue(keys.SCAN_QUEUE, group),
             },
         }
-        for name in sorted(config.servers)
+        for group in sorted({s.worker_group for s in config.servers.values()})
     }
     schedule.update(
         {

@@ -1,7 +1,7 @@
 """walq's Celery tasks: call walq.fleet.stages, apply walq.archive.policy's verdict.
 
 Task names are the public surface Flower shows and applies:
-``walq.scan_server``, ``walq.compress``, ``walq.encrypt``, ``walq.store``,
+``walq.scan_group`` (beat's tick), ``walq.scan_server``, ``walq.compress``, ``walq.encrypt``, ``walq.store``,
 ``walq.commit_server`` (the group commit), ``walq.commit`` (one WAL's commit), ``walq.retry_wal``, ``walq.retry_failed``, ``walq.expire_server``. Task ids name the
 server, the WAL and the stage, so Flower's task list reads like a WAL's history.
 """
@@ -9,6 +9,7 @@ server, the WAL and the stage, so Flower's task list reads like a WAL's history.
 from __future__ import annotations
 
 import random
+import threading
 import uuid
 from typing import Any
 
@@ -24,16 +25,21 @@ from walq.fleet import stages
 from walq.fleet.expire import expire_task
 from walq.fleet.outcomes import record_outcome
 from walq.fleet.runtime import Runtime, preload
-from workers.app import app, config, server_queue
+from walq.fleet.tick import servers_to_scan
+from workers.app import app, config, scan_expiry, server_queue
 
 log = get_task_logger("walq")
 _runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
 
 
 def runtime() -> Runtime:
+    """The process's clients; one Runtime even when threads (scans, stores) ask at once."""
     global _runtime
     if _runtime is None:
-        _runtime = Runtime(config)
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = Runtime(config)
     return _runtime
 
 
@@ -197,6 +203,22 @@ def scan_server(self: Task, server: str) -> dict[str, Any]:
 
     jobs = run_stage(self, lambda rt, name: stages.scan_server(rt, name, overdue), server, server)
     return {"server": server, "enqueued": [enqueue(job) for job in jobs]}
+
+
+@app.task(name="walq.scan_group", bind=True, acks_late=False)
+def scan_group(self: Task, group: str) -> dict[str, Any]:
+    """Beat's tick for a worker group: walq.scan_server for each of its servers with
+    something to do (walq.fleet.tick); an idle server costs a few directory reads here.
+    Not acked late: a lost tick is replaced by the next one."""
+    tick = servers_to_scan(runtime(), group)
+    for server in tick.scan:
+        scan_server.apply_async(
+            (server,),
+            task_id=f"{server}.scan.{uuid.uuid4().hex[:8]}",
+            queue=server_queue(config, "walq.scan_server", server),
+            expires=scan_expiry(config),
+        )
+    return {"group": group, "scanned": tick.scan, "idle": tick.idle, "failed": tick.failed}
 
 
 @app.task(name="walq.retry_wal", bind=True, base=WalTask)

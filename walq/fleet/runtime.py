@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -43,26 +44,31 @@ class MetaCache:
         self._meta[(server, key)] = value
 
     def forget(self, server: str) -> bool:
-        """Drop the server's cached values; whether there were any."""
-        cached = [k for k in self._meta if k[0] == server]
+        """Drop the server's cached values; whether there were any. Safe beside other
+        threads of a threads pool (scans, stores) reading and filling the cache."""
+        cached = [k for k in list(self._meta) if k[0] == server]
         for k in cached:
-            del self._meta[k]
+            self._meta.pop(k, None)
         return bool(cached)
 
 
 @dataclass
 class Runtime:
-    """Catalog, Redis and storage clients of one worker process."""
+    """Catalog, Redis and storage clients of one worker process, shared by the threads
+    of a threads pool (scans, stores, commits): each client is built once, under a lock."""
 
     config: Config
     _catalog: MetaCache | None = None
     _redis: Any = None
     _storages: dict[str, Storage] = field(default_factory=dict)
+    _building: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            self._catalog = MetaCache(open_catalog(self.config))
+            with self._building:  # two threads must not both open a connection pool
+                if self._catalog is None:
+                    self._catalog = MetaCache(open_catalog(self.config))
         return cast(Catalog, self._catalog)
 
     def forget_meta(self, server: str) -> bool:
@@ -74,18 +80,24 @@ class Runtime:
         if self._redis is None and self.config.effective_lock_url:
             import redis  # only fleets with a lock URL need the client
 
-            self._redis = redis.Redis.from_url(
-                self.config.effective_lock_url,
-                socket_timeout=10,
-                socket_connect_timeout=10,
-                health_check_interval=30,
-            )
+            with self._building:
+                if self._redis is None:
+                    self._redis = redis.Redis.from_url(
+                        self.config.effective_lock_url,
+                        socket_timeout=10,
+                        socket_connect_timeout=10,
+                        health_check_interval=30,
+                    )
         return self._redis
 
     def storage(self, server: ServerConfig) -> Storage:
-        if server.name not in self._storages:
-            self._storages[server.name] = open_storage(server)
-        return self._storages[server.name]
+        found = self._storages.get(server.name)
+        if found is None:
+            with self._building:
+                found = self._storages.get(server.name)
+                if found is None:
+                    found = self._storages[server.name] = open_storage(server)
+        return found
 
     def lock(self, server: str, purpose: str) -> ServerLock:
         return open_lock(self.config, server, purpose, client=self.redis)
