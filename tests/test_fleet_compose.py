@@ -30,7 +30,31 @@ def compose() -> dict:
 @pytest.fixture(scope="module")
 def fleet_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("compose")
-    return write_walq_config(root, {"pg1": {}}, broker_url="redis://127.0.0.1:1/0")
+    return write_walq_config(
+        root,
+        {"pg1": {}},
+        broker_url="redis://127.0.0.1:1/0",
+        catalog_url="postgresql://walq@127.0.0.1:1/walq",
+    )
+
+
+@pytest.mark.parametrize("sub", ["worker", "beat"])
+def test_a_fleet_without_a_catalog_url_is_refused_in_one_line(sub: str, tmp_path: Path) -> None:
+    """SQLite is embedded mode's catalog; the io worker's threads cannot share it."""
+    config = write_walq_config(tmp_path, {"pg1": {}}, broker_url="redis://127.0.0.1:1/0")
+    env = {**os.environ, "WALQ_CONFIG": str(config), "PYTHONPATH": str(REPO)}
+    res = subprocess.run(
+        [str(CELERY), "-A", "workers", sub, "--loglevel", "INFO"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert lines and "catalog_url is not set" in lines[-1], res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
 
 
 def _check_command(argv: list[str], config: Path) -> None:

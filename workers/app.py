@@ -118,6 +118,12 @@ def make_app(config: Config) -> Celery:
         raise SystemExit(
             "walq: broker_url is not set in the config; the fleet needs a Redis broker"
         )
+    if not config.catalog_url:
+        # SQLite is embedded mode's catalog: one connection per process, and the io worker's
+        # threads would share it (its stores and commits would fail, WAL after WAL).
+        raise SystemExit(
+            "walq: catalog_url is not set in the config; the fleet needs a PostgreSQL catalog"
+        )
     celery = Celery(
         "walq", broker=config.broker_url, backend=config.broker_url, include=["workers.tasks"]
     )
