@@ -45,16 +45,18 @@ BUCKETS = [  # (name, test on the leaf frame, test on the whole stack); first ma
     (
         "codec",
         lambda leaf, st: (
-            "compress (codecs.py" in leaf
+            "codecs.py:" in leaf  # frames read "_Zstd.compress (walq/codecs.py:70)"
             or "compress_chunks" in leaf
             or "decompress_chunks" in leaf
         ),
     ),
     (
         "checksum",
-        lambda leaf, st: "accounted (steps.py" in leaf or "_copy_verified (fetch.py" in leaf,
+        lambda leaf, st: (
+            "accounted (" in leaf or "_copy_verified (" in leaf or "checksums.py:" in leaf
+        ),
     ),
-    ("read", lambda leaf, st: "_chain (steps.py" in leaf),
+    ("read", lambda leaf, st: "read_chunks (" in leaf or "_chain (" in leaf),
     ("imports", lambda leaf, st: "importlib" in st),
     ("boto3 (requests, signing)", lambda leaf, st: "botocore" in st or "urllib3" in st),
     ("PostgreSQL catalog (psycopg)", lambda leaf, st: "psycopg" in st),
@@ -64,7 +66,7 @@ BUCKETS = [  # (name, test on the leaf frame, test on the whole stack); first ma
         "store + commit",
         lambda leaf, st: "finish (embedded.py" in st or "store (" in st or "commit (" in st,
     ),
-    ("write payload", lambda leaf, st: "prepare (steps.py" in leaf),
+    ("write payload", lambda leaf, st: "prepare (" in leaf and "steps.py:" in leaf),
 ]
 
 
