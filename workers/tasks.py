@@ -104,6 +104,7 @@ def run_stage(task: Task, fn: Any, data: Any, server: object = None) -> Any:
             raise  # touches nothing, never retried: the caller made the arguments up
         if verdict is Verdict.DONE:
             log.info("%s: %s", task.name, exc)
+            forget_retries(task)
             raise Ignore() from None
         if verdict is Verdict.WAIT:  # contention is not failure: not counted against the limit
             raise task.retry(
@@ -119,7 +120,16 @@ def run_stage(task: Task, fn: Any, data: Any, server: object = None) -> Any:
         parked = stages.park(rt, data, exc)
         raise PermanentError(f"{parked.name} {parked.status}: {parked.message}") from None
     count(rt, task, server, "ok")
+    forget_retries(task)
     return result
+
+
+def forget_retries(task: Task) -> None:
+    """A retried run stored a RETRY result (``task_store_errors_even_if_ignored``); once the
+    task settles without failing, drop it, so no result key outlives its WAL (one DEL,
+    only after a retry)."""
+    if task.request.retries:
+        task.backend.forget(task.request.id)
 
 
 @app.task(name="walq.compress", bind=True, base=WalTask)
@@ -196,6 +206,13 @@ def enqueue(job: dict[str, Any]) -> str:
     return job["wal"]
 
 
+# Beat's scan tick carries ``expires``: one that waited past it is revoked, and a stored
+# REVOKED result per stale tick would outlive it by result_expires. Its failures are
+# logged instead. (scan_server keeps storing failures: an operator applying it by name
+# reads its refusal there.)
+TICK = {"store_errors_even_if_ignored": False}
+
+
 @app.task(name="walq.scan_server", bind=True, base=WalTask)
 def scan_server(self: Task, server: str) -> dict[str, Any]:
     def overdue() -> None:
@@ -205,7 +222,7 @@ def scan_server(self: Task, server: str) -> dict[str, Any]:
     return {"server": server, "enqueued": [enqueue(job) for job in jobs]}
 
 
-@app.task(name="walq.scan_group", bind=True, acks_late=False)
+@app.task(name="walq.scan_group", bind=True, acks_late=False, **TICK)
 def scan_group(self: Task, group: str) -> dict[str, Any]:
     """Beat's tick for a worker group: walq.scan_server for each of its servers with
     something to do (walq.fleet.tick); an idle server costs a few directory reads here.
