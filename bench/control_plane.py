@@ -44,6 +44,15 @@ from tests.services.pg import wait_for
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def save_results(rows: list[dict[str, object]], stem: str, out: Path | None = None) -> Path:
+    """Write a run's rows as JSON (default bench/results/<stem>-<time>.json) and say where."""
+    out = out or RESULTS / f"{stem}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2))
+    print(f"results: {out}")
+    return out
+
+
 def redis_cpu(client) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
@@ -211,10 +220,7 @@ def main() -> None:
             rows.append(row)
             shown = {k: v for k, v in row.items() if k not in ("tasks", "redis_by_command")}
             print(json.dumps(shown), flush=True)
-        RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"control-plane-{time.strftime('%Y%m%dT%H%M%S')}.json"
-        out.write_text(json.dumps(rows, indent=2))
-        print(f"results: {out}")
+        save_results(rows, "control-plane")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -19,7 +19,6 @@ Results: bench/results/fleet-scale-<time>.json and one line per rate on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -32,12 +31,12 @@ from pathlib import Path
 import psycopg
 
 from bench.control_plane import (
-    RESULTS,
     fleet_config,
     make_corpus,
     private_services,
     procfile_workers,
     redis_cpu,
+    save_results,
 )
 from bench.lag import Key, LagWatcher, percentile
 from bench.services import group_cpu_seconds
@@ -315,10 +314,7 @@ def main() -> None:
             )
             rows.append(row)
             print(summary(row), flush=True)
-        out = args.out or RESULTS / f"fleet-scale-{time.strftime('%Y%m%dT%H%M%S')}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(rows, indent=2))
-        print(f"results: {out}")
+        save_results(rows, "fleet-scale", args.out)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
