@@ -19,8 +19,9 @@ from tests.services.homes import WalqHome
 from walq.archive.job import _wal_name
 from walq.catalog import open_catalog
 from walq.config import ServerConfig, check_server_name
+from walq.config_scan import is_server_name
 from walq.errors import ConfigError
-from walq.restore.spool_hit import _is_segment_name, _is_server_name
+from walq.restore.spool_hit import _is_segment_name
 from walq.storage.local import LocalStorage
 from walq.storage.s3 import S3Storage
 from walq.wal import WalNameError, is_wal_name, parse_wal_name, segment_name
@@ -60,7 +61,7 @@ def test_server_and_slot_names_reject_a_trailing_newline(tail: str) -> None:
     check_server_name("pg1")
     with pytest.raises(ConfigError):
         check_server_name("pg1" + tail)
-    assert _is_server_name("pg1") and not _is_server_name("pg1" + tail)
+    assert is_server_name("pg1") and not is_server_name("pg1" + tail)
     with pytest.raises(ValidationError):
         ServerConfig(slot_name="walq_pg1" + tail)
 

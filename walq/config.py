@@ -35,6 +35,7 @@ from walq.checksums import DEFAULT_CHECKSUM, ChecksumName
 from walq.codecs import CODEC_NAMES
 from walq.errors import ConfigError, clip
 from walq.fsutil import set_group_access
+from walq.keys import DEFAULT_GROUP
 from walq.masking import mask_secrets, url_passwords
 
 WORKER_GROUP_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -607,6 +608,10 @@ class Config(BaseSettings, HookScripts):
     @property
     def catalog_path(self) -> Path:
         return self.home / "catalog.sqlite"
+
+    def worker_groups(self) -> set[str]:
+        """The worker groups the servers name (``default`` always among them)."""
+        return {DEFAULT_GROUP, *(s.worker_group for s in self.servers.values())}
 
     def server(self, name: str) -> ServerConfig:
         """Look a server up by name; the error names the configured ones."""

@@ -22,6 +22,7 @@ from walq.walcheck import (
     MIN_SEG_SIZE,
     XLP_ALL_FLAGS,
     XLP_LONG_HEADER,
+    is_seg_size,
     split_wal_name,
 )
 
@@ -97,7 +98,7 @@ def is_wal_name(name: str) -> bool:
 
 
 def check_seg_size(seg_size: int) -> int:
-    if seg_size < MIN_SEG_SIZE or seg_size > MAX_SEG_SIZE or seg_size & (seg_size - 1):
+    if not is_seg_size(seg_size):
         raise WalqError(f"segment size {seg_size} is not a power of two from 1 MiB to 1 GiB")
     return seg_size
 

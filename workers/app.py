@@ -40,7 +40,7 @@ ROUTES = keys.TASK_QUEUES
 
 def groups(config: Config) -> list[str]:
     """The worker groups the configured servers name (``default`` always among them)."""
-    return sorted({keys.DEFAULT_GROUP, *(s.worker_group for s in config.servers.values())})
+    return sorted(config.worker_groups())
 
 
 def server_queue(config: Config, task: str, server: object) -> str | None:

@@ -206,13 +206,6 @@ def enqueue(job: dict[str, Any]) -> str:
     return job["wal"]
 
 
-# Beat's scan tick carries ``expires``: one that waited past it is revoked, and a stored
-# REVOKED result per stale tick would outlive it by result_expires. Its failures are
-# logged instead. (scan_server keeps storing failures: an operator applying it by name
-# reads its refusal there.)
-TICK = {"store_errors_even_if_ignored": False}
-
-
 @app.task(name="walq.scan_server", bind=True, base=WalTask)
 def scan_server(self: Task, server: str) -> dict[str, Any]:
     def overdue() -> None:
@@ -222,7 +215,10 @@ def scan_server(self: Task, server: str) -> dict[str, Any]:
     return {"server": server, "enqueued": [enqueue(job) for job in jobs]}
 
 
-@app.task(name="walq.scan_group", bind=True, acks_late=False, **TICK)
+# Beat's tick carries ``expires``: a stale one is revoked, and a stored REVOKED result
+# would outlive it by result_expires, so its failures are only logged. (scan_server keeps
+# storing failures: an operator applying it by name reads its refusal there.)
+@app.task(name="walq.scan_group", bind=True, acks_late=False, store_errors_even_if_ignored=False)
 def scan_group(self: Task, group: str) -> dict[str, Any]:
     """Beat's tick for a worker group: walq.scan_server for each of its servers with
     something to do (walq.fleet.tick); an idle server costs a few directory reads here.

@@ -29,7 +29,7 @@ from walq.codecs import CODEC_NAMES, get_codec
 from walq.config import Config, ServerConfig
 from walq.errors import ConfigError, WalqError, clip
 from walq.storage import open_storage
-from walq.wal import MAX_SEG_SIZE, MIN_SEG_SIZE, parse_wal_name
+from walq.wal import MAX_SEG_SIZE, MIN_SEG_SIZE, is_seg_size, parse_wal_name
 
 MAX_STORED_SIZE = (
     2 * MAX_SEG_SIZE
@@ -73,7 +73,7 @@ def _chain(value: str) -> str:
 
 
 def _seg_size(value: int | None) -> int | None:
-    if value is not None and (value & (value - 1) or not MIN_SEG_SIZE <= value <= MAX_SEG_SIZE):
+    if value is not None and not is_seg_size(value):
         raise ValueError(f"must be a power of two from {MIN_SEG_SIZE} to {MAX_SEG_SIZE}")
     return value
 

@@ -271,6 +271,11 @@ def _account(piece: bytes, size: int, head: bytes, text: bytearray, kind: WalKin
     return size + len(piece), head, text
 
 
+def encrypted_payload(plain: Path) -> Path:
+    """Where the encrypt step writes a spool payload's encrypted copy."""
+    return plain.with_name(plain.name + ".gpg")
+
+
 def encrypt(job: WalJob, server: ServerConfig) -> WalJob:
     """Encrypt the spool payload when the server asks for it; pass through otherwise."""
     if server.encryption != "gpg":
@@ -278,7 +283,7 @@ def encrypt(job: WalJob, server: ServerConfig) -> WalJob:
     from walq.crypto import encrypt_file  # gpg plumbing, only for servers that encrypt
 
     src = job.payload_path
-    dst = src.with_name(src.name + ".gpg")
+    dst = encrypted_payload(src)
     if not src.exists() and dst.exists():
         # A redelivered hop whose first run finished (killed before its message was acked):
         # ``dst`` only ever appears whole, by the rename below.

@@ -36,8 +36,7 @@ def fleet_status(config: Config) -> dict[str, object]:
     result: dict[str, Any] = {}
     try:
         broker = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
-        groups = {keys.DEFAULT_GROUP, *(s.worker_group for s in config.servers.values())}
-        result["queues"] = queue_depths(broker, keys.group_queues(groups))
+        result["queues"] = queue_depths(broker, keys.group_queues(config.worker_groups()))
         locks = redis.Redis.from_url(lock_url, socket_timeout=5, socket_connect_timeout=5)
         result["lock_holders"] = {
             name: (holder.decode() if isinstance(holder, bytes) else holder)

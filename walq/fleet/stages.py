@@ -37,6 +37,7 @@ from walq.archive.steps import (
     check_identity,
     commit,
     encrypt,
+    encrypted_payload,
     handle_already_archived,
     prepare,
     store,
@@ -135,7 +136,7 @@ def scan_server(
     config = rt.config
     args: ServerArgs = parse_args(ServerArgs, config, {"server": server_name})
     server = config.server(args.server)
-    if _nothing_to_do(rt, server):
+    if nothing_to_do(rt, server):
         return []  # an idle tick: a listing, no lock, no catalog
     lock = rt.lock(server.name, "scan")
     try:
@@ -185,7 +186,7 @@ def _commit_overdue(config: Config, record: WalRecord) -> bool:
     return time.time() - record.stored_at > max(2 * config.lock_ttl, 5.0)
 
 
-def _nothing_to_do(rt: Runtime, server: ServerConfig) -> bool:
+def nothing_to_do(rt: Runtime, server: ServerConfig) -> bool:
     """Whether a scan would find nothing: no file waiting, no spool to sweep, no identity
     to learn, and the server's directories already made. Anything else takes the lock."""
     if not server.incoming_dir.is_dir():
@@ -325,7 +326,7 @@ def encrypt_stage(rt: Runtime, data: Any) -> dict[str, Any]:
     """Encrypt the spool payload when the server asks for it (CPU)."""
     job = parse_job(rt.config, data, takes=PREPARED, needs=PREPARED_REQUIRED)
     server = rt.config.server(job.server)
-    if not job.payload_path.with_name(job.payload_path.name + ".gpg").exists():
+    if not encrypted_payload(job.payload_path).exists():
         _payload_present(job)  # else a redelivered hop whose first run encrypted it
     job = keep_claim(rt, job)
     job = encrypt(job, server)

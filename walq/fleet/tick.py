@@ -14,11 +14,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from walq import keys
-from walq.config import Config
 from walq.errors import TaskArgumentError, clip
 from walq.fleet.runtime import Runtime
-from walq.fleet.stages import _nothing_to_do
+from walq.fleet.stages import nothing_to_do
 from walq.masking import mask_secrets
 
 log = logging.getLogger("walq")
@@ -35,23 +33,18 @@ class Tick:
     failed: list[str] = field(default_factory=list)
 
 
-def group_names(config: Config) -> set[str]:
-    """The worker groups the configured servers name (``default`` always among them)."""
-    return {keys.DEFAULT_GROUP, *(s.worker_group for s in config.servers.values())}
-
-
 def servers_to_scan(rt: Runtime, group: object) -> Tick:
     """Look at every server of ``group`` (in name order); one server's failing look
     neither hides the others nor fails the tick."""
     config = rt.config
-    if not isinstance(group, str) or group not in group_names(config):
+    if not isinstance(group, str) or group not in config.worker_groups():
         raise TaskArgumentError(f"refused: group: no configured server names {clip(str(group))}")
     tick = Tick(group)
     for name, server in sorted(config.servers.items()):
         if server.worker_group != group:
             continue
         try:
-            if _nothing_to_do(rt, server):
+            if nothing_to_do(rt, server):
                 tick.idle += 1
                 continue
         except Exception as exc:  # e.g. a directory walq cannot read: the scan says why

@@ -20,7 +20,6 @@ from walq.config_scan import config_path as path_of_config
 from walq.restore.spool import END_NAME, detach, parse_prefetch, running_pid, wait_for_inflight
 
 _HEX_UPPER = frozenset("0123456789ABCDEF")
-_is_server_name = is_server_name  # shared with put-wal's fast path (walq.config_scan)
 
 
 def _is_segment_name(s: str) -> bool:
@@ -77,7 +76,7 @@ def spool_hit(argv: list[str]) -> int | None:
     if len(positional) != 4 or positional[0] != "get-wal" or not args or args[0] != "get-wal":
         return None
     _, server, wal, dest = positional
-    if not _is_server_name(server) or not _is_segment_name(wal) or not _is_replaceable(dest):
+    if not is_server_name(server) or not _is_segment_name(wal) or not _is_replaceable(dest):
         return None
     home = os.environ.get("WALQ_HOME") or _home_from_config(config_path)
     if home is None or not os.path.isabs(home):
